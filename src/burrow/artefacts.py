@@ -1,0 +1,115 @@
+"""Self-describing, atomically written artefacts.
+
+Every directory burrow writes holds a ``manifest.json`` per stage (format version, config, counts,
+dtypes, hashes of inputs). Files are written to a temporary name and moved into place with
+``os.replace``, so a killed command never leaves a file that looks complete; a stage whose manifest
+is present and matches is skipped on re-run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from burrow.errors import BurrowError
+
+FORMAT_VERSION = 1
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it onto ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read JSON, turning a missing or corrupt file into a clear :class:`BurrowError`."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BurrowError(f"{path} not found; build that artefact first") from None
+    except json.JSONDecodeError as e:
+        raise BurrowError(f"{path} is corrupt ({e.msg}); delete it and re-run with --force") from None
+
+
+def write_manifest(directory: str | Path, kind: str, **fields: Any) -> dict[str, Any]:
+    """Write ``manifest.json`` (or ``<kind>.manifest.json`` for sub-stages) marking a stage complete."""
+    manifest = {"kind": kind, "format_version": FORMAT_VERSION, **fields}
+    write_json(manifest_path(directory, kind), manifest)
+    return manifest
+
+
+def manifest_path(directory: str | Path, kind: str) -> Path:
+    """Where the manifest of stage ``kind`` lives inside ``directory``."""
+    return Path(directory) / f"{kind}.manifest.json"
+
+
+def read_manifest(directory: str | Path, kind: str) -> dict[str, Any] | None:
+    """Return a stage's manifest, or ``None`` when that stage has not completed."""
+    path = manifest_path(directory, kind)
+    if not path.exists():
+        return None
+    manifest = read_json(path)
+    if manifest.get("kind") != kind:
+        raise BurrowError(f"{path} describes a {manifest.get('kind')!r}, not a {kind!r}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BurrowError(
+            f"{path} has format version {manifest.get('format_version')}, this burrow reads "
+            f"{FORMAT_VERSION}; rebuild it with --force"
+        )
+    return manifest
+
+
+def require_manifest(directory: str | Path, kind: str) -> dict[str, Any]:
+    """Like :func:`read_manifest` but a missing stage is an error that says what to run."""
+    manifest = read_manifest(directory, kind)
+    if manifest is None:
+        raise BurrowError(f"{directory} has no complete {kind} (no {kind}.manifest.json); build it first")
+    return manifest
+
+
+def file_sha256(path: str | Path, limit: int | None = None) -> str:
+    """Hex SHA-256 of a file (of its first ``limit`` bytes when given)."""
+    h = hashlib.sha256()
+    remaining = limit
+    with open(path, "rb") as f:
+        while True:
+            size = 1 << 20 if remaining is None else min(1 << 20, remaining)
+            block = f.read(size)
+            if not block:
+                break
+            h.update(block)
+            if remaining is not None:
+                remaining -= len(block)
+                if remaining <= 0:
+                    break
+    return h.hexdigest()
+
+
+def config_hash(obj: Any) -> str:
+    """Short stable hash of a JSON-serialisable config."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,152 @@
+"""`burrow memory …`: build, inspect, search a retrieval memory and precompute neighbours."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import typer
+
+from burrow.data.corpus import CorpusConfig
+from burrow.data.tokenizer import TokenizerConfig
+from burrow.memory.encode import DEFAULT_ENCODER, EncoderConfig
+from burrow.memory.index import IndexConfig
+
+app = typer.Typer(help="Build, inspect and search a retrieval memory (chunks, keys, FAISS index, neighbours).",
+                  no_args_is_help=True)
+log = logging.getLogger("burrow")
+
+TEXT_FIELD = typer.Option("text", "--text-field", help="JSONL/Parquet/datasets field holding the text.")
+TXT_SPLIT = typer.Option("auto", "--txt-split",
+                         help="How .txt files split into documents: auto|file|blank-line|wikitext|line.")
+INVALID = typer.Option("replace", "--invalid-utf8", help="Invalid UTF-8: 'replace' with U+FFFD or 'skip' the doc.")
+
+
+@app.command("build")
+def build(
+    corpus: list[str] = typer.Argument(..., help="Files or folders (.txt .md .jsonl[.gz] .parquet) or hf:NAME."),
+    out: Path = typer.Option(..., "-o", "--out", help="Memory directory to create or resume."),
+    text_field: str = TEXT_FIELD,
+    txt_split: str = TXT_SPLIT,
+    invalid_utf8: str = INVALID,
+    tokenizer: str | None = typer.Option(
+        None, "--tokenizer", help="Existing tokenizer: .model, tokenizer.json, or an HF name/dir. Default: train one."),
+    gguf_file: str | None = typer.Option(None, "--gguf-file", help="GGUF file inside --tokenizer's HF dir."),
+    vocab_size: int = typer.Option(8192, "--vocab-size", help="Vocabulary of the trained tokenizer."),
+    encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder", help="sentence-transformers model name or path."),
+    precision: str = typer.Option("auto", "--precision", help="Encoder precision: auto|bf16|fp32."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
+    chunk_size: int = typer.Option(64, "--chunk-size", help="Tokens per chunk (the paper's m = 64)."),
+    index: str | None = typer.Option(None, "--index", help="FAISS factory string (default: chosen by size)."),
+    search_params: str | None = typer.Option(None, "--search-params", help="e.g. efSearch=128 or nprobe=64."),
+    neighbours_k: int = typer.Option(0, "--neighbours", "-k", help="Also precompute k neighbours per chunk."),
+    force: bool = typer.Option(False, "--force", help="Redo every stage."),
+) -> None:
+    """Build a memory from CORPUS: tokenizer → tokens → 64-token chunks → frozen-encoder keys → FAISS index."""
+    from burrow.memory.build import MemoryConfig, build_memory, compute_neighbours
+
+    config = MemoryConfig(
+        corpus=CorpusConfig(text_field=text_field, txt_split=txt_split, invalid_utf8=invalid_utf8),  # type: ignore[arg-type]
+        tokenizer=TokenizerConfig(source=tokenizer, vocab_size=vocab_size, gguf_file=gguf_file),
+        encoder=EncoderConfig(model=encoder, precision=precision, batch_size=batch_size),
+        index=IndexConfig(factory=index, search_params=search_params),
+        chunk_size=chunk_size,
+    )
+    memory, timings = build_memory(corpus, out, config, force=force)
+    for t in timings:
+        state = "up to date" if t.skipped else f"{t.seconds:.1f} s, {t.rate:,.0f} {t.unit}/s"
+        typer.echo(f"  {t.name:<11} {t.items:>12,} {t.unit:<7} {state}")
+    if neighbours_k:
+        compute_neighbours(memory, k=neighbours_k)
+    m = memory.manifest
+    typer.echo(f"memory {out}: {m['n_docs']:,} documents, {m['n_tokens']:,} tokens, {m['n_chunks']:,} chunks, "
+               f"index {m['index']}")
+
+
+@app.command("info")
+def info(directory: Path = typer.Argument(..., help="Memory directory."),
+         as_json: bool = typer.Option(False, "--json", help="Print every manifest as JSON.")) -> None:
+    """Describe a memory: corpus, tokenizer, chunks, encoder, index and neighbour tables."""
+    from burrow.memory import Memory
+
+    mem = Memory(directory)
+    data = mem.info()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    m = data["memory"]
+    tok = data["tokenizer"] or {}
+    typer.echo(f"memory      {directory}")
+    typer.echo(f"documents   {m['n_docs']:,}   tokens {m['n_tokens']:,}   chunks {m['n_chunks']:,} "
+               f"(m = {m['chunk_size']})")
+    corpus = m.get("corpus") or {}
+    if corpus:
+        typer.echo(f"corpus      {corpus.get('bytes', 0):,} bytes read; skipped {corpus.get('skipped', {})}")
+    typer.echo(f"tokenizer   {tok.get('tokenizer_kind')} vocab {tok.get('vocab_size')} ({m['tokenizer']}); "
+               f"exact round trip: {tok.get('roundtrip_exact')}")
+    typer.echo(f"encoder     {m['encoder_config']['model']} dim {m['dim']} ({m['encoder']})")
+    idx = data["index"] or {}
+    params = idx.get("search_params") or ""
+    typer.echo(f"index       {idx.get('factory')} {params} squared L2, {idx.get('ntotal'):,} keys")
+    for nb in data["neighbours"]:
+        typer.echo(f"neighbours  {nb['name']} k={nb['k']} over {nb['n_chunks']:,} chunks "
+                   f"(same-document exclusion: {nb['exclude_same_document']})")
+
+
+@app.command("search")
+def search(
+    directory: Path = typer.Argument(..., help="Memory directory."),
+    query: list[str] = typer.Argument(..., help="Query text(s)."),
+    k: int = typer.Option(4, "-k", help="Neighbours per query."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+    width: int = typer.Option(240, "--width", help="Characters of each neighbour's text to show."),
+) -> None:
+    """Nearest chunks of QUERY: rank, squared-L2 distance, source and [chunk, continuation] text."""
+    from burrow.memory import Memory
+
+    res = Memory(directory).search(list(query), k=k)
+    records = res.to_json()
+    if as_json:
+        typer.echo(json.dumps([{"query": q, "neighbours": r} for q, r in zip(query, records, strict=True)], indent=2))
+        return
+    for q, rows in zip(query, records, strict=True):
+        typer.secho(f"query: {q}", bold=True)
+        for r in rows:
+            text = " ".join(r["text"].split())
+            typer.echo(f"  {r['rank']:>2}  d={r['distance']:.4f}  {r['source']} +{r['offset']} tokens")
+            typer.echo(f"      {text[:width]}{'…' if len(text) > width else ''}")
+
+
+@app.command("tokenize")
+def tokenize(
+    directory: Path = typer.Argument(..., help="Memory directory (its tokenizer is used)."),
+    corpus: list[str] = typer.Argument(..., help="Files or folders to tokenize (e.g. a validation set)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Token store directory to write."),
+    text_field: str = TEXT_FIELD,
+    txt_split: str = TXT_SPLIT,
+) -> None:
+    """Tokenize another corpus with the memory's tokenizer into a token store (for neighbours, eval)."""
+    from burrow.memory import Memory
+    from burrow.memory.build import tokenize_store
+
+    store = tokenize_store(Memory(directory), corpus, out,
+                           CorpusConfig(text_field=text_field, txt_split=txt_split))  # type: ignore[arg-type]
+    typer.echo(f"token store {out}: {store.n_docs:,} documents, {store.n_tokens:,} tokens")
+
+
+@app.command("neighbours")
+def neighbours(
+    directory: Path = typer.Argument(..., help="Memory directory."),
+    tokens: Path | None = typer.Option(None, "--tokens", help="Another token store (default: the memory's own)."),
+    k: int = typer.Option(2, "-k", help="Neighbours per chunk."),
+    name: str | None = typer.Option(None, "--name", help="Table name (default: 'self' or the store's folder name)."),
+    force: bool = typer.Option(False, "--force", help="Recompute even if up to date."),
+) -> None:
+    """Precompute k neighbours for every chunk (same-document exclusion for the memory's own chunks)."""
+    from burrow.memory import Memory
+    from burrow.memory.build import compute_neighbours
+
+    path, m = compute_neighbours(Memory(directory), k=k, target=tokens, name=name, force=force)
+    typer.echo(f"neighbours {m['name']} k={k}: {m['n_chunks']:,} chunks → {path} "
+               f"(same-document exclusion: {m['exclude_same_document']}, missing: {m['missing']})")

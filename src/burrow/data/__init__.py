@@ -1,0 +1,1 @@
+"""Text in: corpus readers, cleaning, tokenizers and the flat token store."""

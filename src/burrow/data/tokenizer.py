@@ -1,0 +1,223 @@
+"""Tokenizers: train a SentencePiece BPE with byte fallback, or load SentencePiece / Hugging Face ones.
+
+The trained default round-trips exactly (``decode(encode(text)) == text``): identity normalisation,
+no extra-whitespace removal, no dummy prefix, newline and tab as symbols, byte fallback for the
+rest. Bits-per-byte depends on that; loaded tokenizers are checked and a failing round trip logged.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from burrow.artefacts import atomic_path, config_hash, file_sha256
+from burrow.errors import BurrowError
+
+log = logging.getLogger(__name__)
+
+SP_FILE = "tokenizer.model"
+HF_FILE = "tokenizer.json"
+
+
+@dataclass
+class TokenizerConfig:
+    """How to get a tokenizer: train one (``source=None``) or load ``source``."""
+
+    source: str | None = None  # None: train; else a .model / tokenizer.json / HF name or dir ("hf:NAME")
+    vocab_size: int = 8192  # trained vocabulary; 8k suits corpora of a few million tokens
+    sample_bytes: int = 20_000_000  # how much of the corpus the trainer sees
+    gguf_file: str | None = None  # for HF repos that hold the tokenizer in a GGUF file (SmolLM2 package)
+
+    def __post_init__(self) -> None:
+        if not 256 + 8 <= self.vocab_size <= 1_000_000:
+            raise BurrowError(f"vocab_size must be in [264, 1e6] (byte fallback needs 256), not {self.vocab_size}")
+
+
+class Tokenizer:
+    """A tokenizer with the few calls burrow needs; build with :func:`train_tokenizer`/:func:`load_tokenizer`."""
+
+    def __init__(self, kind: str, backend: Any, path: Path, info: dict[str, Any]):
+        self.kind = kind  # "sentencepiece" | "hf"
+        self._backend = backend
+        self.path = path  # the file that defines it
+        self.info = info  # manifest fields (vocab size, special ids, source)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids."""
+        return int(self.info["vocab_size"])
+
+    @property
+    def pad_id(self) -> int:
+        """Id used to pad short chunks and missing continuations."""
+        return int(self.info["pad_id"])
+
+    @property
+    def eos_id(self) -> int | None:
+        """End-of-sequence id, if the tokenizer has one."""
+        v = self.info.get("eos_id")
+        return None if v is None or v < 0 else int(v)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (no special tokens added)."""
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text."""
+        if self.kind == "sentencepiece":
+            return list(self._backend.encode(list(texts), num_threads=2))
+        return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids``; pad ids are dropped."""
+        ids = [int(i) for i in ids if int(i) != self.pad_id]
+        if self.kind == "sentencepiece":
+            return str(self._backend.decode(ids))
+        return str(self._backend.decode(ids, skip_special_tokens=False))
+
+    def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
+        """Texts of several id sequences."""
+        return [self.decode(ids) for ids in batch]
+
+    def roundtrips(self, text: str) -> bool:
+        """True when decoding the encoding of ``text`` gives ``text`` back exactly."""
+        return self.decode(self.encode(text)) == text
+
+    def fingerprint(self) -> str:
+        """Hash that identifies this tokenizer; artefacts built with another one are rejected."""
+        return file_sha256(self.path)[:16]
+
+    def save(self, directory: str | Path) -> Path:
+        """Copy the defining file into ``directory`` (atomically) and return its new path."""
+        dest = Path(directory) / self.path.name
+        if dest.resolve() != self.path.resolve():
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(self.path, tmp)
+        return dest
+
+
+def train_tokenizer(texts: Iterable[str], out_dir: str | Path, config: TokenizerConfig) -> Tokenizer:
+    """Train a SentencePiece BPE (byte fallback, exact round trip) on a sample of ``texts``."""
+    import sentencepiece as spm
+
+    lines = _sample_lines(texts, config.sample_bytes)
+    if len(lines) < 10:
+        raise BurrowError("corpus too small to train a tokenizer (fewer than 10 non-empty lines)")
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_writer=model, vocab_size=config.vocab_size,
+            model_type="bpe", byte_fallback=True, normalization_rule_name="identity",
+            remove_extra_whitespaces=False, add_dummy_prefix=False, split_digits=True,
+            allow_whitespace_only_pieces=True, user_defined_symbols=["\n", "\t"],
+            unk_id=0, bos_id=1, eos_id=2, pad_id=3, num_threads=2, minloglevel=2,
+            max_sentence_length=16384, hard_vocab_limit=False,
+        )
+    except RuntimeError as e:
+        raise BurrowError(f"SentencePiece training failed: {e} (try a smaller --vocab-size)") from None
+    dest = Path(out_dir) / SP_FILE
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(model.getvalue())
+    return load_tokenizer(str(dest))
+
+
+def _sample_lines(texts: Iterable[str], budget: int) -> list[str]:
+    """Lines (newline kept) of the first documents, up to ``budget`` bytes, evenly thinned if needed."""
+    lines: list[str] = []
+    total = 0
+    for text in texts:
+        for line in text.splitlines(keepends=True):
+            if line.strip():
+                lines.append(line[:16000])
+                total += len(line)
+        if total >= budget:
+            break
+    return lines
+
+
+def load_tokenizer(source: str, gguf_file: str | None = None) -> Tokenizer:
+    """Load a SentencePiece ``.model``, a ``tokenizer.json``, a directory holding one, or ``hf:NAME``."""
+    p = Path(source.removeprefix("hf:"))
+    if p.is_dir() and (p / SP_FILE).exists():
+        p = p / SP_FILE
+    elif p.is_dir() and (p / HF_FILE).exists() and gguf_file is None:
+        p = p / HF_FILE
+    if p.is_file() and p.suffix == ".model":
+        return _load_sentencepiece(p)
+    if p.is_file() and p.suffix == ".json":
+        return _load_hf_json(p)
+    return _load_hf_auto(source.removeprefix("hf:"), gguf_file)
+
+
+def _load_sentencepiece(path: Path) -> Tokenizer:
+    import sentencepiece as spm
+
+    try:
+        sp = spm.SentencePieceProcessor(model_file=str(path))
+    except (OSError, RuntimeError) as e:
+        raise BurrowError(f"{path} is not a SentencePiece model: {e}") from None
+    pad = sp.pad_id() if sp.pad_id() >= 0 else sp.unk_id()
+    info = {"kind": "sentencepiece", "vocab_size": sp.get_piece_size(), "pad_id": pad,
+            "eos_id": sp.eos_id(), "file": path.name}
+    return Tokenizer("sentencepiece", sp, path, info)
+
+
+def _load_hf_json(path: Path) -> Tokenizer:
+    from tokenizers import Tokenizer as HFTokenizer
+
+    try:
+        tok = HFTokenizer.from_file(str(path))
+    except Exception as e:
+        raise BurrowError(f"{path} is not a Hugging Face tokenizer.json: {e}") from None
+    vocab = tok.get_vocab_size(with_added_tokens=True)
+    eos = _first_id(tok, ["</s>", "<|endoftext|>", "<|im_end|>", "[SEP]"])
+    pad = _first_id(tok, ["<pad>", "[PAD]", "<|padding|>"])
+    pad = pad if pad is not None else (eos if eos is not None else 0)
+    info = {"kind": "hf", "vocab_size": vocab, "pad_id": pad, "eos_id": eos, "file": path.name}
+    return Tokenizer("hf", tok, path, info)
+
+
+def _first_id(tok: Any, names: list[str]) -> int | None:
+    for name in names:
+        i = tok.token_to_id(name)
+        if i is not None:
+            return int(i)
+    return None
+
+
+def _load_hf_auto(name: str, gguf_file: str | None) -> Tokenizer:
+    """Load through ``transformers.AutoTokenizer`` and convert to a local ``tokenizer.json``."""
+    import tempfile
+
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise BurrowError(f"loading tokenizer {name!r} needs transformers: pip install transformers") from None
+    try:
+        hf = AutoTokenizer.from_pretrained(name, gguf_file=gguf_file) if gguf_file else \
+            AutoTokenizer.from_pretrained(name)
+    except Exception as e:
+        raise BurrowError(f"cannot load tokenizer {name!r}: {e}") from None
+    if not getattr(hf, "is_fast", False):
+        raise BurrowError(f"tokenizer {name!r} has no fast (tokenizer.json) form; burrow needs one")
+    tmp = Path(tempfile.mkdtemp(prefix="burrow-tok-"))
+    hf.backend_tokenizer.save(str(tmp / HF_FILE))
+    return _load_hf_json(tmp / HF_FILE)
+
+
+def tokenizer_manifest(tok: Tokenizer, config: TokenizerConfig, sample: str | None = None) -> dict[str, Any]:
+    """Fields recorded for a tokenizer stage, including whether it round-trips a real sample."""
+    info = {k: v for k, v in tok.info.items() if k != "kind"}
+    fields: dict[str, Any] = {**info, "tokenizer_kind": tok.kind, "fingerprint": tok.fingerprint(),
+                              "config": asdict(config), "config_hash": config_hash(asdict(config))}
+    if sample is not None:
+        ok = tok.roundtrips(sample)
+        fields["roundtrip_exact"] = ok
+        if not ok:
+            log.warning("tokenizer does not round-trip the corpus exactly; bits-per-byte is then approximate")
+    return fields

@@ -1,0 +1,171 @@
+"""The token store: every document's tokens in one flat memmap, plus document offsets and sources.
+
+Layout of a token-store directory::
+
+    tokens.bin            flat uint16 (vocab < 65,536) or uint32 token ids
+    offsets.npy           int64 (documents + 1,): document d is tokens[offsets[d]:offsets[d+1]]
+    documents.jsonl       one line per document: id, source, title, bytes (UTF-8 bytes of its text)
+    tokens.manifest.json  format, dtype, counts, tokenizer fingerprint — written last
+
+The manifest's counts are the truth: bytes past ``n_tokens`` in ``tokens.bin`` (left by a killed
+append) are ignored and overwritten by the next append.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from burrow.artefacts import atomic_path, manifest_path, read_manifest, require_manifest, write_manifest
+from burrow.data.corpus import Document
+from burrow.data.tokenizer import Tokenizer
+from burrow.errors import BurrowError
+
+log = logging.getLogger(__name__)
+
+KIND = "tokens"
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits, else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 65536 else np.uint32)
+
+
+@dataclass(frozen=True)
+class DocInfo:
+    """Where one document came from."""
+
+    id: str
+    source: str
+    title: str | None
+    bytes: int  # UTF-8 bytes of the document's text (the bits-per-byte denominator)
+
+
+class TokenStore:
+    """Read side of a token store (memory-mapped); create or extend with :func:`write_token_store`."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self.manifest = require_manifest(self.dir, KIND)
+        self.dtype = np.dtype(self.manifest["dtype"])
+        self.n_tokens = int(self.manifest["n_tokens"])
+        self.n_docs = int(self.manifest["n_docs"])
+        self.offsets = np.load(self.dir / "offsets.npy")[: self.n_docs + 1]
+        if len(self.offsets) != self.n_docs + 1 or int(self.offsets[-1]) != self.n_tokens:
+            raise BurrowError(f"{self.dir}: offsets do not match the manifest; rebuild with --force")
+        self.tokens = (
+            np.memmap(self.dir / "tokens.bin", dtype=self.dtype, mode="r", shape=(self.n_tokens,))
+            if self.n_tokens else np.zeros(0, dtype=self.dtype)
+        )
+        self._docs: list[DocInfo] | None = None
+
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        """Fingerprint of the tokenizer these tokens were made with."""
+        return str(self.manifest["tokenizer"])
+
+    @property
+    def pad_id(self) -> int:
+        """Pad id of that tokenizer."""
+        return int(self.manifest["pad_id"])
+
+    @property
+    def docs(self) -> list[DocInfo]:
+        """Document provenance, loaded on first use."""
+        if self._docs is None:
+            with open(self.dir / "documents.jsonl", encoding="utf-8") as f:
+                rows = [json.loads(line) for _, line in zip(range(self.n_docs), f, strict=False)]
+            self._docs = [DocInfo(r["id"], r["source"], r.get("title"), int(r["bytes"])) for r in rows]
+        return self._docs
+
+    def document(self, d: int) -> np.ndarray:
+        """Tokens of document ``d``."""
+        return np.asarray(self.tokens[self.offsets[d] : self.offsets[d + 1]])
+
+    def doc_of(self, positions: np.ndarray) -> np.ndarray:
+        """Document index of each flat token position."""
+        return np.searchsorted(self.offsets, positions, side="right") - 1
+
+    def check_tokenizer(self, tok: Tokenizer) -> None:
+        """Raise a clear error if ``tok`` is not the tokenizer these tokens were made with."""
+        if tok.fingerprint() != self.tokenizer_fingerprint:
+            raise BurrowError(
+                f"{self.dir} was tokenized with tokenizer {self.tokenizer_fingerprint}, not "
+                f"{tok.fingerprint()}; re-tokenize it with the memory's tokenizer"
+            )
+
+
+def write_token_store(
+    directory: str | Path, docs: Iterable[Document], tok: Tokenizer, append: bool = False,
+    batch_docs: int = 256, progress: Any = None, extra: Callable[[], dict[str, Any]] | None = None,
+) -> TokenStore:
+    """Tokenize ``docs`` into a token store at ``directory`` (appending to an existing one if asked).
+
+    ``progress`` is an optional callable ``(docs, tokens)`` called after each batch; ``extra`` returns
+    fields added to the manifest once every document is read (e.g. corpus statistics).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    old = read_manifest(directory, KIND) if append else None
+    if not append:  # a rewrite must never look complete until it is
+        manifest_path(directory, KIND).unlink(missing_ok=True)
+    dtype = token_dtype(tok.vocab_size)
+    if old is not None:
+        if old["tokenizer"] != tok.fingerprint():
+            raise BurrowError(f"{directory} holds tokens of another tokenizer; cannot append")
+        offsets = list(np.load(directory / "offsets.npy")[: old["n_docs"] + 1])
+        with open(directory / "documents.jsonl", encoding="utf-8") as f:
+            doc_lines = [line for _, line in zip(range(old["n_docs"]), f, strict=False)]
+        n_tokens, total_bytes = int(old["n_tokens"]), int(old.get("bytes", 0))
+    else:
+        offsets, doc_lines, n_tokens, total_bytes = [0], [], 0, 0
+    with open(directory / "tokens.bin", "r+b" if old is not None else "wb") as out:
+        out.truncate(n_tokens * dtype.itemsize)
+        out.seek(n_tokens * dtype.itemsize)
+        for batch in _batches(docs, batch_docs):
+            ids = tok.encode_batch([d.text for d in batch])
+            for d, seq in zip(batch, ids, strict=True):
+                arr = np.asarray(seq, dtype=dtype)
+                out.write(arr.tobytes())
+                n_tokens += len(arr)
+                offsets.append(n_tokens)
+                nbytes = len(d.text.encode("utf-8"))
+                total_bytes += nbytes
+                doc_lines.append(json.dumps({"id": d.id, "source": d.source, "title": d.title,
+                                             "bytes": nbytes}, ensure_ascii=False) + "\n")
+            if progress is not None:
+                progress(len(batch), sum(len(s) for s in ids))
+    _finish(directory, np.asarray(offsets, dtype=np.int64), doc_lines, n_tokens, total_bytes, tok, dtype,
+            extra() if extra is not None else {})
+    return TokenStore(directory)
+
+
+def _batches(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    batch: list[Document] = []
+    for d in docs:
+        batch.append(d)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _finish(directory: Path, offsets: np.ndarray, doc_lines: list[str], n_tokens: int, total_bytes: int,
+            tok: Tokenizer, dtype: np.dtype, extra: dict[str, Any]) -> None:
+    if len(offsets) == 1:
+        raise BurrowError("no documents to tokenize: every input was empty or skipped")
+    with atomic_path(directory / "offsets.npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, offsets)
+    with atomic_path(directory / "documents.jsonl") as tmp:
+        tmp.write_text("".join(doc_lines), encoding="utf-8")
+    write_manifest(directory, KIND, dtype=dtype.name, n_tokens=n_tokens, n_docs=len(offsets) - 1,
+                   bytes=total_bytes, tokenizer=tok.fingerprint(), pad_id=tok.pad_id,
+                   vocab_size=tok.vocab_size, **extra)

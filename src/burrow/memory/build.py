@@ -1,0 +1,316 @@
+"""Build a memory directory stage by stage: tokenizer → tokens → chunks → keys → index; and neighbours.
+
+Each stage writes its outputs atomically and then its manifest, which records a hash of what it was
+built from. A re-run skips every stage whose manifest matches, resumes the key encoding from its
+completed shards, and redoes the rest; ``force`` redoes everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from burrow.artefacts import (
+    config_hash,
+    manifest_path,
+    read_json,
+    read_manifest,
+    write_json,
+    write_manifest,
+)
+from burrow.data.corpus import CorpusConfig, CorpusStats, expand_inputs, read_corpus
+from burrow.data.tokenizer import (
+    Tokenizer,
+    TokenizerConfig,
+    load_tokenizer,
+    tokenizer_manifest,
+    train_tokenizer,
+)
+from burrow.data.tokens import TokenStore, write_token_store
+from burrow.errors import BurrowError
+from burrow.memory.chunks import chunk_table, chunk_tokens
+from burrow.memory.encode import EncoderConfig, FrozenEncoder, encode_sharded, load_shards
+from burrow.memory.index import IndexConfig, build_index, save_index
+from burrow.memory.memory import Memory
+from burrow.memory.neighbours import search_excluding
+
+log = logging.getLogger(__name__)
+
+STAGES = ("tokenizer", "chunks", "embeddings", "index", "memory")
+
+
+@dataclass
+class MemoryConfig:
+    """Everything that defines a memory; each component gets only its own part."""
+
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    chunk_size: int = 64  # m: tokens per chunk (the paper's 64)
+    keep_embeddings: bool = True  # keep key shards after indexing (needed to add to / rebuild the index)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.chunk_size <= 4096:
+            raise BurrowError(f"chunk_size must be in [1, 4096], not {self.chunk_size}")
+
+
+@dataclass
+class StageTiming:
+    """What one stage did and how long it took."""
+
+    name: str
+    seconds: float
+    items: int
+    unit: str
+    skipped: bool = False
+
+    @property
+    def rate(self) -> float:
+        """Items per second."""
+        return self.items / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _inputs_fingerprint(inputs: Sequence[str], corpus: CorpusConfig) -> str:
+    files = []
+    for item in expand_inputs(inputs):
+        p = Path(item)
+        files.append([item, p.stat().st_size, int(p.stat().st_mtime)] if p.exists() else [item])
+    return config_hash({"files": files, "corpus": asdict(corpus)})
+
+
+class _Builder:
+    """One build: holds paths, config and timings; each stage is one method."""
+
+    def __init__(self, inputs: Sequence[str], out: Path, config: MemoryConfig, force: bool, progress: bool):
+        self.inputs, self.out, self.config, self.progress = list(inputs), out, config, progress
+        self.timings: list[StageTiming] = []
+        self.corpus_stats = CorpusStats()
+        self.out.mkdir(parents=True, exist_ok=True)
+        if force:
+            for kind in (*STAGES, "tokens"):
+                manifest_path(self.out / ("tokens" if kind == "tokens" else ""), kind).unlink(missing_ok=True)
+        self.corpus_fp = _inputs_fingerprint(self.inputs, config.corpus)
+
+    def _fresh(self, kind: str, inputs: str, directory: Path | None = None) -> dict[str, Any] | None:
+        m = read_manifest(directory or self.out, kind)
+        return m if m is not None and m.get("inputs") == inputs else None
+
+    def _invalidate_after(self, kind: str) -> None:
+        order = ("tokenizer", "tokens", "chunks", "embeddings", "index", "memory")
+        for later in order[order.index(kind):]:
+            manifest_path(self.out / "tokens" if later == "tokens" else self.out, later).unlink(missing_ok=True)
+
+    def _bar(self, total: int | None, unit: str, desc: str) -> tqdm:
+        return tqdm(total=total, unit=unit, desc=desc, disable=not self.progress, unit_scale=True,
+                    dynamic_ncols=True, leave=True)
+
+    def tokenizer(self) -> Tokenizer:
+        cfg = self.config.tokenizer
+        inputs = config_hash({"corpus": self.corpus_fp, "tok": asdict(cfg)})
+        m = self._fresh("tokenizer", inputs)
+        if m is not None:
+            self.timings.append(StageTiming("tokenizer", 0.0, 0, "docs", skipped=True))
+            return load_tokenizer(str(self.out / m["file"]))
+        self._invalidate_after("tokenizer")
+        t0 = time.perf_counter()
+        if cfg.source is None:
+            log.info("training a %d-piece SentencePiece BPE tokenizer on a corpus sample", cfg.vocab_size)
+            tok = train_tokenizer((d.text for d in read_corpus(self.inputs, self.config.corpus)), self.out, cfg)
+        else:
+            tok = load_tokenizer(cfg.source, cfg.gguf_file)
+        tok.path = tok.save(self.out)
+        sample = next(iter(read_corpus(self.inputs, self.config.corpus))).text
+        fields = tokenizer_manifest(tok, cfg, sample)
+        fields["file"] = tok.path.name
+        write_manifest(self.out, "tokenizer", inputs=inputs, **fields)
+        self.timings.append(StageTiming("tokenizer", time.perf_counter() - t0, 1, "tokenizer"))
+        return tok
+
+    def tokens(self, tok: Tokenizer) -> TokenStore:
+        inputs = config_hash({"corpus": self.corpus_fp, "tok": tok.fingerprint()})
+        m = self._fresh("tokens", inputs, self.out / "tokens")
+        if m is not None:
+            self.timings.append(StageTiming("tokens", 0.0, int(m["n_tokens"]), "tokens", skipped=True))
+            return TokenStore(self.out / "tokens")
+        self._invalidate_after("tokens")
+        t0 = time.perf_counter()
+        bar = self._bar(None, "doc", "tokenize")
+        stats = CorpusStats()
+        docs = read_corpus(self.inputs, self.config.corpus, stats)
+        store = write_token_store(self.out / "tokens", docs, tok, progress=lambda d, t: bar.update(d),
+                                  extra=lambda: {"inputs": inputs, "corpus": stats.to_dict()})
+        bar.close()
+        self.corpus_stats = stats
+        log.info(stats.summary())
+        self.timings.append(StageTiming("tokens", time.perf_counter() - t0, store.n_tokens, "tokens"))
+        return TokenStore(self.out / "tokens")
+
+    def chunks(self, store: TokenStore) -> str:
+        inputs = config_hash({"tokens": store.manifest["inputs"], "m": self.config.chunk_size})
+        if self._fresh("chunks", inputs) is None:
+            self._invalidate_after("chunks")
+            t0 = time.perf_counter()
+            table = chunk_table(store, self.config.chunk_size)
+            table.save(self.out / "chunks.npz")
+            write_manifest(self.out, "chunks", inputs=inputs, n_chunks=len(table), chunk_size=table.chunk_size,
+                           short_chunks=int((table.lengths < table.chunk_size).sum()),
+                           padding="short chunks and continuations past a document's end are right-padded "
+                                   "with the tokenizer's pad id")
+            self.timings.append(StageTiming("chunks", time.perf_counter() - t0, len(table), "chunks"))
+        return inputs
+
+    def embeddings(self, store: TokenStore, tok: Tokenizer, chunks_fp: str,
+                   encoder: FrozenEncoder) -> tuple[list[Path], str]:
+        from burrow.memory.chunks import ChunkTable
+
+        table = ChunkTable.load(self.out / "chunks.npz")
+        inputs = config_hash({"chunks": chunks_fp, "encoder": encoder.fingerprint(),
+                              "shard": encoder.config.shard_size})
+        emb_dir = self.out / "embeddings"
+        m = self._fresh("embeddings", inputs)
+        n = len(table)
+        if m is not None:
+            self.timings.append(StageTiming("embeddings", 0.0, n, "chunks", skipped=True))
+            return [emb_dir / p for p in m["shards"]], inputs
+        self._invalidate_after("embeddings")
+        progress_file = emb_dir / "progress.json"
+        if emb_dir.exists() and (not progress_file.exists() or read_json(progress_file).get("inputs") != inputs):
+            shutil.rmtree(emb_dir)  # shards of other chunks or another encoder: never mix
+        emb_dir.mkdir(parents=True, exist_ok=True)
+        write_json(progress_file, {"inputs": inputs})
+        t0 = time.perf_counter()
+        bar = self._bar(n, "chunk", "encode")
+
+        def texts_of(a: int, b: int) -> list[str]:
+            return tok.decode_batch(chunk_tokens(store, table, np.arange(a, b)).tolist())
+
+        paths = encode_sharded(encoder, texts_of, n, emb_dir, progress=bar.update)
+        bar.close()
+        write_manifest(self.out, "embeddings", inputs=inputs, n=n, dim=encoder.dim, dtype="float32",
+                       shards=[p.name for p in paths], encoder=encoder.fingerprint(),
+                       precision=str(encoder.dtype))
+        self.timings.append(StageTiming("embeddings", time.perf_counter() - t0, n, "chunks"))
+        return paths, inputs
+
+    def index(self, shards: list[Path], emb_fp: str, dim: int, n: int) -> dict[str, Any]:
+        inputs = config_hash({"emb": emb_fp, "index": asdict(self.config.index)})
+        m = self._fresh("index", inputs)
+        if m is not None:
+            self.timings.append(StageTiming("index", 0.0, n, "chunks", skipped=True))
+            return m
+        self._invalidate_after("index")
+        t0 = time.perf_counter()
+        index, factory, params = build_index(shards, dim, n, self.config.index)
+        save_index(index, self.out / "index.faiss")
+        m = write_manifest(self.out, "index", inputs=inputs, factory=factory, search_params=params,
+                           ntotal=int(index.ntotal), metric="squared_l2")  # type: ignore[attr-defined]
+        if not self.config.keep_embeddings:
+            shutil.rmtree(self.out / "embeddings", ignore_errors=True)
+        self.timings.append(StageTiming("index", time.perf_counter() - t0, n, "chunks"))
+        return m
+
+
+def build_memory(inputs: Sequence[str], out: str | Path, config: MemoryConfig | None = None,
+                 force: bool = False, progress: bool = True,
+                 encoder: FrozenEncoder | None = None) -> tuple[Memory, list[StageTiming]]:
+    """Build (or resume, or refresh) the memory at ``out`` from corpus ``inputs``."""
+    config = config or MemoryConfig()
+    b = _Builder(inputs, Path(out), config, force, progress)
+    tok = b.tokenizer()
+    store = b.tokens(tok)
+    chunks_fp = b.chunks(store)
+    encoder = encoder or FrozenEncoder(config.encoder)
+    shards, emb_fp = b.embeddings(store, tok, chunks_fp, encoder)
+    index_m = b.index(shards, emb_fp, encoder.dim, int(read_json(manifest_path(b.out, "chunks"))["n_chunks"]))
+    write_manifest(
+        b.out, "memory", tokenizer=tok.fingerprint(), tokenizer_file=tok.path.name,
+        encoder=encoder.fingerprint(), encoder_config=asdict(config.encoder), chunk_size=config.chunk_size,
+        dim=encoder.dim, n_docs=store.n_docs, n_tokens=store.n_tokens, n_chunks=int(index_m["ntotal"]),
+        index=index_m["factory"], config=asdict(config), corpus=b.corpus_stats.to_dict(),
+    )
+    return Memory(b.out, encoder=encoder), b.timings
+
+
+def neighbour_table_paths(memory_dir: Path, name: str, k: int) -> tuple[Path, Path, str]:
+    """(ids path, distances path, manifest kind) of neighbour table ``name`` with ``k`` neighbours."""
+    kind = f"{name}.k{k}"
+    d = memory_dir / "neighbours"
+    return d / f"{kind}.ids.npy", d / f"{kind}.dist.npy", kind
+
+
+def compute_neighbours(memory: Memory, k: int = 2, target: str | Path | None = None, name: str | None = None,
+                       progress: bool = True, force: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Precompute ``k`` neighbours for every chunk of ``target`` (default: the memory's own token store).
+
+    The memory's own chunks exclude neighbours from their own document; another store's do not
+    (its documents are not in the memory). Returns the ids table path and its manifest.
+    """
+    own = target is None or Path(target).resolve() == (memory.dir / "tokens").resolve()
+    store = memory.store if own else TokenStore(target)  # type: ignore[arg-type]
+    if not own:
+        store.check_tokenizer(memory.tokenizer)
+    name = name or ("self" if own else Path(str(target)).resolve().name)
+    ids_p, dist_p, kind = neighbour_table_paths(memory.dir, name, k)
+    inputs = config_hash({"memory": memory.manifest, "store": store.manifest.get("inputs", store.manifest),
+                          "k": k, "m": memory.chunk_size})
+    m = read_manifest(ids_p.parent, kind)
+    if m is not None and m.get("inputs") == inputs and not force:
+        return ids_p, m
+    manifest_path(ids_p.parent, kind).unlink(missing_ok=True)
+    table = memory.chunks if own else chunk_table(store, memory.chunk_size)
+    keys = _query_keys(memory, store, table, own, ids_p.parent / f"{kind}.keys", progress)
+    bar = tqdm(total=len(table), unit="chunk", desc=f"neighbours k={k}", disable=not progress, unit_scale=True)
+    dists, ids = search_excluding(memory.index, keys, k, table.docs if own else None, memory.chunks.docs,
+                                  progress=bar.update)
+    bar.close()
+    from burrow.artefacts import atomic_path
+
+    for path, arr in ((ids_p, ids), (dist_p, dists)):
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, arr)
+    m = write_manifest(ids_p.parent, kind, inputs=inputs, name=name, k=k, n_chunks=len(table),
+                       target=str(store.dir), exclude_same_document=own, chunk_size=memory.chunk_size,
+                       missing=int((ids < 0).sum()))
+    if not own:
+        table.save(ids_p.parent / f"{name}.chunks.npz")
+    return ids_p, m
+
+
+def _query_keys(memory: Memory, store: TokenStore, table: Any, own: bool, key_dir: Path,
+                progress: bool) -> np.ndarray:
+    if own and (memory.dir / "embeddings.manifest.json").exists() and (memory.dir / "embeddings").exists():
+        shards = [memory.dir / "embeddings" / p for p in read_json(memory.dir / "embeddings.manifest.json")["shards"]]
+        if all(p.exists() for p in shards):
+            return load_shards(shards)
+    tok = memory.tokenizer
+    bar = tqdm(total=len(table), unit="chunk", desc="encode queries", disable=not progress, unit_scale=True)
+    paths = encode_sharded(memory.encoder, lambda a, b: tok.decode_batch(
+        chunk_tokens(store, table, np.arange(a, b)).tolist()), len(table), key_dir, progress=bar.update)
+    bar.close()
+    keys = load_shards(paths)
+    shutil.rmtree(key_dir, ignore_errors=True)
+    return keys
+
+
+def tokenize_store(memory: Memory, inputs: Sequence[str], out: str | Path,
+                   corpus: CorpusConfig | None = None, progress: bool = True) -> TokenStore:
+    """Tokenize another corpus (e.g. a validation set) with the memory's tokenizer into a token store."""
+    if not inputs:
+        raise BurrowError("no input files given")
+    bar = tqdm(unit="doc", desc="tokenize", disable=not progress)
+    stats = CorpusStats()
+    store = write_token_store(out, read_corpus(inputs, corpus or CorpusConfig(), stats), memory.tokenizer,
+                              progress=lambda d, t: bar.update(d))
+    bar.close()
+    log.info(stats.summary())
+    return store

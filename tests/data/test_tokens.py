@@ -1,0 +1,63 @@
+"""Tokenizer round trip and the token store: dtype, provenance, append, and crash safety."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from burrow.data.corpus import CorpusConfig, Document, read_corpus
+from burrow.data.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
+from burrow.data.tokens import TokenStore, write_token_store
+from burrow.errors import BurrowError
+
+
+@pytest.fixture
+def tok(tiny_corpus: Path, tmp_path: Path):
+    texts = [d.text for d in read_corpus([tiny_corpus])]
+    return train_tokenizer(texts, tmp_path / "tok", TokenizerConfig(vocab_size=400))
+
+
+def test_default_tokenizer_round_trips_exactly(tok) -> None:
+    text = "  Two  spaces,\ttabs\n\nnewlines, ünïcödé — €5 and 日本語 and emoji 🦀 \r\n end "
+    assert tok.decode(tok.encode(text)) == text
+    assert load_tokenizer(str(tok.path)).encode(text) == tok.encode(text)
+
+
+def test_token_store_layout_and_provenance(tok, tiny_corpus: Path, tmp_path: Path) -> None:
+    docs = list(read_corpus([tiny_corpus], CorpusConfig()))
+    store = write_token_store(tmp_path / "store", docs, tok)
+    assert store.dtype == np.uint16 and store.n_docs == len(docs)
+    for i, d in enumerate(docs):
+        assert tok.decode(store.document(i)) == d.text
+        assert store.docs[i].id == d.id and store.docs[i].bytes == len(d.text.encode())
+    assert store.manifest["bytes"] == sum(len(d.text.encode()) for d in docs)
+
+
+def test_append_and_killed_append_leftovers_are_ignored(tok, tmp_path: Path) -> None:
+    a = [Document("a", "the cat sat on the mat", "a.txt:line 1")]
+    b = [Document("b", "a comet returns every year", "b.txt:line 1")]
+    store = write_token_store(tmp_path / "s", a, tok)
+    n = store.n_tokens
+    with open(tmp_path / "s" / "tokens.bin", "ab") as f:  # a killed append left junk past the manifest
+        f.write(b"\xff\xff" * 50)
+    assert TokenStore(tmp_path / "s").n_tokens == n
+    store = write_token_store(tmp_path / "s", b, tok, append=True)
+    assert store.n_docs == 2 and tok.decode(store.document(1)) == "a comet returns every year"
+    assert tok.decode(store.document(0)) == "the cat sat on the mat"
+
+
+def test_store_of_another_tokenizer_is_rejected(tok, tiny_corpus: Path, tmp_path: Path) -> None:
+    other = train_tokenizer([d.text for d in read_corpus([tiny_corpus])] * 2, tmp_path / "o",
+                            TokenizerConfig(vocab_size=420))
+    store = write_token_store(tmp_path / "s", [Document("a", "words here", "x")], tok)
+    with pytest.raises(BurrowError, match="tokenized with tokenizer"):
+        store.check_tokenizer(other)
+    with pytest.raises(BurrowError, match="another tokenizer; cannot append"):
+        write_token_store(tmp_path / "s", [Document("b", "more", "y")], other, append=True)
+
+
+def test_empty_corpus_is_an_error(tok, tmp_path: Path) -> None:
+    with pytest.raises(BurrowError, match="no documents"):
+        write_token_store(tmp_path / "s", [], tok)

@@ -1,0 +1,157 @@
+"""The memory: chunk boundaries, continuations, same-document exclusion, exact search, resume, mismatches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from burrow.artefacts import read_json
+from burrow.data.corpus import Document
+from burrow.data.tokens import TokenStore, write_token_store
+from burrow.errors import BurrowError
+from burrow.memory import Memory
+from burrow.memory.build import build_memory, compute_neighbours, tokenize_store
+from burrow.memory.chunks import chunk_table, neighbour_values
+
+
+class _CountingTok:
+    """A stand-in tokenizer for store-level property tests: token i of document d is (d * 100 + i) % 60000."""
+
+    vocab_size, pad_id, eos_id = 65000, 64999, None
+
+    def encode_batch(self, texts):
+        return [[int(x) for x in t.split()] for t in texts]
+
+    def fingerprint(self) -> str:
+        return "counting"
+
+
+@settings(max_examples=25, deadline=None)
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=8), m=st.integers(1, 9))
+def test_chunks_never_cross_documents_and_continuations_are_true(tmp_path_factory, lengths, m) -> None:
+    docs = [Document(str(d), " ".join(str(d * 100 + i) for i in range(n)), "x") for d, n in enumerate(lengths)]
+    if not any(lengths):
+        return
+    store = write_token_store(tmp_path_factory.mktemp("s"), docs, _CountingTok())
+    table = chunk_table(store, m)
+    assert len(table) == sum(-(-n // m) for n in lengths)
+    values = neighbour_values(store, table, np.arange(len(table)))  # (q, 2m)
+    for q in range(len(table)):
+        d = int(table.docs[q])
+        start = int(table.starts[q] - store.offsets[d])
+        doc = [d * 100 + i for i in range(lengths[d])]
+        want = doc[start : start + 2 * m]
+        chunk_real = min(m, lengths[d] - start)
+        assert 0 < chunk_real == table.lengths[q]
+        # chunk: its own tokens then padding; continuation: the next m tokens of the same document or padding
+        assert values[q, :chunk_real].tolist() == want[:chunk_real]
+        assert (values[q, chunk_real:m] == store.pad_id).all()
+        cont = want[m:]
+        assert values[q, m : m + len(cont)].tolist() == cont
+        assert (values[q, m + len(cont) :] == store.pad_id).all()
+
+
+@pytest.fixture
+def built(tiny_corpus: Path, tmp_path: Path, memory_config, encoder) -> Memory:
+    memory, _ = build_memory([str(tiny_corpus)], tmp_path / "mem", memory_config, progress=False, encoder=encoder)
+    return memory
+
+
+def test_exact_search_finds_a_chunk_itself_first(built: Memory) -> None:
+    ids = np.arange(0, len(built), 3)
+    queries = built.chunk_tokens(ids)
+    res = built.search(queries, k=3)
+    itself = res.ids[:, 0] == ids
+    # the tiny corpus repeats sentences: a different top hit must then be an identical chunk
+    assert (built.chunk_tokens(res.ids[~itself, 0]) == queries[~itself]).all()
+    assert itself.mean() > 0.5
+    assert np.allclose(res.distances[:, 0], 0.0, atol=1e-4)
+    assert res.tokens.shape == (len(ids), 3, 2 * built.chunk_size)
+    assert res.sources[0][0].endswith(":line 1") and res.offsets[0, 0] == 0
+
+
+def test_text_query_finds_its_topic_with_provenance(built: Memory) -> None:
+    res = built.search(["Which volcano in Sicily erupts often?"], k=2)
+    assert all("volcano.txt" in s for s in res.sources[0])
+    rec = res.to_json()[0][0]
+    assert rec["rank"] == 1 and "volcano" in rec["doc_id"] and rec["text"]
+
+
+def test_same_document_exclusion(built: Memory) -> None:
+    ids_path, manifest = compute_neighbours(built, k=3, progress=False)
+    ids, dists = built.neighbour_table("self", 3)
+    assert manifest["exclude_same_document"] and ids.shape == (len(built), 3)
+    docs = built.chunks.docs
+    assert (ids >= 0).all()
+    assert (docs[ids] != docs[:, None]).all()
+    assert (np.diff(dists, axis=1) >= -1e-5).all()
+
+
+def test_neighbours_of_another_store_keep_same_named_docs(built: Memory, tmp_path: Path) -> None:
+    (tmp_path / "val.txt").write_text("Bakers knead the dough and bake loaves in hot ovens.\n", encoding="utf-8")
+    tokenize_store(built, [str(tmp_path / "val.txt")], tmp_path / "val", progress=False)
+    _, m = compute_neighbours(built, k=2, target=tmp_path / "val", progress=False)
+    ids, _ = built.neighbour_table("val", 2)
+    assert not m["exclude_same_document"]
+    assert "bread" in built.store.docs[built.chunks.docs[ids[0, 0]]].id
+
+
+def test_interrupted_encode_resumes_to_identical_keys(tiny_corpus: Path, tmp_path: Path, memory_config,
+                                                      encoder, monkeypatch) -> None:
+    full, _ = build_memory([str(tiny_corpus)], tmp_path / "a", memory_config, progress=False, encoder=encoder)
+    want = np.concatenate([np.load(p) for p in sorted((tmp_path / "a" / "embeddings").glob("shard_*.npy"))])
+    calls = {"n": 0}
+    real = encoder.encode
+
+    def dying(texts):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # killed after two shards
+        return real(texts)
+
+    monkeypatch.setattr(encoder, "encode", dying)
+    with pytest.raises(KeyboardInterrupt):
+        build_memory([str(tiny_corpus)], tmp_path / "b", memory_config, progress=False, encoder=encoder)
+    assert not (tmp_path / "b" / "memory.manifest.json").exists()  # nothing looks complete
+    assert len(list((tmp_path / "b" / "embeddings").glob("shard_*.npy"))) == 2
+    monkeypatch.setattr(encoder, "encode", real)
+    calls["n"] = 0
+    counted = {"n": 0}
+    monkeypatch.setattr(encoder, "encode", lambda t: (counted.__setitem__("n", counted["n"] + 1), real(t))[1])
+    _, timings = build_memory([str(tiny_corpus)], tmp_path / "b", memory_config, progress=False, encoder=encoder)
+    got = np.concatenate([np.load(p) for p in sorted((tmp_path / "b" / "embeddings").glob("shard_*.npy"))])
+    assert counted["n"] == len(want) // 16 + (len(want) % 16 > 0) - 2  # only the missing shards ran
+    assert np.array_equal(got, want)
+    assert [t.skipped for t in timings][:2] == [True, True]  # tokenizer and tokens were not redone
+
+
+def test_rerun_is_a_no_op_and_force_redoes(built: Memory, tiny_corpus: Path, memory_config, encoder) -> None:
+    _, timings = build_memory([str(tiny_corpus)], built.dir, memory_config, progress=False, encoder=encoder)
+    assert all(t.skipped for t in timings)
+    _, timings = build_memory([str(tiny_corpus)], built.dir, memory_config, progress=False, encoder=encoder,
+                              force=True)
+    assert not any(t.skipped for t in timings)
+
+
+def test_mismatches_are_clear_errors(built: Memory, tiny_corpus: Path, tmp_path: Path, memory_config,
+                                     encoder) -> None:
+    memory_config.tokenizer.vocab_size = 420
+    other, _ = build_memory([str(tiny_corpus)], tmp_path / "other", memory_config, progress=False, encoder=encoder)
+    with pytest.raises(BurrowError, match="tokenized with tokenizer"):
+        compute_neighbours(built, k=2, target=other.dir / "tokens", progress=False)
+    manifest = read_json(built.dir / "memory.manifest.json")
+    manifest["format_version"] = 99
+    (built.dir / "memory.manifest.json").write_text(__import__("json").dumps(manifest))
+    with pytest.raises(BurrowError, match="format version 99"):
+        Memory(built.dir)
+    with pytest.raises(BurrowError, match="not a memory directory"):
+        Memory(tmp_path / "nowhere")
+
+
+def test_store_reopens_from_disk(built: Memory) -> None:
+    store = TokenStore(built.dir / "tokens")
+    assert store.n_tokens == built.manifest["n_tokens"] and store.tokenizer_fingerprint == built.manifest["tokenizer"]
