@@ -46,6 +46,7 @@ class CorpusConfig:
     text_field: str = "text"  # JSONL / Parquet / datasets field holding the text; "a,b" tries a then b
     id_field: str = "id"  # column holding a document id, used when present
     title_field: str = "title"  # column holding a title, used when present
+    source_field: str = "source"  # column holding an original source (burrow's own JSONL output), kept when present
     txt_split: Literal["auto", "file", "blank-line", "wikitext", "line"] = "auto"
     # how a plain-text file splits into documents: one per file, per blank-line-separated block,
     # per WikiText article (" = Title = " headings), per line; "auto" picks wikitext when the file
@@ -221,7 +222,8 @@ def _text_blocks(text: str, mode: str) -> Iterator[tuple[int, str, str | None]]:
         for i, ln in enumerate(lines):
             yield i + 1, ln.rstrip("\n"), None
         return
-    start, block, title = 1, [], None
+    start, title = 1, None
+    block: list[str] = []
     for i, ln in enumerate(lines):
         if mode == "wikitext":
             m = _WIKITEXT_TITLE.match(ln.rstrip("\n"))
@@ -277,10 +279,11 @@ def _read_jsonl(path: Path, raw: bytes, config: CorpusConfig, stats: CorpusStats
             continue
         doc_id = record.get(config.id_field)
         title = record.get(config.title_field)
+        source = record.get(config.source_field)
         doc = Document(
             str(doc_id) if doc_id is not None else f"{path.name}#{i}",
             text,
-            f"{path}:line {i + 1}",
+            str(source) if isinstance(source, str) else f"{path}:line {i + 1}",
             str(title) if title is not None else None,
         )
         yield from _emit(doc, config, stats)

@@ -212,7 +212,7 @@ class _Builder:
         index, factory, params = build_index(shards, dim, n, self.config.index)
         save_index(index, self.out / "index.faiss")
         m = write_manifest(self.out, "index", inputs=inputs, factory=factory, search_params=params,
-                           ntotal=int(index.ntotal), metric="squared_l2")  # type: ignore[attr-defined]
+                           ntotal=int(index.ntotal), metric="squared_l2")
         if not self.config.keep_embeddings:
             shutil.rmtree(self.out / "embeddings", ignore_errors=True)
         self.timings.append(StageTiming("index", time.perf_counter() - t0, n, "chunks"))

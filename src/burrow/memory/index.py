@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def choose_factory(n: int, dim: int, config: IndexConfig) -> tuple[str, str]:
     return f"OPQ{pq},IVF{nlist},PQ{pq}", config.search_params or "nprobe=64"
 
 
-def build_index(shards: Sequence[Path], dim: int, n: int, config: IndexConfig) -> tuple[object, str, str]:
+def build_index(shards: Sequence[Path], dim: int, n: int, config: IndexConfig) -> tuple[Any, str, str]:
     """Build the index from embedding shards; returns (index, factory, search params)."""
     import faiss
 
@@ -77,18 +78,18 @@ def _training_sample(shards: Sequence[Path], size: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(parts))
 
 
-def set_search_params(index: object, params: str) -> None:
+def set_search_params(index: Any, params: str) -> None:
     """Apply FAISS search parameters such as ``efSearch=128,nprobe=32``."""
     import faiss
 
     if params:
         try:
-            faiss.ParameterSpace().set_index_parameters(index, params)
+            faiss.ParameterSpace().set_index_parameters(index, params)  # type: ignore[arg-type]
         except RuntimeError as e:
             raise BurrowError(f"bad FAISS search parameters {params!r}: {e}") from None
 
 
-def save_index(index: object, path: Path) -> None:
+def save_index(index: Any, path: Path) -> None:
     """Write the index atomically."""
     import faiss
 
@@ -96,7 +97,7 @@ def save_index(index: object, path: Path) -> None:
         faiss.write_index(index, str(tmp))
 
 
-def load_index(path: Path, params: str = "") -> object:
+def load_index(path: Path, params: str = "") -> Any:
     """Read an index (memory-mapped where FAISS allows) and apply search parameters."""
     import faiss
 
@@ -108,14 +109,14 @@ def load_index(path: Path, params: str = "") -> object:
     return index
 
 
-def search(index: object, queries: np.ndarray, k: int, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def search(index: Any, queries: np.ndarray, k: int, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Batched k-NN search: (distances (q, k) float32 squared L2, ids (q, k) int64; -1 where none)."""
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    k_eff = max(1, min(k, int(index.ntotal)))  # type: ignore[attr-defined]
+    k_eff = max(1, min(k, int(index.ntotal)))
     dists = np.full((len(q), k), np.inf, dtype=np.float32)
     ids = np.full((len(q), k), -1, dtype=np.int64)
     for s in range(0, len(q), batch):
-        d, i = index.search(q[s : s + batch], k_eff)  # type: ignore[attr-defined]
+        d, i = index.search(q[s : s + batch], k_eff)
         dists[s : s + batch, :k_eff] = d
         ids[s : s + batch, :k_eff] = i
     return dists, ids

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def search_excluding(
-    index: object, queries: np.ndarray, k: int, query_docs: np.ndarray | None, chunk_docs: np.ndarray,
+    index: Any, queries: np.ndarray, k: int, query_docs: np.ndarray | None, chunk_docs: np.ndarray,
     batch: int = 4096, progress: Callable[[int], Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """k nearest chunks per query, skipping chunks whose document equals the query's document.
@@ -38,9 +38,9 @@ def search_excluding(
     return dists, ids
 
 
-def _search_block(index: object, q: np.ndarray, k: int, qdocs: np.ndarray | None,
+def _search_block(index: Any, q: np.ndarray, k: int, qdocs: np.ndarray | None,
                   chunk_docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ntotal = int(index.ntotal)  # type: ignore[attr-defined]
+    ntotal = int(index.ntotal)
     width = k if qdocs is None else k + 16
     d, i, short = _filter(*search(index, q, min(width, ntotal)), k, qdocs, chunk_docs)
     rows = np.flatnonzero(short)
@@ -70,5 +70,5 @@ def _filter(d: np.ndarray, i: np.ndarray, k: int, qdocs: np.ndarray | None,
         d = np.pad(d, ((0, 0), (0, pad)), constant_values=np.inf)
         i = np.pad(i, ((0, 0), (0, pad)), constant_values=-1)
         kept_bad = np.pad(kept_bad, ((0, 0), (0, pad)), constant_values=True)
-    short = kept_bad.any(axis=1)
+    short = np.asarray(kept_bad.any(axis=1))
     return d, i, short
