@@ -1,0 +1,180 @@
+"""Evaluation documents: tokens, UTF-8 bytes, and the attribution of bytes to 64-token chunks.
+
+Shape legend: D documents, L tokens of one document, q chunks of the whole data set, m chunk length.
+
+Scoring convention (docs/evaluation.md): a document's token ids d are predicted from the input
+x = [s] + d[:-1], where s is a document-start token (the tokenizer's eos id, else its pad id), so
+every token of d, and so every byte of the text, is predicted exactly once. Target chunk C_u is
+d[u·m : (u+1)·m]; its bytes are the growth of the settled decoded prefix, so a character split by a chunk
+boundary is counted once and the chunk bytes of a document sum to its UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from burrow.data.corpus import CorpusConfig, CorpusStats, read_corpus
+from burrow.data.tokenizer import Tokenizer
+from burrow.data.tokens import TokenStore
+from burrow.errors import BurrowError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalData:
+    """A tokenized evaluation set with per-document and per-chunk byte counts."""
+
+    doc_ids: list[str]  # stable document ids, in scoring order
+    tokens: list[np.ndarray]  # per document: (L,) int64 token ids d (the targets)
+    doc_bytes: np.ndarray  # (D,) int64 UTF-8 bytes of each document's text
+    chunk_bytes: np.ndarray  # (q,) int64 bytes attributed to each target chunk; sums to doc_bytes per document
+    chunk_size: int  # m
+    start_id: int  # s: the token fed before each document's first token
+    pad_id: int  # the tokenizer's pad id (pads short chunks; never a real token)
+    _inputs: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        lengths = np.array([len(t) for t in self.tokens], dtype=np.int64)
+        if (lengths == 0).any():
+            raise BurrowError("evaluation documents must have at least one token")
+        n_chunks = -(-lengths // self.chunk_size)  # ceil: the last target chunk may be short
+        self.chunk_offsets = np.concatenate([[0], np.cumsum(n_chunks)]).astype(np.int64)  # (D+1,)
+        # Input chunks usable as queries: only complete ones (a partial last one conditions nothing).
+        self.input_offsets = np.concatenate([[0], np.cumsum(lengths // self.chunk_size)]).astype(np.int64)
+        self.chunk_doc = np.repeat(np.arange(len(lengths)), n_chunks)  # (q,)
+        within = np.arange(len(self.chunk_doc)) - self.chunk_offsets[self.chunk_doc]
+        self.chunk_len = np.minimum(self.chunk_size, lengths[self.chunk_doc] - within * self.chunk_size)  # (q,) |C|
+        if len(self.chunk_bytes) != len(self.chunk_doc):
+            raise BurrowError(f"chunk_bytes has {len(self.chunk_bytes)} entries, expected {len(self.chunk_doc)}")
+        self._inputs = [np.concatenate([[self.start_id], t[:-1]]).astype(np.int64) for t in self.tokens]
+
+    @property
+    def n_docs(self) -> int:
+        """D."""
+        return len(self.tokens)
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens scored (every token of every document)."""
+        return int(sum(len(t) for t in self.tokens))
+
+    @property
+    def n_bytes(self) -> int:
+        """UTF-8 bytes scored."""
+        return int(self.doc_bytes.sum())
+
+    def inputs(self, doc: int) -> np.ndarray:
+        """(L,) model input x = [s] + d[:-1] of document ``doc``."""
+        return self._inputs[doc]
+
+    def input_chunks(self) -> np.ndarray:
+        """(q_in, m) every complete input chunk x[u·m:(u+1)·m] of every document: the RETRO[ON] queries."""
+        m = self.chunk_size
+        parts = [x[: len(x) // m * m].reshape(-1, m) for x in self._inputs]
+        return np.concatenate(parts) if parts else np.zeros((0, m), dtype=np.int64)
+
+    def target_chunks(self) -> np.ndarray:
+        """(q, m) every target chunk C_u = d[u·m:(u+1)·m], short ones right-padded with the pad id."""
+        m = self.chunk_size
+        parts = []
+        for d in self.tokens:
+            padded = np.full(-(-len(d) // m) * m, self.pad_id, dtype=np.int64)
+            padded[: len(d)] = d
+            parts.append(padded.reshape(-1, m))
+        return np.concatenate(parts)
+
+    def fingerprint(self) -> str:
+        """Hash of the tokens, start token and chunk size: keys the on-disk neighbour cache."""
+        h = hashlib.sha256(f"{self.chunk_size}:{self.start_id}:{self.pad_id}".encode())
+        for t in self.tokens:
+            h.update(np.int64(len(t)).tobytes())
+            h.update(np.ascontiguousarray(t, dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+
+def start_token(tok: Tokenizer) -> int:
+    """The document-start token s: the tokenizer's eos id when it has one, else its pad id."""
+    return tok.eos_id if tok.eos_id is not None else tok.pad_id
+
+
+def chunk_bytes_of(tokens: np.ndarray, text_bytes: int, tok: Tokenizer, m: int) -> np.ndarray:
+    """(ceil(L/m),) UTF-8 bytes of each chunk: the growth of the settled decoded prefix.
+
+    The prefix d[:(u+1)m] settles the bytes it shares with the whole decoded document; a character
+    whose byte-fallback tokens straddle a chunk boundary decodes to U+FFFD in the shorter prefix, so
+    it is settled — and counted, once — by the chunk that completes it. Prefix decodes cost
+    O(L² / m) (seconds for 100k-token documents). When the tokenizer does not round-trip exactly,
+    the last chunk absorbs the difference so the chunks still sum to the text's bytes.
+    """
+    ids = tokens.tolist()
+    full = tok.decode(ids).encode("utf-8")
+    cuts = list(range(m, len(ids), m))
+    settled = [_common_prefix(p.encode("utf-8"), full) for p in tok.decode_batch([ids[:c] for c in cuts])]
+    cum = np.maximum.accumulate(np.array([0, *settled, len(full)], dtype=np.int64))
+    cum[-1] = text_bytes
+    out = np.diff(cum)
+    if len(full) != text_bytes or (out < 0).any():
+        log.warning("the tokenizer does not round-trip a document exactly; its last chunk's bytes are adjusted")
+        out = np.maximum(out, 0)
+        out[-1] += text_bytes - out.sum()
+    return out
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """Length of the longest common prefix of two byte strings (vectorised)."""
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(np.frombuffer(a, np.uint8, n) != np.frombuffer(b, np.uint8, n))
+    return int(diff[0]) if len(diff) else n
+
+
+def from_texts(doc_ids: Sequence[str], texts: Sequence[str], tok: Tokenizer, chunk_size: int) -> EvalData:
+    """Tokenize ``texts`` with ``tok`` (the memory's tokenizer) and attribute their bytes to chunks."""
+    ids_all = tok.encode_batch(list(texts))
+    keep = [i for i, ids in enumerate(ids_all) if ids]
+    if len(keep) < len(texts):
+        log.info("skipped %d evaluation documents with no tokens", len(texts) - len(keep))
+    if not keep:
+        raise BurrowError("no evaluation documents with any tokens")
+    tokens = [np.asarray(ids_all[i], dtype=np.int64) for i in keep]
+    doc_bytes = np.array([len(texts[i].encode("utf-8")) for i in keep], dtype=np.int64)
+    chunk_bytes = np.concatenate([chunk_bytes_of(t, int(b), tok, chunk_size)
+                                  for t, b in zip(tokens, doc_bytes, strict=True)])
+    return EvalData([doc_ids[i] for i in keep], tokens, doc_bytes, chunk_bytes, chunk_size,
+                    start_token(tok), tok.pad_id)
+
+
+def load_eval_data(paths: Sequence[str | Path], tok: Tokenizer, chunk_size: int, max_docs: int | None = None,
+                   corpus: CorpusConfig | None = None) -> EvalData:
+    """Read evaluation documents from files (WikiText splits into articles), first ``max_docs`` of them."""
+    stats = CorpusStats()
+    ids: list[str] = []
+    texts: list[str] = []
+    for doc in read_corpus(paths, corpus or CorpusConfig(), stats):
+        if max_docs is not None and len(texts) >= max_docs:
+            break
+        ids.append(doc.id)
+        texts.append(doc.text)
+    log.info(stats.summary())
+    if not texts:
+        raise BurrowError(f"no evaluation documents in {', '.join(map(str, paths))}")
+    return from_texts(ids, texts, tok, chunk_size)
+
+
+def from_store(store: TokenStore, tok: Tokenizer, chunk_size: int, max_docs: int | None = None) -> EvalData:
+    """An evaluation set from a token store made with ``tok`` (bytes from its document records)."""
+    store.check_tokenizer(tok)
+    n = store.n_docs if max_docs is None else min(max_docs, store.n_docs)
+    keep = [d for d in range(n) if store.offsets[d + 1] > store.offsets[d]]
+    tokens = [store.document(d).astype(np.int64) for d in keep]
+    doc_bytes = np.array([store.docs[d].bytes for d in keep], dtype=np.int64)
+    chunk_bytes = np.concatenate([chunk_bytes_of(t, int(b), tok, chunk_size)
+                                  for t, b in zip(tokens, doc_bytes, strict=True)])
+    return EvalData([store.docs[d].id for d in keep], tokens, doc_bytes, chunk_bytes, chunk_size,
+                    start_token(tok), tok.pad_id)

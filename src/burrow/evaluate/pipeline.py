@@ -1,0 +1,304 @@
+"""One evaluation: score every model, then the leakage analysis and the sweeps; the library's entry point.
+
+    from burrow.evaluate import EvalConfig, evaluate, model_entries, write_report
+    models = {**model_entries("baseline", base), **model_entries("retro", retro)}
+    result = evaluate(models, Memory(mem_dir), ["wiki.valid.tokens"], EvalConfig(leakage=True), cache_dir=out)
+    write_report(result, out)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from burrow.data.tokens import TokenStore
+from burrow.device import autocast_dtype, pick_device
+from burrow.errors import BurrowError
+from burrow.evaluate.bpb import MODES, Gain, ModelScore, bootstrap_gain, check_mode, score_model
+from burrow.evaluate.data import EvalData, from_store, load_eval_data
+from burrow.evaluate.leakage import DEFAULT_ALPHAS, Leakage, measure_leakage
+from burrow.evaluate.retrieval import eval_neighbours, retrieved_from_ids, values_of
+from burrow.evaluate.sweeps import MemorySubset, sweep_k, sweep_memory
+
+log = logging.getLogger(__name__)
+
+REPORT_ALPHA = 0.125  # the paper's headline leakage threshold (fewer than 8 shared tokens of 64)
+
+#: A model to score and how: (model, "baseline" | "off" | "on").
+ModelEntry = tuple[Any, str]
+
+
+@dataclass
+class EvalConfig:
+    """How to evaluate: windows, neighbours, precision, and which analyses to run."""
+
+    seq_len: int | None = None  # n; None: the shortest max_seq_len of the models, down to a multiple of 2m
+    k: int = 2  # neighbours per chunk for RETRO[ON] (the paper trains with 2)
+    k_max: int = 10  # neighbours retrieved once and cached; leakage uses 10 (§2.6), k ≤ k_max
+    batch_tokens: int = 8192  # tokens per forward batch (windows of equal length are stacked)
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # autocast: auto (bf16 where fast) | bf16 | fp32
+    leakage: bool = False  # r(C) and bpb(α) (needs a memory)
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS  # α grid of bpb(α)
+    sweep_k: tuple[int, ...] = ()  # k values for the neighbours sweep, e.g. (1, 2, 4, 10)
+    sweep_memory: tuple[float, ...] = ()  # memory fractions for the size sweep, e.g. (1/16, …, 1)
+    memory_seed: int = 0  # seed of the document subset of the memory-size sweep
+    max_docs: int | None = None  # score only the first N documents (quick runs)
+    bootstrap_samples: int = 2000  # resamples of documents for gain intervals
+
+    def __post_init__(self) -> None:
+        self.alphas, self.sweep_k = tuple(self.alphas), tuple(self.sweep_k)
+        self.sweep_memory = tuple(self.sweep_memory)
+        if not 1 <= self.k <= self.k_max:
+            raise BurrowError(f"k must be in [1, k_max={self.k_max}], got {self.k}")
+        if any(not 1 <= k <= self.k_max for k in self.sweep_k):
+            raise BurrowError(f"sweep k values must be in [1, {self.k_max}], got {list(self.sweep_k)}")
+        if any(not 0 < f <= 1 for f in self.sweep_memory):
+            raise BurrowError(f"memory fractions must be in (0, 1], got {list(self.sweep_memory)}")
+        if any(not 0 <= a <= 1 for a in self.alphas) or not self.alphas:
+            raise BurrowError("alphas must be a non-empty grid inside [0, 1]")
+        if self.seq_len is not None and self.seq_len < 2:
+            raise BurrowError(f"seq_len must be ≥ 2, got {self.seq_len}")
+        if self.batch_tokens < 1 or self.bootstrap_samples < 1:
+            raise BurrowError("batch_tokens and bootstrap_samples must be ≥ 1")
+        if self.max_docs is not None and self.max_docs < 1:
+            raise BurrowError(f"max_docs must be ≥ 1, got {self.max_docs}")
+
+
+@dataclass
+class EvalResult:
+    """Everything one evaluation measured; :func:`burrow.evaluate.write_report` writes it out."""
+
+    config: EvalConfig
+    data: EvalData
+    seq_len: int  # n (stride n/2)
+    scores: dict[str, ModelScore]  # name -> score at α = 1
+    memory: str | None = None  # memory directory used for RETRO[ON] and leakage
+    leakage: Leakage | None = None
+    curves: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (a,) bpb(α)
+    sweep_k: dict[str, dict[int, float]] = field(default_factory=dict)  # RETRO[ON] name -> k -> bpb
+    sweep_memory: list[MemorySubset] = field(default_factory=list)
+    seconds: float = 0.0
+    _gains: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
+
+    def bpb(self, name: str, alpha: float = 1.0) -> float:
+        """bpb of model ``name``; at ``alpha`` < 1 only chunks with r(C) ≤ alpha count (needs leakage)."""
+        if alpha >= 1.0:
+            return self.scores[name].bpb
+        if self.leakage is None:
+            raise BurrowError("bpb(α < 1) needs the leakage analysis (EvalConfig(leakage=True))")
+        from burrow.evaluate.leakage import bpb_alpha
+
+        return float(bpb_alpha(self.scores[name].chunk_bits, self.data.chunk_bytes, self.leakage.r, (alpha,))[0])
+
+    def gain(self, name: str, reference: str, alpha: float = 1.0, seed: int = 0) -> Gain:
+        """bpb(reference) − bpb(name) at ``alpha`` with a 95% bootstrap interval over documents."""
+        if alpha < 1.0 and self.leakage is None:
+            raise BurrowError("gains at α < 1 need the leakage analysis (EvalConfig(leakage=True))")
+        r = self.leakage.r if self.leakage is not None else None
+        return bootstrap_gain(self.data, self.scores[name], self.scores[reference], r, alpha,
+                              self.config.bootstrap_samples, seed=seed)
+
+    def gains(self) -> dict[str, dict[str, Any]]:
+        """Gain of every other model over :meth:`reference` at α = 1 and (with leakage) α = 0.125, as
+        ``{name: {"reference": ref, "alpha=1": Gain.to_dict(), "alpha=0.125": …}}`` (computed once)."""
+        if self._gains is None:
+            self._gains = self._compute_gains()
+        return self._gains
+
+    def _compute_gains(self) -> dict[str, dict[str, Any]]:
+        ref = self.reference()
+        if ref is None:
+            return {}
+        alphas = [1.0] + ([REPORT_ALPHA] if self.leakage is not None else [])
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.scores:
+            if name == ref:
+                continue
+            out[name] = {"reference": ref}
+            for a in alphas:
+                try:
+                    out[name][f"alpha={a:g}"] = self.gain(name, ref, a).to_dict()
+                except BurrowError as e:  # no chunk below α: the report says so instead of failing
+                    log.warning("no gain for %s at α=%g: %s", name, a, e)
+        return out
+
+    def reference(self) -> str | None:
+        """The first baseline-mode model (what gains are measured against), if any."""
+        return next((n for n, s in self.scores.items() if s.mode == "baseline"), None)
+
+
+def model_entries(name: str, model: Any) -> dict[str, ModelEntry]:
+    """How a model is scored: a baseline once; a RETRO model as ``NAME [OFF]`` and ``NAME [ON]``."""
+    if model.config.retro:
+        return {f"{name} [OFF]": (model, "off"), f"{name} [ON]": (model, "on")}
+    return {name: (model, "baseline")}
+
+
+def _chunk_size(memory: Any, models: Mapping[str, ModelEntry], data: Any) -> int:
+    if isinstance(data, EvalData):
+        return data.chunk_size
+    if memory is not None:
+        return int(memory.chunk_size)
+    sizes = {int(m.config.chunk_size) for m, _ in models.values() if m.config.retro}
+    return sizes.pop() if len(sizes) == 1 else 64
+
+
+def _seq_len(models: Mapping[str, ModelEntry], config: EvalConfig, m: int) -> int:
+    """n: given, or the shortest trained length among the models, rounded down to a multiple of 2m."""
+    longest = min(int(model.config.max_seq_len) for model, _ in models.values())
+    n = config.seq_len if config.seq_len is not None else longest // (2 * m) * (2 * m)
+    if n < 2 * m or n % (2 * m):
+        raise BurrowError(f"seq_len {n} must be a positive multiple of 2 × chunk size ({2 * m}) so that "
+                          "windows (stride n/2) start on chunk boundaries")
+    if n > longest:
+        log.warning("seq_len %d exceeds a model's max_seq_len %d: positions past training length", n, longest)
+    return n
+
+
+def _check_models(models: Mapping[str, ModelEntry], memory: Any, m: int, config: EvalConfig) -> None:
+    """Fail before any scoring when a model, mode or analysis cannot run."""
+    if not models:
+        raise BurrowError("no models to evaluate")
+    if config.leakage and memory is None:
+        raise BurrowError("the leakage analysis needs a memory (--memory)")
+    if (config.sweep_k or config.sweep_memory) and not any(mode == "on" for _, mode in models.values()):
+        log.warning("sweeps apply to RETRO[ON] models and there are none: skipped")
+    for name, (model, mode) in models.items():
+        check_mode(model, mode)
+        if mode == "on" and memory is None:
+            raise BurrowError(f"{name}: RETRO[ON] needs a memory (--memory)")
+        if mode == "on" and (model.config.chunk_size != m or model.config.retrieved_len != 2 * m):
+            raise BurrowError(f"{name}: model chunk size {model.config.chunk_size} / retrieved length "
+                              f"{model.config.retrieved_len} do not match the memory's {m} / {2 * m}")
+
+
+def _as_data(data: EvalData | TokenStore | Sequence[str | Path], memory: Any, m: int,
+             config: EvalConfig) -> EvalData:
+    if isinstance(data, EvalData):
+        return data
+    if memory is None:
+        raise BurrowError("tokenizing evaluation data needs a memory (its tokenizer); or pass EvalData")
+    if isinstance(data, TokenStore):
+        return from_store(data, memory.tokenizer, m, config.max_docs)
+    return load_eval_data(list(data), memory.tokenizer, m, config.max_docs)
+
+
+class _Scorer:
+    """Scores (model, mode) pairs on one data set with fixed windows, device and precision."""
+
+    def __init__(self, data: EvalData, memory: Any, n: int, config: EvalConfig):
+        self.data, self.n, self.config = data, n, config
+        self.device = pick_device(config.device)
+        self.dtype = autocast_dtype(self.device, config.precision)
+        self.values = values_of(memory) if memory is not None else None
+
+    def __call__(self, name: str, model: Any, mode: str, ids: np.ndarray | None = None,
+                 k: int | None = None) -> ModelScore:
+        k = k or self.config.k
+        retrieved = None
+        if mode == "on":
+            assert ids is not None and self.values is not None
+            retrieved = retrieved_from_ids(ids, self.data, k, self.values)
+        model.to(self.device)
+        return score_model(name, model, mode, self.data, self.n, retrieved, self.device, self.dtype,
+                           self.config.batch_tokens, k)
+
+
+def evaluate(models: Mapping[str, ModelEntry], memory: Any, data: EvalData | TokenStore | Sequence[str | Path],
+             config: EvalConfig | None = None, cache_dir: str | Path | None = None) -> EvalResult:
+    """Score ``models`` (name -> (model, mode)) on ``data``; leakage and sweeps as ``config`` asks.
+
+    ``memory`` (a :class:`burrow.memory.Memory`, or None for baselines on pre-tokenized
+    :class:`EvalData`) supplies the tokenizer, RETRO[ON]'s neighbours and the leakage neighbours;
+    ``cache_dir`` keeps the evaluation neighbours (k_max per chunk) for reuse across calls.
+    """
+    config = config or EvalConfig()
+    t0 = time.perf_counter()
+    m = _chunk_size(memory, models, data)
+    _check_models(models, memory, m, config)
+    data = _as_data(data, memory, m, config)
+    n = _seq_len(models, config, m)
+    cache = Path(cache_dir) / "neighbours" if cache_dir is not None else None
+    on = {name: model for name, (model, mode) in models.items() if mode == "on"}
+    input_nb = eval_neighbours(memory, data, "input", config.k_max, cache) if on else None
+    score = _Scorer(data, memory, n, config)
+    ids = input_nb.ids if input_nb is not None else None
+    scores = {name: score(name, model, mode, ids) for name, (model, mode) in models.items()}
+    result = EvalResult(config, data, n, scores, memory=str(memory.dir) if memory is not None else None)
+    if config.leakage:
+        _run_leakage(result, memory, cache)
+    if on and input_nb is not None and config.sweep_k:
+        for name, model in on.items():
+            result.sweep_k[name] = sweep_k(_bpb_at_k(score, name, model, scores[name]), input_nb.ids, config.sweep_k)
+    if on and input_nb is not None and config.sweep_memory:
+        fns = {name: _bpb_with_ids(score, name, model) for name, model in on.items()}
+        result.sweep_memory = sweep_memory(memory, input_nb.keys, input_nb.ids, fns, config.sweep_memory,
+                                           config.k, config.memory_seed)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _bpb_with_ids(score: _Scorer, name: str, model: Any) -> Any:
+    return lambda ids: score(f"{name} (memory subset)", model, "on", ids).bpb
+
+
+def _bpb_at_k(score: _Scorer, name: str, model: Any, main: ModelScore) -> Any:
+    """bpb at k, reusing the main score at the main k rather than scoring it twice."""
+    return lambda ids, k: main.bpb if k == main.k else score(f"{name} k={k}", model, "on", ids, k).bpb
+
+
+def _run_leakage(result: EvalResult, memory: Any, cache: Path | None) -> None:
+    """r(C) from each target chunk's 10 neighbours, then bpb(α) for every scored model."""
+    target = eval_neighbours(memory, result.data, "target", result.config.k_max, cache)
+    tokens = values_of(memory)(target.ids[:, :10])  # (q, 10, r)
+    result.leakage = measure_leakage(result.data, tokens, result.config.alphas)
+    result.curves = {name: result.leakage.curve(result.data, s.chunk_bits) for name, s in result.scores.items()}
+
+
+def load_eval_model(path: str | Path) -> tuple[str, Any]:
+    """(name, model) from a model directory (``model.safetensors``) or a training run directory
+    (its ``final/`` model, else its newest checkpoint, via :func:`burrow.train.load_run`)."""
+    from burrow.model import load_model
+
+    p = Path(path)
+    if (p / "model.safetensors").exists() or p.is_file():
+        name = p.parent.name if p.name == "final" or p.is_file() else p.name
+        return name, load_model(p)
+    if not p.is_dir():
+        raise BurrowError(f"{p}: no such model or run directory")
+    from burrow.train import load_run
+
+    return p.name, load_run(p)
+
+
+def evaluate_runs(runs: Sequence[str | Path], memory_dir: str | Path | None, data: Sequence[str | Path],
+                  config: EvalConfig, out: str | Path) -> tuple[EvalResult, dict[str, Path]]:
+    """Load each run (a RETRO run is scored [OFF] and [ON]), evaluate, and write the report to ``out``."""
+    from burrow.evaluate.report import write_report
+    from burrow.memory import Memory
+
+    models: dict[str, ModelEntry] = {}
+    for run in runs:
+        name, model = load_eval_model(run)
+        while any(key.split(" [")[0] == name for key in models):
+            name = f"{name}'"
+        models.update(model_entries(name, model))
+    memory = Memory(memory_dir) if memory_dir is not None else None
+    result = evaluate(models, memory, data, config, cache_dir=out)
+    return result, write_report(result, out)
+
+
+def config_dict(config: EvalConfig) -> dict[str, Any]:
+    """JSON-ready config."""
+    return asdict(config)
+
+
+__all__ = ["MODES", "EvalConfig", "EvalResult", "ModelEntry", "evaluate", "evaluate_runs", "load_eval_model",
+           "model_entries"]

@@ -1,0 +1,14 @@
+"""The models: a Gopher-style decoder-only baseline and RETRO (the same decoder + retrieval encoder +
+chunked cross-attention), with a KV cache for generation and safetensors persistence.
+
+    cfg = get_preset("retro-cpu-small", vocab_size=8192)   # from burrow.presets
+    model = build_model(cfg)
+    logits = model(tokens, neighbours=nb)                   # (b, n) [, (b, l, k, r)] -> (b, n, v)
+"""
+
+from burrow.model.cache import ModelCache
+from burrow.model.config import ModelConfig
+from burrow.model.io import load_model, save_model
+from burrow.model.transformer import Transformer, build_model
+
+__all__ = ["ModelCache", "ModelConfig", "Transformer", "build_model", "load_model", "save_model"]

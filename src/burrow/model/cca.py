@@ -1,0 +1,98 @@
+"""Chunked cross-attention (CCA), exactly as RETRO defines it, batched over chunks.
+
+Shape legend: b batch, n tokens in this call, l attending chunks, m chunk length, k neighbours,
+r tokens per neighbour, c encoder width, d decoder width, h heads, e head width.
+
+The sequence is cut into chunks C_0, C_1, ... of m tokens. Attending chunk u is the last token of
+C_u followed by the first m - 1 tokens of C_{u+1}; it attends to all k*r encoded tokens of the
+neighbours retrieved with C_u. So token p attends to the neighbours of chunk u = (p + 1) // m - 1,
+and the first m - 1 tokens of a sequence (u < 0) pass through unchanged. In shifted coordinates
+s = p + 1 - m, attending chunk u is simply s in [u*m, (u+1)*m): a pad and a reshape, no loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from burrow.model.config import ModelConfig
+from burrow.model.layers import CrossAttention, Rope, rope_tables
+
+
+@dataclass(frozen=True)
+class ChunkWindow:
+    """Where the attending chunks fall in a call that feeds positions p0 .. p0 + n - 1."""
+
+    # Index (within this call) of the first token that attends to any neighbours.
+    first: int
+    # Padding before that token to align it in its attending chunk (s_start mod m).
+    pad: int
+    # Absolute index of the first chunk whose neighbours are attended to.
+    chunk0: int
+    # Number of chunks whose neighbours this call attends to.
+    n_chunks: int
+
+    @staticmethod
+    def of(p0: int, n: int, m: int) -> ChunkWindow | None:
+        """The window for positions p0 .. p0+n-1, or None when none of them attends (p < m - 1)."""
+        s_first = max(0, p0 + 1 - m)  # shifted position of the first attending token
+        s_last = p0 + n - m
+        if s_last < s_first:
+            return None
+        chunk0, chunk1 = s_first // m, s_last // m
+        return ChunkWindow(s_first + m - 1 - p0, s_first % m, chunk0, chunk1 - chunk0 + 1)
+
+
+class ChunkedCrossAttention(nn.Module):
+    """One CCA layer: attending chunks of the decoder stream attend to their chunk's k neighbours."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.attn = CrossAttention(cfg.d_model, cfg.enc_d_model, cfg.n_heads, cfg.head_dim, cfg.dropout)
+
+    def forward(self, x: Tensor, encoded: Tensor, mask: Tensor | None, window: ChunkWindow) -> Tensor:
+        """``x`` (b, n, d) normed stream, ``encoded`` (b, l, k, r, c), ``mask`` (b, l, k) bool.
+
+        Returns the residual update (b, n, d): zero for tokens before ``window.first``.
+        """
+        b, n, d = x.shape
+        _, l, k, r, c = encoded.shape
+        m = self.cfg.chunk_size
+        n_att = n - window.first
+        xa = F.pad(x[:, window.first:], (0, 0, window.pad, l * m - window.pad - n_att))  # (b, l*m, d)
+        q_in = xa.view(b * l, m, d)  # (b*l, m, d): one row per attending chunk
+        ctx = encoded.reshape(b * l, k * r, c)  # (b*l, k*r, c): all neighbours of a chunk at once
+        attn_mask, valid = self._mask(mask, b * l, r)
+        q_rope, k_rope = self._ropes(k, r, x.device)
+        y = self.attn.attend(q_in, ctx, q_rope, k_rope, attn_mask)  # (b*l, m, h*e)
+        if valid is not None:  # chunks whose neighbours are all missing get no update
+            y = y * valid.to(y.dtype)[:, None, None]
+        y = y.reshape(b, l * m, -1)[:, window.pad:window.pad + n_att]  # (b, n_att, h*e)
+        out = self.attn.project(y)  # (b, n_att, d)
+        return F.pad(out, (0, 0, window.first, 0))  # (b, n, d)
+
+    def _mask(self, mask: Tensor | None, rows: int, r: int) -> tuple[Tensor | None, Tensor | None]:
+        """(b, l, k) neighbour mask -> SDPA mask (b*l, 1, 1, k*r) and per-chunk 'any valid' (b*l,)."""
+        if mask is None:
+            return None, None
+        flat = mask.reshape(rows, -1)  # (b*l, k)
+        valid = flat.any(dim=1)  # (b*l,)
+        # A row with no valid key would give NaN; let it see everything and zero it afterwards.
+        flat = flat | ~valid[:, None]
+        keys = flat[:, :, None].expand(rows, flat.shape[1], r).reshape(rows, 1, 1, -1)  # (b*l, 1, 1, k*r)
+        return keys, valid
+
+    def _ropes(self, k: int, r: int, device: torch.device) -> tuple[Rope | None, Rope | None]:
+        """Query i of an attending chunk sits at position m - 1 + i of C_u's frame; neighbour token j
+        at position j (the neighbour's N resembles C_u), so q - k is a meaningful relative offset."""
+        cfg = self.cfg
+        if not cfg.cca_rotary:
+            return None, None
+        m = cfg.chunk_size
+        q_rope = rope_tables(torch.arange(m - 1, 2 * m - 1, device=device), cfg.head_dim, cfg.rope_base)
+        k_rope = rope_tables(torch.arange(r, device=device).repeat(k), cfg.head_dim, cfg.rope_base)
+        return q_rope, k_rope

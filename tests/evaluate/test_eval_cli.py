@@ -1,0 +1,91 @@
+"""End to end on a tiny memory: `burrow eval` through typer's CliRunner, and the library call behind it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from burrow.evaluate import EvalConfig, evaluate, load_eval_data, model_entries
+from burrow.memory.build import build_memory
+from burrow.model import build_model, save_model
+from burrow.presets import get_preset
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, encoder):
+    """A memory of the tiny corpus (m = 8), a validation file, a baseline and a RETRO model saved to disk.
+
+    Built once for the module: the memory build dominates these tests' time.
+    """
+    from burrow.data.tokenizer import TokenizerConfig
+    from burrow.memory.build import MemoryConfig
+    from burrow.memory.encode import EncoderConfig
+    from conftest import write_corpus
+
+    tmp_path = tmp_path_factory.mktemp("eval")
+    corpus = write_corpus(tmp_path / "corpus")
+    config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=400), encoder=EncoderConfig(shard_size=16), chunk_size=8)
+    memory, _ = build_memory([str(corpus)], tmp_path / "mem", config, progress=False, encoder=encoder)
+    valid = tmp_path / "valid.txt"
+    valid.write_text("A volcano erupts lava and ash over Sicily. Cats purr and sleep in warm places.\n"
+                     "Bakers knead dough and bake bread in hot ovens; the crust turns golden.\n", encoding="utf-8")
+    shape = dict(vocab_size=memory.tokenizer.vocab_size, chunk_size=8, retrieved_len=16, max_seq_len=32,
+                 d_model=64, n_layers=2, n_heads=2, enc_d_model=64, enc_n_heads=2)
+    torch.manual_seed(0)
+    base = build_model(get_preset("tiny", **{k: v for k, v in shape.items() if not k.startswith("enc")}))
+    retro = build_model(get_preset("retro-tiny", **shape, cca_layers=(2,)))
+    retro.load_state_dict(base.state_dict(), strict=False)  # same decoder: a fresh RETRO equals its baseline
+    save_model(base, tmp_path / "base-run" / "final")
+    save_model(retro, tmp_path / "retro-model")
+    return memory, valid, tmp_path
+
+
+def test_cli_eval_prints_models_side_by_side_and_writes_the_report(setup) -> None:
+    memory, valid, tmp = setup
+    app = typer.Typer()
+    from burrow.cli.evaluate import register
+
+    register(app)
+    app.command("noop")(lambda: None)  # a second command keeps `eval` a named sub-command
+    out = tmp / "eval"
+    args = ["eval", str(tmp / "base-run"), str(tmp / "retro-model"), "--memory", str(memory.dir), "--data",
+            str(valid), "--k", "2", "--leakage", "--sweep-k", "--sweep-memory", "--precision", "fp32", "-o", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    for row in ("base-run ", "retro-model [OFF]", "retro-model [ON]", "bpb α≤0.125"):
+        assert row in res.output
+    report = json.loads((out / "eval.json").read_text())
+    models = report["models"]
+    assert set(models) == {"base-run", "retro-model [OFF]", "retro-model [ON]"}
+    # zero-initialised CCA + the baseline's decoder: OFF and ON equal the baseline
+    assert models["retro-model [ON]"]["bpb"] == pytest.approx(models["base-run"]["bpb"], rel=1e-5)
+    assert models["retro-model [OFF]"]["bpb"] == pytest.approx(models["base-run"]["bpb"], rel=1e-5)
+    assert report["data"]["bytes"] == len(valid.read_text(encoding="utf-8").encode())
+    assert set(report["sweep_k"]["retro-model [ON]"]) == {"1", "2", "4", "10"}
+    assert [p["fraction"] for p in report["sweep_memory"]] == [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]
+    assert len(report["leakage"]["bpb_alpha"]["base-run"]) == 65
+    for name in ("leakage.png", "sweep_k.png", "sweep_memory.png", "eval.md", "chunks.npz"):
+        assert (out / name).stat().st_size > 0
+    assert list((out / "neighbours").glob("input-*.npz")) and list((out / "neighbours").glob("target-*.npz"))
+
+
+def test_library_evaluate_finds_leakage_of_memory_text(setup) -> None:
+    memory, valid, tmp = setup
+    from burrow.model import load_model
+
+    retro = load_model(tmp / "retro-model")
+    # the validation text is copied from the memory's documents: leakage must see it
+    copied = tmp / "copied.txt"
+    copied.write_text((tmp / "corpus" / "cats.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    data = load_eval_data([str(copied)], memory.tokenizer, memory.chunk_size)
+    result = evaluate(model_entries("retro", retro), memory, data,
+                      EvalConfig(leakage=True, precision="fp32", sweep_k=(1, 10)), cache_dir=tmp / "e")
+    assert result.leakage is not None and np.mean(result.leakage.r >= 1.0) > 0.8
+    assert result.bpb("retro [ON]", 1.0) == pytest.approx(result.scores["retro [ON]"].bpb)
+    again = evaluate(model_entries("retro", retro), memory, data, EvalConfig(precision="fp32"), cache_dir=tmp / "e")
+    assert again.bpb("retro [ON]") == pytest.approx(result.bpb("retro [ON]"), rel=1e-9)  # cached neighbours

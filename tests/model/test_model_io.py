@@ -1,0 +1,47 @@
+"""Save -> load gives identical logits; config JSON round trip and validation (paper point f)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from burrow.errors import BurrowError
+from burrow.model import ModelConfig, build_model, load_model, save_model
+from burrow.presets import get_preset
+
+
+@pytest.mark.parametrize("name,tie", [("tiny", True), ("retro-tiny", False)])
+def test_save_load_gives_identical_logits(tmp_path: Path, name: str, tie: bool) -> None:
+    cfg = get_preset(name, vocab_size=50, d_model=64, n_heads=4, head_dim=16, enc_d_model=32,
+                     enc_n_heads=2, enc_head_dim=16, chunk_size=4, retrieved_len=8, tie_embeddings=tie,
+                     zero_init_cca_out=False)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m").eval()
+    assert loaded.config == cfg
+    tokens = torch.randint(0, 50, (2, 10))
+    nb = torch.randint(0, 50, (2, 3, 2, 8)) if cfg.retro else None
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens, neighbours=nb), model(tokens, neighbours=nb))
+    assert (tmp_path / "m" / "config.json").exists() and (tmp_path / "m" / "model.manifest.json").exists()
+
+
+def test_config_round_trip_and_validation() -> None:
+    cfg = get_preset("retro-cpu-small", vocab_size=1234)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(BurrowError, match="unknown model config keys"):
+        ModelConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    with pytest.raises(BurrowError, match="cca_layers"):
+        ModelConfig(retro=True, n_layers=4, cca_layers=(5,))
+    with pytest.raises(BurrowError, match="retro is false"):
+        ModelConfig(cca_layers=(2,))
+    with pytest.raises(BurrowError):
+        ModelConfig(d_model=0)
+
+
+def test_load_model_rejects_a_non_model_directory(tmp_path: Path) -> None:
+    with pytest.raises(BurrowError, match="no model.safetensors"):
+        load_model(tmp_path)
