@@ -1,44 +1,70 @@
-"""The demo: burrow's main job on embedded defaults (memory → models → evaluation as issues land)."""
+"""The demo: burrow's main job end to end on embedded defaults.
+
+Hygiene (drop training documents near evaluation documents) → memory from WikiText-2 train + the
+Wikipedia lead sections → a small baseline and a small RETRO with the same decoder, trained on the
+same tokens for the same steps → bits-per-byte on WikiText-2 valid (baseline, RETRO[OFF],
+RETRO[ON]), the leakage analysis, the k and memory-size sweeps → one table and a Markdown report.
+Every stage is resumable: re-running the demo reuses what is complete.
+"""
 
 from __future__ import annotations
 
 import gzip
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from burrow.artefacts import atomic_path
+from burrow.artefacts import atomic_path, read_json, write_json
+from burrow.data.clean import RULES, CleanConfig, clean_corpus, report_paths
 from burrow.data.corpus import CorpusConfig
-from burrow.data.shared import VITAL_SUMMARIES, WIKITEXT_TRAIN, find_data
+from burrow.data.shared import VITAL_SUMMARIES, WIKITEXT_TEST, WIKITEXT_TRAIN, WIKITEXT_VALID, find_data
 from burrow.data.tokenizer import TokenizerConfig
-from burrow.memory.build import MemoryConfig, build_memory
+from burrow.memory.build import MemoryConfig, build_memory, compute_neighbours
 
 log = logging.getLogger(__name__)
 
-QUERIES = [
-    "The European lobster lives in the eastern Atlantic Ocean.",
-    "Photosynthesis converts light energy into chemical energy in plants.",
-    "The French Revolution began in 1789 with the storming of the Bastille.",
-]
+HYGIENE_RULES = ("contaminated_jaccard",)  # issue: 13-gram Jaccard ≥ 0.8 to any evaluation document
 
 
 @dataclass
 class DemoConfig:
-    """What the demo reads and where it writes."""
+    """What the demo reads, trains and writes."""
 
-    out: Path = Path("runs/demo")  # output folder (memory, runs, report)
+    out: Path = Path("runs/demo")  # output folder (corpus, memory, runs, report)
     data: Path | None = None  # folder laid out like shared/data; None finds it
-    quick: bool = False  # a small slice, for `make test`'s end-to-end pass
+    quick: bool = False  # ≤ 3 minutes on a slice: `make test`'s end-to-end pass
+    baseline: str = "cpu-small"  # baseline preset
+    retro: str = "retro-cpu-small"  # RETRO preset: the same decoder + encoder + CCA
+    steps: int = 1200  # optimiser steps for each model
+    batch_size: int = 8  # sequences per step
+    seq_len: int = 512  # tokens per sequence
+    lr: float = 1e-3  # peak learning rate
+    k: int = 2  # neighbours in training and the headline evaluation
+    eval_split: str = "valid"  # valid (tuning) | test (report once, at the end)
+    max_eval_docs: int | None = None  # evaluate only the first N documents
+    sweeps: bool = True  # the k and memory-size sweeps
+    device: str = "auto"  # auto | cpu | cuda
+    extra: dict[str, Any] = field(default_factory=dict)  # overrides passed to TrainConfig
+
+    def __post_init__(self) -> None:
+        if self.quick:  # small enough for ≤ 3 minutes on 2 cores, still every stage for real
+            self.baseline, self.retro = "tiny", "retro-tiny"
+            self.steps, self.batch_size, self.seq_len = 60, 4, 256
+            self.max_eval_docs = self.max_eval_docs or 3
+        if self.eval_split not in ("valid", "test"):
+            raise ValueError(f"eval_split must be valid or test, not {self.eval_split!r}")
 
 
-def _quick_slice(data: Path, out: Path, n_lines: int = 4000) -> list[str]:
-    """First lines of each corpus, written once to ``out`` (a stand-in for the full files in --quick)."""
+def _quick_slice(data: Path, out: Path, n_lines: int = 1200) -> list[str]:
+    """The first lines of each training corpus (a stand-in for the full files in --quick)."""
     paths = []
-    for rel in (WIKITEXT_TRAIN, VITAL_SUMMARIES):
+    for rel, lines_wanted in ((WIKITEXT_TRAIN, n_lines), (VITAL_SUMMARIES, n_lines // 5)):
         dest = out / "quick-data" / Path(rel).name
         if not dest.exists():
             with gzip.open(data / rel, "rt", encoding="utf-8") as f:
-                lines = [line for _, line in zip(range(n_lines if "wiki" in rel else n_lines // 4), f, strict=False)]
+                lines = [line for _, line in zip(range(lines_wanted), f, strict=False)]
             with atomic_path(dest) as tmp:
                 with gzip.open(tmp, "wt", encoding="utf-8") as g:
                     g.writelines(lines)
@@ -46,21 +72,100 @@ def _quick_slice(data: Path, out: Path, n_lines: int = 4000) -> list[str]:
     return paths
 
 
-def run_demo(config: DemoConfig) -> str:
-    """Run the demo and return its printed report."""
-    data = find_data(config.data, needs=(WIKITEXT_TRAIN, VITAL_SUMMARIES))
-    inputs = _quick_slice(data, config.out) if config.quick else [str(data / WIKITEXT_TRAIN),
+def hygiene(inputs: list[str], against: list[str], out: Path) -> tuple[Path, dict[str, Any]]:
+    """Drop training documents whose 13-gram Jaccard to an evaluation document is ≥ 0.8 (RETRO §2.6)."""
+    dest = out / "corpus" / "train.jsonl.gz"
+    _, report_json = report_paths(dest)
+    if dest.exists() and report_json.exists():
+        report = read_json(report_json)
+        if report.get("inputs") == inputs and report.get("against") == against:
+            return dest, report
+    config = CleanConfig(disabled=tuple(r for r in RULES if r not in HYGIENE_RULES))
+    clean_corpus(inputs, dest, config, corpus_config=CorpusConfig(text_field="text,extract"), against=against)
+    return dest, read_json(report_json)
+
+
+def _train(cfg: DemoConfig, preset: str, memory_dir: Path, out: Path) -> Any:
+    from burrow.train import TrainConfig, load_run, train
+
+    train(TrainConfig(model=preset, memory=memory_dir, out=out, steps=cfg.steps, batch_size=cfg.batch_size,
+                      seq_len=cfg.seq_len, lr=cfg.lr, k=cfg.k, device=cfg.device,
+                      eval_every=max(1, cfg.steps // 5), **cfg.extra))
+    return load_run(out)
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Run every stage (reusing completed ones) and return the summary (also in OUT/summary.json)."""
+    from burrow.evaluate import (
+        DEFAULT_SWEEP_K,
+        DEFAULT_SWEEP_MEMORY,
+        EvalConfig,
+        evaluate,
+        model_entries,
+        write_report,
+    )
+
+    t0 = time.perf_counter()
+    needs = (WIKITEXT_TRAIN, WIKITEXT_VALID, WIKITEXT_TEST, VITAL_SUMMARIES)
+    data = find_data(cfg.data, needs=needs)
+    train_inputs = _quick_slice(data, cfg.out) if cfg.quick else [str(data / WIKITEXT_TRAIN),
                                                                   str(data / VITAL_SUMMARIES)]
-    mem_config = MemoryConfig(corpus=CorpusConfig(text_field="text,extract"),
-                              tokenizer=TokenizerConfig(vocab_size=4096 if config.quick else 8192))
-    memory, timings = build_memory(inputs, config.out / "memory", mem_config)
-    lines = [f"memory {memory.dir}: {memory.manifest['n_docs']:,} documents, "
-             f"{memory.manifest['n_tokens']:,} tokens, {memory.manifest['n_chunks']:,} chunks"]
-    for t in timings:
-        lines.append(f"  {t.name:<11} {'up to date' if t.skipped else f'{t.seconds:7.1f} s'}")
-    res = memory.search(QUERIES, k=2)
-    for q, rows in zip(QUERIES, res.to_json(), strict=True):
-        lines.append(f"query: {q}")
-        for r in rows:
-            lines.append(f"  {r['rank']}. d={r['distance']:.3f} {r['source']}: {' '.join(r['chunk'].split())[:120]}")
+    eval_files = [str(data / WIKITEXT_VALID), str(data / WIKITEXT_TEST)]
+    corpus, clean_report = hygiene(train_inputs, eval_files, cfg.out)
+    mem_config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=2048 if cfg.quick else 8192))
+    memory, _ = build_memory([str(corpus)], cfg.out / "memory", mem_config)
+    compute_neighbours(memory, k=cfg.k)
+    base = _train(cfg, cfg.baseline, memory.dir, cfg.out / "runs" / "baseline")
+    retro = _train(cfg, cfg.retro, memory.dir, cfg.out / "runs" / "retro")
+    eval_config = EvalConfig(
+        k=cfg.k, leakage=True, max_docs=cfg.max_eval_docs, device=cfg.device,
+        sweep_k=DEFAULT_SWEEP_K if cfg.sweeps else (), sweep_memory=DEFAULT_SWEEP_MEMORY if cfg.sweeps else (),
+    )
+    split = WIKITEXT_VALID if cfg.eval_split == "valid" else WIKITEXT_TEST
+    result = evaluate({**model_entries("baseline", base), **model_entries("retro", retro)}, memory,
+                      [str(data / split)], eval_config, cache_dir=cfg.out / f"eval-{cfg.eval_split}")
+    paths = write_report(result, cfg.out / f"report-{cfg.eval_split}")
+    summary = _summary(cfg, result, clean_report, memory, paths, time.perf_counter() - t0)
+    write_json(cfg.out / f"summary-{cfg.eval_split}.json", summary)
+    return summary
+
+
+def _summary(cfg: DemoConfig, result: Any, clean_report: dict[str, Any], memory: Any,
+             paths: dict[str, Path], seconds: float) -> dict[str, Any]:
+    rows = {}
+    for name, label in (("baseline", "baseline"), ("retro [OFF]", "RETRO[OFF]"), ("retro [ON]", "RETRO[ON]")):
+        rows[label] = {"bpb": result.bpb(name, 1.0), "bpb_alpha_0.125": result.bpb(name, 0.125)}
+    gains = {a: result.gain("retro [ON]", "baseline", alpha=a) for a in (1.0, 0.125)}
+    removed = {r: v["documents"] for r, v in clean_report.get("removed", {}).items()}
+    return {
+        "split": cfg.eval_split, "quick": cfg.quick, "seconds": seconds,
+        "models": {"baseline": cfg.baseline, "retro": cfg.retro, "steps": cfg.steps,
+                   "batch_size": cfg.batch_size, "seq_len": cfg.seq_len},
+        "memory": {k: memory.manifest[k] for k in ("n_docs", "n_tokens", "n_chunks", "index")},
+        "hygiene": {"documents_in": clean_report.get("documents_in"),
+                    "documents_kept": clean_report.get("documents_kept"), "removed": removed},
+        "table": rows,
+        "gain": {str(a): {"gain": g.gain, "low": g.low, "high": g.high, "relative": g.relative}
+                 for a, g in gains.items()},
+        "sweep_k": result.sweep_k, "sweep_memory": [vars(s) for s in result.sweep_memory],
+        "report": {k: str(v) for k, v in paths.items()},
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The demo's printed table."""
+    lines = [f"WikiText-2 {summary['split']} bits-per-byte ({summary['memory']['n_chunks']:,}-chunk memory, "
+             f"{summary['models']['steps']} steps each)", "",
+             f"{'model':<12} {'bpb (α=1)':>10} {'bpb (α=0.125)':>14}"]
+    for label, row in summary["table"].items():
+        lines.append(f"{label:<12} {row['bpb']:>10.4f} {row['bpb_alpha_0.125']:>14.4f}")
+    for alpha, g in summary["gain"].items():
+        lines.append(f"RETRO[ON] gain over baseline at α={alpha}: {g['gain']:+.4f} bpb "
+                     f"(95% CI {g['low']:+.4f} … {g['high']:+.4f}, {100 * g['relative']:+.1f}%)")
+    h = summary["hygiene"]
+    lines.append(f"hygiene: kept {h['documents_kept']} of {h['documents_in']} training documents "
+                 f"(removed: {h['removed'] or 'none'})")
+    lines.append(f"report: {summary['report'].get('markdown')}")
+    lines.append("plots:  " + ", ".join(str(v) for k, v in summary["report"].items() if str(v).endswith(".png")))
+    lines.append(f"done in {summary['seconds'] / 60:.1f} min")
     return "\n".join(lines)

@@ -13,12 +13,17 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "-o", "--out", help="Where the memory, runs and report go."),
+    out: Path = typer.Option(Path("runs/demo"), "-o", "--out", help="Where the corpus, memory, runs and report go."),
     data: Path | None = typer.Option(None, "--data", help="Folder laid out like shared/data (default: found)."),
     quick: bool = typer.Option(False, "--quick", help="A ≤ 3-minute version on a slice of the data."),
+    steps: int | None = typer.Option(None, "--steps", help="Training steps per model."),
+    split: str = typer.Option("valid", "--split", help="Evaluation split: valid (tuning) or test (once, at the end)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
 ) -> None:
-    """Build a memory from WikiText-2 train + Wikipedia lead sections, then query it."""
-    from burrow.demo import DemoConfig, run_demo
+    """Hygiene → memory → train baseline and RETRO → bits-per-byte, leakage and sweeps → one table."""
+    from burrow.demo import DemoConfig, format_summary, run_demo
 
-    report = run_demo(DemoConfig(out=out, data=data, quick=quick))
-    typer.echo(report)
+    cfg = DemoConfig(out=out, data=data, quick=quick, eval_split=split, device=device)
+    if steps is not None:
+        cfg.steps = steps
+    typer.echo(format_summary(run_demo(cfg)))

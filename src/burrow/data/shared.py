@@ -1,7 +1,7 @@
 """Locating the real corpora the demo and benchmarks use (never copied into the repository).
 
-Search order: an explicit path, ``$BURROW_DATA``, then ``../shared/data`` and ``shared/data`` from the
-working directory and from the repository root. A missing folder is one clear error.
+Search order: an explicit path, else ``$BURROW_DATA``, else ``../shared/data`` and ``shared/data`` from
+the working directory and from the repository root. A missing folder is one clear error.
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ VITAL_SUMMARIES = "wikipedia-vital-summaries/summaries_en.jsonl.gz"
 
 def find_data(path: str | Path | None = None, needs: tuple[str, ...] = (WIKITEXT_TRAIN,)) -> Path:
     """The data folder holding every file in ``needs``."""
-    candidates = [Path(path)] if path else []
-    if os.environ.get("BURROW_DATA"):
-        candidates.append(Path(os.environ["BURROW_DATA"]))
-    repo = Path(__file__).resolve().parents[3]
-    candidates += [Path.cwd() / "../shared/data", Path.cwd() / "shared/data", repo / "../shared/data"]
+    # A folder the user names is the only one tried: silently reading another would be a surprise.
+    if path:
+        candidates = [Path(path)]
+    elif os.environ.get("BURROW_DATA"):
+        candidates = [Path(os.environ["BURROW_DATA"])]
+    else:
+        repo = Path(__file__).resolve().parents[3]
+        candidates = [Path.cwd() / "../shared/data", Path.cwd() / "shared/data", repo / "../shared/data"]
     for c in candidates:
         if all((c / n).exists() for n in needs):
             return c.resolve()

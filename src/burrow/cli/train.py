@@ -1,0 +1,65 @@
+"""`burrow train`: train a baseline or RETRO model into a run directory (resumes when re-run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``train`` command to the root app."""
+    app.command("train")(train)
+
+
+def train(
+    model: str | None = typer.Option(None, "--model", "-m", help="Preset (e.g. retro-cpu-small) or model TOML."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="Run directory (re-run the command to resume)."),
+    memory: Path | None = typer.Option(None, "--memory", help="Memory directory (needed for RETRO)."),
+    tokens: Path | None = typer.Option(None, "--tokens", help="Token store to train on (default: the memory's)."),
+    valid_tokens: Path | None = typer.Option(
+        None, "--valid-tokens", help="Token store for validation (default: hold out the last 1% of sequences)."),
+    config: Path | None = typer.Option(None, "--config", help="Run config TOML (a train table); flags override it."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (default 1000)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per optimizer step (default 8)."),
+    seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per sequence, a multiple of m (default 512)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 6e-4)."),
+    warmup: int | None = typer.Option(None, "--warmup", help="Warm-up steps (default min(750, steps/10))."),
+    k: int | None = typer.Option(None, "-k", "--k", help="Neighbours per chunk for RETRO (default 2)."),
+    grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per step (default 1)."),
+    clip: float | None = typer.Option(None, "--clip", help="Gradient-norm clip, 0 = off (default 1.0)."),
+    eval_every: int | None = typer.Option(None, "--eval-every", help="Validation every N steps (default 100)."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps "
+                                                "(default: as --eval-every)."),
+    keep_checkpoints: int | None = typer.Option(None, "--keep-checkpoints", help="Checkpoints kept (default 2)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of init, dropout and data order (default 0)."),
+    device: str | None = typer.Option(None, "--device", help="auto|cpu|cuda|cuda:N (default auto)."),
+    precision: str | None = typer.Option(None, "--precision", help="auto|bf16|fp16|fp32 (default auto)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    force: bool = typer.Option(False, "--force", help="Discard the run directory's checkpoints; start again."),
+) -> None:
+    """Train a baseline (any token store) or RETRO (a memory's chunks + precomputed neighbours)."""
+    from burrow.train import TrainConfig
+    from burrow.train import train as run_training
+
+    options = dict(model=model, out=out, memory=memory, tokens=tokens, valid_tokens=valid_tokens, steps=steps,
+                   batch_size=batch_size, seq_len=seq_len, lr=lr, warmup=warmup, k=k, grad_accum=grad_accum,
+                   clip=clip, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                   keep_checkpoints=keep_checkpoints, seed=seed, device=device, precision=precision,
+                   progress=False if no_progress else None, force=force or None)
+    given = {name: value for name, value in options.items() if value is not None}
+    if config is not None:
+        cfg = TrainConfig.from_toml(config, **given)
+    else:
+        if model is None or out is None:
+            raise typer.BadParameter("--model and -o/--out are required (or give --config)")
+        cfg = TrainConfig(**given)  # type: ignore[arg-type]
+    result = run_training(cfg)
+    if result.skipped:
+        typer.echo(f"{result.run_dir} already finished ({result.steps} steps); --force retrains")
+        return
+    resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
+    loss = f"loss {result.loss:.4f}" if result.loss is not None else "loss n/a"
+    val = f", val loss {result.val_loss:.4f}" if result.val_loss is not None else ""
+    typer.echo(f"trained {result.steps} steps{resumed}: {loss}{val}, "
+               f"{result.tokens_per_second:,.0f} tokens/s → {result.model_dir}")

@@ -1,0 +1,11 @@
+"""Training: baseline and RETRO on the same chunk-aligned sequences, with resumable, atomic runs.
+
+    from burrow.train import TrainConfig, train, load_run
+    result = train(TrainConfig(model="retro-cpu-small", memory=Path("mem"), out=Path("runs/retro"), steps=500))
+    model = load_run("runs/retro")                         # RUN/final (or its newest checkpoint)
+"""
+
+from burrow.train.config import TrainConfig, resolve_model_config
+from burrow.train.loop import TrainResult, evaluate_loss, load_run, train, train_step
+
+__all__ = ["TrainConfig", "TrainResult", "evaluate_loss", "load_run", "resolve_model_config", "train", "train_step"]

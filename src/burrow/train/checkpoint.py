@@ -1,0 +1,157 @@
+"""Atomic checkpoints of a run: the model (safetensors, loadable alone) plus the training state.
+
+Layout of a run directory::
+
+    config.json                 train config + model config + fingerprint of the data it was made from
+    metrics.jsonl               one line per step: step, loss, lr, tokens/s (+ val_loss on eval steps)
+    checkpoints/step_000100/    model.safetensors + config.json (save_model) + state.pt
+    final/                      the trained model (save_model); ``load_model(RUN / "final")``
+    train.manifest.json         written last: the run finished
+
+A checkpoint is written into a hidden temporary directory and moved into place with ``os.replace``,
+so a killed run never leaves a checkpoint that looks complete. ``state.pt`` holds everything a
+resumed run needs to continue exactly as the uninterrupted one would: the optimizer, the step, the
+RNG states (the data order is a function of the seed and the step; the LR of the step).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from burrow.errors import BurrowError
+from burrow.model import Transformer, load_model, save_model
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run directory keeps each of its parts."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def final(self) -> Path:
+        return self.root / "final"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def checkpoint(self, step: int) -> Path:
+        """Directory of the checkpoint taken after ``step`` optimizer steps."""
+        return self.checkpoints / f"step_{step:06d}"
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step may draw from (dropout uses torch's)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    assert isinstance(keys, np.ndarray)
+    # numpy's state as plain lists: a weights-only torch.load reads no numpy arrays.
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                             "numpy": [name, keys.tolist(), pos, has_gauss, cached]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(paths: RunPaths, step: int, model: Transformer, optimizer: torch.optim.Optimizer,
+                    extra: dict[str, Any], keep: int) -> Path:
+    """Write checkpoint ``step`` atomically, then delete all but the newest ``keep`` checkpoints."""
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:06d}.", dir=paths.checkpoints))
+    try:
+        save_model(model, tmp)
+        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), **extra}
+        torch.save(state, tmp / STATE_FILE)
+        dest = paths.checkpoint(step)
+        if dest.exists():  # a re-taken checkpoint of the same step (os.replace cannot overwrite a directory)
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    prune_checkpoints(paths, keep)
+    return dest
+
+
+def list_checkpoints(paths: RunPaths) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first (temporary directories of killed writes are ignored)."""
+    if not paths.checkpoints.is_dir():
+        return []
+    found = []
+    for p in paths.checkpoints.iterdir():
+        match = _STEP_DIR.match(p.name)
+        if match and (p / STATE_FILE).exists():
+            found.append((int(match.group(1)), p))
+    return sorted(found)
+
+
+def prune_checkpoints(paths: RunPaths, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints, and leftovers of interrupted writes."""
+    for _, p in list_checkpoints(paths)[:-keep]:
+        shutil.rmtree(p, ignore_errors=True)
+    for p in paths.checkpoints.glob(".step_*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> tuple[Transformer, dict[str, Any]]:
+    """The model and the training state (optimizer state, step, RNG) of checkpoint ``path``."""
+    model = load_model(path, device=device)
+    try:
+        # weights_only: a checkpoint holds only tensors and plain containers, never code to run.
+        # On the CPU: RNG states must stay CPU tensors; optimizer.load_state_dict moves its state
+        # onto each parameter's device.
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt or foreign file; atomic writes make this rare
+        raise BurrowError(f"{path / STATE_FILE} cannot be read ({e}); delete that checkpoint to resume "
+                          "from an earlier one") from None
+    return model, state
+
+
+def write_model_atomically(model: Transformer, dest: Path) -> Path:
+    """``save_model`` into a temporary directory, then move it onto ``dest``."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        save_model(model, tmp)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

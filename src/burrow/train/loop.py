@@ -1,0 +1,279 @@
+"""The training loop: build (or resume) a run, step AdamW over micro-batches, validate, checkpoint, finish.
+
+Shape legend: b sequences, n tokens, v vocabulary, L chunks per sequence, k neighbours, r retrieved.
+
+The loss is the mean cross-entropy over every target of an optimizer step: each micro-batch adds
+its summed loss divided by the step's target count, so gradient accumulation changes nothing but
+memory use. A run re-run on the same directory resumes from its newest checkpoint and continues
+exactly as the uninterrupted run would (same data order, LR, RNG, optimizer state).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from burrow.artefacts import atomic_path, read_json, read_manifest, write_json, write_manifest
+from burrow.device import autocast, autocast_dtype, pick_device
+from burrow.errors import BurrowError
+from burrow.model import Transformer, build_model, load_model
+from burrow.train.checkpoint import (
+    RunPaths,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    write_model_atomically,
+)
+from burrow.train.config import RESUMABLE_FIELDS, TrainConfig, resolve_model_config
+from burrow.train.dataset import IGNORE, Batch, Split, TrainData, build_data, open_sources
+from burrow.train.optim import build_optimizer, lr_at, set_lr
+
+log = logging.getLogger(__name__)
+
+RUN_KIND = "train"  # manifest kind of a finished run
+
+
+@dataclass
+class TrainResult:
+    """What a call to :func:`train` did."""
+
+    run_dir: Path  # the run directory
+    model_dir: Path  # RUN/final, loadable with ``load_model``
+    steps: int  # optimizer steps of the finished run
+    loss: float | None  # training loss of the last step
+    val_loss: float | None  # validation loss at the end
+    tokens_per_second: float  # training throughput of this call (0 when nothing ran)
+    seconds: float  # wall time of the steps run by this call
+    resumed_from: int | None = None  # checkpoint step this call resumed from
+    skipped: bool = False  # the run had already finished; nothing was done
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train (or resume, or skip when finished) the run described by ``config``."""
+    paths = RunPaths(config.out)
+    sources = open_sources(config)
+    model_cfg = resolve_model_config(config.model, sources.vocab_size, sources.chunk_size, config.seq_len)
+    record = {"train": config.to_dict(), "model": model_cfg.to_dict(), "data": sources.fingerprint}
+    resume = _prepare_run(paths, record, config.force)
+    done = read_manifest(paths.root, RUN_KIND)
+    if done is not None:
+        log.info("%s already finished (%d steps); nothing to do (--force retrains)", paths.root, done["steps"])
+        return TrainResult(paths.root, paths.final, done["steps"], done.get("loss"), done.get("val_loss"),
+                           0.0, 0.0, skipped=True)
+    data = build_data(sources, config, model_cfg.chunk_size, model_cfg.retro)
+    device = pick_device(config.device)
+    dtype = autocast_dtype(device, config.precision)
+    torch.manual_seed(config.seed)
+    model = build_model(model_cfg).to(device)
+    optimizer = build_optimizer(model, config)
+    start, last_loss = 0, None
+    if resume is not None:
+        start, last_loss = _resume(resume, model, optimizer, device)
+        log.info("resuming %s from step %d (%s)", paths.root, start, resume.name)
+    log.info("training %s (%s, %.1fM parameters) on %s, autocast %s", model_cfg.name or config.model,
+             "RETRO" if model_cfg.retro else "baseline", model.num_parameters(non_embedding=False) / 1e6,
+             device, dtype)
+    result = _run(config, paths, model, optimizer, data, device, dtype, start, last_loss)
+    result.resumed_from = start if resume is not None else None
+    return result
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> Transformer:
+    """The model of run directory ``run``: ``final/`` when finished, else its newest checkpoint."""
+    paths = RunPaths(Path(run))
+    if (paths.final / "model.safetensors").exists():
+        return load_model(paths.final, device=device)
+    checkpoints = list_checkpoints(paths)
+    if not checkpoints:
+        raise BurrowError(f"{run} holds no trained model (no final/ and no checkpoints); train it first")
+    step, path = checkpoints[-1]
+    log.warning("%s has not finished; loading its newest checkpoint (step %d)", run, step)
+    return load_model(path, device=device)
+
+
+def _prepare_run(paths: RunPaths, record: dict[str, Any], force: bool) -> Path | None:
+    """Check an existing run directory against this run; write config.json; return the checkpoint
+    to resume from (None: start afresh)."""
+    if force:
+        for p in (paths.checkpoints, paths.final, paths.tensorboard):
+            shutil.rmtree(p, ignore_errors=True)
+        for f in (paths.metrics, paths.root / f"{RUN_KIND}.manifest.json"):
+            f.unlink(missing_ok=True)
+    checkpoints = list_checkpoints(paths)
+    started = checkpoints or read_manifest(paths.root, RUN_KIND) is not None
+    if started and paths.config.exists():
+        _check_compatible(paths.root, read_json(paths.config), record)
+    write_json(paths.config, record)
+    return checkpoints[-1][1] if checkpoints else None
+
+
+def _check_compatible(root: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """A one-line error when ``root`` was made from other data, another model or another config."""
+    for key, what in (("tokenizer", "tokenizer"), ("memory", "memory"), ("tokens", "token store"),
+                      ("valid_tokens", "validation store")):
+        a, b = old.get("data", {}).get(key), new["data"].get(key)
+        if a != b:
+            raise BurrowError(f"{root} was trained with another {what} ({a} here, {b} now); "
+                              "use another -o or --force to start it again")
+    if old.get("model") != new["model"]:
+        diff = sorted(k for k in new["model"] if old.get("model", {}).get(k) != new["model"][k])
+        raise BurrowError(f"{root} holds a run of another model (differs in {diff}); use another -o or --force")
+    diff = sorted(k for k in new["train"] if k not in RESUMABLE_FIELDS
+                  and old.get("train", {}).get(k) != new["train"][k])
+    if diff:
+        changes = ", ".join(f"{k}: {old['train'].get(k)} -> {new['train'][k]}" for k in diff)
+        raise BurrowError(f"{root} was started with other settings ({changes}); use another -o or --force")
+
+
+def _resume(path: Path, model: Transformer, optimizer: torch.optim.Optimizer,
+            device: torch.device) -> tuple[int, float | None]:
+    """Load checkpoint ``path`` into ``model`` and ``optimizer``; restore RNG; return its step and loss."""
+    saved, state = load_checkpoint(path, device)
+    model.load_state_dict(saved.state_dict())
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return int(state["step"]), state.get("loss")
+
+
+class _Metrics:
+    """metrics.jsonl (truncated to the resumed step, so the file is the run's one loss curve) and
+    TensorBoard scalars when TensorBoard is installed."""
+
+    def __init__(self, paths: RunPaths, start: int) -> None:
+        self.path = paths.metrics
+        kept = []
+        if self.path.exists():
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= start]
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.tb: Any = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(paths.tensorboard), purge_step=start + 1)
+        except ImportError:
+            log.debug("TensorBoard not installed; metrics go to %s only", self.path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and value is not None:
+                    self.tb.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _loss_sum(model: Transformer, batch: Batch, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
+    """Summed cross-entropy over the batch's targets (fp32, whatever the autocast)."""
+    batch = batch.to(device)
+    with autocast(device, dtype):
+        logits = model(batch.tokens, neighbours=batch.neighbours, neighbour_mask=batch.neighbour_mask)  # (b, n, v)
+    return F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE,
+                           reduction="sum")
+
+
+def train_step(model: Transformer, optimizer: torch.optim.Optimizer, micro: list[Batch], clip: float,
+               device: torch.device, dtype: torch.dtype | None) -> tuple[float, float]:
+    """One optimizer step over micro-batches; returns (mean loss per target, gradient norm before clipping)."""
+    total = max(1, sum(b.n_targets for b in micro))
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), device=device)
+    for batch in micro:
+        loss = _loss_sum(model, batch, device, dtype)
+        (loss / total).backward()
+        loss_sum += loss.detach()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else math.inf)
+    optimizer.step()
+    return float(loss_sum) / total, float(norm)
+
+
+@torch.no_grad()
+def evaluate_loss(model: Transformer, split: Split, seqs: np.ndarray, micro_batch: int, device: torch.device,
+                  dtype: torch.dtype | None) -> float:
+    """Mean cross-entropy per target over sequences ``seqs`` of ``split``."""
+    was_training = model.training
+    model.eval()
+    loss, count = 0.0, 0
+    for i in range(0, len(seqs), micro_batch):
+        batch = split.batch(seqs[i : i + micro_batch])
+        loss += float(_loss_sum(model, batch, device, dtype))
+        count += batch.n_targets
+    model.train(was_training)
+    return loss / max(1, count)
+
+
+def _run(config: TrainConfig, paths: RunPaths, model: Transformer, optimizer: torch.optim.Optimizer,
+         data: TrainData, device: torch.device, dtype: torch.dtype | None, start: int,
+         loss: float | None) -> TrainResult:
+    """Steps ``start`` .. ``config.steps``: metrics, validation, checkpoints; then ``final/``."""
+    metrics = _Metrics(paths, start)
+    valid_seqs = data.valid_sequences(config.valid_sequences)
+    tokens_per_step = config.batch_size * config.seq_len
+    bar = tqdm(total=config.steps, initial=start, unit="step", desc="train", disable=not config.progress,
+               dynamic_ncols=True)
+    model.train()
+    seconds, val_loss = 0.0, None
+    try:
+        for step in range(start, config.steps):
+            t0 = time.perf_counter()
+            lr = lr_at(step, config)
+            set_lr(optimizer, lr)
+            seqs = data.step_sequences(step, config.batch_size)  # (batch_size,)
+            micro = [data.train.batch(s) for s in np.split(seqs, config.grad_accum)]
+            loss, norm = train_step(model, optimizer, micro, config.clip, device, dtype)
+            dt = time.perf_counter() - t0
+            seconds += dt
+            record: dict[str, Any] = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": norm,
+                                      "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_step / dt}
+            if _due(step + 1, config.eval_every, config.steps):
+                val_loss = evaluate_loss(model, data.valid, valid_seqs, config.micro_batch, device, dtype)
+                record["val_loss"] = val_loss
+                log.info("step %d/%d: loss %.4f, val loss %.4f, %.0f tokens/s", step + 1, config.steps, loss,
+                         val_loss, tokens_per_step / dt)
+            metrics.write(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}",
+                            **({"val": f"{val_loss:.3f}"} if val_loss is not None else {}))
+            if _due(step + 1, int(config.checkpoint_every or 0), config.steps):
+                save_checkpoint(paths, step + 1, model, optimizer, {"loss": loss}, config.keep_checkpoints)
+    finally:
+        bar.close()
+        metrics.close()
+    return _finish(config, paths, model, loss, val_loss, seconds, (config.steps - start) * tokens_per_step)
+
+
+def _due(done: int, every: int, total: int) -> bool:
+    """True after step ``done`` when an every-``every``-steps action is due (always after the last)."""
+    return done == total or (every > 0 and done % every == 0)
+
+
+def _finish(config: TrainConfig, paths: RunPaths, model: Transformer, loss: float | None,
+            val_loss: float | None, seconds: float, tokens: int) -> TrainResult:
+    """Write ``final/`` and the run's manifest (last: it marks the run finished)."""
+    write_model_atomically(model, paths.final)
+    rate = tokens / seconds if seconds > 0 else 0.0
+    write_manifest(paths.root, RUN_KIND, steps=config.steps, loss=loss, val_loss=val_loss,
+                   tokens=config.steps * config.batch_size * config.seq_len, model_dir="final",
+                   tokens_per_second_last_call=rate)
+    log.info("finished %s: %d steps, loss %s, val loss %s -> %s", paths.root, config.steps, loss, val_loss,
+             paths.final)
+    return TrainResult(paths.root, paths.final, config.steps, loss, val_loss, rate, seconds)

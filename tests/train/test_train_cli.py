@@ -1,0 +1,66 @@
+"""`burrow train`: the command surface end to end (baseline on a token store, RETRO on a memory, re-runs,
+a run config TOML, and the one-line error for a run directory made with another memory)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from burrow.artefacts import read_json, write_json
+from burrow.cli import _register, app, main
+from burrow.memory import Memory
+from burrow.model import load_model
+
+COMMON = ["--seq-len", "32", "--batch-size", "2", "--eval-every", "0", "--precision", "fp32", "--no-progress"]
+
+
+def _app():
+    if not any(c.name == "train" for c in app.registered_commands):
+        _register()
+    return app
+
+
+def test_train_baseline_then_rerun_is_a_no_op(train_memory: Memory, model_toml, tmp_path: Path) -> None:
+    model = model_toml(tmp_path / "base.toml", retro=False, chunk_size=8)  # no memory: the model sets m
+    args = ["train", "--model", model, "--tokens", str(train_memory.store.dir), "-o", str(tmp_path / "run"),
+            "--steps", "2", *COMMON]
+    result = CliRunner().invoke(_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "trained 2 steps" in result.output
+    assert load_model(tmp_path / "run" / "final").config.vocab_size == train_memory.store.manifest["vocab_size"]
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 2
+    again = CliRunner().invoke(_app(), args)
+    assert again.exit_code == 0 and "already finished" in again.output
+
+
+def test_train_from_a_run_config_toml(train_memory: Memory, model_toml, tmp_path: Path) -> None:
+    model = model_toml(tmp_path / "retro.toml", retro=True)
+    run_toml = tmp_path / "run.toml"
+    run_toml.write_text(f'[train]\nmodel = "{model}"\nmemory = "{train_memory.dir}"\nout = "{tmp_path / "r"}"\n'
+                        "steps = 3\nseq_len = 32\nbatch_size = 2\nk = 1\n", encoding="utf-8")
+    result = CliRunner().invoke(_app(), ["train", "--config", str(run_toml), "--steps", "2", "--no-progress",
+                                         "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    saved = read_json(tmp_path / "r" / "config.json")
+    assert saved["train"]["steps"] == 2 and saved["train"]["k"] == 1 and saved["model"]["retro"]
+
+
+def test_run_made_with_another_memory_is_a_one_line_error(train_memory: Memory, model_toml, tmp_path: Path,
+                                                          monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+    model = model_toml(tmp_path / "retro.toml", retro=True)
+    run = ["train", "--model", model, "-o", str(tmp_path / "run"), "--steps", "2", *COMMON]
+    assert CliRunner().invoke(_app(), [*run, "--memory", str(train_memory.dir)]).exit_code == 0
+    other = tmp_path / "other-mem"
+    shutil.copytree(train_memory.dir, other)
+    manifest = read_json(other / "memory.manifest.json")
+    write_json(other / "memory.manifest.json", {**manifest, "n_docs": manifest["n_docs"] + 1})
+    monkeypatch.setattr(sys, "argv", ["burrow", *run, "--memory", str(other)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "another memory" in err[0]

@@ -1,0 +1,112 @@
+"""The loop: kill + resume reproduces the uninterrupted loss curve; gradient accumulation changes nothing;
+finished runs are skipped; a run dir made from other data is an error; load_run gives the final model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import burrow.train.loop as loop
+from burrow.artefacts import read_json, write_json
+from burrow.errors import BurrowError
+from burrow.memory import Memory
+from burrow.model import load_model
+from burrow.train import TrainConfig, load_run, train
+
+
+def _config(mem: Memory, model: str, out: Path, **kw: object) -> TrainConfig:
+    base: dict[str, object] = dict(model=model, out=out, memory=mem.dir, seq_len=32, steps=6, batch_size=4,
+                                   lr=3e-3, warmup=2, eval_every=2, checkpoint_every=2, keep_checkpoints=2,
+                                   valid_fraction=0.1, precision="fp32", progress=False)
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def _curve(run: Path) -> list[tuple[int, float, float | None]]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"], r.get("val_loss")) for r in rows]
+
+
+@pytest.mark.parametrize("retro", [False, True])
+def test_kill_and_resume_reproduces_the_uninterrupted_run(train_memory: Memory, model_toml, tmp_path: Path,
+                                                          monkeypatch, retro: bool) -> None:
+    model = model_toml(tmp_path / "model.toml", retro=retro, dropout=0.1)  # dropout: RNG must resume too
+    straight = train(_config(train_memory, model, tmp_path / "straight"))
+    assert straight.steps == 6 and straight.resumed_from is None
+
+    real_step = loop.train_step
+    calls = {"n": 0}
+
+    def dies_at_step_6(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # step 5 ran and was logged, but the newest checkpoint is step 4
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", dies_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(train_memory, model, tmp_path / "killed"))
+    assert [s for s, _, _ in _curve(tmp_path / "killed")] == [1, 2, 3, 4, 5]
+    monkeypatch.setattr(loop, "train_step", real_step)
+    resumed = train(_config(train_memory, model, tmp_path / "killed"))
+    assert resumed.resumed_from == 4
+    assert _curve(tmp_path / "killed") == _curve(tmp_path / "straight")  # bit-identical losses, same steps
+    a, b = load_run(tmp_path / "straight"), load_run(tmp_path / "killed")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    # only the newest two checkpoints stay
+    assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == ["step_000004", "step_000006"]
+
+
+def test_gradient_accumulation_changes_nothing_but_memory(train_memory: Memory, model_toml, tmp_path: Path) -> None:
+    model = model_toml(tmp_path / "model.toml", retro=False)
+    one = train(_config(train_memory, model, tmp_path / "a", steps=3, eval_every=0))
+    two = train(_config(train_memory, model, tmp_path / "b", steps=3, eval_every=0, grad_accum=2))
+    for (_, la, _), (_, lb, _) in zip(_curve(tmp_path / "a"), _curve(tmp_path / "b"), strict=True):
+        assert la == pytest.approx(lb, rel=1e-5)
+    assert one.val_loss == pytest.approx(two.val_loss, rel=1e-4)
+
+
+def test_finished_run_is_skipped_and_other_data_is_an_error(train_memory: Memory, model_toml, tmp_path: Path) -> None:
+    model = model_toml(tmp_path / "model.toml", retro=True)
+    first = train(_config(train_memory, model, tmp_path / "run", steps=2, eval_every=0))
+    final = load_model(first.model_dir)
+    assert final.config.retro and final.config.chunk_size == 8 and final.config.retrieved_len == 16
+    assert read_json(tmp_path / "run" / "config.json")["data"]["memory"]
+    again = train(_config(train_memory, model, tmp_path / "run", steps=2, eval_every=0))
+    assert again.skipped
+    with pytest.raises(BurrowError, match="other settings"):
+        train(_config(train_memory, model, tmp_path / "run", steps=3, eval_every=0))
+    # another memory (same tokenizer, different content) -> one clear error, nothing overwritten
+    other = tmp_path / "other-mem"
+    shutil.copytree(train_memory.dir, other)
+    manifest = read_json(other / "memory.manifest.json")
+    write_json(other / "memory.manifest.json", {**manifest, "n_docs": manifest["n_docs"] + 1})
+    with pytest.raises(BurrowError, match="another memory"):
+        train(_config(Memory(other), model, tmp_path / "run", steps=2, eval_every=0))
+    # --force retrains
+    forced = train(_config(Memory(other), model, tmp_path / "run", steps=2, eval_every=0, force=True))
+    assert not forced.skipped and forced.resumed_from is None
+
+
+def test_retro_needs_a_memory(train_memory: Memory, model_toml, tmp_path: Path) -> None:
+    model = model_toml(tmp_path / "model.toml", retro=True)
+    cfg = _config(train_memory, model, tmp_path / "run", memory=None, tokens=train_memory.store.dir)
+    with pytest.raises(BurrowError, match="needs --memory"):
+        train(cfg)
+    with pytest.raises(BurrowError, match="holds no trained model"):
+        load_run(tmp_path / "nothing")
+
+
+def test_killed_after_the_last_checkpoint_finishes_on_rerun(train_memory: Memory, model_toml, tmp_path: Path) -> None:
+    model = model_toml(tmp_path / "model.toml", retro=False)
+    first = train(_config(train_memory, model, tmp_path / "run", steps=2, eval_every=0))
+    shutil.rmtree(tmp_path / "run" / "final")  # as if killed between the last checkpoint and final/
+    (tmp_path / "run" / "train.manifest.json").unlink()
+    again = train(_config(train_memory, model, tmp_path / "run", steps=2, eval_every=0))
+    assert again.resumed_from == 2 and again.loss == first.loss
+    assert (tmp_path / "run" / "final" / "model.safetensors").exists()
