@@ -17,6 +17,10 @@ def demo(
     data: Path | None = typer.Option(None, "--data", help="Folder laid out like shared/data (default: found)."),
     quick: bool = typer.Option(False, "--quick", help="A ≤ 3-minute version on a slice of the data."),
     steps: int | None = typer.Option(None, "--steps", help="Training steps per model."),
+    baseline: str | None = typer.Option(None, "--baseline", help="Baseline preset (default tiny)."),
+    retro: str | None = typer.Option(None, "--retro", help="RETRO preset (default retro-tiny)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per step."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
     split: str = typer.Option("valid", "--split", help="Evaluation split: valid (tuning) or test (once, at the end)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
 ) -> None:
@@ -24,6 +28,8 @@ def demo(
     from burrow.demo import DemoConfig, format_summary, run_demo
 
     cfg = DemoConfig(out=out, data=data, quick=quick, eval_split=split, device=device)
-    if steps is not None:
-        cfg.steps = steps
+    for name, value in (("steps", steps), ("baseline", baseline), ("retro", retro), ("batch_size", batch_size),
+                        ("lr", lr)):
+        if value is not None:
+            setattr(cfg, name, value)
     typer.echo(format_summary(run_demo(cfg)))

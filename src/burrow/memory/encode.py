@@ -25,6 +25,7 @@ from burrow.errors import BurrowError
 log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+PROGRESS_STEP = 1024  # texts per encode call: enough for length-sorted batching, often enough for the bar
 
 
 @dataclass
@@ -125,12 +126,16 @@ def encode_sharded(
             if progress is not None:
                 progress(stop - start)
             continue
-        keys = encoder.encode(texts_of(start, stop))
+        texts = texts_of(start, stop)
+        parts = []
+        for a in range(0, len(texts), PROGRESS_STEP):  # sub-batches only to move the progress bar
+            parts.append(encoder.encode(texts[a : a + PROGRESS_STEP]))
+            if progress is not None:
+                progress(len(parts[-1]))
+        keys = np.concatenate(parts)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, keys)
-        if progress is not None:
-            progress(stop - start)
     return paths
 
 
