@@ -35,6 +35,12 @@ def write_corpus(directory: Path, repeats: int = 3) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def make_corpus():
+    """The corpus writer, for fixtures with a wider scope than ``tiny_corpus``."""
+    return write_corpus
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
     """A folder of six single-topic documents."""

@@ -55,37 +55,50 @@ def test_chunks_never_cross_documents_and_continuations_are_true(tmp_path_factor
         assert (values[q, m + len(cont) :] == store.pad_id).all()
 
 
+@pytest.fixture(scope="module")
+def shared_memory(tmp_path_factory, encoder, make_corpus) -> Memory:
+    """One memory for the read-only tests of this module (building one costs seconds)."""
+    from burrow.data.tokenizer import TokenizerConfig
+    from burrow.memory.build import MemoryConfig
+    from burrow.memory.encode import EncoderConfig
+    root = tmp_path_factory.mktemp("shared")
+    config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=400), encoder=EncoderConfig(shard_size=16), chunk_size=8)
+    memory, _ = build_memory([str(make_corpus(root / "corpus"))], root / "mem", config, progress=False,
+                             encoder=encoder)
+    return memory
+
+
 @pytest.fixture
 def built(tiny_corpus: Path, tmp_path: Path, memory_config, encoder) -> Memory:
     memory, _ = build_memory([str(tiny_corpus)], tmp_path / "mem", memory_config, progress=False, encoder=encoder)
     return memory
 
 
-def test_exact_search_finds_a_chunk_itself_first(built: Memory) -> None:
-    ids = np.arange(0, len(built), 3)
-    queries = built.chunk_tokens(ids)
-    res = built.search(queries, k=3)
+def test_exact_search_finds_a_chunk_itself_first(shared_memory: Memory) -> None:
+    ids = np.arange(0, len(shared_memory), 3)
+    queries = shared_memory.chunk_tokens(ids)
+    res = shared_memory.search(queries, k=3)
     itself = res.ids[:, 0] == ids
     # the tiny corpus repeats sentences: a different top hit must then be an identical chunk
-    assert (built.chunk_tokens(res.ids[~itself, 0]) == queries[~itself]).all()
+    assert (shared_memory.chunk_tokens(res.ids[~itself, 0]) == queries[~itself]).all()
     assert itself.mean() > 0.5
     assert np.allclose(res.distances[:, 0], 0.0, atol=1e-4)
-    assert res.tokens.shape == (len(ids), 3, 2 * built.chunk_size)
+    assert res.tokens.shape == (len(ids), 3, 2 * shared_memory.chunk_size)
     assert res.sources[0][0].endswith(":line 1") and res.offsets[0, 0] == 0
 
 
-def test_text_query_finds_its_topic_with_provenance(built: Memory) -> None:
-    res = built.search(["Which volcano in Sicily erupts often?"], k=2)
+def test_text_query_finds_its_topic_with_provenance(shared_memory: Memory) -> None:
+    res = shared_memory.search(["Which volcano in Sicily erupts often?"], k=2)
     assert all("volcano.txt" in s for s in res.sources[0])
     rec = res.to_json()[0][0]
     assert rec["rank"] == 1 and "volcano" in rec["doc_id"] and rec["text"]
 
 
-def test_same_document_exclusion(built: Memory) -> None:
-    ids_path, manifest = compute_neighbours(built, k=3, progress=False)
-    ids, dists = built.neighbour_table("self", 3)
-    assert manifest["exclude_same_document"] and ids.shape == (len(built), 3)
-    docs = built.chunks.docs
+def test_same_document_exclusion(shared_memory: Memory) -> None:
+    ids_path, manifest = compute_neighbours(shared_memory, k=3, progress=False)
+    ids, dists = shared_memory.neighbour_table("self", 3)
+    assert manifest["exclude_same_document"] and ids.shape == (len(shared_memory), 3)
+    docs = shared_memory.chunks.docs
     assert (ids >= 0).all()
     assert (docs[ids] != docs[:, None]).all()
     assert (np.diff(dists, axis=1) >= -1e-5).all()
@@ -152,6 +165,7 @@ def test_mismatches_are_clear_errors(built: Memory, tiny_corpus: Path, tmp_path:
         Memory(tmp_path / "nowhere")
 
 
-def test_store_reopens_from_disk(built: Memory) -> None:
-    store = TokenStore(built.dir / "tokens")
-    assert store.n_tokens == built.manifest["n_tokens"] and store.tokenizer_fingerprint == built.manifest["tokenizer"]
+def test_store_reopens_from_disk(shared_memory: Memory) -> None:
+    store = TokenStore(shared_memory.dir / "tokens")
+    assert store.n_tokens == shared_memory.manifest["n_tokens"]
+    assert store.tokenizer_fingerprint == shared_memory.manifest["tokenizer"]
