@@ -1,0 +1,182 @@
+"""Benchmark generation and serving.
+
+1. Generation tokens/s of a RETRO model with retrieval (RETRO[ON]: a memory search every m tokens,
+   neighbours through the encoder, CCA) against the same model with retrieval off; the ratio's
+   target is ≥ 0.8.
+2. Server latency: `burrow serve` in a subprocess on loopback, 8 concurrent clients (httpx
+   AsyncClient) sending non-streaming /v1/generate requests back to back for 60 s; p50 / p99 request
+   latency, throughput, and the error count (target: zero).
+
+With ``--run RUN --memory DIR`` it uses a trained model and its memory. Without them it builds a
+small memory from the first WikiText-2 training articles (``../shared/data``, via find_data) and an
+untrained ``retro-cpu-small`` — it says so; speed does not depend on the weights being trained.
+
+    .venv/bin/python bench/generate.py [--run RUN --memory DIR] [--duration 60] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+
+from burrow.data.corpus import read_corpus
+from burrow.data.shared import WIKITEXT_TRAIN, find_data
+from burrow.generate import GenerationConfig, Generator, load_generation_model
+from burrow.memory import Memory
+from burrow.memory.build import MemoryConfig, build_memory
+from burrow.model import build_model, save_model
+from burrow.presets import get_preset
+
+PROMPT = "The history of the city begins in the early middle ages, when"
+
+
+def small_setup(work: Path, articles: int) -> tuple[Path, Path]:
+    """A memory of the first ``articles`` WikiText-2 training articles and an untrained retro-cpu-small."""
+    corpus = work / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    docs = []
+    for doc in read_corpus([str(find_data() / WIKITEXT_TRAIN)]):
+        docs.append(doc.text)
+        if len(docs) >= articles:
+            break
+    (corpus / "wiki.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    memory, _ = build_memory([str(corpus)], work / "mem", MemoryConfig(), progress=False)
+    torch.manual_seed(0)
+    model = build_model(get_preset("retro-cpu-small", vocab_size=memory.tokenizer.vocab_size,
+                                   zero_init_cca_out=False))
+    print(f"  (no --run/--memory: untrained retro-cpu-small on a memory of {articles} WikiText-2 articles, "
+          f"{len(memory):,} chunks)")
+    return save_model(model, work / "model"), memory.dir
+
+
+def tokens_per_second(gen: Generator, retrieval: bool, tokens: int, repeats: int) -> float:
+    """Median tokens/s over ``repeats`` sampled generations of ``tokens`` tokens (fixed seeds)."""
+    rates = []
+    for seed in range(repeats):
+        res = gen.generate(PROMPT, GenerationConfig(max_new_tokens=tokens, top_p=0.9, seed=seed, retrieval=retrieval))
+        rates.append(res.tokens_per_second)
+    return float(statistics.median(rates))
+
+
+def bench_generation(model_dir: Path, memory_dir: Path, tokens: int, repeats: int, device: str) -> dict[str, Any]:
+    """Tokens/s with retrieval on and off, interleaved so both see the same machine load."""
+    gen = Generator(load_generation_model(model_dir), Memory(memory_dir), device=device)
+    gen.generate(PROMPT, GenerationConfig(max_new_tokens=gen.config.chunk_size * 2))  # warm-up (encoder load)
+    on, off = [], []
+    for _ in range(2):
+        on.append(tokens_per_second(gen, True, tokens, repeats))
+        off.append(tokens_per_second(gen, False, tokens, repeats))
+    out = {"device": str(gen.device), "tokens": tokens, "on_tokens_per_s": max(on), "off_tokens_per_s": max(off)}
+    out["ratio"] = out["on_tokens_per_s"] / out["off_tokens_per_s"]
+    print(f"  generation on {out['device']}, {tokens} tokens per run: retrieval ON {out['on_tokens_per_s']:.1f} "
+          f"tokens/s, OFF {out['off_tokens_per_s']:.1f} tokens/s, ratio {out['ratio']:.2f} (target ≥ 0.8)")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(model_dir: Path, memory_dir: Path, port: int, device: str) -> subprocess.Popen:
+    """`burrow serve` in a subprocess; returns once /health answers."""
+    cmd = [sys.executable, "-c", "from burrow.cli import main; main()", "serve", str(model_dir), "--memory",
+           str(memory_dir), "--port", str(port), "--device", device]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError("server did not become healthy in 180 s")
+
+
+async def client_loop(client: httpx.AsyncClient, stop_at: float, body: dict[str, Any], latencies: list[float],
+                      errors: list[str]) -> None:
+    """Send requests back to back until ``stop_at``; record each latency or error."""
+    seed = 0
+    while time.monotonic() < stop_at:
+        t0 = time.perf_counter()
+        try:
+            r = await client.post("/v1/generate", json={**body, "seed": seed})
+            if r.status_code != 200:
+                errors.append(f"{r.status_code}: {r.text[:200]}")
+            else:
+                latencies.append(time.perf_counter() - t0)
+        except httpx.HTTPError as e:
+            errors.append(repr(e))
+        seed += 1
+
+
+async def load_test(port: int, clients: int, duration: float, tokens: int) -> dict[str, Any]:
+    """``clients`` concurrent clients for ``duration`` seconds; latency percentiles and errors."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    body = {"prompt": PROMPT, "max_tokens": tokens, "top_p": 0.9, "stream": False}
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120, limits=limits) as client:
+        stop_at = time.monotonic() + duration
+        await asyncio.gather(*(client_loop(client, stop_at, body, latencies, errors) for _ in range(clients)))
+    lat = np.array(latencies) if latencies else np.array([float("nan")])
+    out = {"clients": clients, "seconds": duration, "tokens_per_request": tokens, "requests": len(latencies),
+           "errors": len(errors), "p50_s": float(np.percentile(lat, 50)), "p99_s": float(np.percentile(lat, 99)),
+           "requests_per_s": len(latencies) / duration, "first_errors": errors[:3]}
+    print(f"  server: {clients} clients x {duration:.0f} s, {tokens} tokens per request: {len(latencies)} requests, "
+          f"p50 {out['p50_s'] * 1000:.0f} ms, p99 {out['p99_s'] * 1000:.0f} ms, {out['requests_per_s']:.2f} req/s, "
+          f"errors {len(errors)} (target 0)")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, help="Training run or model directory (default: untrained retro-cpu-small).")
+    ap.add_argument("--memory", type=Path, help="Its memory directory.")
+    ap.add_argument("--articles", type=int, default=30, help="WikiText-2 articles in the small memory.")
+    ap.add_argument("--tokens", type=int, default=256, help="Tokens per generation in the speed test.")
+    ap.add_argument("--repeats", type=int, default=3, help="Generations per speed measurement.")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--duration", type=float, default=60.0, help="Seconds of the load test.")
+    ap.add_argument("--request-tokens", type=int, default=32, help="max_tokens of each load-test request.")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, help="torch CPU threads of the speed test (default: torch's choice).")
+    ap.add_argument("--json", type=Path, help="Also write the results here.")
+    args = ap.parse_args()
+    if (args.run is None) != (args.memory is None):
+        ap.error("give both --run and --memory, or neither")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir, memory_dir = (args.run, args.memory) if args.run else small_setup(Path(tmp), args.articles)
+        results = {"generation": bench_generation(model_dir, memory_dir, args.tokens, args.repeats, args.device)}
+        port = free_port()
+        server = start_server(model_dir, memory_dir, port, args.device)
+        try:
+            results["server"] = asyncio.run(load_test(port, args.clients, args.duration, args.request_tokens))
+        finally:
+            server.terminate()
+            server.wait(30)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

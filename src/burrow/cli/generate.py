@@ -1,0 +1,163 @@
+"""`burrow generate`, `burrow chat` and `burrow serve`: generation with attribution, chat, and the HTTP server."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+RUN = typer.Argument(..., help="Training run directory (its final/ or newest checkpoint) or a model directory.")
+MEMORY = typer.Option(..., "--memory", "-m", help="Memory directory (its tokenizer; RETRO's neighbours).")
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda.")
+PRECISION = typer.Option("auto", "--precision", help="auto | bf16 | fp32.")
+K = typer.Option(2, "-k", "--k", help="Neighbours retrieved per chunk.")
+SEED = typer.Option(None, "--seed", help="Sampler seed (default: a fresh one, printed with --json).")
+TEMPERATURE = typer.Option(1.0, "--temperature", help="Softmax temperature; 0 is greedy.")
+
+
+def _generator(run: Path, memory: Path, device: str, precision: str) -> Any:
+    from burrow.generate import Generator, load_generation_model
+    from burrow.memory import Memory
+
+    return Generator(load_generation_model(run), Memory(memory), device=device, precision=precision)
+
+
+def generate_command(
+    run: Path = RUN,
+    prompt: str = typer.Argument(..., help="The text to continue."),
+    memory: Path = MEMORY,
+    max_tokens: int = typer.Option(128, "--max-tokens", help="Most tokens to generate."),
+    temperature: float = TEMPERATURE,
+    top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely tokens (0: off)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling p (1: off)."),
+    greedy: bool = typer.Option(False, "--greedy", help="Always take the most likely token."),
+    seed: int | None = SEED,
+    k: int = K,
+    no_retrieval: bool = typer.Option(False, "--no-retrieval", help="Run a RETRO model without retrieval."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document (text, chunks, attributions)."),
+    device: str = DEVICE,
+    precision: str = PRECISION,
+) -> None:
+    """Continue PROMPT, streaming the text; then each generated chunk's sources, copied spans highlighted."""
+    from burrow.generate import AttributionEvent, GenerationConfig, TokenEvent
+
+    config = GenerationConfig(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                              greedy=greedy, seed=seed, k=k, retrieval=not no_retrieval)
+    generator = _generator(run, memory, device, precision)
+    if as_json:
+        typer.echo(json.dumps(generator.generate(prompt, config).to_json(), indent=2, ensure_ascii=False))
+        return
+    console = _console()
+    console.print(prompt, end="", style="dim", markup=False, highlight=False)
+    attributions = []
+    for event in generator.stream(prompt, config):
+        if isinstance(event, TokenEvent):
+            console.print(event.text, end="", markup=False, highlight=False)
+        elif isinstance(event, AttributionEvent):
+            attributions.append(event.attribution)
+    console.print()
+    for attribution in attributions:
+        _print_attribution(console, attribution)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(soft_wrap=True)
+
+
+def _marked(text: str, start: int | None, end: int | None) -> Any:
+    """Rich text with [start, end) highlighted."""
+    from rich.text import Text
+
+    out = Text(text)
+    if start is not None and end is not None and end > start:
+        out.stylize("bold black on yellow", start, end)
+    return out
+
+
+def _print_attribution(console: Any, a: Any) -> None:
+    """One generated chunk: its text, then each neighbour with source, distance and the copied span."""
+    c = a.copied
+    console.rule(f"chunk {a.chunk}", align="left", style="dim")
+    console.print(_marked(a.text, c.generated_start - a.text_start if c else None,
+                          c.generated_end - a.text_start if c else None))
+    if not a.neighbours:
+        console.print("  (no retrieval for the first chunk of a sequence)", style="dim")
+    for nb in a.neighbours:
+        copied = f", copied {nb.copied.tokens} token(s)" if nb.copied else ""
+        console.print(f"  #{nb.rank} {nb.source}  distance {nb.distance:.3f}{copied}", style="cyan",
+                      markup=False, highlight=False)
+        cs = nb.copied
+        console.print(_marked(nb.text, cs.neighbour_start if cs else None, cs.neighbour_end if cs else None))
+
+
+def chat_command(
+    run: Path = RUN,
+    memory: Path = MEMORY,
+    max_tokens: int = typer.Option(128, "--max-tokens", help="Most tokens per reply."),
+    top_p: float = typer.Option(0.8, "--top-p", help="Nucleus sampling p (Dialogue-Prompted Gopher: 0.8)."),
+    temperature: float = TEMPERATURE,
+    seed: int | None = SEED,
+    k: int = K,
+    device: str = DEVICE,
+    precision: str = PRECISION,
+) -> None:
+    """Chat with the model (one message per line on stdin; /quit ends). Works with piped input."""
+    from burrow.errors import BurrowError
+    from burrow.generate import ChatConfig, ChatSession, TokenEvent
+
+    session = ChatSession(_generator(run, memory, device, precision),
+                          ChatConfig(top_p=top_p, temperature=temperature, max_new_tokens=max_tokens, k=k, seed=seed))
+    console, interactive = _console(), sys.stdin.isatty()
+    if interactive:
+        console.print("Chat with Burrow. Type /quit to leave.", style="dim")
+    while True:
+        if interactive:
+            console.print("User: ", end="", style="bold")
+        line = sys.stdin.readline()
+        if not line or line.strip() in ("/quit", "/exit"):
+            break
+        if not line.strip():
+            continue
+        console.print("Burrow:", end="", style="bold green")
+        try:
+            for event in session.reply(line):
+                if isinstance(event, TokenEvent):
+                    console.print(event.text, end="", markup=False, highlight=False)
+        except BurrowError as e:
+            console.print(f"\nerror: {e}", style="red", markup=False)
+        console.print()
+
+
+def serve_command(
+    run: Path = RUN,
+    memory: Path = MEMORY,
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback by default)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    max_concurrent: int = typer.Option(8, "--max-concurrent", help="Requests at once; more get 429."),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Largest max_tokens a request may ask for."),
+    max_prompt_chars: int = typer.Option(4000, "--max-prompt-chars", help="Longest prompt in characters."),
+    device: str = DEVICE,
+    precision: str = PRECISION,
+) -> None:
+    """Serve the model over HTTP: /v1/generate, /v1/search, /v1/score, /health, /docs and a web page at /."""
+    from burrow.generate import load_generation_model
+    from burrow.memory import Memory
+    from burrow.serve import ServeConfig, create_app, run_server
+
+    config = ServeConfig(max_prompt_chars=max_prompt_chars, max_new_tokens=max_tokens,
+                         max_concurrent=max_concurrent, device=device, precision=precision)
+    app = create_app(load_generation_model(run), Memory(memory), config)
+    typer.echo(f"serving on http://{host}:{port}/ (API docs at /docs)")
+    run_server(app, host, port)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``generate``, ``chat`` and ``serve`` to the root app."""
+    app.command("generate")(generate_command)
+    app.command("chat")(chat_command)
+    app.command("serve")(serve_command)

@@ -1,0 +1,53 @@
+"""How to generate: sampling, length, retrieval. One typed config, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from burrow.errors import BurrowError
+
+
+@dataclass
+class GenerationConfig:
+    """Options of one generation (prompt → continuation)."""
+
+    # Most tokens to generate; generation also stops at EOS, a stop string or the model's max_seq_len.
+    max_new_tokens: int = 128
+    # Softmax temperature; 0 means greedy.
+    temperature: float = 1.0
+    # Sample only among the k most likely tokens; 0 turns top-k off.
+    top_k: int = 0
+    # Nucleus sampling: the smallest set of tokens whose probability reaches p; 1.0 turns it off.
+    top_p: float = 1.0
+    # Always take the most likely token (ignores temperature, top-k, top-p and seed).
+    greedy: bool = False
+    # Seed of the sampler; None draws one (reported in the result, so any run can be repeated).
+    seed: int | None = None
+    # Neighbours retrieved per chunk (the paper trains with 2).
+    k: int = 2
+    # RETRO[ON]; False runs a RETRO model without retrieval (RETRO[OFF]). Ignored for baselines.
+    retrieval: bool = True
+    # Strings that end generation; the text is cut before the first one (chat: "\nUser:").
+    stop: tuple[str, ...] = ()
+    # Decode with the KV cache; False recomputes the whole sequence each step (slow; for checking).
+    kv_cache: bool = True
+
+    def __post_init__(self) -> None:
+        self.stop = tuple(self.stop)
+        if self.max_new_tokens < 1:
+            raise BurrowError(f"max_new_tokens must be ≥ 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise BurrowError(f"temperature must be ≥ 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise BurrowError(f"top_k must be ≥ 0 (0 = off), got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise BurrowError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 1 <= self.k <= 100:
+            raise BurrowError(f"k (neighbours per chunk) must be in [1, 100], got {self.k}")
+        if any(not s for s in self.stop):
+            raise BurrowError("stop strings must not be empty")
+
+    @property
+    def is_greedy(self) -> bool:
+        """True when sampling reduces to argmax."""
+        return self.greedy or self.temperature == 0.0

@@ -1,0 +1,171 @@
+"""The HTTP layer: FastAPI routes, limits, streaming, and the web page.
+
+Routes: ``POST /v1/generate`` (newline-delimited JSON events, or one JSON document with
+``stream: false``), ``POST /v1/search``, ``POST /v1/score``, ``GET /health``, the page at ``/`` and
+OpenAPI docs at ``/docs``. Model work runs in worker threads (Starlette's thread pool), so the event
+loop keeps answering /health and refusing requests over the limit while generations run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from burrow.errors import BurrowError
+from burrow.generate import DoneEvent, Event
+from burrow.serve.schemas import DEFAULT_MAX_TOKENS, GenerateRequest, ScoreRequest, SearchRequest
+from burrow.serve.service import ServeConfig, Service
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+NDJSON = "application/x-ndjson"
+
+
+class Limiter:
+    """Counts requests in flight; over the limit a request is refused at once (429), never queued."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        """Take a slot or raise 429."""
+        with self._lock:
+            if self.active >= self.limit:
+                raise HTTPException(429, f"too many concurrent requests (limit {self.limit}); retry shortly",
+                                    headers={"Retry-After": "1"})
+            self.active += 1
+
+    def release(self) -> None:
+        """Give a slot back."""
+        with self._lock:
+            self.active -= 1
+
+
+def create_app(model: Any, memory: Any, config: ServeConfig | None = None) -> FastAPI:
+    """A FastAPI app serving ``model`` with ``memory`` under ``config``'s limits."""
+    config = config or ServeConfig()
+    service = Service(model, memory, config)
+    limiter = Limiter(config.max_concurrent)
+    app = FastAPI(title="burrow", version="1", description="Retrieval-enhanced generation with attribution.")
+    app.state.service, app.state.limiter = service, limiter
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness, the loaded model and memory, limits and requests in flight."""
+        return {"status": "ok", **service.info(), "active": limiter.active,
+                "limits": {"max_prompt_chars": config.max_prompt_chars, "max_tokens": config.max_new_tokens,
+                           "max_concurrent": config.max_concurrent, "max_k": config.max_k,
+                           "max_score_chars": config.max_score_chars}}
+
+    @app.post("/v1/generate", response_model=None)
+    async def generate(req: GenerateRequest) -> StreamingResponse | JSONResponse:
+        """Generate a continuation; per chunk, an attribution to the neighbours it attended to."""
+        _check_text("prompt", req.prompt, config.max_prompt_chars)
+        max_tokens = req.max_tokens or min(DEFAULT_MAX_TOKENS, config.max_new_tokens)
+        _check_limit("max_tokens", max_tokens, config.max_new_tokens)
+        _check_limit("k", req.k, config.max_k)
+        limiter.acquire()
+        try:
+            events = service.generator.stream(req.prompt, req.generation_config(max_tokens))
+        except BurrowError as e:  # e.g. a prompt longer than the model's context
+            limiter.release()
+            raise HTTPException(413 if "prompt" in str(e) else 400, str(e)) from e
+        if req.stream:
+            return StreamingResponse(_ndjson(events, limiter), media_type=NDJSON)
+        try:
+            result = await run_in_threadpool(_last, events)
+        finally:
+            limiter.release()
+        return JSONResponse(result)
+
+    @app.post("/v1/search")
+    async def search(req: SearchRequest) -> dict[str, Any]:
+        """The k nearest memory chunks of a query, with text, source and distance."""
+        _check_text("query", req.query, config.max_prompt_chars)
+        _check_limit("k", req.k, config.max_k)
+        neighbours = await _limited(limiter, service.search, req.query, req.k)
+        return {"query": req.query, "neighbours": neighbours}
+
+    @app.post("/v1/score")
+    async def score(req: ScoreRequest) -> dict[str, Any]:
+        """Bits-per-byte of a text (RETRO[ON] with retrieval for a RETRO model)."""
+        _check_text("text", req.text, config.max_score_chars)
+        _check_limit("k", req.k, config.max_k)
+        result: dict[str, Any] = await _limited(limiter, service.score, req.text, req.retrieval, req.k)
+        return result
+
+    _add_page(app)
+    return app
+
+
+def _add_page(app: FastAPI) -> None:
+    """The web page at / and its static files."""
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def _check_text(name: str, text: str, limit: int) -> None:
+    if len(text) > limit:
+        raise HTTPException(413, f"{name} is {len(text)} characters; the limit is {limit}")
+
+
+def _check_limit(name: str, value: int, limit: int) -> None:
+    if value > limit:
+        raise HTTPException(422, f"{name} = {value} is over this server's limit of {limit}")
+
+
+async def _limited(limiter: Limiter, fn: Any, *args: Any) -> Any:
+    """Run blocking ``fn`` in a worker thread under a concurrency slot; user errors become 400."""
+    limiter.acquire()
+    try:
+        return await run_in_threadpool(fn, *args)
+    except BurrowError as e:
+        raise HTTPException(400, str(e)) from e
+    finally:
+        limiter.release()
+
+
+def _last(events: Iterator[Event]) -> dict[str, Any]:
+    """Run a generation to the end; its result as JSON."""
+    for event in events:
+        if isinstance(event, DoneEvent):
+            return event.to_json()
+    raise RuntimeError("generation ended without a result")  # pragma: no cover
+
+
+async def _ndjson(events: Iterator[Event], limiter: Limiter) -> AsyncIterator[str]:
+    """Events as newline-delimited JSON, each step in a worker thread; the slot is freed however it ends
+    (finished, failed, or the client went away)."""
+    try:
+        async for event in iterate_in_threadpool(events):
+            yield json.dumps(event.to_json()) + "\n"
+    except Exception as e:  # the status line is already sent: report the failure in the stream
+        log.exception("generation failed")
+        yield json.dumps({"type": "error", "message": str(e)}) + "\n"
+    finally:
+        limiter.release()
+
+
+def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve ``app`` with uvicorn until interrupted."""
+    import uvicorn
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: reachable from other machines; burrow has no authentication", host)
+    uvicorn.run(app, host=host, port=port, log_level="info")

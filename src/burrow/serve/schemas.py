@@ -1,0 +1,53 @@
+"""Request bodies of the HTTP API: strict types, unknown fields rejected (422)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from burrow.generate import GenerationConfig
+
+
+class _Strict(BaseModel):
+    # strict: "5" is not an int and 1 is not a bool; forbid: a misspelt option is an error, not a no-op.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class GenerateRequest(_Strict):
+    """POST /v1/generate."""
+
+    prompt: str = Field(description="Text to continue (read as the start of a document).")
+    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate; default 64, or the server's "
+                                                          "limit when that is lower.")
+    temperature: float = Field(1.0, ge=0.0, description="Softmax temperature; 0 is greedy.")
+    top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens; 0 is off.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling p; 1 is off.")
+    greedy: bool = Field(False, description="Always take the most likely token.")
+    seed: int | None = Field(None, description="Sampler seed; the response reports the one used.")
+    k: int = Field(2, ge=1, description="Neighbours retrieved per chunk.")
+    retrieval: bool = Field(True, description="Retrieve (RETRO[ON]); false runs RETRO[OFF].")
+    stop: list[str] = Field(default_factory=list, max_length=8, description="Strings that end generation.")
+    stream: bool = Field(True, description="Stream newline-delimited JSON events; false returns one JSON document.")
+
+    def generation_config(self, max_tokens: int) -> GenerationConfig:
+        """The library config this request asks for, generating at most ``max_tokens``."""
+        return GenerationConfig(max_new_tokens=max_tokens, temperature=self.temperature, top_k=self.top_k,
+                                top_p=self.top_p, greedy=self.greedy, seed=self.seed, k=self.k,
+                                retrieval=self.retrieval, stop=tuple(self.stop))
+
+
+DEFAULT_MAX_TOKENS = 64
+
+
+class SearchRequest(_Strict):
+    """POST /v1/search."""
+
+    query: str = Field(min_length=1, description="Query text, encoded like a memory chunk.")
+    k: int = Field(2, ge=1, description="Neighbours to return.")
+
+
+class ScoreRequest(_Strict):
+    """POST /v1/score."""
+
+    text: str = Field(min_length=1, description="Text scored as one whole document.")
+    retrieval: bool = Field(True, description="RETRO[ON] (retrieve per chunk) for a RETRO model.")
+    k: int = Field(2, ge=1, description="Neighbours per chunk when retrieving.")

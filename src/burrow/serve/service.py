@@ -1,0 +1,92 @@
+"""The model-side work behind the HTTP API: generation, memory search and bits-per-byte scoring.
+
+Kept apart from :mod:`burrow.serve.app` so the HTTP layer only validates, limits and streams. Every
+method here is blocking (model or index work) and is called from a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from burrow.errors import BurrowError
+from burrow.evaluate.bpb import score_model
+from burrow.evaluate.data import from_texts
+from burrow.evaluate.retrieval import eval_neighbours, retrieved_from_ids, values_of
+from burrow.generate import Generator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeConfig:
+    """Limits and runtime of the server; every limit is answered with a clear 4xx."""
+
+    # Longest prompt in characters (413 above); the model's max_seq_len also bounds it in tokens.
+    max_prompt_chars: int = 4000
+    # Largest max_tokens a request may ask for (422 above).
+    max_new_tokens: int = 256
+    # Requests (generate, search, score) running at once; one more is answered 429.
+    max_concurrent: int = 8
+    # Largest k (neighbours) a request may ask for.
+    max_k: int = 10
+    # Longest text /v1/score accepts, in characters (413 above).
+    max_score_chars: int = 20000
+    # Device: auto | cpu | cuda.
+    device: str = "auto"
+    # Autocast: auto | bf16 | fp32.
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("max_prompt_chars", "max_new_tokens", "max_concurrent", "max_k", "max_score_chars"):
+            if int(getattr(self, name)) < 1:
+                raise BurrowError(f"serve config {name} must be ≥ 1, got {getattr(self, name)}")
+
+
+class Service:
+    """A loaded model and memory, with the three operations the API offers."""
+
+    def __init__(self, model: Any, memory: Any, config: ServeConfig) -> None:
+        self.config = config
+        self.memory = memory
+        self.generator = Generator(model, memory, device=config.device, precision=config.precision)
+        self.model = self.generator.model
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Load the memory's lazily opened parts now, not concurrently inside the first requests."""
+        _ = self.memory.tokenizer, self.memory.chunks, self.memory.store
+        if self.generator.retro:
+            self.memory.search(["warm-up"], k=1)
+
+    def info(self) -> dict[str, Any]:
+        """Model, memory and limits, for /health."""
+        cfg = self.model.config
+        return {
+            "model": {"name": cfg.name, "retro": bool(cfg.retro), "max_seq_len": int(cfg.max_seq_len),
+                      "chunk_size": int(cfg.chunk_size), "vocab_size": int(cfg.vocab_size),
+                      "parameters": int(self.model.num_parameters(non_embedding=False))},
+            "memory": {"directory": str(self.memory.dir), "chunks": len(self.memory),
+                       "chunk_size": int(self.memory.chunk_size)},
+            "device": str(self.generator.device),
+        }
+
+    def search(self, query: str, k: int) -> list[dict[str, Any]]:
+        """The ``k`` nearest memory chunks of ``query`` with text and provenance."""
+        return self.memory.search([query], k=k).to_json()[0]
+
+    def score(self, text: str, retrieval: bool, k: int) -> dict[str, Any]:
+        """Bits-per-byte of ``text`` as one document (the evaluator's convention), RETRO[ON] when asked."""
+        gen = self.generator
+        m = int(self.memory.chunk_size)
+        data = from_texts(["request"], [text], self.memory.tokenizer, m)
+        mode = ("on" if retrieval else "off") if gen.retro else "baseline"
+        retrieved = None
+        if mode == "on":
+            neighbours = eval_neighbours(self.memory, data, "input", k_max=k)
+            retrieved = retrieved_from_ids(neighbours.ids, data, k, values_of(self.memory))
+        n = max(2 * m, int(self.model.config.max_seq_len) // (2 * m) * (2 * m))
+        score = score_model("request", self.model, mode, data, n, retrieved, gen.device, gen.dtype, k=k)
+        return {"bpb": score.bpb, "bits": score.bits, "bytes": int(data.n_bytes), "tokens": int(data.n_tokens),
+                "mode": mode, "k": k if mode == "on" else None}

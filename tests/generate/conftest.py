@@ -1,0 +1,88 @@
+"""A tiny memory (8-token chunks) and tiny RETRO / baseline models on its tokenizer, for generation tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DOCS = {
+    "lava": "A volcano is a rupture in the crust where lava, ash and gases escape. Mount Etna in Sicily "
+            "erupts often, and its lava flows reach the villages on its slopes.",
+    "owls": "Owls hunt at night, turning their heads to hear the smallest mouse in the grass. Their soft "
+            "feathers let them fly in silence above the fields.",
+    "bread": "Bread is baked from flour, water, salt and yeast. Bakers knead the dough, let it rise, and "
+             "bake loaves in hot ovens until the crust is golden.",
+    "chess": "Chess is a board game for two players. Each player moves sixteen pieces, and the goal is to "
+             "checkmate the opposing king.",
+}
+
+
+def tiny_model_config(vocab_size: int, retro: bool, max_seq_len: int = 1024):
+    """A two-layer model with 8-token chunks: fast enough for a few hundred CPU steps per test."""
+    from burrow.presets import get_preset
+
+    extra = dict(cca_layers=(2,), enc_d_model=64, enc_n_heads=2, enc_head_dim=32, zero_init_cca_out=False,
+                 retrieved_len=16) if retro else {}
+    return get_preset("retro-tiny" if retro else "tiny", vocab_size=vocab_size, chunk_size=8, d_model=64,
+                      n_layers=2, n_heads=2, head_dim=32, max_seq_len=max_seq_len, **extra)
+
+
+@pytest.fixture
+def tiny_config():
+    """:func:`tiny_model_config`, as a fixture (test modules cannot import a conftest reliably)."""
+    return tiny_model_config
+
+
+@pytest.fixture(scope="session")
+def gen_memory(tmp_path_factory: pytest.TempPathFactory, encoder):
+    """A built memory of four short documents, 8-token chunks, 400-token vocabulary."""
+    from burrow.data.tokenizer import TokenizerConfig
+    from burrow.memory.build import MemoryConfig, build_memory
+    from burrow.memory.encode import EncoderConfig
+
+    root = tmp_path_factory.mktemp("genmem")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for name, text in DOCS.items():
+        (corpus / f"{name}.txt").write_text(f"{text}\n{text}\n{text}\n", encoding="utf-8")
+    config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=400), encoder=EncoderConfig(shard_size=64),
+                          chunk_size=8)
+    memory, _ = build_memory([str(corpus)], root / "mem", config, progress=False, encoder=encoder)
+    return memory
+
+
+@pytest.fixture(scope="session")
+def retro_dir(tmp_path_factory: pytest.TempPathFactory, gen_memory) -> Path:
+    """A saved, untrained tiny RETRO model (non-zero CCA, so retrieval changes its output)."""
+    import torch
+
+    from burrow.model import build_model, save_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config(gen_memory.tokenizer.vocab_size, retro=True))
+    return save_model(model, tmp_path_factory.mktemp("models") / "retro")
+
+
+@pytest.fixture(scope="session")
+def base_dir(tmp_path_factory: pytest.TempPathFactory, gen_memory) -> Path:
+    """A saved, untrained tiny baseline model."""
+    import torch
+
+    from burrow.model import build_model, save_model
+
+    torch.manual_seed(1)
+    model = build_model(tiny_model_config(gen_memory.tokenizer.vocab_size, retro=False))
+    return save_model(model, tmp_path_factory.mktemp("models") / "base")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Run these tiny models on one thread: on a shared 2-core machine, OpenMP threads spinning against
+    other processes make a 64-wide model 20-100x slower than one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

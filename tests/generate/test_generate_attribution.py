@@ -1,0 +1,115 @@
+"""Attribution: copied spans are real substrings of their neighbour and of the generated text."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from burrow.generate import GenerationConfig, Generator, longest_run
+from burrow.model import ModelCache, load_model
+
+
+def brute_longest(a: list[int], b: list[int], pad: int) -> int:
+    best = 0
+    for i in range(len(a)):
+        for j in range(len(b)):
+            n = 0
+            while i + n < len(a) and j + n < len(b) and a[i + n] == b[j + n] and a[i + n] != pad:
+                n += 1
+            best = max(best, n)
+    return best
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=st.lists(st.integers(0, 4), max_size=12), b=st.lists(st.integers(0, 4), max_size=20))
+def test_longest_run_matches_brute_force(a: list[int], b: list[int]) -> None:
+    n, i, j = longest_run(a, b, pad_id=0)
+    assert n == brute_longest(a, b, pad=0)
+    assert a[i:i + n] == b[j:j + n]
+
+
+class CopyingModel(torch.nn.Module):
+    """A stand-in RETRO model that copies: each token of chunk c+1 is the next token of the continuation
+    of chunk c's nearest neighbour (else ``fallback``). Makes long verbatim spans on purpose."""
+
+    def __init__(self, config, fallback: int, pad_id: int) -> None:
+        super().__init__()
+        self.config, self.fallback, self.pad_id = config, fallback, pad_id
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> ModelCache:
+        return ModelCache(1, batch_size, max_len or self.config.max_seq_len)
+
+    def forward(self, tokens, neighbours=None, neighbour_mask=None, cache=None):
+        m = self.config.chunk_size
+        p = (cache.length if cache is not None else 0) + tokens.shape[1] - 1  # position of the last token
+        u, within = (p + 1) // m - 1, (p + 1) % m  # chunk whose neighbours condition position p + 1
+        nxt = self.fallback
+        if neighbours is not None and u >= 0 and bool(neighbour_mask[0, u, 0]):
+            cand = int(neighbours[0, u, 0, m + within])
+            nxt = cand if cand != self.pad_id else self.fallback
+        if cache is not None:
+            cache.length += tokens.shape[1]
+        logits = torch.zeros(1, tokens.shape[1], self.config.vocab_size)
+        logits[0, -1, nxt] = 10.0
+        return logits
+
+
+def check_spans(res) -> int:
+    """Assert every reported span is where it says it is; return how many there are."""
+    count = 0
+    for chunk in res.chunks:
+        assert res.text[chunk.text_start:chunk.text_end] == chunk.text
+        for nb in chunk.neighbours:
+            c = nb.copied
+            if c is None:
+                continue
+            count += 1
+            assert c.text and c.tokens >= 1 and c.rank == nb.rank
+            assert res.text[c.generated_start:c.generated_end] == c.text
+            assert nb.text[c.neighbour_start:c.neighbour_end] == c.text
+            assert chunk.text_start <= c.generated_start < c.generated_end <= chunk.text_end
+        if chunk.copied is not None:
+            assert chunk.copied.tokens == max(nb.copied.tokens for nb in chunk.neighbours if nb.copied)
+    return count
+
+
+def test_a_copying_model_gets_long_spans_that_are_real_substrings(gen_memory, tiny_config) -> None:
+    tok = gen_memory.tokenizer
+    model = CopyingModel(tiny_config(tok.vocab_size, retro=True), fallback=tok.encode(" the")[-1], pad_id=tok.pad_id)
+    gen = Generator(model, gen_memory, device="cpu", precision="fp32")
+    res = gen.generate("Owls hunt at night, turning their heads to hear", GenerationConfig(greedy=True,
+                                                                                          max_new_tokens=40))
+    assert check_spans(res) >= 3
+    longest = max(c.copied.tokens for c in res.chunks if c.copied)
+    assert longest >= 6  # whole chunks copied from the neighbour's continuation
+    assert any(c.copied and len(c.copied.text) >= 10 and c.copied.text in c.neighbours[0].text for c in res.chunks)
+
+
+def test_spans_of_a_real_model_are_real_substrings(gen_memory, retro_dir) -> None:
+    gen = Generator(load_model(retro_dir), gen_memory, device="cpu", precision="fp32")
+    total = 0
+    for seed in range(4):
+        res = gen.generate("Bread is baked from flour", GenerationConfig(max_new_tokens=40, seed=seed, top_k=50))
+        total += check_spans(res)
+    assert total > 0
+
+
+def test_span_offsets_survive_multibyte_text(gen_memory) -> None:
+    """Offsets are in characters of the decoded text, also when byte-fallback tokens make up a character."""
+    from burrow.generate.attribution import copied_span
+
+    tok = gen_memory.tokenizer
+    nb_text = "Owls café — hunt at night"
+    nb_tokens = np.array(tok.encode(nb_text) + [tok.pad_id] * 3)
+    gen_text = "xx café — hunt"
+    gen_ids = tok.encode(gen_text)
+    starts = [len(tok.decode(gen_ids[:i])) for i in range(len(gen_ids))]
+    span = copied_span(gen_ids, lambda i: starts[i] if i < len(starts) else len(gen_text), gen_text, nb_tokens,
+                       nb_text, 1, tok.decode, tok.pad_id)
+    assert span is not None and span.tokens >= 3
+    assert gen_text[span.generated_start:span.generated_end] == span.text == nb_text[span.neighbour_start:
+                                                                                      span.neighbour_end]
+    assert "café" in span.text or "hunt" in span.text

@@ -1,0 +1,123 @@
+"""The HTTP API's contract: health, generate (streamed and not), search, score, docs, page, and bad requests."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from fastapi.testclient import TestClient
+
+from burrow.model import load_model
+from burrow.serve import ServeConfig, create_app
+
+LIMITS = ServeConfig(max_prompt_chars=5000, max_new_tokens=40, max_concurrent=2, max_k=4, max_score_chars=3000,
+                     device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def client(retro_dir, gen_memory) -> TestClient:
+    return TestClient(create_app(load_model(retro_dir), gen_memory, LIMITS))
+
+
+def events_of(response) -> list[dict]:
+    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+
+def test_health_reports_model_memory_and_limits(client: TestClient) -> None:
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["model"]["retro"] is True and body["model"]["chunk_size"] == 8
+    assert body["memory"]["chunks"] > 0 and body["limits"]["max_tokens"] == 40 and body["active"] == 0
+
+
+def test_generate_streams_tokens_attributions_then_done(client: TestClient) -> None:
+    r = client.post("/v1/generate", json={"prompt": "Owls hunt at night", "max_tokens": 20, "seed": 1})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+    events = events_of(r)
+    assert events[-1]["type"] == "done" and {e["type"] for e in events[:-1]} == {"token", "attribution"}
+    done = events[-1]
+    assert "".join(e["text"] for e in events if e["type"] == "token") == done["text"]
+    attributions = [e for e in events if e["type"] == "attribution"]
+    assert [a["chunk"] for a in attributions] == [c["chunk"] for c in done["chunks"]]
+    assert any(nb["source"] and nb["distance"] >= 0 for a in attributions for nb in a["neighbours"])
+
+
+def test_generate_without_streaming_matches_the_stream(client: TestClient) -> None:
+    req = {"prompt": "Bread is baked", "max_tokens": 16, "greedy": True}
+    whole = client.post("/v1/generate", json={**req, "stream": False})
+    assert whole.status_code == 200 and whole.headers["content-type"] == "application/json"
+    streamed = events_of(client.post("/v1/generate", json=req))[-1]
+    assert whole.json()["tokens"] == streamed["tokens"] and len(streamed["tokens"]) == 16
+
+
+def test_search_and_score(client: TestClient) -> None:
+    hits = client.post("/v1/search", json={"query": "volcano lava in Sicily", "k": 3}).json()["neighbours"]
+    assert len(hits) == 3 and "lava.txt" in hits[0]["source"] and hits[0]["distance"] <= hits[-1]["distance"]
+    text = "Owls hunt at night, turning their heads to hear the smallest mouse."
+    on = client.post("/v1/score", json={"text": text}).json()
+    off = client.post("/v1/score", json={"text": text, "retrieval": False}).json()
+    assert on["mode"] == "on" and off["mode"] == "off" and on["bytes"] == len(text.encode())
+    assert math.isfinite(on["bpb"]) and on["bpb"] > 0 and on["bpb"] != off["bpb"]
+    assert on["bits"] == pytest.approx(on["bpb"] * on["bytes"])
+
+
+def test_docs_openapi_and_page(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/generate", "/v1/search", "/v1/score", "/health"} <= set(paths)
+    page = client.get("/")
+    assert page.status_code == 200 and "Generate" in page.text
+    assert ".innerHTML" not in page.text  # model and memory text is inserted as text, never parsed as HTML
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"prompt": "x" * 5001}, 413, "5000"),
+    ({"prompt": "word " * 900}, 413, "shorten the prompt"),  # under the char limit, over the model's context
+    ({"prompt": "hi", "max_tokens": 41}, 422, "limit of 40"),
+    ({"prompt": "hi", "k": 5}, 422, "limit of 4"),
+    ({"prompt": "hi", "k": 0}, 422, "greater than or equal"),
+    ({"prompt": "hi", "max_tokens": "5"}, 422, "int"),
+    ({"prompt": 5}, 422, "string"),
+    ({"prompt": "hi", "greedy": "yes"}, 422, "bool"),
+    ({"prompt": "hi", "top_p": 1.5}, 422, "less than or equal"),
+    ({"prompt": "hi", "temprature": 0.5}, 422, "temprature"),
+    ({}, 422, "prompt"),
+])
+def test_bad_generate_requests_are_clear_4xx(client: TestClient, body: dict, status: int, needle: str) -> None:
+    r = client.post("/v1/generate", json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.text
+
+
+def test_bad_search_and_score_requests(client: TestClient) -> None:
+    assert client.post("/v1/search", json={"query": "x", "k": 99}).status_code == 422
+    assert client.post("/v1/search", json={"query": ""}).status_code == 422
+    assert client.post("/v1/search", json={"q": "x"}).status_code == 422
+    assert client.post("/v1/score", json={"text": "x" * 3001}).status_code == 413
+    assert client.post("/v1/score", json={"text": ["x"]}).status_code == 422
+    r = client.post("/v1/score", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_over_the_concurrency_limit_is_429_and_the_server_recovers(client: TestClient) -> None:
+    limiter = client.app.state.limiter
+    limiter.acquire()
+    limiter.acquire()  # both slots taken (as by two running generations)
+    try:
+        for path, body in (("/v1/generate", {"prompt": "hi"}), ("/v1/search", {"query": "hi"}),
+                           ("/v1/score", {"text": "hi"})):
+            r = client.post(path, json=body)
+            assert r.status_code == 429 and "limit 2" in r.json()["detail"] and r.headers["retry-after"] == "1"
+        assert client.get("/health").json()["active"] == 2
+    finally:
+        limiter.release()
+        limiter.release()
+    assert client.post("/v1/generate", json={"prompt": "hi", "max_tokens": 4, "stream": False}).status_code == 200
+    assert client.get("/health").json()["active"] == 0  # every earlier request gave its slot back
+
+
+def test_a_baseline_model_serves_without_attributions(base_dir, gen_memory) -> None:
+    client = TestClient(create_app(load_model(base_dir), gen_memory, LIMITS))
+    events = events_of(client.post("/v1/generate", json={"prompt": "Owls", "max_tokens": 20}))
+    assert events[-1]["type"] == "done" and not any(e["type"] == "attribution" for e in events)
+    assert client.post("/v1/score", json={"text": "Owls hunt."}).json()["mode"] == "baseline"
