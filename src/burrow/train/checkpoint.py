@@ -22,6 +22,7 @@ import random
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+# Writes a loadable model directory (default ``save_model``; RETRO-fitting saves only the new weights).
+SaveFn = Callable[[Any, Path], object]
 
 
 @dataclass(frozen=True)
@@ -92,12 +97,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(paths: RunPaths, step: int, model: Transformer, optimizer: torch.optim.Optimizer,
-                    extra: dict[str, Any], keep: int) -> Path:
+                    extra: dict[str, Any], keep: int, save: SaveFn = save_model) -> Path:
     """Write checkpoint ``step`` atomically, then delete all but the newest ``keep`` checkpoints."""
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:06d}.", dir=paths.checkpoints))
     try:
-        save_model(model, tmp)
+        save(model, tmp)
         state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), **extra}
         torch.save(state, tmp / STATE_FILE)
         dest = paths.checkpoint(step)
@@ -132,7 +137,11 @@ def prune_checkpoints(paths: RunPaths, keep: int) -> None:
 
 def load_checkpoint(path: Path, device: torch.device) -> tuple[Transformer, dict[str, Any]]:
     """The model and the training state (optimizer state, step, RNG) of checkpoint ``path``."""
-    model = load_model(path, device=device)
+    return load_model(path, device=device), load_state(path)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """The training state (optimizer state, step, RNG) of checkpoint ``path``, without its model."""
     try:
         # weights_only: a checkpoint holds only tensors and plain containers, never code to run.
         # On the CPU: RNG states must stay CPU tensors; optimizer.load_state_dict moves its state
@@ -141,14 +150,14 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[Transformer, dict
     except Exception as e:  # a corrupt or foreign file; atomic writes make this rare
         raise BurrowError(f"{path / STATE_FILE} cannot be read ({e}); delete that checkpoint to resume "
                           "from an earlier one") from None
-    return model, state
+    return state
 
 
-def write_model_atomically(model: Transformer, dest: Path) -> Path:
-    """``save_model`` into a temporary directory, then move it onto ``dest``."""
+def write_model_atomically(model: Transformer, dest: Path, save: SaveFn = save_model) -> Path:
+    """``save`` (default ``save_model``) into a temporary directory, then move it onto ``dest``."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        save_model(model, tmp)
+        save(model, tmp)
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)

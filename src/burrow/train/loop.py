@@ -15,23 +15,27 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from burrow.artefacts import atomic_path, read_json, read_manifest, write_json, write_manifest
 from burrow.device import autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
-from burrow.model import Transformer, build_model, load_model
+from burrow.model import ModelConfig, Transformer, build_model, load_model, save_model
 from burrow.train.checkpoint import (
     RunPaths,
+    SaveFn,
     list_checkpoints,
     load_checkpoint,
+    load_state,
     save_checkpoint,
     set_rng_state,
     write_model_atomically,
@@ -60,12 +64,33 @@ class TrainResult:
     skipped: bool = False  # the run had already finished; nothing was done
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train (or resume, or skip when finished) the run described by ``config``."""
+@dataclass
+class ModelSetup:
+    """A model :func:`train` does not build from ``config.model`` (RETRO-fitting: a frozen base plus new
+    modules). Only parameters with ``requires_grad`` are optimized."""
+
+    # The model's config: recorded in config.json and compared when the run resumes.
+    config: ModelConfig
+    # Returns the model with its initial weights; called after the run's seed is set.
+    build: Callable[[], nn.Module]
+    # Writes a loadable model directory (checkpoints and final/); e.g. only the new weights.
+    save: SaveFn = save_model
+    # Loads what ``save`` wrote in a checkpoint directory into the built model (resuming).
+    load: Callable[[nn.Module, Path], None] | None = None
+    # Extra top-level entries of the run's config.json (e.g. which base was retro-fitted).
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def train(config: TrainConfig, setup: ModelSetup | None = None) -> TrainResult:
+    """Train (or resume, or skip when finished) the run described by ``config`` (and ``setup``, if given)."""
     paths = RunPaths(config.out)
     sources = open_sources(config)
-    model_cfg = resolve_model_config(config.model, sources.vocab_size, sources.chunk_size, config.seq_len)
-    record = {"train": config.to_dict(), "model": model_cfg.to_dict(), "data": sources.fingerprint}
+    if setup is not None:
+        model_cfg = setup.config
+    else:
+        model_cfg = resolve_model_config(config.model, sources.vocab_size, sources.chunk_size, config.seq_len)
+    record = {"train": config.to_dict(), "model": model_cfg.to_dict(), "data": sources.fingerprint,
+              **(setup.record if setup is not None else {})}
     resume = _prepare_run(paths, record, config.force)
     done = read_manifest(paths.root, RUN_KIND)
     if done is not None:
@@ -76,16 +101,18 @@ def train(config: TrainConfig) -> TrainResult:
     device = pick_device(config.device)
     dtype = autocast_dtype(device, config.precision)
     torch.manual_seed(config.seed)
-    model = build_model(model_cfg).to(device)
+    built = setup.build() if setup is not None else build_model(model_cfg)
+    model = cast(Transformer, built.to(device))  # a setup's model is used through the same interface
     optimizer = build_optimizer(model, config)
     start, last_loss = 0, None
     if resume is not None:
-        start, last_loss = _resume(resume, model, optimizer, device)
+        start, last_loss = _resume(resume, model, optimizer, device, setup)
         log.info("resuming %s from step %d (%s)", paths.root, start, resume.name)
     log.info("training %s (%s, %.1fM parameters) on %s, autocast %s", model_cfg.name or config.model,
              "RETRO" if model_cfg.retro else "baseline", model.num_parameters(non_embedding=False) / 1e6,
              device, dtype)
-    result = _run(config, paths, model, optimizer, data, device, dtype, start, last_loss)
+    save = setup.save if setup is not None else save_model
+    result = _run(config, paths, model, optimizer, data, device, dtype, start, last_loss, save)
     result.resumed_from = start if resume is not None else None
     return result
 
@@ -94,12 +121,21 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Transformer
     """The model of run directory ``run``: ``final/`` when finished, else its newest checkpoint."""
     paths = RunPaths(Path(run))
     if (paths.final / "model.safetensors").exists():
-        return load_model(paths.final, device=device)
+        return _load_model_dir(paths.final, device)
     checkpoints = list_checkpoints(paths)
     if not checkpoints:
         raise BurrowError(f"{run} holds no trained model (no final/ and no checkpoints); train it first")
     step, path = checkpoints[-1]
     log.warning("%s has not finished; loading its newest checkpoint (step %d)", run, step)
+    return _load_model_dir(path, device)
+
+
+def _load_model_dir(path: Path, device: str | torch.device) -> Transformer:
+    """``load_model``, or the RETRO-fit loader for a directory that holds only a retrofit's new weights."""
+    from burrow.train.retrofit import RETROFIT_FILE, load_retrofit_dir  # retrofit builds on this module
+
+    if (path / RETROFIT_FILE).exists():
+        return load_retrofit_dir(path, device)  # type: ignore[return-value]  # duck-typed Transformer
     return load_model(path, device=device)
 
 
@@ -137,11 +173,15 @@ def _check_compatible(root: Path, old: dict[str, Any], new: dict[str, Any]) -> N
         raise BurrowError(f"{root} was started with other settings ({changes}); use another -o or --force")
 
 
-def _resume(path: Path, model: Transformer, optimizer: torch.optim.Optimizer,
-            device: torch.device) -> tuple[int, float | None]:
+def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+            setup: ModelSetup | None = None) -> tuple[int, float | None]:
     """Load checkpoint ``path`` into ``model`` and ``optimizer``; restore RNG; return its step and loss."""
-    saved, state = load_checkpoint(path, device)
-    model.load_state_dict(saved.state_dict())
+    if setup is not None and setup.load is not None:
+        setup.load(model, path)
+        state = load_state(path)
+    else:
+        saved, state = load_checkpoint(path, device)
+        model.load_state_dict(saved.state_dict())
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
     return int(state["step"]), state.get("loss")
@@ -223,7 +263,7 @@ def evaluate_loss(model: Transformer, split: Split, seqs: np.ndarray, micro_batc
 
 def _run(config: TrainConfig, paths: RunPaths, model: Transformer, optimizer: torch.optim.Optimizer,
          data: TrainData, device: torch.device, dtype: torch.dtype | None, start: int,
-         loss: float | None) -> TrainResult:
+         loss: float | None, save: SaveFn = save_model) -> TrainResult:
     """Steps ``start`` .. ``config.steps``: metrics, validation, checkpoints; then ``final/``."""
     metrics = _Metrics(paths, start)
     valid_seqs = data.valid_sequences(config.valid_sequences)
@@ -254,11 +294,11 @@ def _run(config: TrainConfig, paths: RunPaths, model: Transformer, optimizer: to
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}",
                             **({"val": f"{val_loss:.3f}"} if val_loss is not None else {}))
             if _due(step + 1, int(config.checkpoint_every or 0), config.steps):
-                save_checkpoint(paths, step + 1, model, optimizer, {"loss": loss}, config.keep_checkpoints)
+                save_checkpoint(paths, step + 1, model, optimizer, {"loss": loss}, config.keep_checkpoints, save)
     finally:
         bar.close()
         metrics.close()
-    return _finish(config, paths, model, loss, val_loss, seconds, (config.steps - start) * tokens_per_step)
+    return _finish(config, paths, model, loss, val_loss, seconds, (config.steps - start) * tokens_per_step, save)
 
 
 def _due(done: int, every: int, total: int) -> bool:
@@ -267,9 +307,9 @@ def _due(done: int, every: int, total: int) -> bool:
 
 
 def _finish(config: TrainConfig, paths: RunPaths, model: Transformer, loss: float | None,
-            val_loss: float | None, seconds: float, tokens: int) -> TrainResult:
+            val_loss: float | None, seconds: float, tokens: int, save: SaveFn = save_model) -> TrainResult:
     """Write ``final/`` and the run's manifest (last: it marks the run finished)."""
-    write_model_atomically(model, paths.final)
+    write_model_atomically(model, paths.final, save)
     rate = tokens / seconds if seconds > 0 else 0.0
     write_manifest(paths.root, RUN_KIND, steps=config.steps, loss=loss, val_loss=val_loss,
                    tokens=config.steps * config.batch_size * config.seq_len, model_dir="final",

