@@ -33,5 +33,5 @@ for model in $BASE retro-$BASE; do
   tail -n 1 $RUNS/$model/metrics.jsonl
 done
 # 3. evaluation on CUDA
-$B eval $RUNS/$BASE $RUNS/retro-$BASE --memory $MEM --data $DATA -o $EVAL --leakage --sweep-k --device cuda
+$B eval $RUNS/$BASE $RUNS/retro-$BASE --memory $MEM --data $DATA -o $EVAL ${EVAL_FLAGS---leakage --sweep-k} --device cuda
 cp $EVAL/eval.json $EVAL/eval.md $EVAL/*.png "$OUT"/ 2>/dev/null || true

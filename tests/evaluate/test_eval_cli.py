@@ -17,7 +17,7 @@ from burrow.presets import get_preset
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory, encoder):
+def setup(tmp_path_factory: pytest.TempPathFactory, encoder, make_corpus):
     """A memory of the tiny corpus (m = 8), a validation file, a baseline and a RETRO model saved to disk.
 
     Built once for the module: the memory build dominates these tests' time.
@@ -25,10 +25,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory, encoder):
     from burrow.data.tokenizer import TokenizerConfig
     from burrow.memory.build import MemoryConfig
     from burrow.memory.encode import EncoderConfig
-    from conftest import write_corpus
 
     tmp_path = tmp_path_factory.mktemp("eval")
-    corpus = write_corpus(tmp_path / "corpus")
+    corpus = make_corpus(tmp_path / "corpus")
     config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=400), encoder=EncoderConfig(shard_size=16), chunk_size=8)
     memory, _ = build_memory([str(corpus)], tmp_path / "mem", config, progress=False, encoder=encoder)
     valid = tmp_path / "valid.txt"

@@ -31,9 +31,12 @@ import unicodedata
 import zlib
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+
+if TYPE_CHECKING:  # datasketch is imported where used, so the CLI starts without it
+    from datasketch import MinHash
 
 from burrow.data.corpus import Document
 from burrow.data.quality import Verdict
@@ -150,10 +153,14 @@ class MinHasher:
 
     def __init__(self, num_perm: int, seed: int) -> None:
         self.num_perm = num_perm
+        from datasketch import MinHash
+
         self._template = MinHash(num_perm=num_perm, seed=seed)
 
     def __call__(self, shingles: np.ndarray) -> MinHash:
         """MinHash of a document's shingle hashes (folded to the 32 bits datasketch's scheme expects)."""
+        from datasketch import MinHash
+
         m = MinHash(
             num_perm=self.num_perm,
             permutations=self._template.permutations,
@@ -172,6 +179,8 @@ class NearDuplicateIndex:
     def __init__(self, threshold: float, config: DedupConfig) -> None:
         self.threshold = threshold
         self.params = config.lsh(threshold)
+        from datasketch import MinHashLSH
+
         self._lsh = MinHashLSH(num_perm=config.num_perm, params=self.params)
         self._signatures: list[np.ndarray] = []  # uint32 signature per indexed document, by key
         self._ids: list[str] = []  # document id per key, for the report
