@@ -169,3 +169,9 @@ def test_store_reopens_from_disk(shared_memory: Memory) -> None:
     store = TokenStore(shared_memory.dir / "tokens")
     assert store.n_tokens == shared_memory.manifest["n_tokens"]
     assert store.tokenizer_fingerprint == shared_memory.manifest["tokenizer"]
+
+
+def test_no_op_rerun_keeps_the_memory_manifest(built: Memory, tiny_corpus: Path, memory_config, encoder) -> None:
+    before = (built.dir / "memory.manifest.json").read_bytes()
+    build_memory([str(tiny_corpus)], built.dir, memory_config, progress=False, encoder=encoder)
+    assert (built.dir / "memory.manifest.json").read_bytes() == before  # runs fingerprint it

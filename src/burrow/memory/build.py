@@ -7,6 +7,7 @@ completed shards, and redoes the rest; ``force`` redoes everything.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -231,12 +232,16 @@ def build_memory(inputs: Sequence[str], out: str | Path, config: MemoryConfig | 
     encoder = encoder or FrozenEncoder(config.encoder)
     shards, emb_fp = b.embeddings(store, tok, chunks_fp, encoder)
     index_m = b.index(shards, emb_fp, encoder.dim, int(read_json(manifest_path(b.out, "chunks"))["n_chunks"]))
-    write_manifest(
-        b.out, "memory", tokenizer=tok.fingerprint(), tokenizer_file=tok.path.name,
+    fields = dict(
+        tokenizer=tok.fingerprint(), tokenizer_file=tok.path.name,
         encoder=encoder.fingerprint(), encoder_config=asdict(config.encoder), chunk_size=config.chunk_size,
         dim=encoder.dim, n_docs=store.n_docs, n_tokens=store.n_tokens, n_chunks=int(index_m["ntotal"]),
-        index=index_m["factory"], config=asdict(config), corpus=b.corpus_stats.to_dict(),
+        index=index_m["factory"], config=asdict(config), corpus=store.manifest.get("corpus", {}),
     )
+    old = read_manifest(b.out, "memory")
+    # Rewrite only on change: runs and caches fingerprint this manifest, a no-op re-run must keep it.
+    if old is None or {k: old.get(k) for k in fields} != json.loads(json.dumps(fields, default=str)):
+        write_manifest(b.out, "memory", **fields)
     return Memory(b.out, encoder=encoder), b.timings
 
 
