@@ -88,7 +88,7 @@ def test_uniform_model_bpb_is_tokens_times_log2v_over_bytes(n: int) -> None:
     np.testing.assert_allclose(np.bincount(data.chunk_doc, weights=score.chunk_bits), score.doc_bits)
     np.testing.assert_allclose(score.chunk_bits, data.chunk_len * math.log2(50), rtol=1e-6)
     # the model saw exactly the planned windows: no position is scored twice
-    planned = sorted(w.end - w.start for L in lengths for w in window_plan(L, n))
+    planned = sorted(w.end - w.start for L in lengths for w in window_plan(L + data.target_offset, n))
     assert sorted(model.windows) == planned
 
 

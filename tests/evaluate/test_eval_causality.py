@@ -1,7 +1,7 @@
 """RETRO[ON] evaluation never lets a target token reach the conditioning of its own prediction.
 
-The whole evaluation path is used — input x = [s] + d[:-1], queries from
-:meth:`EvalData.input_chunks`, neighbours sliced per window by ``retrieved_from_ids``, strided windows
+The whole evaluation path is used — input x = [pad] × (m − 1) + [s] + d[:-1] (the one chunk layout),
+queries from :meth:`EvalData.input_chunks`, neighbours sliced per window by ``retrieved_from_ids``, strided windows
 in ``run_windows`` — with a stand-in retriever whose neighbours are a function of every query token,
 so any leak of a target into its own retrieval shows up in the logits.
 """
@@ -62,9 +62,12 @@ def _logprobs(model: torch.nn.Module, doc: np.ndarray, queries_of=None, bump_chu
 
     retrieved = retrieved_from_ids(ids, data, K, lookup)
     out = np.full((len(doc), V), np.nan)
+    p0 = data.target_offset  # input position whose target is d[0]
     for group, logp in run_windows(model, data, N, retrieved, CPU, None):
         for (_, w), row in zip(group, logp.numpy(), strict=True):
-            out[w.score_from : w.end] = row[w.score_from - w.start :]
+            lo = max(w.score_from, p0)
+            out[lo - p0 : w.end - p0] = row[lo - w.start :]
+    assert not np.isnan(out).any()
     return out
 
 
@@ -83,24 +86,34 @@ def test_perturbing_target_j_changes_no_logit_at_or_before_position_j(model, j: 
         assert np.abs(out[j + 1] - ref[j + 1]).max() > 1e-5  # d[j] is the next position's input
 
 
-@pytest.mark.parametrize("u", range(45 // M))
+def test_queries_are_the_memory_aligned_document_chunks() -> None:
+    data = _data(DOC)
+    q = data.input_chunks()
+    assert len(q) == (len(DOC) - 1) // M == 11
+    np.testing.assert_array_equal(q, DOC[: 11 * M].reshape(-1, M))  # C_0 … C_10, cut as the memory cuts
+    x = data.inputs(0)
+    np.testing.assert_array_equal(x[M : 2 * M], DOC[:M])  # input chunk 1 of x is C_0
+    assert list(x[:M]) == [PAD] * (M - 1) + [1]  # input chunk 0: pads, then s (predicts d[0])
+
+
+@pytest.mark.parametrize("u", range((45 - 1) // M))
 def test_chunk_u_retrieval_conditions_only_targets_after_its_query(model, u: int) -> None:
     ref = _logprobs(model, DOC)
     out = _logprobs(model, DOC, bump_chunk=u)
-    first = (u + 1) * M - 1  # the CCA offset: the last position of input chunk u
+    first = (u + 1) * M  # the CCA offset: query C_u enters at the last input of C_u, which predicts d[(u+1)m]
     np.testing.assert_allclose(out[:first], ref[:first], rtol=0, atol=1e-6)
     assert np.abs(out[first:] - ref[first:]).max() > 1e-5
-    # the query x[u·m:(u+1)·m] holds targets d[u·m - 1 … (u+1)·m - 2]: all before target `first`
-    assert (u + 1) * M - 2 < first
+    # the query C_u = d[u·m … (u+1)·m - 1] holds only targets before `first`
+    assert (u + 1) * M - 1 < first
 
 
-def test_querying_with_target_chunks_would_leak(model) -> None:
-    """The test above can fail: retrieving with C_u = d[u·m:(u+1)·m] lets d[(u+1)m - 1] see itself."""
+def test_querying_with_the_target_chunk_would_leak(model) -> None:
+    """The test above can fail: conditioning C_{u+1} on neighbours of C_{u+1} itself lets d[(u+1)m] see itself."""
 
     def target_queries(data: EvalData) -> np.ndarray:
-        return data.target_chunks()[: len(data.input_chunks())]
+        return data.target_chunks()[1 : 1 + len(data.input_chunks())]
 
-    j = 2 * M - 1  # last target of chunk 1; its position attends chunk 1's neighbours
+    j = 2 * M  # first target of C_2, conditioned by input chunk 2's neighbours
     ref = _logprobs(model, DOC, target_queries)
     doc = DOC.copy()
     doc[j] = (doc[j] + 7) % (V - 2) + 2

@@ -70,7 +70,7 @@ def test_cli_eval_prints_models_side_by_side_and_writes_the_report(setup) -> Non
     assert len(report["leakage"]["bpb_alpha"]["base-run"]) == 65
     for name in ("leakage.png", "sweep_k.png", "sweep_memory.png", "eval.md", "chunks.npz"):
         assert (out / name).stat().st_size > 0
-    assert list((out / "neighbours").glob("input-*.npz")) and list((out / "neighbours").glob("target-*.npz"))
+    assert list((out / "neighbours").glob("target-*.npz"))  # RETRO[ON] queries are rows of the target search
 
 
 def test_library_evaluate_finds_leakage_of_memory_text(setup) -> None:

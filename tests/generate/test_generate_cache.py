@@ -42,4 +42,4 @@ def test_generation_stops_at_max_seq_len(gen_memory, tiny_config) -> None:
     prompt_len = len(gen_memory.tokenizer.encode("Owls hunt at night"))
     res = gen.generate("Owls hunt at night", GenerationConfig(greedy=True, max_new_tokens=100))
     assert res.finish_reason == "max_seq_len"
-    assert 1 + prompt_len + len(res.tokens) == 24
+    assert gen_memory.chunk_size + prompt_len + len(res.tokens) == 24  # the document-start chunk, prompt, output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from burrow.evaluate.data import start_token
+from burrow.data.layout import prefix, start_token
 from burrow.generate import GenerationConfig, Generator
 from burrow.model import load_model
 
@@ -33,13 +33,15 @@ def test_retrieval_at_every_chunk_boundary_with_last_m_tokens(prompt: str, gen_m
     gen = Generator(load_model(retro_dir), spy, device="cpu", precision="fp32")
     res = gen.generate(prompt, GenerationConfig(greedy=True, max_new_tokens=29, k=3))
     m = gen_memory.chunk_size
-    seq = [start_token(gen_memory.tokenizer), *gen_memory.tokenizer.encode(prompt), *res.tokens]
+    tok = gen_memory.tokenizer
+    text = [*tok.encode(prompt), *res.tokens]  # prompt + generated, cut into chunks as the memory cuts documents
+    seq = [*prefix(m, start_token(tok), tok.pad_id), *text]
     p0 = len(seq) - len(res.tokens)
     calls = list(spy.queries)
-    prompt_chunks = p0 // m
+    prompt_chunks = p0 // m - 1  # complete chunks of the prompt (the document-start chunk is never a query)
     if prompt_chunks:  # the prompt's complete chunks, in one batch, before any generation
         first = calls.pop(0)
-        assert first.tolist() == [seq[c * m:(c + 1) * m] for c in range(prompt_chunks)]
+        assert first.tolist() == [text[c * m:(c + 1) * m] for c in range(prompt_chunks)]
     boundaries = [n for n in range(p0 + 1, len(seq) + 1) if n % m == 0]
     assert len(calls) == len(boundaries) > 0
     for query, n in zip(calls, boundaries, strict=True):
@@ -52,11 +54,12 @@ def test_attributions_use_the_previous_chunks_neighbours(gen_memory, retro_dir) 
     gen = Generator(load_model(retro_dir), gen_memory, device="cpu", precision="fp32")
     res = gen.generate("Owls hunt at night, turning", GenerationConfig(greedy=True, max_new_tokens=20))
     m = gen_memory.chunk_size
-    assert [a.chunk for a in res.chunks] == sorted({(len(res.tokens) and c) for c in [a.chunk for a in res.chunks]})
+    chunks = [a.chunk for a in res.chunks]
+    assert len(res.tokens) == 20 and chunks == list(range(chunks[0], chunks[0] + len(chunks)))  # consecutive
     for a in res.chunks:
-        assert a.query_chunk == (a.chunk - 1 if a.chunk > 0 else None)
+        assert a.query_chunk == (a.chunk - 1 if a.chunk > 1 else None)  # chunk 0 (pads, s) is never a query
         assert len(a.tokens) <= m and a.text == res.text[a.text_start:a.text_end]
-        assert len(a.neighbours) == (2 if a.chunk > 0 else 0)
+        assert len(a.neighbours) == (2 if a.chunk > 1 else 0)
     assert "".join(a.text for a in res.chunks) == res.text  # the chunks partition the generated text
 
 

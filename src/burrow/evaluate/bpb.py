@@ -3,12 +3,13 @@
 Shape legend: b windows in a batch, w window length (≤ n), l chunks, k neighbours, r retrieved tokens
 (2m), v vocabulary, L tokens of one document, q target chunks of the data set.
 
-Each document's input x = [s] + d[:-1] (see :mod:`burrow.evaluate.data`) is cut into windows of n
-tokens starting at multiples of n/2 (the paper: 2048 / 1024). The first window scores all its
-positions; each later one only its last n/2, which the previous window did not reach, so every
-target token is scored exactly once and (except in the first window) with at least n/2 tokens of
-context. Windows start at multiples of n/2, itself a multiple of m, so a window's chunks are the
-document's chunks and RETRO[ON] can use neighbours retrieved once per document chunk.
+Each document's input x = [pad] × (m − 1) + [s] + d[:-1] (the one chunk layout,
+:mod:`burrow.data.layout`) is cut into windows of n tokens starting at multiples of n/2 (the paper:
+2048 / 1024). The first window scores all its positions that have a target; each later one only its
+last n/2, which the previous window did not reach, so every target token is scored exactly once and
+(except in the first window) with at least n/2 tokens of context. Windows start at multiples of
+n/2, itself a multiple of m, so a window's chunks are the document's chunks — the memory's chunks,
+as in training — and RETRO[ON] can use neighbours retrieved once per document chunk.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 LN2 = math.log(2.0)
 MODES = ("baseline", "off", "on")
 
-#: Neighbours for one window: (document, first input chunk, complete chunks l) -> (values (l, k, r), mask (l, k)).
+#: Neighbours for one window: (document, first input chunk of x, complete chunks l) -> (values (l, k, r), mask (l, k)).
 Retrieved = Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]
 
 
@@ -120,12 +121,13 @@ def run_windows(model: Any, data: EvalData, n: int, retrieved: Retrieved | None,
     """Run ``model`` over every window of ``docs`` (default all); yield (jobs, log-probs (b, w, v)).
 
     With ``retrieved`` (RETRO[ON]), a window starting at position p gets the neighbours of its
-    complete input chunks p/m, p/m + 1, …: chunk u's neighbours, retrieved with x[u·m:(u+1)·m],
-    condition positions from (u+1)·m − 1 on, whose targets come after every token of that query.
+    complete input chunks p/m, p/m + 1, …: input chunk u's neighbours, retrieved with
+    x[u·m:(u+1)·m] = C_{u-1}, condition positions from (u+1)·m − 1 on, whose targets come after
+    every token of that query. Input chunk 0 (pads and s) has none.
     """
     m = data.chunk_size
     doc_list = range(data.n_docs) if docs is None else docs
-    jobs = [(d, w) for d in doc_list for w in window_plan(len(data.tokens[d]), n)]
+    jobs = [(d, w) for d in doc_list for w in window_plan(len(data.inputs(d)), n)]
     for group in _batches(jobs, batch_tokens):
         width = group[0][1].end - group[0][1].start
         x = np.stack([data.inputs(d)[w.start : w.end] for d, w in group])  # (b, w)
@@ -142,13 +144,16 @@ def token_bits(model: Any, data: EvalData, n: int, retrieved: Retrieved | None, 
                dtype: torch.dtype | None, batch_tokens: int = 8192) -> list[np.ndarray]:
     """Per document, (L,) bits of each target token, each scored by exactly one window."""
     bits = [np.full(len(t), np.nan) for t in data.tokens]
+    p0 = data.target_offset  # input position of d0
     for group, logp in run_windows(model, data, n, retrieved, device, dtype, batch_tokens):
-        targets = np.stack([data.tokens[d][w.start : w.end] for d, w in group])  # (b, w)
+        targets = np.stack([data.targets(d)[w.start : w.end] for d, w in group])  # (b, w)
         t = torch.as_tensor(targets, dtype=torch.long, device=logp.device)
         nats = -logp.gather(-1, t[..., None]).squeeze(-1)  # (b, w)
         row_bits = (nats / LN2).double().cpu().numpy()
         for (d, w), row in zip(group, row_bits, strict=True):
-            bits[d][w.score_from : w.end] = row[w.score_from - w.start :]
+            lo = max(w.score_from, p0)
+            if lo < w.end:  # a window inside the document-start chunk scores nothing
+                bits[d][lo - p0 : w.end - p0] = row[lo - w.start :]
     if any(np.isnan(b).any() for b in bits):  # pragma: no cover - guarded by window_plan's tests
         raise RuntimeError("some tokens were not scored; window plan is broken")
     return bits

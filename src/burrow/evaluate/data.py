@@ -1,12 +1,16 @@
 """Evaluation documents: tokens, UTF-8 bytes, and the attribution of bytes to 64-token chunks.
 
-Shape legend: D documents, L tokens of one document, q chunks of the whole data set, m chunk length.
+Shape legend: D documents, L tokens of one document, q chunks of the whole data set, m chunk length,
+P = m − 1 positions before a document's first target.
 
-Scoring convention (docs/evaluation.md): a document's token ids d are predicted from the input
-x = [s] + d[:-1], where s is a document-start token (the tokenizer's eos id, else its pad id), so
-every token of d, and so every byte of the text, is predicted exactly once. Target chunk C_u is
-d[u·m : (u+1)·m]; its bytes are the growth of the settled decoded prefix, so a character split by a chunk
-boundary is counted once and the chunk bytes of a document sum to its UTF-8 bytes.
+Scoring convention (docs/evaluation.md): the one chunk layout of :mod:`burrow.data.layout`. A
+document's token ids d are predicted from the input x = [pad] × (m − 1) + [s] + d[:-1], where s is
+the document-start token, so every token of d, and so every byte of the text, is predicted exactly
+once, and the chunks of x after the first are exactly the document's (= the memory's) chunks, as
+in training. Target chunk C_u is d[u·m : (u+1)·m]; it is also input chunk u + 1 of x and the
+query whose neighbours condition C_{u+1}. Its bytes are the growth of the settled decoded prefix,
+so a character split by a chunk boundary is counted once and the chunk bytes of a document sum to
+its UTF-8 bytes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from burrow.data.corpus import CorpusConfig, CorpusStats, read_corpus
+from burrow.data.layout import document_inputs, n_queries, start_token, target_offset
 from burrow.data.tokenizer import Tokenizer
 from burrow.data.tokens import TokenStore
 from burrow.errors import BurrowError
@@ -46,14 +51,16 @@ class EvalData:
             raise BurrowError("evaluation documents must have at least one token")
         n_chunks = -(-lengths // self.chunk_size)  # ceil: the last target chunk may be short
         self.chunk_offsets = np.concatenate([[0], np.cumsum(n_chunks)]).astype(np.int64)  # (D+1,)
-        # Input chunks usable as queries: only complete ones (a partial last one conditions nothing).
-        self.input_offsets = np.concatenate([[0], np.cumsum(lengths // self.chunk_size)]).astype(np.int64)
+        # Queries: complete document chunks whose neighbours condition a later target (layout.n_queries).
+        queries = [n_queries(int(n), self.chunk_size) for n in lengths]
+        self.input_offsets = np.concatenate([[0], np.cumsum(queries)]).astype(np.int64)  # (D+1,)
         self.chunk_doc = np.repeat(np.arange(len(lengths)), n_chunks)  # (q,)
         within = np.arange(len(self.chunk_doc)) - self.chunk_offsets[self.chunk_doc]
         self.chunk_len = np.minimum(self.chunk_size, lengths[self.chunk_doc] - within * self.chunk_size)  # (q,) |C|
         if len(self.chunk_bytes) != len(self.chunk_doc):
             raise BurrowError(f"chunk_bytes has {len(self.chunk_bytes)} entries, expected {len(self.chunk_doc)}")
-        self._inputs = [np.concatenate([[self.start_id], t[:-1]]).astype(np.int64) for t in self.tokens]
+        m = self.chunk_size
+        self._inputs = [document_inputs(t, m, self.start_id, self.pad_id) for t in self.tokens]
 
     @property
     def n_docs(self) -> int:
@@ -70,15 +77,37 @@ class EvalData:
         """UTF-8 bytes scored."""
         return int(self.doc_bytes.sum())
 
+    @property
+    def target_offset(self) -> int:
+        """P = m − 1: input position of the first target (d0) in every document's input."""
+        return target_offset(self.chunk_size)
+
     def inputs(self, doc: int) -> np.ndarray:
-        """(L,) model input x = [s] + d[:-1] of document ``doc``."""
+        """(L + m − 1,) model input x = [pad] × (m − 1) + [s] + d[:-1] of document ``doc``."""
         return self._inputs[doc]
 
+    def targets(self, doc: int) -> np.ndarray:
+        """(L + m − 1,) target of each input position: d[p − P], and the pad id (unscored) before P."""
+        d = self.tokens[doc]
+        return np.concatenate([np.full(self.target_offset, self.pad_id, dtype=np.int64), d])
+
+    def query_rows(self, doc: int) -> np.ndarray:
+        """Rows of :meth:`input_chunks` (and of the data set's target chunks) that document ``doc`` queries with."""
+        return np.arange(self.input_offsets[doc], self.input_offsets[doc + 1])
+
     def input_chunks(self) -> np.ndarray:
-        """(q_in, m) every complete input chunk x[u·m:(u+1)·m] of every document: the RETRO[ON] queries."""
+        """(q_in, m) the RETRO[ON] queries: every document's complete chunks d[u·m:(u+1)·m] with u < n_queries.
+
+        Query u is input chunk u + 1 of x; its neighbours condition targets C_{u+1}, C_{u+2}, … only.
+        """
         m = self.chunk_size
-        parts = [x[: len(x) // m * m].reshape(-1, m) for x in self._inputs]
+        parts = [t[: n_queries(len(t), m) * m].reshape(-1, m) for t in self.tokens]
         return np.concatenate(parts) if parts else np.zeros((0, m), dtype=np.int64)
+
+    def input_rows_in_targets(self) -> np.ndarray:
+        """(q_in,) for each query, its row among :meth:`target_chunks` (the same tokens)."""
+        return np.concatenate([self.chunk_offsets[d] + np.arange(self.input_offsets[d + 1] - self.input_offsets[d])
+                               for d in range(self.n_docs)]).astype(np.int64)
 
     def target_chunks(self) -> np.ndarray:
         """(q, m) every target chunk C_u = d[u·m:(u+1)·m], short ones right-padded with the pad id."""
@@ -92,16 +121,11 @@ class EvalData:
 
     def fingerprint(self) -> str:
         """Hash of the tokens, start token and chunk size: keys the on-disk neighbour cache."""
-        h = hashlib.sha256(f"{self.chunk_size}:{self.start_id}:{self.pad_id}".encode())
+        h = hashlib.sha256(f"layout=doc-aligned:{self.chunk_size}:{self.start_id}:{self.pad_id}".encode())
         for t in self.tokens:
             h.update(np.int64(len(t)).tobytes())
             h.update(np.ascontiguousarray(t, dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
-
-
-def start_token(tok: Tokenizer) -> int:
-    """The document-start token s: the tokenizer's eos id when it has one, else its pad id."""
-    return tok.eos_id if tok.eos_id is not None else tok.pad_id
 
 
 def chunk_bytes_of(tokens: np.ndarray, text_bytes: int, tok: Tokenizer, m: int) -> np.ndarray:

@@ -5,10 +5,12 @@ r = 2m retrieved tokens, e key width.
 
 Two query sets, both run through the memory's frozen encoder and index:
 
-* **input chunks** x[u·m:(u+1)·m] of x = [s] + d[:-1] — RETRO[ON]'s queries. Every token of such a
-  query is an input at or before position (u+1)·m − 1, the first position its neighbours condition,
-  so nothing retrieved depends on a token the model has not yet been given.
 * **target chunks** C_u = d[u·m:(u+1)·m] — the leakage analysis's queries (§2.6: C's own text).
+* **input chunks** — RETRO[ON]'s queries. In the one chunk layout (:mod:`burrow.data.layout`) input
+  chunk u + 1 of x *is* C_u, a memory-aligned chunk; every token of it is an input at or before
+  position (u+2)·m − 1, the first position its neighbours condition, so nothing retrieved depends on
+  a token the model has not yet been given. They are the complete target chunks, so their
+  neighbours are rows of the target chunks' (searched once).
 
 No same-document exclusion: the memory holds no evaluation documents after test-set hygiene, and the
 leakage analysis measures whatever overlap remains. Every model, every k ≤ k_max (the first k) and
@@ -99,18 +101,23 @@ def eval_neighbours(memory: Any, data: EvalData, kind: str, k_max: int = 10,
                     cache_dir: Path | None = None) -> QueryNeighbours:
     """Neighbours of ``data``'s ``kind`` chunks ("input": RETRO[ON] queries, "target": leakage queries).
 
-    Cached in ``cache_dir`` keyed by the memory, the data set's tokens and k_max.
+    Cached in ``cache_dir`` keyed by the memory, the data set's tokens and k_max. The input chunks
+    are the complete target chunks, so "input" selects rows of the (cached) "target" search.
     """
     if kind not in ("input", "target"):
         raise BurrowError(f"query kind must be 'input' or 'target', not {kind!r}")
     if memory.chunk_size != data.chunk_size:
         raise BurrowError(f"memory chunk size {memory.chunk_size} differs from the data's {data.chunk_size}")
+    if kind == "input":
+        t = eval_neighbours(memory, data, "target", k_max, cache_dir)
+        rows = data.input_rows_in_targets()
+        return QueryNeighbours(t.keys[rows], t.ids[rows], t.distances[rows])
     key = config_hash({"memory": memory_fingerprint(memory), "data": data.fingerprint(), "k": k_max, "kind": kind})
     cached = _load_cached(cache_dir, kind, key)
     if cached is not None:
         log.info("reusing cached %s-chunk neighbours (%s)", kind, key)
         return cached
-    chunks = data.input_chunks() if kind == "input" else data.target_chunks()
+    chunks = data.target_chunks()
     log.info("retrieving %d neighbours for %d %s chunks", k_max, len(chunks), kind)
     qn = search_queries(memory, encode_queries(memory, chunks), k_max)
     _save_cached(cache_dir, kind, key, qn, {"memory": str(memory.dir), "data": data.fingerprint(),
@@ -128,16 +135,19 @@ def retrieved_from_ids(ids: np.ndarray, data: EvalData, k: int,
                        values: Callable[[np.ndarray], np.ndarray]) -> Retrieved:
     """The :data:`Retrieved` callable of the scorer: the first ``k`` of each input chunk's neighbours.
 
-    ``ids`` (q_in, ≥k) are in :meth:`EvalData.input_chunks` order.
+    ``ids`` (q_in, ≥k) are in :meth:`EvalData.input_chunks` order. Input chunk u of a document's x
+    holds query u − 1; input chunk 0 (pads and s) has no neighbours (mask False).
     """
     if ids.shape[1] < k:
         raise BurrowError(f"k = {k} neighbours asked but only {ids.shape[1]} were retrieved")
+    missing = np.full((1, k), -1, dtype=ids.dtype)
 
     def get(doc: int, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        row0 = int(data.input_offsets[doc]) + first
-        if first + count > data.input_offsets[doc + 1] - data.input_offsets[doc]:
+        q0, q1 = int(data.input_offsets[doc]), int(data.input_offsets[doc + 1])
+        if first + count - 1 > q1 - q0:
             raise BurrowError("a window asked for neighbours past its document's last complete chunk")
-        rows = ids[row0 : row0 + count, :k]  # (l, k)
+        rows = np.concatenate([missing if u == 0 else ids[q0 + u - 1 : q0 + u, :k]
+                               for u in range(first, first + count)])  # (l, k)
         return values(rows), rows >= 0  # (l, k, r), (l, k)
 
     return get

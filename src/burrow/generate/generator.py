@@ -3,10 +3,11 @@
 Shape legend: n tokens fed in one call, l chunks, m chunk length, k neighbours, r tokens per
 neighbour (2m), v vocabulary.
 
-The model's sequence is [s] + prompt + generated, where s is the document-start token that
-training and evaluation put before every document (the tokenizer's eos, else its pad id), so a
-prompt is read as the start of a document. Whenever the sequence reaches a multiple of m tokens,
-chunk c = len/m - 1 is complete: its m tokens (the last m of the sequence) are the retrieval query
+The model's sequence is [pad] × (m − 1) + [s] + prompt + generated: the one chunk layout of
+:mod:`burrow.data.layout` that training and evaluation use, where s is the document-start token (the
+tokenizer's eos, else its pad id), so a prompt is read as the start of a document and its chunks are
+cut as the memory's are. Whenever the sequence reaches a multiple of m tokens, chunk c = len/m - 1
+is complete: its m tokens (the last m of the sequence) are the retrieval query
 and the retrieved [chunk, continuation] tokens become neighbours[:, c], which the model encodes
 when that chunk's last token is fed and which the next chunk's tokens attend to (RETRO's CCA). A
 prompt's complete chunks are retrieved in one batch before the prefill. Attribution: see
@@ -27,9 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from burrow.data.layout import prefix, start_token
 from burrow.device import autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
-from burrow.evaluate.data import start_token
 from burrow.generate.attribution import ChunkAttribution, NeighbourInfo, best_span, copied_span
 from burrow.generate.config import GenerationConfig
 from burrow.generate.sampling import make_generator, sample_next
@@ -158,12 +159,14 @@ class _Decoding:
         self.gen, self.cfg, self.prompt = gen, config, prompt
         self.m = int(gen.config.chunk_size)
         self.prompt_ids = gen.tokenizer.encode(prompt)
-        self.seq = [gen.start_id, *self.prompt_ids]  # the model's sequence
+        head = prefix(self.m, gen.start_id, gen.tokenizer.pad_id)  # input chunk 0: pads, then s
+        self.seq = [*head, *self.prompt_ids]  # the model's sequence
         self.p0 = len(self.seq)  # position of the first generated token
         max_len = int(gen.config.max_seq_len)
         if self.p0 >= max_len:
             raise BurrowError(f"the prompt is {len(self.prompt_ids)} tokens; this model reads at most "
-                              f"{max_len - 1} (its max_seq_len is {max_len}); shorten the prompt")
+                              f"{max_len - len(head) - 1} after its {len(head)}-token document start "
+                              f"(its max_seq_len is {max_len}); shorten the prompt")
         self.budget = min(config.max_new_tokens, max_len - self.p0)
         self.retrieving = gen.retro and config.retrieval
         self.cache = gen.model.new_cache(1, max_len) if config.kv_cache else None
@@ -190,7 +193,7 @@ class _Decoding:
     def events(self) -> Iterator[Event]:
         """Run the generation, yielding events as they happen."""
         t0 = time.perf_counter()
-        self._retrieve(list(range(self.p0 // self.m)))
+        self._retrieve(list(range(1, self.p0 // self.m)))  # chunk 0 (pads and s) is never a query
         logits = self._feed(self.seq)
         finish = "length" if self.budget == self.cfg.max_new_tokens else "max_seq_len"
         eos = self.gen.tokenizer.eos_id

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from burrow.artefacts import config_hash
+from burrow.data.layout import start_token
 from burrow.data.tokens import TokenStore
 from burrow.errors import BurrowError
 from burrow.memory import Memory
@@ -219,8 +220,7 @@ def _start_token(store: TokenStore, memory: Memory | None) -> int:
     if memory is None or memory.manifest["tokenizer"] != store.tokenizer_fingerprint:
         log.warning("%s: no tokenizer found; the document-start token is the pad id", store.dir)
         return store.pad_id
-    eos = memory.tokenizer.eos_id
-    return eos if eos is not None else store.pad_id
+    return start_token(memory.tokenizer)
 
 
 @dataclass
