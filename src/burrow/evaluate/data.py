@@ -43,6 +43,7 @@ class EvalData:
     chunk_size: int  # m
     start_id: int  # s: the token fed before each document's first token
     pad_id: int  # the tokenizer's pad id (pads short chunks; never a real token)
+    texts: list[str] | None = field(default=None, repr=False)  # the documents' text (methods that re-tokenize)
     _inputs: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +91,17 @@ class EvalData:
         """(L + m − 1,) target of each input position: d[p − P], and the pad id (unscored) before P."""
         d = self.tokens[doc]
         return np.concatenate([np.full(self.target_offset, self.pad_id, dtype=np.int64), d])
+
+    def chunk_of_bytes(self, doc: int, byte_ends: np.ndarray) -> np.ndarray:
+        """Target-chunk rows (into the data set's q chunks) owning the bytes ending at ``byte_ends`` of ``doc``.
+
+        For methods that score with another tokenizer: a token whose text ends at byte e (exclusive)
+        belongs to the chunk whose byte range holds byte e − 1, so its bits land in that chunk's bpb(α).
+        """
+        first, last = int(self.chunk_offsets[doc]), int(self.chunk_offsets[doc + 1])
+        bounds = np.cumsum(self.chunk_bytes[first:last])  # (c,) exclusive end byte of each chunk
+        within = np.searchsorted(bounds, np.maximum(np.asarray(byte_ends) - 1, 0), side="right")
+        return first + np.minimum(within, last - first - 1)
 
     def query_rows(self, doc: int) -> np.ndarray:
         """Rows of :meth:`input_chunks` (and of the data set's target chunks) that document ``doc`` queries with."""
@@ -171,7 +183,7 @@ def from_texts(doc_ids: Sequence[str], texts: Sequence[str], tok: Tokenizer, chu
     chunk_bytes = np.concatenate([chunk_bytes_of(t, int(b), tok, chunk_size)
                                   for t, b in zip(tokens, doc_bytes, strict=True)])
     return EvalData([doc_ids[i] for i in keep], tokens, doc_bytes, chunk_bytes, chunk_size,
-                    start_token(tok), tok.pad_id)
+                    start_token(tok), tok.pad_id, texts=[texts[i] for i in keep])
 
 
 def load_eval_data(paths: Sequence[str | Path], tok: Tokenizer, chunk_size: int, max_docs: int | None = None,
@@ -201,4 +213,4 @@ def from_store(store: TokenStore, tok: Tokenizer, chunk_size: int, max_docs: int
     chunk_bytes = np.concatenate([chunk_bytes_of(t, int(b), tok, chunk_size)
                                   for t, b in zip(tokens, doc_bytes, strict=True)])
     return EvalData([store.docs[d].id for d in keep], tokens, doc_bytes, chunk_bytes, chunk_size,
-                    start_token(tok), tok.pad_id)
+                    start_token(tok), tok.pad_id, texts=[tok.decode(t.tolist()) for t in tokens])
