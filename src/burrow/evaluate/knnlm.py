@@ -1,0 +1,357 @@
+"""kNN-LM (Khandelwal et al. 2020) over a memory's corpus, scored inside burrow's bits-per-byte evaluation.
+
+Shape legend: N datastore entries (one per token of the memory's corpus), d hidden width, Q scored
+evaluation tokens, K neighbours per query, D documents.
+
+* **Datastore** (an artefact under ``MEM/knnlm/<model fingerprint>/``): run the LM over every
+  document of the memory's token store in the one chunk layout (:mod:`burrow.data.layout`),
+  non-overlapping windows; key = the LM's final hidden state (the input of its output layer: after
+  the final norm), value = the next token, plus the entry's document. Keys are stored as fp16 and
+  indexed with FAISS (exact below ``flat_below`` entries, IVF-Flat above), squared L2.
+* **Scoring**: the same strided windows as :func:`burrow.evaluate.bpb.score_model` give, per scored
+  token, log p_LM(target) and the hidden state; its K nearest entries (same-document entries
+  excluded) give p_kNN(target) = Σ_{j: v_j = target} softmax(−dist_j / T); the mixture is
+  p = λ·p_kNN + (1 − λ)·p_LM. With λ = 0 the score equals the LM's own (to float32 rounding).
+* **Tuning** λ and T never sees the documents it is reported on: two-fold cross-fitting over the
+  first and second half of the documents (each half is scored with the parameters tuned on the other),
+  or fixed values (``KnnLMConfig.lam`` and ``temperature``, e.g. tuned on valid and reported on test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from burrow.artefacts import config_hash, read_manifest, write_manifest
+from burrow.data.layout import document_inputs, start_token, target_offset
+from burrow.device import autocast, autocast_dtype, pick_device
+from burrow.errors import BurrowError
+from burrow.evaluate.bpb import LN2, ModelScore, run_windows
+from burrow.evaluate.data import EvalData
+from burrow.memory.neighbours import search_excluding
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class KnnLMConfig:
+    """How the kNN-LM datastore is built and searched, and how λ and T are chosen."""
+
+    k: int = 32  # neighbours per query (the paper uses 1024; far fewer work at our sizes)
+    flat_below: int = 300_000  # exact search below this many entries, IVF-Flat above
+    nlist: int | None = None  # IVF lists; None: about 4·sqrt(N), at most 4096
+    nprobe: int = 16  # IVF lists visited per query
+    train_sample: int = 200_000  # keys the IVF quantizer is trained on
+    lam: float | None = None  # fixed λ (with ``temperature``): no tuning
+    temperature: float | None = None  # fixed T
+    lambdas: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)  # λ grid for tuning
+    temperatures: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0)  # T grid for tuning
+    batch_tokens: int = 8192  # tokens per forward batch
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # autocast: auto (bf16 where fast) | bf16 | fp32
+    progress: bool = True  # progress bars while building the datastore
+
+    def __post_init__(self) -> None:
+        self.lambdas, self.temperatures = tuple(self.lambdas), tuple(self.temperatures)
+        if self.k < 1 or self.nprobe < 1:
+            raise BurrowError("kNN-LM k and nprobe must be ≥ 1")
+        if (self.lam is None) != (self.temperature is None):
+            raise BurrowError("give both λ and T (fixed), or neither (tuned by cross-fitting)")
+        if self.lam is not None and not 0.0 <= self.lam <= 1.0:
+            raise BurrowError(f"λ must be in [0, 1], got {self.lam}")
+        if self.temperature is not None and self.temperature <= 0:
+            raise BurrowError(f"T must be > 0, got {self.temperature}")
+        if any(not 0 <= x <= 1 for x in self.lambdas) or any(t <= 0 for t in self.temperatures):
+            raise BurrowError("λ grid must lie in [0, 1] and T grid must be > 0")
+
+
+def output_layer(model: Any) -> torch.nn.Module:
+    """The module mapping final hidden states to logits (burrow: ``head``; HF: output embeddings)."""
+    if hasattr(model, "get_output_embeddings") and model.get_output_embeddings() is not None:
+        return model.get_output_embeddings()  # type: ignore[no-any-return]
+    if hasattr(model, "base") and hasattr(model.base, "get_output_embeddings"):  # a retro-fitted HF model
+        return model.base.get_output_embeddings()  # type: ignore[no-any-return]
+    return model.head  # type: ignore[no-any-return]
+
+
+class _HiddenTap:
+    """Captures the input of the output layer (the final hidden states) on every forward."""
+
+    def __init__(self, model: Any) -> None:
+        self.value: torch.Tensor | None = None
+        self._handle = output_layer(model).register_forward_pre_hook(self._hook)
+
+    def _hook(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        self.value = args[0].detach()
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+def model_fingerprint(model: Any) -> str:
+    """Hash of a model's weights and config: a datastore belongs to exactly one model."""
+    h = hashlib.sha256(repr(getattr(model, "config", "")).encode())
+    for name, p in model.state_dict().items():
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Datastore:
+    """Keys (N, d) fp16, values (N,) next tokens, docs (N,) memory document of each entry, and the index."""
+
+    dir: Path
+    keys: np.ndarray
+    values: np.ndarray
+    docs: np.ndarray
+    index: Any = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _store_windows(store: Any, n: int, m: int, s: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(document, inputs (w,), targets (w,)) of non-overlapping windows over each document's layout."""
+    p0 = target_offset(m)
+    for d in range(store.n_docs):
+        tokens = np.asarray(store.document(d), dtype=np.int64)
+        if len(tokens) == 0:
+            continue
+        x = document_inputs(tokens, m, s, store.pad_id)
+        t = np.concatenate([np.full(p0, -1, dtype=np.int64), tokens])  # -1: no target (the document-start chunk)
+        for a in range(0, len(x), n):
+            yield d, x[a : a + n], t[a : a + n]
+
+
+def build_datastore(model: Any, memory: Any, seq_len: int, config: KnnLMConfig | None = None,
+                    force: bool = False) -> Datastore:
+    """The kNN-LM datastore of ``model`` over ``memory``'s corpus (built once, then reused)."""
+    config = config or KnnLMConfig()
+    if int(model.config.vocab_size) < memory.tokenizer.vocab_size:
+        raise BurrowError(f"the model's vocabulary ({model.config.vocab_size}) is smaller than memory "
+                          f"{memory.dir}'s tokenizer ({memory.tokenizer.vocab_size}): a kNN-LM datastore needs "
+                          "the model the memory's tokenizer was trained for")
+    fp = model_fingerprint(model)
+    out = Path(memory.dir) / "knnlm" / fp
+    inputs = config_hash({"model": fp, "memory": memory.manifest, "seq_len": seq_len, "format": FORMAT_VERSION,
+                          "index": [config.flat_below, config.nlist, config.train_sample]})
+    man = read_manifest(out, "knnlm")
+    if man is not None and man.get("inputs") == inputs and not force:
+        log.info("reusing the kNN-LM datastore in %s (%d entries)", out, man["n_entries"])
+        return _open(out, config)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    keys, values, docs = _encode_store(model, memory, seq_len, config)
+    np.save(tmp / "keys.npy", keys)
+    np.save(tmp / "values.npy", values)
+    np.save(tmp / "docs.npy", docs)
+    index = _build_index(keys, config)
+    faiss.write_index(index, str(tmp / "index.faiss"))
+    tmp.rename(out)  # a complete directory or none: the manifest below marks it usable
+    write_manifest(out, "knnlm", inputs=inputs, model=fp, memory=str(memory.dir), n_entries=int(len(values)),
+                   dim=int(keys.shape[1]), seq_len=seq_len, index=type(index).__name__, format_version=FORMAT_VERSION)
+    return _open(out, config)
+
+
+def _open(directory: Path, config: KnnLMConfig) -> Datastore:
+    index = faiss.read_index(str(directory / "index.faiss"))
+    if hasattr(index, "nprobe"):
+        index.nprobe = config.nprobe
+    return Datastore(directory, np.load(directory / "keys.npy", mmap_mode="r"), np.load(directory / "values.npy"),
+                     np.load(directory / "docs.npy"), index)
+
+
+def _encode_store(model: Any, memory: Any, n: int, config: KnnLMConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hidden states and next tokens of every token of the memory's corpus."""
+    device = pick_device(config.device)
+    dtype = autocast_dtype(device, config.precision)
+    model.to(device).eval()
+    store, m = memory.store, memory.chunk_size
+    tap = _HiddenTap(model)
+    keys: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    docs: list[np.ndarray] = []
+    per_batch = max(1, config.batch_tokens // n)
+    bar = tqdm(total=store.n_tokens if hasattr(store, "n_tokens") else None, unit="tok", desc="kNN-LM datastore",
+               disable=not config.progress)
+    batch: list[tuple[int, np.ndarray, np.ndarray]] = []
+    try:
+        for item in _store_windows(store, n, m, start_token(memory.tokenizer)):
+            batch.append(item)
+            if len(batch) == per_batch:
+                _encode_batch(model, tap, batch, device, dtype, keys, values, docs, bar)
+                batch = []
+        if batch:
+            _encode_batch(model, tap, batch, device, dtype, keys, values, docs, bar)
+    finally:
+        tap.close()
+        bar.close()
+    return np.concatenate(keys), np.concatenate(values).astype(np.int32), np.concatenate(docs).astype(np.int32)
+
+
+def _encode_batch(model: Any, tap: _HiddenTap, batch: list[tuple[int, np.ndarray, np.ndarray]], device: torch.device,
+                  dtype: torch.dtype | None, keys: list[np.ndarray], values: list[np.ndarray], docs: list[np.ndarray],
+                  bar: Any) -> None:
+    """Run one batch of windows (padded to the longest) and keep the hidden states of positions with a target."""
+    w = max(len(x) for _, x, _ in batch)
+    x = np.zeros((len(batch), w), dtype=np.int64)
+    t = np.full((len(batch), w), -1, dtype=np.int64)
+    for i, (_, xi, ti) in enumerate(batch):
+        x[i, : len(xi)], t[i, : len(ti)] = xi, ti
+    with torch.inference_mode(), autocast(device, dtype):
+        model(torch.as_tensor(x, device=device))
+    assert tap.value is not None
+    h = tap.value.float().cpu().numpy()  # (b, w, d); right padding never influences earlier positions
+    keep = t >= 0
+    keys.append(h[keep].astype(np.float16))
+    values.append(t[keep])
+    docs.append(np.repeat(np.array([d for d, _, _ in batch]), keep.sum(1)))
+    bar.update(int(keep.sum()))
+
+
+def _build_index(keys: np.ndarray, config: KnnLMConfig) -> Any:
+    n, d = keys.shape
+    if n < config.flat_below:
+        index: Any = faiss.IndexFlatL2(d)
+    else:
+        nlist = config.nlist or int(min(4096, max(64, 4 * np.sqrt(n))))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(n, size=min(n, config.train_sample), replace=False))
+        index.train(np.ascontiguousarray(keys[sample], dtype=np.float32))
+        index.nprobe = config.nprobe
+    for s in range(0, n, 262_144):
+        index.add(np.ascontiguousarray(keys[s : s + 262_144], dtype=np.float32))
+    return index
+
+
+@dataclass
+class KnnQueries:
+    """Per scored token of a data set (documents in order, tokens in order): what the mixture needs."""
+
+    lm_logp: np.ndarray  # (Q,) float64 ln p_LM(target)
+    dists: np.ndarray  # (Q, K) float32 squared L2 to the K nearest entries (inf where missing)
+    match: np.ndarray  # (Q, K) bool: that entry's next token is the target
+    doc: np.ndarray  # (Q,) int64 document of each token
+
+
+def knn_queries(model: Any, data: EvalData, store: Datastore, n: int, config: KnnLMConfig,
+                exclude_docs: np.ndarray | None = None) -> KnnQueries:
+    """Score every target token of ``data`` with ``model`` (burrow's strided windows) and search its hidden state.
+
+    ``exclude_docs`` (D,): per evaluation document, a memory document whose entries must not be used
+    (the same document, when the evaluation set is part of the memory); -1 excludes nothing.
+    """
+    device = pick_device(config.device)
+    dtype = autocast_dtype(device, config.precision)
+    model.to(device).eval()
+    p0 = data.target_offset
+    lm = [np.full(len(t), np.nan) for t in data.tokens]
+    hid: list[np.ndarray | None] = [None] * data.n_docs
+    tap = _HiddenTap(model)
+    try:
+        for group, logp in run_windows(model, data, n, None, device, dtype, config.batch_tokens):
+            assert tap.value is not None
+            h = tap.value.float().cpu().numpy()  # (b, w, d)
+            targets = np.stack([data.targets(d)[w.start : w.end] for d, w in group])  # (b, w)
+            lp = logp.gather(-1, torch.as_tensor(targets, device=logp.device)[..., None])[..., 0].double().cpu().numpy()
+            for row, (d, w) in enumerate(group):
+                lo = max(w.score_from, p0)
+                if lo >= w.end:
+                    continue
+                if hid[d] is None:
+                    hid[d] = np.zeros((len(data.tokens[d]), h.shape[-1]), dtype=np.float32)
+                lm[d][lo - p0 : w.end - p0] = lp[row, lo - w.start :]
+                hid[d][lo - p0 : w.end - p0] = h[row, lo - w.start :]  # type: ignore[index]
+    finally:
+        tap.close()
+    queries = np.concatenate([h for h in hid if h is not None])
+    doc = np.repeat(np.arange(data.n_docs), [len(t) for t in data.tokens])
+    qdocs = None if exclude_docs is None else np.asarray(exclude_docs)[doc]
+    log.info("searching %d kNN-LM queries in %d entries", len(queries), len(store))
+    dists, ids = search_excluding(store.index, queries, config.k, qdocs, store.docs)
+    target = np.concatenate(data.tokens)
+    match = (ids >= 0) & (store.values[np.maximum(ids, 0)] == target[:, None])
+    return KnnQueries(np.concatenate(lm), dists, match, doc)
+
+
+def mixture_bits(q: KnnQueries, lam: float, temperature: float) -> np.ndarray:
+    """(Q,) bits of each token under p = λ·p_kNN + (1 − λ)·p_LM, p_kNN = softmax(−dist / T) summed over matches."""
+    logits = np.where(np.isfinite(q.dists), -q.dists.astype(np.float64) / temperature, -np.inf)  # (Q, K)
+    top = logits.max(axis=1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    e = np.exp(logits - top)
+    total = e.sum(axis=1)
+    hit = np.where(q.match, e, 0.0).sum(axis=1)
+    with np.errstate(divide="ignore"):
+        log_knn = np.log(hit) - np.log(np.maximum(total, 1e-300))  # -inf where no neighbour matches
+        if lam <= 0.0:
+            mixed = q.lm_logp
+        elif lam >= 1.0:
+            mixed = log_knn
+        else:
+            mixed = np.logaddexp(np.log(lam) + log_knn, np.log1p(-lam) + q.lm_logp)
+    return -mixed / LN2
+
+
+def tune(q: KnnQueries, rows: np.ndarray, config: KnnLMConfig) -> tuple[float, float]:
+    """(λ, T) minimising the bits of tokens ``rows`` over the config's grids."""
+    sub = KnnQueries(q.lm_logp[rows], q.dists[rows], q.match[rows], q.doc[rows])
+    best = min((float(mixture_bits(sub, lam, t).sum()), lam, t) for lam in config.lambdas
+                for t in config.temperatures)
+    return best[1], best[2]
+
+
+def score_knnlm(name: str, model: Any, data: EvalData, memory: Any, n: int, config: KnnLMConfig | None = None,
+                exclude_docs: np.ndarray | None = None) -> tuple[ModelScore, dict[str, Any]]:
+    """The kNN-LM's score on ``data`` and how it was tuned (``{"folds": [{"docs", "lambda", "temperature"}]}``)."""
+    config = config or KnnLMConfig()
+    store = build_datastore(model, memory, n, config)
+    q = knn_queries(model, data, store, n, config, exclude_docs)
+    bits = np.empty(len(q.lm_logp))
+    folds: list[dict[str, Any]] = []
+    if config.lam is not None and config.temperature is not None:
+        bits[:] = mixture_bits(q, config.lam, config.temperature)
+        folds.append({"docs": "all", "lambda": config.lam, "temperature": config.temperature, "tuned_on": "given"})
+    else:
+        if data.n_docs < 2:
+            raise BurrowError("tuning λ and T by cross-fitting needs at least 2 documents; or give --knn-lambda/-temp")
+        half = data.n_docs // 2
+        first = q.doc < half
+        for report, tune_on, label in ((~first, first, "second"), (first, ~first, "first")):
+            lam, t = tune(q, np.flatnonzero(tune_on), config)
+            rows = np.flatnonzero(report)
+            sub = KnnQueries(q.lm_logp[rows], q.dists[rows], q.match[rows], q.doc[rows])
+            bits[rows] = mixture_bits(sub, lam, t)
+            folds.append({"docs": f"{label} half", "lambda": lam, "temperature": t,
+                          "tuned_on": "first half" if label == "second" else "second half"})
+    per_doc = np.split(bits, np.cumsum([len(t) for t in data.tokens])[:-1])
+    m = data.chunk_size
+    chunk_bits = np.concatenate([np.add.reduceat(b, np.arange(0, len(b), m)) for b in per_doc])
+    score = ModelScore(name, "knnlm", config.k, np.array([b.sum() for b in per_doc]), chunk_bits, data.doc_bytes)
+    info = {"folds": folds, "entries": len(store), "k": config.k, "datastore": str(store.dir),
+            "hit_rate": float(q.match.any(axis=1).mean())}
+    log.info("%s: %.4f bits/byte (kNN-LM, %d entries)", name, score.bpb, len(store))
+    return score, info
+
+
+def same_documents(data: EvalData, memory: Any) -> np.ndarray:
+    """(D,) per evaluation document, the memory document with the same id (-1 where none)."""
+    ids = {doc.id: i for i, doc in enumerate(memory.store.docs)}
+    return np.array([ids.get(d, -1) for d in data.doc_ids], dtype=np.int64)

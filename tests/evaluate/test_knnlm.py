@@ -1,0 +1,99 @@
+"""kNN-LM: λ = 0 is the LM bit for bit; the mixture by hand; same-document exclusion; tuning never sees its report."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from burrow.errors import BurrowError
+from burrow.evaluate import from_store, from_texts
+from burrow.evaluate.bpb import score_model
+from burrow.evaluate.knnlm import KnnLMConfig, KnnQueries, build_datastore, mixture_bits, same_documents, score_knnlm
+from burrow.model import build_model
+from burrow.presets import get_preset
+
+CPU = torch.device("cpu")
+N = 32
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, encoder, make_corpus):
+    from burrow.data.tokenizer import TokenizerConfig
+    from burrow.memory.build import MemoryConfig, build_memory
+    from burrow.memory.encode import EncoderConfig
+
+    root = tmp_path_factory.mktemp("knnlm")
+    config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=400), encoder=EncoderConfig(shard_size=64), chunk_size=8)
+    memory, _ = build_memory([str(make_corpus(root / "corpus"))], root / "mem", config, progress=False,
+                             encoder=encoder)
+    torch.manual_seed(0)
+    model = build_model(get_preset("tiny", vocab_size=memory.tokenizer.vocab_size, chunk_size=8, d_model=32,
+                                   n_layers=2, n_heads=2, head_dim=16, max_seq_len=N))
+    return memory, model
+
+
+def test_lambda_zero_is_the_lm_itself(setup) -> None:
+    memory, model = setup
+    data = from_texts(["a", "b"], ["Cats purr when content and hunt mice.", "A comet has a bright tail."],
+                      memory.tokenizer, 8)
+    cfg = KnnLMConfig(lam=0.0, temperature=1.0, precision="fp32", progress=False)
+    knn, _ = score_knnlm("knn", model, data, memory, N, cfg)
+    base = score_model("base", model, "baseline", data, N, None, CPU, None)
+    np.testing.assert_allclose(knn.chunk_bits, base.chunk_bits, rtol=1e-6)  # float32 log-softmax in both
+
+
+def test_mixture_matches_hand_computation() -> None:
+    q = KnnQueries(lm_logp=np.log(np.array([0.5, 0.1])), dists=np.array([[1.0, 3.0], [2.0, np.inf]], dtype=np.float32),
+                   match=np.array([[True, False], [False, False]]), doc=np.array([0, 0]))
+    bits = mixture_bits(q, lam=0.25, temperature=2.0)
+    p_knn = math.exp(-0.5) / (math.exp(-0.5) + math.exp(-1.5))
+    assert bits[0] == pytest.approx(-math.log2(0.25 * p_knn + 0.75 * 0.5))
+    assert bits[1] == pytest.approx(-math.log2(0.75 * 0.1))  # no neighbour holds the target
+
+
+def test_memory_documents_are_found_unless_excluded(setup) -> None:
+    memory, model = setup
+    data = from_store(memory.store, memory.tokenizer, 8, max_docs=2)  # two documents of the memory itself
+    cfg = KnnLMConfig(lam=0.5, temperature=1.0, k=4, precision="fp32", progress=False)
+    own, info = score_knnlm("own", model, data, memory, N, cfg)
+    base = score_model("base", model, "baseline", data, N, None, CPU, None)
+    assert info["hit_rate"] > 0.9 and own.bpb < base.bpb  # each token's own entry holds its next token
+    excluded, info_x = score_knnlm("x", model, data, memory, N, cfg, exclude_docs=same_documents(data, memory))
+    assert list(same_documents(data, memory)) == [0, 1]
+    assert info_x["hit_rate"] < info["hit_rate"] and excluded.bpb > own.bpb
+
+
+def test_cross_fitting_tunes_on_the_other_half(setup, monkeypatch) -> None:
+    import burrow.evaluate.knnlm as knnlm
+
+    memory, model = setup
+    data = from_store(memory.store, memory.tokenizer, 8, max_docs=4)
+    seen: list[set[int]] = []
+    real = knnlm.tune
+
+    def spy(q, rows, config):
+        seen.append(set(q.doc[rows].tolist()))
+        return real(q, rows, config)
+
+    monkeypatch.setattr(knnlm, "tune", spy)
+    _, info = score_knnlm("k", model, data, memory, N, KnnLMConfig(precision="fp32", progress=False))
+    assert seen == [{0, 1}, {2, 3}]
+    assert [f["docs"] for f in info["folds"]] == ["second half", "first half"]
+
+
+def test_datastore_is_reused_and_belongs_to_one_model(setup) -> None:
+    memory, model = setup
+    cfg = KnnLMConfig(progress=False)
+    a = build_datastore(model, memory, N, cfg)
+    assert len(a) == memory.store.n_tokens  # one entry per token of the corpus
+    mtime = (a.dir / "keys.npy").stat().st_mtime_ns
+    assert build_datastore(model, memory, N, cfg).dir == a.dir and (a.dir / "keys.npy").stat().st_mtime_ns == mtime
+    other = build_model(model.config)
+    assert build_datastore(other, memory, N, cfg).dir != a.dir
+    small = build_model(get_preset("tiny", vocab_size=50, chunk_size=8, d_model=32, n_layers=1, n_heads=2,
+                                   head_dim=16, max_seq_len=N))
+    with pytest.raises(BurrowError, match="vocabulary"):
+        build_datastore(small, memory, N, cfg)
