@@ -92,6 +92,12 @@ def info(directory: Path = typer.Argument(..., help="Memory directory."),
     for nb in data["neighbours"]:
         typer.echo(f"neighbours  {nb['name']} k={nb['k']} over {nb['n_chunks']:,} chunks "
                    f"(same-document exclusion: {nb['exclude_same_document']})")
+    bm = data.get("bm25")
+    if bm is None:
+        typer.echo(f"bm25        none (build it with `burrow memory bm25 {directory}`)")
+    else:
+        state = "up to date" if bm["up_to_date"] else "stale: the chunks changed; rebuild it"
+        typer.echo(f"bm25        {bm['n_chunks']:,} chunks, {bm['vocab_size']:,} terms ({state})")
 
 
 @app.command("search")
@@ -101,11 +107,12 @@ def search(
     k: int = typer.Option(4, "-k", help="Neighbours per query."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
     width: int = typer.Option(240, "--width", help="Characters of each neighbour's text to show."),
+    retriever: str = typer.Option("dense", "--retriever", help="dense (encoder keys, FAISS) or bm25."),
 ) -> None:
-    """Nearest chunks of QUERY: rank, squared-L2 distance, source and [chunk, continuation] text."""
+    """Nearest chunks of QUERY: rank, distance (squared L2, or −BM25 score), source and [chunk, continuation]."""
     from burrow.memory import Memory
 
-    res = Memory(directory).search(list(query), k=k)
+    res = Memory(directory).search(list(query), k=k, retriever=retriever)
     records = res.to_json()
     if as_json:
         typer.echo(json.dumps([{"query": q, "neighbours": r} for q, r in zip(query, records, strict=True)], indent=2))
@@ -116,6 +123,19 @@ def search(
             text = " ".join(r["text"].split())
             typer.echo(f"  {r['rank']:>2}  d={r['distance']:.4f}  {r['source']} +{r['offset']} tokens")
             typer.echo(f"      {text[:width]}{'…' if len(text) > width else ''}")
+
+
+@app.command("bm25")
+def bm25(
+    directory: Path = typer.Argument(..., help="Memory directory."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if up to date."),
+) -> None:
+    """Index the memory's chunks with BM25 (a lexical second retriever: `search --retriever bm25`)."""
+    from burrow.memory import Memory
+    from burrow.memory.bm25 import build_bm25
+
+    m = build_bm25(Memory(directory), force=force)
+    typer.echo(f"bm25 {directory}/bm25: {m['n_chunks']:,} chunks, {m['vocab_size']:,} terms")
 
 
 @app.command("tokenize")

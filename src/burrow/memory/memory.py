@@ -17,6 +17,7 @@ from burrow.artefacts import read_json, require_manifest
 from burrow.data.tokenizer import Tokenizer, load_tokenizer
 from burrow.data.tokens import TokenStore
 from burrow.errors import BurrowError
+from burrow.memory.bm25 import RETRIEVERS, bm25_status, search_bm25
 from burrow.memory.chunks import ChunkTable, chunk_tokens, neighbour_values
 from burrow.memory.encode import EncoderConfig, FrozenEncoder
 from burrow.memory.index import load_index
@@ -27,10 +28,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SearchResult:
-    """Neighbours of q queries: ids, squared-L2 distances, retrieved tokens, text and provenance."""
+    """Neighbours of q queries: ids, distances (smaller is nearer), retrieved tokens, text and provenance."""
 
     ids: np.ndarray  # (q, k) int64 memory chunk ids, -1 where fewer than k exist
-    distances: np.ndarray  # (q, k) float32 squared L2
+    distances: np.ndarray  # (q, k) float32 squared L2 (dense) or negated BM25 score (bm25); inf where missing
     tokens: np.ndarray  # (q, k, r) int64 [chunk, continuation], padded with the pad id
     texts: list[list[str]] = field(default_factory=list)  # decoded [chunk, continuation] per neighbour
     chunk_texts: list[list[str]] = field(default_factory=list)  # decoded chunk alone
@@ -120,6 +121,7 @@ class Memory:
             out[kind] = read_json(p) if p.exists() else None
         out["tokens"] = self.store.manifest
         out["neighbours"] = [read_json(p) for p in sorted((self.dir / "neighbours").glob("*.manifest.json"))]
+        out["bm25"] = bm25_status(self)
         return out
 
     def keys_for_tokens(self, chunks: np.ndarray) -> np.ndarray:
@@ -127,12 +129,18 @@ class Memory:
         return self.encoder.encode(self.tokenizer.decode_batch(np.asarray(chunks).tolist()))
 
     def search(self, queries: list[str] | np.ndarray, k: int = 2, exclude_docs: np.ndarray | None = None,
-               with_text: bool = True) -> SearchResult:
+               with_text: bool = True, retriever: str = "dense") -> SearchResult:
         """Nearest chunks of ``queries`` (texts, or token chunks (q, ≤m)).
 
         ``exclude_docs`` (q,) gives, per query, a memory document index whose chunks must not be
-        returned (same-document exclusion); -1 excludes nothing.
+        returned (same-document exclusion); -1 excludes nothing. ``retriever`` is ``dense`` (the
+        encoder's keys in the FAISS index) or ``bm25`` (:mod:`burrow.memory.bm25`, built with
+        ``burrow memory bm25``; distances are then negated BM25 scores).
         """
+        if retriever not in RETRIEVERS:
+            raise BurrowError(f"retriever must be one of {', '.join(RETRIEVERS)}, not {retriever!r}")
+        if retriever == "bm25":
+            return search_bm25(self, queries, k, exclude_docs, with_text)
         if isinstance(queries, np.ndarray):
             keys = self.keys_for_tokens(queries)
         else:
