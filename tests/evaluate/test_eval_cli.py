@@ -88,3 +88,29 @@ def test_library_evaluate_finds_leakage_of_memory_text(setup) -> None:
     assert result.bpb("retro [ON]", 1.0) == pytest.approx(result.scores["retro [ON]"].bpb)
     again = evaluate(model_entries("retro", retro), memory, data, EvalConfig(precision="fp32"), cache_dir=tmp / "e")
     assert again.bpb("retro [ON]") == pytest.approx(result.bpb("retro [ON]"), rel=1e-9)  # cached neighbours
+
+
+def test_cli_eval_methods_each_against_its_own_base(setup) -> None:
+    memory, valid, tmp = setup
+    app = typer.Typer()
+    from burrow.cli.evaluate import register
+
+    register(app)
+    app.command("noop")(lambda: None)
+    out = tmp / "eval-methods"
+    args = ["eval", str(tmp / "base-run"), str(tmp / "retro-model"), "--memory", str(memory.dir), "--data",
+            str(valid), "--method", "knnlm,random", "--method", "incontext", "--retriever", "dense", "--knn-lambda",
+            "0.25", "--knn-temperature", "10", "--stride", "8",
+            "--precision", "fp32", "-o", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "eval.json").read_text())
+    assert report["methods"]["base-run +kNN-LM"]["base"] == "base-run"
+    assert report["methods"]["base-run +kNN-LM"]["method"] == "knnlm"
+    assert report["methods"]["retro-model [random]"]["base"] == "retro-model [OFF]"
+    assert report["methods"]["retro-model [ON]"]["base"] == "retro-model [OFF]"
+    assert report["methods"]["base-run +in-context dense"]["base"] == "base-run (in-context windows)"
+    assert report["gains"]["base-run +kNN-LM"]["reference"] == "base-run"
+    assert "retrieval methods, each against its own base" in res.output
+    bad = CliRunner().invoke(app, [*args[:-2], "--method", "nonsense", "-o", str(out)])
+    assert bad.exit_code != 0 and "unknown method" in str(bad.exception or bad.output)

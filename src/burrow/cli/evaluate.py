@@ -24,15 +24,37 @@ def eval_command(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp32."),
     batch_tokens: int = typer.Option(8192, "--batch-tokens", help="Tokens per forward batch."),
+    method: list[str] = typer.Option([], "--method", help="Other ways of reading the memory, each against its own "
+                                                         "base: knnlm, incontext, random (RETRO with random "
+                                                         "neighbours). Repeat or comma-separate."),
+    lm: str | None = typer.Option(None, "--lm", help="An HF causal LM for --method incontext (smollm2, a local "
+                                                     "folder, or a hub id when online)."),
+    retriever: str = typer.Option("bm25", "--retriever", help="In-context retriever: bm25 | dense."),
+    stride: int = typer.Option(32, "--stride", help="In-context: tokens scored per retrieval."),
+    query_tokens: int | None = typer.Option(None, "--query-tokens", help="In-context query length (default 32 "
+                                                                        "for bm25, 64 for dense)."),
+    knn_k: int = typer.Option(32, "--knn-k", help="kNN-LM neighbours per token."),
+    knn_lambda: float | None = typer.Option(None, "--knn-lambda", help="Fixed kNN-LM λ (with --knn-temperature); "
+                                                                       "default: tuned by cross-fitting."),
+    knn_temperature: float | None = typer.Option(None, "--knn-temperature", help="Fixed kNN-LM temperature T."),
 ) -> None:
-    """Bits-per-byte of RUN... on whole documents of --data, side by side; leakage and sweeps on request."""
+    """Bits-per-byte of RUN... on whole documents of --data, side by side; leakage, sweeps and retrieval
+    methods (kNN-LM, in-context retrieval, controls) on request."""
     from burrow.evaluate import DEFAULT_SWEEP_K, DEFAULT_SWEEP_MEMORY, EvalConfig, evaluate_runs, format_table
+    from burrow.evaluate.incontext import InContextConfig
+    from burrow.evaluate.knnlm import KnnLMConfig
+    from burrow.evaluate.methods import MethodsConfig
 
     config = EvalConfig(seq_len=seq_len, k=k, leakage=leakage, max_docs=max_docs, device=device,
                         precision=precision, batch_tokens=batch_tokens,
                         sweep_k=DEFAULT_SWEEP_K if sweep_k else (),
                         sweep_memory=DEFAULT_SWEEP_MEMORY if sweep_memory else ())
-    result, paths = evaluate_runs(runs, memory, data, config, out)
+    methods = MethodsConfig(
+        methods=tuple(m.strip() for item in method for m in item.split(",") if m.strip()), lm=lm,
+        knnlm=KnnLMConfig(k=knn_k, lam=knn_lambda, temperature=knn_temperature),
+        incontext=InContextConfig(retriever=retriever, stride=stride, query_tokens=query_tokens, device=device,
+                                  precision=precision))
+    result, paths = evaluate_runs(runs, memory, data, config, out, methods)
     typer.echo(format_table(result))
     for name, path in paths.items():
         typer.echo(f"  {name:<13} {path}")

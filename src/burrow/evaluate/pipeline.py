@@ -23,6 +23,7 @@ from burrow.errors import BurrowError
 from burrow.evaluate.bpb import MODES, Gain, ModelScore, bootstrap_gain, check_mode, score_model
 from burrow.evaluate.data import EvalData, from_store, load_eval_data
 from burrow.evaluate.leakage import DEFAULT_ALPHAS, Leakage, measure_leakage
+from burrow.evaluate.methods import MethodsConfig, add_methods
 from burrow.evaluate.retrieval import eval_neighbours, retrieved_from_ids, values_of
 from burrow.evaluate.sweeps import MemorySubset, sweep_k, sweep_memory
 
@@ -85,6 +86,8 @@ class EvalResult:
     sweep_k: dict[str, dict[int, float]] = field(default_factory=dict)  # RETRO[ON] name -> k -> bpb
     sweep_memory: list[MemorySubset] = field(default_factory=list)
     seconds: float = 0.0
+    bases: dict[str, str] = field(default_factory=dict)  # score -> its own no-retrieval base (methods, RETRO[ON])
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # score -> how its method was run (tuning)
     _gains: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
 
     def bpb(self, name: str, alpha: float = 1.0) -> float:
@@ -119,12 +122,13 @@ class EvalResult:
         alphas = [1.0] + ([REPORT_ALPHA] if self.leakage is not None else [])
         out: dict[str, dict[str, Any]] = {}
         for name in self.scores:
-            if name == ref:
+            base = self.bases.get(name, ref)
+            if name == base:
                 continue
-            out[name] = {"reference": ref}
+            out[name] = {"reference": base}
             for a in alphas:
                 try:
-                    out[name][f"alpha={a:g}"] = self.gain(name, ref, a).to_dict()
+                    out[name][f"alpha={a:g}"] = self.gain(name, base, a).to_dict()
                 except BurrowError as e:  # no chunk below α: the report says so instead of failing
                     log.warning("no gain for %s at α=%g: %s", name, a, e)
         return out
@@ -212,12 +216,15 @@ class _Scorer:
 
 
 def evaluate(models: Mapping[str, ModelEntry], memory: Any, data: EvalData | TokenStore | Sequence[str | Path],
-             config: EvalConfig | None = None, cache_dir: str | Path | None = None) -> EvalResult:
+             config: EvalConfig | None = None, cache_dir: str | Path | None = None,
+             methods: MethodsConfig | None = None) -> EvalResult:
     """Score ``models`` (name -> (model, mode)) on ``data``; leakage and sweeps as ``config`` asks.
 
     ``memory`` (a :class:`burrow.memory.Memory`, or None for baselines on pre-tokenized
     :class:`EvalData`) supplies the tokenizer, RETRO[ON]'s neighbours and the leakage neighbours;
-    ``cache_dir`` keeps the evaluation neighbours (k_max per chunk) for reuse across calls.
+    ``cache_dir`` keeps the evaluation neighbours (k_max per chunk) for reuse across calls;
+    ``methods`` adds other ways of reading the memory (kNN-LM, in-context, controls), each scored
+    on the same documents and measured against its own base.
     """
     config = config or EvalConfig()
     t0 = time.perf_counter()
@@ -232,6 +239,7 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Any, data: EvalData | Tok
     ids = input_nb.ids if input_nb is not None else None
     scores = {name: score(name, model, mode, ids) for name, (model, mode) in models.items()}
     result = EvalResult(config, data, n, scores, memory=str(memory.dir) if memory is not None else None)
+    add_methods(result, score, models, memory, ids, methods or MethodsConfig())
     if config.leakage:
         _run_leakage(result, memory, cache)
     if on and input_nb is not None and config.sweep_k:
@@ -283,7 +291,8 @@ def load_eval_model(path: str | Path) -> tuple[str, Any]:
 
 
 def evaluate_runs(runs: Sequence[str | Path], memory_dir: str | Path | None, data: Sequence[str | Path],
-                  config: EvalConfig, out: str | Path) -> tuple[EvalResult, dict[str, Path]]:
+                  config: EvalConfig, out: str | Path,
+                  methods: MethodsConfig | None = None) -> tuple[EvalResult, dict[str, Path]]:
     """Load each run (a RETRO run is scored [OFF] and [ON]), evaluate, and write the report to ``out``."""
     from burrow.evaluate.report import write_report
     from burrow.memory import Memory
@@ -295,7 +304,7 @@ def evaluate_runs(runs: Sequence[str | Path], memory_dir: str | Path | None, dat
             name = f"{name}'"
         models.update(model_entries(name, model))
     memory = Memory(memory_dir) if memory_dir is not None else None
-    result = evaluate(models, memory, data, config, cache_dir=out)
+    result = evaluate(models, memory, data, config, cache_dir=out, methods=methods)
     return result, write_report(result, out)
 
 

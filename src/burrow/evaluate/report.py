@@ -43,6 +43,7 @@ def to_json(result: EvalResult) -> dict[str, Any]:
                  "chunk_size": d.chunk_size, "start_token": d.start_id, "fingerprint": d.fingerprint()},
         "seq_len": result.seq_len, "stride": result.seq_len // 2, "seconds": result.seconds,
         "config": config_dict(result.config), "models": models, "gains": result.gains(),
+        "methods": {name: {"base": base, **result.methods.get(name, {})} for name, base in result.bases.items()},
         "sweep_k": {n: {str(k): v for k, v in s.items()} for n, s in result.sweep_k.items()},
         "sweep_memory": [{"fraction": p.fraction, "documents": p.docs, "chunks": p.chunks, "tokens": p.tokens,
                           "bpb": p.bpb} for p in result.sweep_memory],
@@ -81,6 +82,30 @@ def format_table(result: EvalResult) -> str:
     d = result.data
     lines.append(f"{d.n_docs} documents, {d.n_tokens:,} tokens, {d.n_bytes:,} bytes; windows {result.seq_len} "
                  f"stride {result.seq_len // 2}; gains are bpb(reference) − bpb(model) with 95% intervals")
+    if result.bases:
+        lines += ["", format_methods(result)]
+    return "\n".join(lines)
+
+
+def _gain_cell(gain: dict[str, float] | None) -> str:
+    if not gain:
+        return "-"
+    return f"{gain['gain']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}] ({100 * gain['relative']:+.1f}%)"
+
+
+def format_methods(result: EvalResult) -> str:
+    """Each way of reading the memory against its own no-retrieval base, at α = 1 and α = 0.125."""
+    g = result.gains()
+    has_leak = result.leakage is not None
+    head = f"{'method':<40} {'base bpb':>9} {'bpb':>8}  {'gain α=1 [95% CI] (relative)':<42}"
+    head += f"  {'gain α≤0.125 [95% CI]':<42}" if has_leak else ""
+    lines = ["retrieval methods, each against its own base (positive gain: retrieval helps)", head, "-" * len(head)]
+    for name, base in result.bases.items():
+        row = f"{name:<40} {result.scores[base].bpb:>9.4f} {result.scores[name].bpb:>8.4f}  "
+        row += f"{_gain_cell(g.get(name, {}).get('alpha=1')):<42}"
+        if has_leak:
+            row += f"  {_gain_cell(g.get(name, {}).get(f'alpha={REPORT_ALPHA:g}')):<42}"
+        lines.append(row)
     return "\n".join(lines)
 
 
