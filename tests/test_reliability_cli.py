@@ -281,6 +281,8 @@ def test_resume_falls_back_past_a_truncated_checkpoint(world, tmp_path, monkeypa
     assert cli(monkeypatch, capsys, *args)[0] == 130
     monkeypatch.setattr(burrow.train.loop, "train_step", real)
     _truncate(tmp_path / "run" / "checkpoints" / "step_000003" / "model.safetensors")
+    with open(tmp_path / "run" / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 4, "lo')  # a line cut short by the crash
     code, _, err = cli(monkeypatch, capsys, "generate", tmp_path / "run", "Bread is", "--memory", world["mem_a"],
                        "--max-tokens", "2", "--precision", "fp32")
     assert code == 0, err  # the unfinished run's newest intact checkpoint generates
