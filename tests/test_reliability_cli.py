@@ -464,3 +464,28 @@ def test_disk_full_while_saving_a_checkpoint(world, tmp_path, monkeypatch, capsy
     code, out, err = cli(monkeypatch, capsys, *args)
     assert code == 0, err
     assert "resumed from step 1" in out
+
+
+def test_disk_full_while_saving_training_state(world, tmp_path, monkeypatch, capsys, one_thread) -> None:
+    import shutil as shutil_module
+
+    import torch
+
+    real_save, real_usage = torch.save, shutil_module.disk_usage
+
+    def full(obj, f, *args, **kwargs):  # what torch says when the disk fills: no errno, no "space"
+        Path(f).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: real_usage(path)._replace(free=4096))
+    args = ["train", "--model", world["model"], "--tokens", world["mem_a"] / "tokens", "-o", tmp_path / "run",
+            "--steps", "2", "--checkpoint-every", "1", *TRAIN]
+    code, _, err = cli(monkeypatch, capsys, *args)
+    assert code == 1
+    assert "no space left on device" in one_error(err).lower()
+    assert not list((tmp_path / "run" / "checkpoints").iterdir())
+    monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.setattr(shutil_module, "disk_usage", real_usage)
+    code, out, err = cli(monkeypatch, capsys, *args)
+    assert code == 0, err
