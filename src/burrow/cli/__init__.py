@@ -52,8 +52,8 @@ INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIG
 
 def main() -> None:
     """Console-script entry point."""
-    _register()
     try:
+        _register()
         # In non-standalone mode typer turns Ctrl-C into a returned 130 and an Exit into its code.
         code = app(standalone_mode=False)
     except BurrowError as e:
