@@ -38,6 +38,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def removing_new_folders(path: str | Path) -> Iterator[None]:
+    """Run a block that creates folder ``path``; if it fails, remove the folders it created and left empty.
+
+    Only empty folders go (``path``'s empty sub-folders, ``path``, then the parents this block made), so
+    a failed command leaves no empty output folder behind and never deletes anything finished.
+    """
+    path = Path(path)
+    top = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        top = p
+    try:
+        yield
+    except BaseException:
+        if top is not None and path.is_dir():
+            for d in sorted((d for d in path.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        for p in (path, *path.parents):
+            if top is None or not p.is_relative_to(top):
+                break
+            with contextlib.suppress(OSError):
+                p.rmdir()  # fails, and is kept, when not empty
+        raise
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

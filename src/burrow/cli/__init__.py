@@ -1,7 +1,8 @@
 """burrow's command line: a thin typer layer; each command parses, validates and calls one library function.
 
 Sub-command groups live in their own modules (``memory``, ``corpus``, ``train`` …) and are
-registered here. User errors (:class:`burrow.BurrowError`) print one line and exit 2.
+registered here. User errors (:class:`burrow.BurrowError`) print one line and exit 2; a full disk
+prints one line and exits 1; Ctrl-C prints how to resume and exits 130 (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -46,17 +47,20 @@ def _root(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+
+
 def main() -> None:
     """Console-script entry point."""
-    _register()
     try:
-        app(standalone_mode=False)
+        _register()
+        # In non-standalone mode typer turns Ctrl-C into a returned 130 and an Exit into its code.
+        code = app(standalone_mode=False)
     except BurrowError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted; re-run the same command to resume", err=True)
-        sys.exit(130)
+        code = INTERRUPTED
     except SystemExit:
         raise
     except Exception as e:  # click usage errors arrive here in non-standalone mode
@@ -69,4 +73,39 @@ def main() -> None:
             sys.exit(e.exit_code)
         if isinstance(e, click.exceptions.Abort):
             sys.exit(1)
+        if _disk_full(e):
+            typer.echo(f"error: no space left on device{_detail(e)}; free some space and re-run the same "
+                       "command: finished work is kept and it resumes", err=True)
+            sys.exit(1)
         raise
+    if code == INTERRUPTED:
+        typer.echo("interrupted; re-run the same command to resume", err=True)
+        sys.exit(INTERRUPTED)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _disk_full(e: BaseException) -> bool:
+    """True when ``e`` (or what caused it) reports a full disk or quota: an OSError with ENOSPC/EDQUOT, or the
+    error text of a writer that wraps one (FAISS's RuntimeError, safetensors' SafetensorError)."""
+    import errno
+
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(cur)
+        if any(s in text for s in ("No space left on device", "os error 28", "StorageFull", "Disk quota exceeded")):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _detail(e: BaseException) -> str:
+    """Where a disk-full error happened: ``(writing PATH)``, the writer's first line, or nothing."""
+    if isinstance(e, OSError):
+        return f" (writing {e.filename})" if e.filename else ""
+    text = str(e).strip().splitlines()
+    return f" ({text[0]})" if text else ""

@@ -19,10 +19,13 @@ TEMPERATURE = typer.Option(1.0, "--temperature", help="Softmax temperature; 0 is
 
 
 def _generator(run: Path, memory: Path, device: str, precision: str) -> Any:
+    from burrow.evaluate.pipeline import check_trained_tokenizer
     from burrow.generate import Generator, load_generation_model
     from burrow.memory import Memory
 
-    return Generator(load_generation_model(run), Memory(memory), device=device, precision=precision)
+    mem = Memory(memory)
+    check_trained_tokenizer(run, mem)
+    return Generator(load_generation_model(run), mem, device=device, precision=precision)
 
 
 def generate_command(
@@ -112,13 +115,16 @@ def chat_command(
 
     session = ChatSession(_generator(run, memory, device, precision),
                           ChatConfig(top_p=top_p, temperature=temperature, max_new_tokens=max_tokens, k=k, seed=seed))
-    console, interactive = _console(), sys.stdin.isatty()
+    console, interactive, warned = _console(), sys.stdin.isatty(), False
     if interactive:
         console.print("Chat with Burrow. Type /quit to leave.", style="dim")
     while True:
         if interactive:
             console.print("User: ", end="", style="bold")
-        line = sys.stdin.readline()
+        line, valid = _read_line()
+        if not valid and not warned:
+            typer.echo("warning: the input is not valid UTF-8; its undecodable bytes are read as U+FFFD", err=True)
+            warned = True
         if not line or line.strip() in ("/quit", "/exit"):
             break
         if not line.strip():
@@ -131,6 +137,17 @@ def chat_command(
         except BurrowError as e:
             console.print(f"\nerror: {e}", style="red", markup=False)
         console.print()
+
+
+def _read_line() -> tuple[str, bool]:
+    """One line of stdin whatever its bytes, and whether it was valid UTF-8 (if not, bad bytes become U+FFFD)."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    raw = buffer.readline() if buffer is not None else \
+        sys.stdin.readline().encode("utf-8", errors="surrogatepass")
+    try:
+        return raw.decode("utf-8"), True
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace"), False
 
 
 def serve_command(
@@ -151,7 +168,11 @@ def serve_command(
 
     config = ServeConfig(max_prompt_chars=max_prompt_chars, max_new_tokens=max_tokens,
                          max_concurrent=max_concurrent, device=device, precision=precision)
-    app = create_app(load_generation_model(run), Memory(memory), config)
+    from burrow.evaluate.pipeline import check_trained_tokenizer
+
+    mem = Memory(memory)
+    check_trained_tokenizer(run, mem)
+    app = create_app(load_generation_model(run), mem, config)
     typer.echo(f"serving on http://{host}:{port}/ (API docs at /docs)")
     run_server(app, host, port)
 

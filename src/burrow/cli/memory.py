@@ -62,6 +62,13 @@ def build(
     m = memory.manifest
     typer.echo(f"memory {out}: {m['n_docs']:,} documents, {m['n_tokens']:,} tokens, {m['n_chunks']:,} chunks, "
                f"index {m['index']}")
+    read = m.get("corpus") or {}
+    if read.get("truncated"):
+        typer.echo(f"warning: {len(read['truncated'])} input file(s) are truncated, only their readable lines are "
+                   f"in the memory: {', '.join(read['truncated'])}", err=True)
+    if (read.get("skipped") or {}).get("unreadable"):
+        typer.echo(f"warning: {read['skipped']['unreadable']} input file(s) could not be read and are not in the "
+                   "memory (see the warnings above)", err=True)
 
 
 @app.command("info")

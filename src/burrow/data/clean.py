@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import IO, Any
 
-from burrow.artefacts import atomic_path, write_json
-from burrow.data.corpus import CorpusConfig, CorpusStats, Document, read_corpus
+from burrow.artefacts import atomic_path, removing_new_folders, write_json
+from burrow.data.corpus import CorpusConfig, CorpusStats, Document, no_documents, read_corpus
 from burrow.data.dedup import (
     DEDUP_RULES,
     Decontaminator,
@@ -272,15 +272,18 @@ def clean_corpus(
     config = config or CleanConfig()
     corpus_config = corpus_config or CorpusConfig()
     output = Path(output)
-    eval_docs = read_corpus(against, against_config or corpus_config) if against else None
+    eval_stats = CorpusStats()
+    eval_docs = read_corpus(against, against_config or corpus_config, eval_stats) if against else None
     start = time.perf_counter()
     cleaner = Cleaner(config, eval_docs)
+    if against:
+        _check_against(against, eval_stats, cleaner.eval_documents)
     stats = CorpusStats()
     report = CleanReport(
         str(output), [str(p) for p in inputs], [str(p) for p in against], _config_dict(config)
     )
     report.eval_documents = cleaner.eval_documents
-    with atomic_path(output) as tmp, _open_output(tmp, output) as out:
+    with removing_new_folders(output.parent), atomic_path(output) as tmp, _open_output(tmp, output) as out:
         for doc in read_corpus(inputs, corpus_config, stats):
             verdict = cleaner.judge(doc)
             report.record(doc, verdict, config.examples, config.snippet_chars)
@@ -290,11 +293,23 @@ def clean_corpus(
             if on_document is not None:
                 on_document(doc, verdict)
         out.close()
+        if report.documents_in == 0:  # an empty output and "kept 0 of 0" would hide that nothing was read
+            raise no_documents(inputs, stats)
         report.seconds = time.perf_counter() - start
         report.read = stats.to_dict()
         _write_reports(report)
     log.info("kept %d of %d documents -> %s", report.documents_kept, report.documents_in, output)
     return report
+
+
+def _check_against(against: Sequence[str | Path], stats: CorpusStats, documents: int) -> None:
+    """Decontamination must not silently become a no-op: every evaluation file must be read."""
+    if documents == 0:
+        raise no_documents(against, stats, "evaluation documents (--against)")
+    lost = sum(stats.skipped[r] for r in ("unreadable", "bad_parquet"))
+    if lost:
+        raise BurrowError(f"{lost} --against file(s) in {', '.join(map(str, against))} cannot be read (see the "
+                          "warnings above), so decontamination would be incomplete; fix or drop them")
 
 
 def _write_reports(report: CleanReport) -> None:

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import re
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ class CorpusStats:
     repaired_utf8: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     skipped_bytes: int = 0
+    truncated: list[str] = field(default_factory=list)  # compressed files that end early (readable lines kept)
 
     def skip(self, reason: str, nbytes: int = 0) -> None:
         """Count one skipped document (or file) and its bytes."""
@@ -83,9 +85,11 @@ class CorpusStats:
         skipped = sum(self.skipped.values())
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
         repaired = f"; {self.repaired_utf8} repaired invalid UTF-8" if self.repaired_utf8 else ""
+        truncated = (f"; {len(self.truncated)} truncated file(s), readable lines kept: {', '.join(self.truncated)}"
+                     if self.truncated else "")
         return (
             f"read {self.documents:,} documents ({self.bytes:,} bytes) from {self.files} files; "
-            f"skipped {skipped:,} ({self.skipped_bytes:,} bytes): {reasons}{repaired}"
+            f"skipped {skipped:,} ({self.skipped_bytes:,} bytes): {reasons}{repaired}{truncated}"
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -97,7 +101,16 @@ class CorpusStats:
             "repaired_utf8": self.repaired_utf8,
             "skipped": dict(self.skipped),
             "skipped_bytes": self.skipped_bytes,
+            **({"truncated": list(self.truncated)} if self.truncated else {}),
         }
+
+
+def no_documents(inputs: Iterable[str | Path], stats: CorpusStats, what: str = "documents") -> BurrowError:
+    """The error for inputs that yielded nothing: what was skipped, and what to give instead."""
+    reasons = ", ".join(f"{n} {why}" for why, n in sorted(stats.skipped.items())) or "nothing"
+    return BurrowError(f"no {what} in {', '.join(map(str, inputs))} ({stats.files} file(s) read; skipped: "
+                       f"{reasons}); give text files (.txt .md .jsonl[.gz] .parquet) holding non-empty text "
+                       "(JSONL/Parquet: in the --text-field)")
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
@@ -154,7 +167,7 @@ def read_corpus(
         if kind == "parquet":
             yield from _read_parquet(path, config, stats)
             continue
-        raw = _read_bytes(path)
+        raw = _read_bytes(path, stats)
         if raw is None:
             stats.skip("unreadable")
             continue
@@ -168,15 +181,42 @@ def read_corpus(
             yield from _read_text(path, raw, config, stats)
 
 
-def _read_bytes(path: Path) -> bytes | None:
+def _read_bytes(path: Path, stats: CorpusStats) -> bytes | None:
     try:
         if path.suffix.lower() == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
+            return _read_gzip(path, stats)
         return path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         log.warning("cannot read %s: %s", path, e)
         return None
+
+
+def _read_gzip(path: Path, stats: CorpusStats) -> bytes | None:
+    """A gzip file's bytes; one that ends early keeps its complete lines (counted in ``stats.truncated``)."""
+    parts: list[bytes] = []
+    with gzip.open(path, "rb") as f:
+        while True:
+            try:
+                block = f.read1(1 << 16)  # read1: what was decompressed before a failure is kept
+            except (OSError, EOFError, zlib.error) as e:
+                if isinstance(e, gzip.BadGzipFile) and not parts:
+                    raise  # not gzip at all
+                error = e
+                break
+            if not block:
+                return b"".join(parts)
+            parts.append(block)
+    raw = b"".join(parts)
+    cut = raw.rfind(b"\n") + 1  # drop the incomplete last line
+    if cut == 0:
+        log.warning("cannot read %s: %s (no complete line before the damage)", path, error)
+        return None
+    lost = len(raw) - cut
+    stats.truncated.append(str(path))
+    stats.skip("truncated_tail", lost)
+    log.warning("%s is truncated (%s): kept its first %d lines (%d bytes); the rest is lost, so re-download or "
+                "re-compress it for the whole file", path, error, raw.count(b"\n", 0, cut), cut)
+    return raw[:cut]
 
 
 def _looks_binary(raw: bytes) -> bool:

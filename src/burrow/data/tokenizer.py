@@ -68,10 +68,16 @@ class Tokenizer:
         return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text."""
+        """Token ids of each text (lone surrogates, from bytes that were not UTF-8, encode as U+FFFD)."""
+        try:
+            return self._encode_batch(list(texts))
+        except (TypeError, UnicodeError):  # the backends refuse strings holding lone surrogates
+            return self._encode_batch([valid_text(t) for t in texts])
+
+    def _encode_batch(self, texts: list[str]) -> list[list[int]]:
         if self.kind == "sentencepiece":
-            return list(self._backend.encode(list(texts), num_threads=2))
-        return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
+            return list(self._backend.encode(texts, num_threads=2))
+        return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids``; pad ids are dropped."""
@@ -101,6 +107,11 @@ class Tokenizer:
         return dest
 
 
+def valid_text(text: str) -> str:
+    """``text`` as valid Unicode: lone surrogates (undecodable bytes read with ``surrogateescape``) → U+FFFD."""
+    return text.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
+
+
 def train_tokenizer(texts: Iterable[str], out_dir: str | Path, config: TokenizerConfig) -> Tokenizer:
     """Train a SentencePiece BPE (byte fallback, exact round trip) on a sample of ``texts``."""
     import sentencepiece as spm
@@ -123,7 +134,12 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, config: Tokenizer
     dest = Path(out_dir) / SP_FILE
     with atomic_path(dest) as tmp:
         tmp.write_bytes(model.getvalue())
-    return load_tokenizer(str(dest))
+    tok = load_tokenizer(str(dest))
+    if tok.vocab_size < config.vocab_size:
+        log.warning("the tokenizer has %d pieces, fewer than the %d asked for (--vocab-size): the corpus sample "
+                    "holds no more merges; give more text or a smaller --vocab-size", tok.vocab_size,
+                    config.vocab_size)
+    return tok
 
 
 def _sample_lines(texts: Iterable[str], budget: int) -> list[str]:

@@ -331,7 +331,8 @@ def score_knnlm(name: str, model: Any, data: EvalData, memory: Any, n: int, conf
         folds.append({"docs": "all", "lambda": config.lam, "temperature": config.temperature, "tuned_on": "given"})
     else:
         if data.n_docs < 2:
-            raise BurrowError("tuning λ and T by cross-fitting needs at least 2 documents; or give --knn-lambda and --knn-temperature")
+            raise BurrowError("tuning λ and T by cross-fitting needs at least 2 documents; "
+                              "or give --knn-lambda and --knn-temperature")
         half = data.n_docs // 2
         first = q.doc < half
         for report, tune_on, label in ((~first, first, "second"), (first, ~first, "first")):

@@ -24,10 +24,11 @@ from burrow.artefacts import (
     manifest_path,
     read_json,
     read_manifest,
+    removing_new_folders,
     write_json,
     write_manifest,
 )
-from burrow.data.corpus import CorpusConfig, CorpusStats, expand_inputs, read_corpus
+from burrow.data.corpus import CorpusConfig, CorpusStats, expand_inputs, no_documents, read_corpus
 from burrow.data.tokenizer import (
     Tokenizer,
     TokenizerConfig,
@@ -38,7 +39,7 @@ from burrow.data.tokenizer import (
 from burrow.data.tokens import TokenStore, write_token_store
 from burrow.errors import BurrowError
 from burrow.memory.chunks import chunk_table, chunk_tokens
-from burrow.memory.encode import EncoderConfig, FrozenEncoder, encode_sharded, load_shards
+from burrow.memory.encode import EncoderConfig, FrozenEncoder, encode_sharded, load_shards, shard_problem
 from burrow.memory.index import IndexConfig, build_index, save_index
 from burrow.memory.memory import Memory
 from burrow.memory.neighbours import search_excluding
@@ -123,14 +124,24 @@ class _Builder:
             return load_tokenizer(str(self.out / m["file"]))
         self._invalidate_after("tokenizer")
         t0 = time.perf_counter()
+        stats = CorpusStats()
         if cfg.source is None:
             log.info("training a %d-piece SentencePiece BPE tokenizer on a corpus sample", cfg.vocab_size)
-            tok = train_tokenizer((d.text for d in read_corpus(self.inputs, self.config.corpus)), self.out, cfg)
+            try:
+                tok = train_tokenizer((d.text for d in read_corpus(self.inputs, self.config.corpus, stats)),
+                                      self.out, cfg)
+            except BurrowError:
+                if stats.documents == 0:  # the whole corpus was read and nothing in it is text
+                    raise no_documents(self.inputs, stats) from None
+                raise
         else:
+            first = next(iter(read_corpus(self.inputs, self.config.corpus, stats)), None)
+            if first is None:
+                raise no_documents(self.inputs, stats)
             tok = load_tokenizer(cfg.source, cfg.gguf_file)
         tok.path = tok.save(self.out)
-        sample = next(iter(read_corpus(self.inputs, self.config.corpus))).text
-        fields = tokenizer_manifest(tok, cfg, sample)
+        sample = next(iter(read_corpus(self.inputs, self.config.corpus)), None)
+        fields = tokenizer_manifest(tok, cfg, sample.text if sample is not None else None)
         fields["file"] = tok.path.name
         write_manifest(self.out, "tokenizer", inputs=inputs, **fields)
         self.timings.append(StageTiming("tokenizer", time.perf_counter() - t0, 1, "tokenizer"))
@@ -147,9 +158,9 @@ class _Builder:
         bar = self._bar(None, "doc", "tokenize")
         stats = CorpusStats()
         docs = read_corpus(self.inputs, self.config.corpus, stats)
-        store = write_token_store(self.out / "tokens", docs, tok, progress=lambda d, t: bar.update(d),
-                                  extra=lambda: {"inputs": inputs, "corpus": stats.to_dict()})
-        bar.close()
+        with bar:  # closed on failure too, so an error starts on its own line
+            store = write_token_store(self.out / "tokens", docs, tok, progress=lambda d, t: bar.update(d),
+                                      extra=lambda: {"inputs": inputs, "corpus": stats.to_dict()})
         self.corpus_stats = stats
         log.info(stats.summary())
         self.timings.append(StageTiming("tokens", time.perf_counter() - t0, store.n_tokens, "tokens"))
@@ -179,6 +190,11 @@ class _Builder:
         emb_dir = self.out / "embeddings"
         m = self._fresh("embeddings", inputs)
         n = len(table)
+        if m is not None and self._keys_needed(inputs):
+            problem = shard_problem(emb_dir, m)
+            if problem is not None:  # a deleted or damaged shard: re-encode what is missing, keep the rest
+                log.warning("%s; re-encoding the missing keys", problem)
+                m = None
         if m is not None:
             self.timings.append(StageTiming("embeddings", 0.0, n, "chunks", skipped=True))
             return [emb_dir / p for p in m["shards"]], inputs
@@ -194,18 +210,24 @@ class _Builder:
         def texts_of(a: int, b: int) -> list[str]:
             return tok.decode_batch(chunk_tokens(store, table, np.arange(a, b)).tolist())
 
-        paths = encode_sharded(encoder, texts_of, n, emb_dir, progress=bar.update)
-        bar.close()
+        with bar:  # closed on failure too, so an error starts on its own line
+            paths = encode_sharded(encoder, texts_of, n, emb_dir, progress=bar.update)
         write_manifest(self.out, "embeddings", inputs=inputs, n=n, dim=encoder.dim, dtype="float32",
-                       shards=[p.name for p in paths], encoder=encoder.fingerprint(),
-                       precision=str(encoder.dtype))
+                       shards=[p.name for p in paths], shard_bytes=[p.stat().st_size for p in paths],
+                       encoder=encoder.fingerprint(), precision=str(encoder.dtype))
         self.timings.append(StageTiming("embeddings", time.perf_counter() - t0, n, "chunks"))
         return paths, inputs
+
+    def _keys_needed(self, emb_fp: str) -> bool:
+        """Whether the key shards must be on disk: kept by config, or the index must be (re)built from them."""
+        index_inputs = config_hash({"emb": emb_fp, "index": asdict(self.config.index)})
+        return self.config.keep_embeddings or self._fresh("index", index_inputs) is None \
+            or not (self.out / "index.faiss").exists()
 
     def index(self, shards: list[Path], emb_fp: str, dim: int, n: int) -> dict[str, Any]:
         inputs = config_hash({"emb": emb_fp, "index": asdict(self.config.index)})
         m = self._fresh("index", inputs)
-        if m is not None:
+        if m is not None and (self.out / "index.faiss").exists():
             self.timings.append(StageTiming("index", 0.0, n, "chunks", skipped=True))
             return m
         self._invalidate_after("index")
@@ -225,7 +247,13 @@ def build_memory(inputs: Sequence[str], out: str | Path, config: MemoryConfig | 
                  encoder: FrozenEncoder | None = None) -> tuple[Memory, list[StageTiming]]:
     """Build (or resume, or refresh) the memory at ``out`` from corpus ``inputs``."""
     config = config or MemoryConfig()
-    b = _Builder(inputs, Path(out), config, force, progress)
+    with removing_new_folders(out):
+        return _build(inputs, Path(out), config, force, progress, encoder)
+
+
+def _build(inputs: Sequence[str], out: Path, config: MemoryConfig, force: bool, progress: bool,
+           encoder: FrozenEncoder | None) -> tuple[Memory, list[StageTiming]]:
+    b = _Builder(inputs, out, config, force, progress)
     tok = b.tokenizer()
     store = b.tokens(tok)
     chunks_fp = b.chunks(store)
@@ -314,8 +342,9 @@ def tokenize_store(memory: Memory, inputs: Sequence[str], out: str | Path,
         raise BurrowError("no input files given")
     bar = tqdm(unit="doc", desc="tokenize", disable=not progress)
     stats = CorpusStats()
-    store = write_token_store(out, read_corpus(inputs, corpus or CorpusConfig(), stats), memory.tokenizer,
-                              progress=lambda d, t: bar.update(d))
+    with removing_new_folders(out):
+        store = write_token_store(out, read_corpus(inputs, corpus or CorpusConfig(), stats), memory.tokenizer,
+                                  progress=lambda d, t: bar.update(d))
     bar.close()
     log.info(stats.summary())
     return store

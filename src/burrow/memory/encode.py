@@ -147,6 +147,29 @@ def _shard_ok(path: Path, rows: int, dim: int) -> bool:
     return arr.shape == (rows, dim)
 
 
+def shard_problem(directory: Path, manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the key shards an embeddings manifest lists (a missing file, a size or a row count
+    other than recorded), or None when they are all there. Reads only file sizes and .npy headers."""
+    names, sizes = manifest.get("shards", []), manifest.get("shard_bytes")
+    rows = 0
+    for i, name in enumerate(names):
+        path = directory / name
+        if not path.is_file():
+            return f"key shard {path} is missing"
+        if sizes is not None and path.stat().st_size != sizes[i]:
+            return f"key shard {path} has {path.stat().st_size:,} bytes, not the {sizes[i]:,} written"
+        try:
+            shape = np.load(path, mmap_mode="r").shape
+        except (ValueError, OSError):
+            return f"key shard {path} is damaged"
+        if len(shape) != 2 or shape[1] != manifest.get("dim", shape[1]):
+            return f"key shard {path} has shape {shape}, not (rows, {manifest.get('dim')})"
+        rows += shape[0]
+    if rows != manifest.get("n", rows):
+        return f"the key shards in {directory} hold {rows:,} keys, not the {manifest.get('n'):,} written"
+    return None
+
+
 def load_shards(paths: Sequence[Path]) -> np.ndarray:
     """All shards as one (n, dim) float32 array."""
     if not paths:

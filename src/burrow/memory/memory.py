@@ -19,7 +19,7 @@ from burrow.data.tokens import TokenStore
 from burrow.errors import BurrowError
 from burrow.memory.bm25 import RETRIEVERS, bm25_status, search_bm25
 from burrow.memory.chunks import ChunkTable, chunk_tokens, neighbour_values
-from burrow.memory.encode import EncoderConfig, FrozenEncoder
+from burrow.memory.encode import EncoderConfig, FrozenEncoder, shard_problem
 from burrow.memory.index import load_index
 from burrow.memory.neighbours import search_excluding
 
@@ -66,6 +66,16 @@ class Memory:
             raise BurrowError(f"{self.dir} is not a memory directory (build one with `burrow memory build`)")
         self.manifest = require_manifest(self.dir, "memory")
         self._encoder = encoder
+        self._check_keys()
+
+    def _check_keys(self) -> None:
+        """A memory that keeps its key shards must hold every one, as written (count, sizes, shapes)."""
+        if not self.manifest.get("config", {}).get("keep_embeddings", True):
+            return
+        problem = shard_problem(self.dir / "embeddings", require_manifest(self.dir, "embeddings"))
+        if problem is not None:
+            raise BurrowError(f"memory {self.dir}: {problem}; re-run the `burrow memory build` command that made "
+                              "it: it re-encodes only the missing keys")
 
     @cached_property
     def tokenizer(self) -> Tokenizer:

@@ -39,6 +39,19 @@ def save_model(model: Transformer, path: str | Path) -> Path:
     return directory
 
 
+def damaged(path: Path, why: str) -> BurrowError:
+    """The error for a damaged file of a model directory, with the fix that fits where that directory is."""
+    d = path.parent
+    if d.name == "final" and (d.parent / "checkpoints").is_dir():
+        fix = (f"delete {d} and {d.parent / 'train.manifest.json'}, then re-run the same `burrow train` command: it "
+               "rewrites final/ from the last checkpoint without training again")
+    elif d.parent.name == "checkpoints":
+        fix = f"delete the checkpoint {d} and re-run `burrow train`: it resumes from an earlier checkpoint"
+    else:
+        fix = "restore that file from a copy or save the model again"
+    return BurrowError(f"{path} is damaged or truncated ({why}); {fix}")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transformer:
     """Rebuild a model saved by :func:`save_model` from its directory (or its weights file)."""
     directory = Path(path)
@@ -47,9 +60,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transfor
     weights = directory / WEIGHTS_FILE
     if not weights.exists():
         raise BurrowError(f"{directory} holds no {WEIGHTS_FILE}; is it a burrow model directory?")
-    config = ModelConfig.from_dict(read_json(directory / CONFIG_FILE))
+    try:
+        config = ModelConfig.from_dict(read_json(directory / CONFIG_FILE))
+    except BurrowError:
+        if not (directory / CONFIG_FILE).exists():
+            raise
+        raise damaged(directory / CONFIG_FILE, "not valid JSON") from None
     model = build_model(config)
-    missing, unexpected = safetensors.torch.load_model(model, str(weights), strict=False, device=str(device))
+    try:
+        missing, unexpected = safetensors.torch.load_model(model, str(weights), strict=False, device=str(device))
+    except (safetensors.SafetensorError, OSError) as e:  # truncated or overwritten weights
+        raise damaged(weights, str(e)) from None
     if missing or unexpected:
         raise BurrowError(
             f"{weights} does not match its config.json (missing {sorted(missing)[:3]}, "

@@ -16,6 +16,7 @@ RNG states (the data order is a function of the seed and the step; the LR of the
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -104,7 +105,12 @@ def save_checkpoint(paths: RunPaths, step: int, model: Transformer, optimizer: t
     try:
         save(model, tmp)
         state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), **extra}
-        torch.save(state, tmp / STATE_FILE)
+        try:
+            torch.save(state, tmp / STATE_FILE)
+        except RuntimeError as e:  # torch reports a full disk only as a failed write ("unexpected pos")
+            if shutil.disk_usage(tmp).free < 1 << 20:
+                raise OSError(errno.ENOSPC, "No space left on device", str(tmp / STATE_FILE)) from e
+            raise
         dest = paths.checkpoint(step)
         if dest.exists():  # a re-taken checkpoint of the same step (os.replace cannot overwrite a directory)
             shutil.rmtree(dest)

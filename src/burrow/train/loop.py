@@ -106,7 +106,7 @@ def train(config: TrainConfig, setup: ModelSetup | None = None) -> TrainResult:
     optimizer = build_optimizer(model, config)
     start, last_loss = 0, None
     if resume is not None:
-        start, last_loss = _resume(resume, model, optimizer, device, setup)
+        start, last_loss, resume = _resume_newest_intact(paths, model, optimizer, device, setup)
         log.info("resuming %s from step %d (%s)", paths.root, start, resume.name)
     log.info("training %s (%s, %.1fM parameters) on %s, autocast %s", model_cfg.name or config.model,
              "RETRO" if model_cfg.retro else "baseline", model.num_parameters(non_embedding=False) / 1e6,
@@ -125,9 +125,17 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Transformer
     checkpoints = list_checkpoints(paths)
     if not checkpoints:
         raise BurrowError(f"{run} holds no trained model (no final/ and no checkpoints); train it first")
-    step, path = checkpoints[-1]
-    log.warning("%s has not finished; loading its newest checkpoint (step %d)", run, step)
-    return _load_model_dir(path, device)
+    errors = []
+    for step, path in reversed(checkpoints):  # the newest that loads: a damaged one is passed over
+        try:
+            model = _load_model_dir(path, device)
+        except BurrowError as e:
+            log.warning("%s; trying an earlier checkpoint", e)
+            errors.append(e)
+            continue
+        log.warning("%s has not finished; loading its newest intact checkpoint (step %d)", run, step)
+        return model
+    raise BurrowError(f"{run} has not finished and none of its checkpoints can be loaded (the newest: {errors[0]})")
 
 
 def _load_model_dir(path: Path, device: str | torch.device) -> Transformer:
@@ -173,6 +181,22 @@ def _check_compatible(root: Path, old: dict[str, Any], new: dict[str, Any]) -> N
         raise BurrowError(f"{root} was started with other settings ({changes}); use another -o or --force")
 
 
+def _resume_newest_intact(paths: RunPaths, model: nn.Module, optimizer: torch.optim.Optimizer,
+                          device: torch.device, setup: ModelSetup | None) -> tuple[int, float | None, Path]:
+    """:func:`_resume` from the newest checkpoint that loads; a damaged newer one (truncated weights or
+    state) is passed over with a warning, and retaken when training reaches its step again."""
+    checkpoints = list_checkpoints(paths)
+    for _, path in reversed(checkpoints):
+        try:
+            step, loss = _resume(path, model, optimizer, device, setup)
+        except BurrowError as e:
+            log.warning("cannot resume from %s: %s; falling back to the checkpoint before it", path.name, e)
+            continue
+        return step, loss, path
+    raise BurrowError(f"none of the {len(checkpoints)} checkpoint(s) of {paths.root} can be loaded (see the "
+                      "warnings above); re-run with --force to start the run again")
+
+
 def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
             setup: ModelSetup | None = None) -> tuple[int, float | None]:
     """Load checkpoint ``path`` into ``model`` and ``optimizer``; restore RNG; return its step and loss."""
@@ -196,7 +220,7 @@ class _Metrics:
         kept = []
         if self.path.exists():
             lines = self.path.read_text(encoding="utf-8").splitlines()
-            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= start]
+            kept = [line for line in lines if _step_of(line) <= start]
         with atomic_path(self.path) as tmp:
             tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -220,6 +244,14 @@ class _Metrics:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics line; a line cut short by a crash or a full disk sorts after every step."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _loss_sum(model: Transformer, batch: Batch, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:

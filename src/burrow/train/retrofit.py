@@ -33,6 +33,7 @@ from burrow.errors import BurrowError
 from burrow.memory import Memory
 from burrow.model import ModelConfig, Transformer, build_model, load_model, save_model
 from burrow.model.hf import HFRetro, hf_decoder_config, load_hf_causal_lm, resolve_hf_base
+from burrow.model.io import damaged
 from burrow.train.config import TrainConfig
 from burrow.train.loop import ModelSetup, TrainResult, load_run, train
 
@@ -325,7 +326,10 @@ def save_hf_retrofit(model: nn.Module, directory: Path, ref: BaseRef) -> Path:
 
 
 def _load_new_weights(model: HFRetro, directory: Path) -> None:
-    weights = safetensors.torch.load_file(str(directory / WEIGHTS_FILE))
+    try:
+        weights = safetensors.torch.load_file(str(directory / WEIGHTS_FILE))
+    except (safetensors.SafetensorError, OSError) as e:  # truncated or overwritten weights
+        raise damaged(directory / WEIGHTS_FILE, str(e)) from None
     missing, unexpected = model.load_state_dict(weights, strict=False)
     new_missing = [n for n in missing if not n.startswith("base.")]
     if new_missing or unexpected:
