@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,16 +22,19 @@ from burrow.device import autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import MODES, Gain, ModelScore, bootstrap_gain, check_mode, score_model
 from burrow.evaluate.data import EvalData, from_store, load_eval_data
-from burrow.evaluate.leakage import DEFAULT_ALPHAS, Leakage, measure_leakage
+from burrow.evaluate.leakage import DEFAULT_ALPHAS, Leakage, bpb_alpha, measure_leakage
 from burrow.evaluate.retrieval import eval_neighbours, retrieved_from_ids, values_of
 from burrow.evaluate.sweeps import MemorySubset, sweep_k, sweep_memory
+from burrow.memory import Memory
+from burrow.model.io import load_named_model
+from burrow.model.protocol import RetrievalLM
 
 log = logging.getLogger(__name__)
 
 REPORT_ALPHA = 0.125  # the paper's headline leakage threshold (fewer than 8 shared tokens of 64)
 
 #: A model to score and how: (model, "baseline" | "off" | "on").
-ModelEntry = tuple[Any, str]
+ModelEntry = tuple[RetrievalLM, str]
 
 
 @dataclass
@@ -93,8 +96,6 @@ class EvalResult:
             return self.scores[name].bpb
         if self.leakage is None:
             raise BurrowError("bpb(α < 1) needs the leakage analysis (EvalConfig(leakage=True))")
-        from burrow.evaluate.leakage import bpb_alpha
-
         return float(bpb_alpha(self.scores[name].chunk_bits, self.data.chunk_bytes, self.leakage.r, (alpha,))[0])
 
     def gain(self, name: str, reference: str, alpha: float = 1.0, seed: int = 0) -> Gain:
@@ -134,14 +135,14 @@ class EvalResult:
         return next((n for n, s in self.scores.items() if s.mode == "baseline"), None)
 
 
-def model_entries(name: str, model: Any) -> dict[str, ModelEntry]:
+def model_entries(name: str, model: RetrievalLM) -> dict[str, ModelEntry]:
     """How a model is scored: a baseline once; a RETRO model as ``NAME [OFF]`` and ``NAME [ON]``."""
     if model.config.retro:
         return {f"{name} [OFF]": (model, "off"), f"{name} [ON]": (model, "on")}
     return {name: (model, "baseline")}
 
 
-def _chunk_size(memory: Any, models: Mapping[str, ModelEntry], data: Any) -> int:
+def _chunk_size(memory: Memory | None, models: Mapping[str, ModelEntry], data: Any) -> int:
     if isinstance(data, EvalData):
         return data.chunk_size
     if memory is not None:
@@ -162,7 +163,7 @@ def _seq_len(models: Mapping[str, ModelEntry], config: EvalConfig, m: int) -> in
     return n
 
 
-def _check_models(models: Mapping[str, ModelEntry], memory: Any, m: int, config: EvalConfig) -> None:
+def _check_models(models: Mapping[str, ModelEntry], memory: Memory | None, m: int, config: EvalConfig) -> None:
     """Fail before any scoring when a model, mode or analysis cannot run."""
     if not models:
         raise BurrowError("no models to evaluate")
@@ -179,7 +180,7 @@ def _check_models(models: Mapping[str, ModelEntry], memory: Any, m: int, config:
                               f"{model.config.retrieved_len} do not match the memory's {m} / {2 * m}")
 
 
-def _as_data(data: EvalData | TokenStore | Sequence[str | Path], memory: Any, m: int,
+def _as_data(data: EvalData | TokenStore | Sequence[str | Path], memory: Memory | None, m: int,
              config: EvalConfig) -> EvalData:
     if isinstance(data, EvalData):
         return data
@@ -193,13 +194,13 @@ def _as_data(data: EvalData | TokenStore | Sequence[str | Path], memory: Any, m:
 class _Scorer:
     """Scores (model, mode) pairs on one data set with fixed windows, device and precision."""
 
-    def __init__(self, data: EvalData, memory: Any, n: int, config: EvalConfig):
+    def __init__(self, data: EvalData, memory: Memory | None, n: int, config: EvalConfig):
         self.data, self.n, self.config = data, n, config
         self.device = pick_device(config.device)
         self.dtype = autocast_dtype(self.device, config.precision)
         self.values = values_of(memory) if memory is not None else None
 
-    def __call__(self, name: str, model: Any, mode: str, ids: np.ndarray | None = None,
+    def __call__(self, name: str, model: RetrievalLM, mode: str, ids: np.ndarray | None = None,
                  k: int | None = None) -> ModelScore:
         k = k or self.config.k
         retrieved = None
@@ -211,8 +212,9 @@ class _Scorer:
                            self.config.batch_tokens, k)
 
 
-def evaluate(models: Mapping[str, ModelEntry], memory: Any, data: EvalData | TokenStore | Sequence[str | Path],
-             config: EvalConfig | None = None, cache_dir: str | Path | None = None) -> EvalResult:
+def evaluate(models: Mapping[str, ModelEntry], memory: Memory | None,
+             data: EvalData | TokenStore | Sequence[str | Path], config: EvalConfig | None = None,
+             cache_dir: str | Path | None = None) -> EvalResult:
     """Score ``models`` (name -> (model, mode)) on ``data``; leakage and sweeps as ``config`` asks.
 
     ``memory`` (a :class:`burrow.memory.Memory`, or None for baselines on pre-tokenized
@@ -232,7 +234,7 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Any, data: EvalData | Tok
     ids = input_nb.ids if input_nb is not None else None
     scores = {name: score(name, model, mode, ids) for name, (model, mode) in models.items()}
     result = EvalResult(config, data, n, scores, memory=str(memory.dir) if memory is not None else None)
-    if config.leakage:
+    if config.leakage and memory is not None:  # _check_models refused leakage without a memory
         _run_leakage(result, memory, cache)
     if on and input_nb is not None and config.sweep_k:
         for name, model in on.items():
@@ -245,16 +247,16 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Any, data: EvalData | Tok
     return result
 
 
-def _bpb_with_ids(score: _Scorer, name: str, model: Any) -> Any:
+def _bpb_with_ids(score: _Scorer, name: str, model: RetrievalLM) -> Callable[[np.ndarray], float]:
     return lambda ids: score(f"{name} (memory subset)", model, "on", ids).bpb
 
 
-def _bpb_at_k(score: _Scorer, name: str, model: Any, main: ModelScore) -> Any:
+def _bpb_at_k(score: _Scorer, name: str, model: RetrievalLM, main: ModelScore) -> Callable[[np.ndarray, int], float]:
     """bpb at k, reusing the main score at the main k rather than scoring it twice."""
     return lambda ids, k: main.bpb if k == main.k else score(f"{name} k={k}", model, "on", ids, k).bpb
 
 
-def _run_leakage(result: EvalResult, memory: Any, cache: Path | None) -> None:
+def _run_leakage(result: EvalResult, memory: Memory, cache: Path | None) -> None:
     """r(C) from each target chunk's 10 neighbours, then bpb(α) for every scored model."""
     target = eval_neighbours(memory, result.data, "target", result.config.k_max, cache)
     tokens = values_of(memory)(target.ids[:, :10])  # (q, 10, r)
@@ -262,47 +264,12 @@ def _run_leakage(result: EvalResult, memory: Any, cache: Path | None) -> None:
     result.curves = {name: result.leakage.curve(result.data, s.chunk_bits) for name, s in result.scores.items()}
 
 
-def load_eval_model(path: str | Path) -> tuple[str, Any]:
-    """(name, model) from a model directory (``model.safetensors``) or a training run directory
-    (its ``final/`` model, else its newest checkpoint, via :func:`burrow.train.load_run`)."""
-    from burrow.model import load_model
-
-    p = Path(path)
-    if (p / "retrofit.json").exists():  # a Hugging Face retrofit's model dir: new weights + a base reference
-        from burrow.train.retrofit import load_retrofit_dir
-
-        return (p.parent.name if p.name == "final" else p.name), load_retrofit_dir(p)
-    if (p / "model.safetensors").exists() or p.is_file():
-        name = p.parent.name if p.name == "final" or p.is_file() else p.name
-        return name, load_model(p)
-    if not p.is_dir():
-        raise BurrowError(f"{p}: no such model or run directory")
-    from burrow.train import load_run
-
-    return p.name, load_run(p)
-
-
-def evaluate_runs(runs: Sequence[str | Path], memory_dir: str | Path | None, data: Sequence[str | Path],
-                  config: EvalConfig, out: str | Path) -> tuple[EvalResult, dict[str, Path]]:
-    """Load each run (a RETRO run is scored [OFF] and [ON]), evaluate, and write the report to ``out``."""
-    from burrow.evaluate.report import write_report
-    from burrow.memory import Memory
-
-    models: dict[str, ModelEntry] = {}
-    for run in runs:
-        name, model = load_eval_model(run)
-        while any(key.split(" [")[0] == name for key in models):
-            name = f"{name}'"
-        models.update(model_entries(name, model))
-    memory = Memory(memory_dir) if memory_dir is not None else None
-    result = evaluate(models, memory, data, config, cache_dir=out)
-    return result, write_report(result, out)
-
-
 def config_dict(config: EvalConfig) -> dict[str, Any]:
     """JSON-ready config."""
     return asdict(config)
 
 
-__all__ = ["MODES", "EvalConfig", "EvalResult", "ModelEntry", "evaluate", "evaluate_runs", "load_eval_model",
-           "model_entries"]
+#: (name, model) from a model, retrofit or run directory; model I/O's :func:`load_named_model`.
+load_eval_model = load_named_model
+
+__all__ = ["MODES", "EvalConfig", "EvalResult", "ModelEntry", "evaluate", "load_eval_model", "model_entries"]

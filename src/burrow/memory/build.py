@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from burrow.artefacts import (
+    atomic_path,
     config_hash,
     manifest_path,
     read_json,
@@ -37,13 +38,16 @@ from burrow.data.tokenizer import (
 )
 from burrow.data.tokens import TokenStore, write_token_store
 from burrow.errors import BurrowError
-from burrow.memory.chunks import chunk_table, chunk_tokens
+from burrow.memory.chunks import ChunkTable, chunk_table, chunk_tokens
 from burrow.memory.encode import EncoderConfig, FrozenEncoder, encode_sharded, load_shards
 from burrow.memory.index import IndexConfig, build_index, save_index
 from burrow.memory.memory import Memory
-from burrow.memory.neighbours import search_excluding
+from burrow.memory.neighbours import neighbour_table_paths, search_excluding
 
 log = logging.getLogger(__name__)
+
+__all__ = ["MemoryConfig", "StageTiming", "build_memory", "compute_neighbours", "neighbour_table_paths",
+           "tokenize_store"]
 
 STAGES = ("tokenizer", "chunks", "embeddings", "index", "memory")
 
@@ -171,7 +175,6 @@ class _Builder:
 
     def embeddings(self, store: TokenStore, tok: Tokenizer, chunks_fp: str,
                    encoder: FrozenEncoder) -> tuple[list[Path], str]:
-        from burrow.memory.chunks import ChunkTable
 
         table = ChunkTable.load(self.out / "chunks.npz")
         inputs = config_hash({"chunks": chunks_fp, "encoder": encoder.fingerprint(),
@@ -245,13 +248,6 @@ def build_memory(inputs: Sequence[str], out: str | Path, config: MemoryConfig | 
     return Memory(b.out, encoder=encoder), b.timings
 
 
-def neighbour_table_paths(memory_dir: Path, name: str, k: int) -> tuple[Path, Path, str]:
-    """(ids path, distances path, manifest kind) of neighbour table ``name`` with ``k`` neighbours."""
-    kind = f"{name}.k{k}"
-    d = memory_dir / "neighbours"
-    return d / f"{kind}.ids.npy", d / f"{kind}.dist.npy", kind
-
-
 def compute_neighbours(memory: Memory, k: int = 2, target: str | Path | None = None, name: str | None = None,
                        progress: bool = True, force: bool = False) -> tuple[Path, dict[str, Any]]:
     """Precompute ``k`` neighbours for every chunk of ``target`` (default: the memory's own token store).
@@ -277,8 +273,6 @@ def compute_neighbours(memory: Memory, k: int = 2, target: str | Path | None = N
     dists, ids = search_excluding(memory.index, keys, k, table.docs if own else None, memory.chunks.docs,
                                   progress=bar.update)
     bar.close()
-    from burrow.artefacts import atomic_path
-
     for path, arr in ((ids_p, ids), (dist_p, dists)):
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:

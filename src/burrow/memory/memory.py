@@ -20,7 +20,7 @@ from burrow.errors import BurrowError
 from burrow.memory.chunks import ChunkTable, chunk_tokens, neighbour_values
 from burrow.memory.encode import EncoderConfig, FrozenEncoder
 from burrow.memory.index import load_index
-from burrow.memory.neighbours import search_excluding
+from burrow.memory.neighbours import neighbour_table_paths, search_excluding
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,6 @@ class Memory:
 
     def neighbour_table(self, name: str = "self", k: int = 2) -> tuple[np.ndarray, np.ndarray]:
         """A precomputed neighbour table: (ids (chunks, k) int64, distances) memory-mapped."""
-        from burrow.memory.build import neighbour_table_paths
-
         ids_p, dist_p, _ = neighbour_table_paths(self.dir, name, k)
         require_manifest(ids_p.parent, ids_p.name.removesuffix(".ids.npy"))
         return np.load(ids_p, mmap_mode="r"), np.load(dist_p, mmap_mode="r")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,3 +73,10 @@ def _filter(d: np.ndarray, i: np.ndarray, k: int, qdocs: np.ndarray | None,
         kept_bad = np.pad(kept_bad, ((0, 0), (0, pad)), constant_values=True)
     short = np.asarray(kept_bad.any(axis=1))
     return d, i, short
+
+
+def neighbour_table_paths(memory_dir: Path, name: str, k: int) -> tuple[Path, Path, str]:
+    """(ids path, distances path, manifest kind) of neighbour table ``name`` with ``k`` neighbours."""
+    kind = f"{name}.k{k}"
+    d = memory_dir / "neighbours"
+    return d / f"{kind}.ids.npy", d / f"{kind}.dist.npy", kind

@@ -24,23 +24,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 from torch import nn
 
-from burrow.artefacts import atomic_path, file_sha256, read_json, write_json, write_manifest
+from burrow.artefacts import read_json
+from burrow.data.tokenizer import load_tokenizer
 from burrow.errors import BurrowError
 from burrow.memory import Memory
-from burrow.model import ModelConfig, Transformer, build_model, load_model, save_model
-from burrow.model.hf import HFRetro, hf_decoder_config, load_hf_causal_lm, resolve_hf_base
+from burrow.model import ModelConfig, build_model, load_model, save_model
+from burrow.model.hf import HFRetro, hf_decoder_config, load_hf_causal_lm
+from burrow.model.io import (
+    RETROFIT_FILE,
+    WEIGHTS_FILE,
+    BaseRef,
+    load_new_weights,
+    load_retrofit_dir,
+    load_run,
+    resolve_hf_base,
+    save_hf_retrofit,
+)
+from burrow.model.protocol import RetrievalLM
 from burrow.train.config import TrainConfig
-from burrow.train.loop import ModelSetup, TrainResult, load_run, train
+from burrow.train.loop import ModelSetup, TrainResult, train
 
 log = logging.getLogger(__name__)
 
-RETROFIT_FILE = "retrofit.json"  # in a model directory: the base a HF retrofit's new weights belong to
-WEIGHTS_FILE = "model.safetensors"
 PAPER_ENCODER_WIDTH = 896  # the paper's encoder width at every model size
+
+# Retrofit directories are read and written by model I/O; these names stay importable from here.
+__all__ = ["RETROFIT_FILE", "BaseRef", "RetrofitConfig", "RetrofitResult", "default_cca_layers", "freeze_base",
+           "load_retrofit", "load_retrofit_dir", "parameter_split", "resolve_base", "retrofit",
+           "retrofit_model_config", "save_hf_retrofit"]
 
 
 @dataclass
@@ -96,19 +110,6 @@ class RetrofitConfig:
                            k=self.k, eval_every=self.eval_every, seed=self.seed, device=self.device,
                            precision=self.precision, progress=self.progress, force=self.force,
                            **self.train_options)
-
-
-@dataclass(frozen=True)
-class BaseRef:
-    """Which pretrained model a retrofit starts from."""
-
-    kind: str  # "burrow" | "hf"
-    source: str  # burrow run/model directory, or HF name/directory (``smollm2`` kept as is: portable)
-    gguf_file: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (written to config.json and ``retrofit.json``)."""
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -253,7 +254,7 @@ def _burrow_setup(ref: BaseRef, memory: Memory, config: RetrofitConfig) -> Model
     return ModelSetup(model_cfg, build, save_model, load, {"retrofit": ref.to_dict()})
 
 
-def _load_burrow_base(path: Path) -> Transformer:
+def _load_burrow_base(path: Path) -> RetrievalLM:
     """A burrow baseline from a model directory or a run directory (its final model)."""
     return load_model(path) if (path / WEIGHTS_FILE).exists() else load_run(path)
 
@@ -285,7 +286,7 @@ def _hf_setup(ref: BaseRef, memory: Memory, config: RetrofitConfig) -> ModelSetu
 
     def load(model: nn.Module, path: Path) -> None:
         assert isinstance(model, HFRetro)
-        _load_new_weights(model, path)
+        load_new_weights(model, path)
 
     return ModelSetup(model_cfg, lambda: HFRetro(hf, model_cfg),
                       lambda model, path: save_hf_retrofit(model, path, ref), load, {"retrofit": ref.to_dict()})
@@ -293,8 +294,6 @@ def _hf_setup(ref: BaseRef, memory: Memory, config: RetrofitConfig) -> ModelSetu
 
 def _check_hf_tokenizer(ref: BaseRef, memory: Memory) -> None:
     """One-line error unless the memory was built with the base model's own tokenizer."""
-    from burrow.data.tokenizer import load_tokenizer
-
     path, gguf = resolve_hf_base(ref.source, ref.gguf_file)
     own = load_tokenizer(path, gguf)
     if own.fingerprint() == memory.manifest["tokenizer"]:
@@ -309,42 +308,6 @@ def _check_hf_tokenizer(ref: BaseRef, memory: Memory) -> None:
     log.warning("memory tokenizer file differs from %s's but encodes identically; continuing", ref.source)
 
 
-def save_hf_retrofit(model: nn.Module, directory: Path, ref: BaseRef) -> Path:
-    """Write a HF retrofit's new weights, its RETRO config and the base reference into ``directory``."""
-    assert isinstance(model, HFRetro)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().contiguous() for k, v in model.new_state_dict().items()}
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        safetensors.torch.save_file(weights, str(tmp))
-    write_json(directory / "config.json", model.config.to_dict())
-    write_json(directory / RETROFIT_FILE, ref.to_dict())
-    write_manifest(directory, "model", config=model.config.to_dict(), retrofit=ref.to_dict(),
-                   parameters=sum(v.numel() for v in weights.values()),
-                   weights_sha256=file_sha256(directory / WEIGHTS_FILE))
-    return directory
-
-
-def _load_new_weights(model: HFRetro, directory: Path) -> None:
-    weights = safetensors.torch.load_file(str(directory / WEIGHTS_FILE))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    new_missing = [n for n in missing if not n.startswith("base.")]
-    if new_missing or unexpected:
-        raise BurrowError(f"{directory}: retrofit weights do not match its config.json (missing "
-                          f"{new_missing[:3]}, unexpected {unexpected[:3]})")
-
-
-def load_retrofit_dir(directory: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """A retro-fitted model from a model directory (``RUN/final`` or a checkpoint)."""
-    directory = Path(directory)
-    if not (directory / RETROFIT_FILE).exists():
-        return load_model(directory, device=device)  # a burrow base: an ordinary RETRO model
-    ref = BaseRef(**read_json(directory / RETROFIT_FILE))
-    cfg = ModelConfig.from_dict(read_json(directory / "config.json"))
-    model = HFRetro(load_hf_causal_lm(ref.source, ref.gguf_file), cfg)
-    _load_new_weights(model, directory)
-    return model.to(device)
-
-
-def load_retrofit(run: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def load_retrofit(run: str | Path, device: str | torch.device = "cpu") -> RetrievalLM:
     """The model of a retrofit run (``final/``, else its newest checkpoint): :func:`load_run` does it."""
     return load_run(run, device)
