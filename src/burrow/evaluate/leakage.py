@@ -15,44 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from burrow.data.overlap import longest_common_run
 from burrow.evaluate.data import EvalData
 
 log = logging.getLogger(__name__)
 
+__all__ = ["DEFAULT_ALPHAS", "Leakage", "bpb_alpha", "leakage_ratios", "longest_common_run", "measure_leakage"]
+
 #: α grid: every multiple of 1/64 (so 0.125 = 8 shared tokens of a 64-token chunk is on it).
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(i / 64 for i in range(65))
-BLOCK = 256  # chunks per vectorised block (bounds the (block, k, r) working arrays)
-
-
-def longest_common_run(chunks: np.ndarray, neighbours: np.ndarray, pad_id: int) -> np.ndarray:
-    """(q,) longest contiguous token run shared by each chunk (q, m) and any of its neighbours (q, k, r).
-
-    The classic longest-common-substring DP, L[i, j] = L[i-1, j-1] + 1 where a[i] == b[j], run row
-    by row over i with every chunk, neighbour and column j at once: m numpy steps per block.
-    """
-    q, m = chunks.shape
-    out = np.zeros(q, dtype=np.int64)
-    for s in range(0, q, BLOCK):
-        out[s : s + BLOCK] = _lcs_block(chunks[s : s + BLOCK], neighbours[s : s + BLOCK], pad_id)
-    return out
-
-
-def _lcs_block(a: np.ndarray, b: np.ndarray, pad_id: int) -> np.ndarray:
-    """``a`` (q, m), ``b`` (q, k, r) -> (q,) longest shared run."""
-    q, k, r = b.shape
-    b_real = b != pad_id  # (q, k, r)
-    prev = np.zeros((q, k, r + 1), dtype=np.int32)  # column 0 is the j = -1 border
-    best = np.zeros(q, dtype=np.int64)
-    for i in range(a.shape[1]):
-        ai = a[:, i]  # (q,)
-        eq = (b == ai[:, None, None]) & b_real & (ai != pad_id)[:, None, None]  # (q, k, r)
-        cur = np.zeros_like(prev)
-        cur[:, :, 1:] = np.where(eq, prev[:, :, :-1] + 1, 0)
-        best = np.maximum(best, cur.reshape(q, -1).max(axis=1))
-        prev = cur
-    return best
-
-
 def leakage_ratios(chunks: np.ndarray, chunk_len: np.ndarray, neighbours: np.ndarray,
                    pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(s (q,) int, r (q,) float): longest shared run and r(C) = s / |C| for every chunk."""

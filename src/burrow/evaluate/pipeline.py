@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from burrow.data.layout import window_length
 from burrow.data.tokens import TokenStore
 from burrow.device import autocast_dtype, pick_device
 from burrow.errors import BurrowError
@@ -25,7 +26,7 @@ from burrow.evaluate.data import EvalData, from_store, load_eval_data
 from burrow.evaluate.leakage import DEFAULT_ALPHAS, Leakage, bpb_alpha, measure_leakage
 from burrow.evaluate.retrieval import eval_neighbours, retrieved_from_ids, values_of
 from burrow.evaluate.sweeps import MemorySubset, sweep_k, sweep_memory
-from burrow.memory import Memory
+from burrow.memory import DEFAULT_K, K_MAX, Memory
 from burrow.model.io import load_named_model
 from burrow.model.protocol import RetrievalLM
 
@@ -42,8 +43,8 @@ class EvalConfig:
     """How to evaluate: windows, neighbours, precision, and which analyses to run."""
 
     seq_len: int | None = None  # n; None: the shortest max_seq_len of the models, down to a multiple of 2m
-    k: int = 2  # neighbours per chunk for RETRO[ON] (the paper trains with 2)
-    k_max: int = 10  # neighbours retrieved once and cached; leakage uses 10 (§2.6), k ≤ k_max
+    k: int = DEFAULT_K  # neighbours per chunk for RETRO[ON] (the paper trains with 2)
+    k_max: int = K_MAX  # neighbours retrieved once and cached; leakage uses them all (§2.6: 10), k ≤ k_max
     batch_tokens: int = 8192  # tokens per forward batch (windows of equal length are stacked)
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # autocast: auto (bf16 where fast) | bf16 | fp32
@@ -142,19 +143,17 @@ def model_entries(name: str, model: RetrievalLM) -> dict[str, ModelEntry]:
     return {name: (model, "baseline")}
 
 
-def _chunk_size(memory: Memory | None, models: Mapping[str, ModelEntry], data: Any) -> int:
+def _chunk_size(memory: Memory | None, data: EvalData | TokenStore | Sequence[str | Path]) -> int | None:
+    """m: the data's when already cut into chunks, else the memory's (None: neither; nothing can run)."""
     if isinstance(data, EvalData):
         return data.chunk_size
-    if memory is not None:
-        return int(memory.chunk_size)
-    sizes = {int(m.config.chunk_size) for m, _ in models.values() if m.config.retro}
-    return sizes.pop() if len(sizes) == 1 else 64
+    return memory.chunk_size if memory is not None else None
 
 
 def _seq_len(models: Mapping[str, ModelEntry], config: EvalConfig, m: int) -> int:
     """n: given, or the shortest trained length among the models, rounded down to a multiple of 2m."""
     longest = min(int(model.config.max_seq_len) for model, _ in models.values())
-    n = config.seq_len if config.seq_len is not None else longest // (2 * m) * (2 * m)
+    n = config.seq_len if config.seq_len is not None else window_length(longest, m)
     if n < 2 * m or n % (2 * m):
         raise BurrowError(f"seq_len {n} must be a positive multiple of 2 × chunk size ({2 * m}) so that "
                           "windows (stride n/2) start on chunk boundaries")
@@ -163,7 +162,7 @@ def _seq_len(models: Mapping[str, ModelEntry], config: EvalConfig, m: int) -> in
     return n
 
 
-def _check_models(models: Mapping[str, ModelEntry], memory: Memory | None, m: int, config: EvalConfig) -> None:
+def _check_models(models: Mapping[str, ModelEntry], memory: Memory | None, config: EvalConfig) -> None:
     """Fail before any scoring when a model, mode or analysis cannot run."""
     if not models:
         raise BurrowError("no models to evaluate")
@@ -175,16 +174,18 @@ def _check_models(models: Mapping[str, ModelEntry], memory: Memory | None, m: in
         check_mode(model, mode)
         if mode == "on" and memory is None:
             raise BurrowError(f"{name}: RETRO[ON] needs a memory (--memory)")
-        if mode == "on" and (model.config.chunk_size != m or model.config.retrieved_len != 2 * m):
-            raise BurrowError(f"{name}: model chunk size {model.config.chunk_size} / retrieved length "
-                              f"{model.config.retrieved_len} do not match the memory's {m} / {2 * m}")
+        if mode == "on" and memory is not None:
+            try:
+                memory.check_model(model.config)
+            except BurrowError as e:
+                raise BurrowError(f"{name}: {e}") from None
 
 
-def _as_data(data: EvalData | TokenStore | Sequence[str | Path], memory: Memory | None, m: int,
+def _as_data(data: EvalData | TokenStore | Sequence[str | Path], memory: Memory | None, m: int | None,
              config: EvalConfig) -> EvalData:
     if isinstance(data, EvalData):
         return data
-    if memory is None:
+    if memory is None or m is None:
         raise BurrowError("tokenizing evaluation data needs a memory (its tokenizer); or pass EvalData")
     if isinstance(data, TokenStore):
         return from_store(data, memory.tokenizer, m, config.max_docs)
@@ -223,13 +224,13 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Memory | None,
     """
     config = config or EvalConfig()
     t0 = time.perf_counter()
-    m = _chunk_size(memory, models, data)
-    _check_models(models, memory, m, config)
-    data = _as_data(data, memory, m, config)
-    n = _seq_len(models, config, m)
+    _check_models(models, memory, config)
+    data = _as_data(data, memory, _chunk_size(memory, data), config)
+    n = _seq_len(models, config, data.chunk_size)
     cache = Path(cache_dir) / "neighbours" if cache_dir is not None else None
     on = {name: model for name, (model, mode) in models.items() if mode == "on"}
-    input_nb = eval_neighbours(memory, data, "input", config.k_max, cache) if on else None
+    # _check_models refused RETRO[ON] without a memory
+    input_nb = eval_neighbours(memory, data, "input", config.k_max, cache) if on and memory is not None else None
     score = _Scorer(data, memory, n, config)
     ids = input_nb.ids if input_nb is not None else None
     scores = {name: score(name, model, mode, ids) for name, (model, mode) in models.items()}
@@ -239,7 +240,7 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Memory | None,
     if on and input_nb is not None and config.sweep_k:
         for name, model in on.items():
             result.sweep_k[name] = sweep_k(_bpb_at_k(score, name, model, scores[name]), input_nb.ids, config.sweep_k)
-    if on and input_nb is not None and config.sweep_memory:
+    if on and input_nb is not None and memory is not None and config.sweep_memory:
         fns = {name: _bpb_with_ids(score, name, model) for name, model in on.items()}
         result.sweep_memory = sweep_memory(memory, input_nb.keys, input_nb.ids, fns, config.sweep_memory,
                                            config.k, config.memory_seed)
@@ -257,9 +258,10 @@ def _bpb_at_k(score: _Scorer, name: str, model: RetrievalLM, main: ModelScore) -
 
 
 def _run_leakage(result: EvalResult, memory: Memory, cache: Path | None) -> None:
-    """r(C) from each target chunk's 10 neighbours, then bpb(α) for every scored model."""
-    target = eval_neighbours(memory, result.data, "target", result.config.k_max, cache)
-    tokens = values_of(memory)(target.ids[:, :10])  # (q, 10, r)
+    """r(C) from each target chunk's k_max neighbours (the paper's 10), then bpb(α) for every scored model."""
+    k_max = result.config.k_max
+    target = eval_neighbours(memory, result.data, "target", k_max, cache)
+    tokens = values_of(memory)(target.ids[:, :k_max])  # (q, k_max, r)
     result.leakage = measure_leakage(result.data, tokens, result.config.alphas)
     result.curves = {name: result.leakage.curve(result.data, s.chunk_bits) for name, s in result.scores.items()}
 

@@ -41,8 +41,9 @@ from burrow.errors import BurrowError
 from burrow.memory.chunks import ChunkTable, chunk_table, chunk_tokens
 from burrow.memory.encode import EncoderConfig, FrozenEncoder, encode_sharded, load_shards
 from burrow.memory.index import IndexConfig, build_index, save_index
+from burrow.memory.keys import key_shard_paths
 from burrow.memory.memory import Memory
-from burrow.memory.neighbours import neighbour_table_paths, search_excluding
+from burrow.memory.neighbours import DEFAULT_K, neighbour_table_paths
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ def build_memory(inputs: Sequence[str], out: str | Path, config: MemoryConfig | 
     return Memory(b.out, encoder=encoder), b.timings
 
 
-def compute_neighbours(memory: Memory, k: int = 2, target: str | Path | None = None, name: str | None = None,
+def compute_neighbours(memory: Memory, k: int = DEFAULT_K, target: str | Path | None = None, name: str | None = None,
                        progress: bool = True, force: bool = False) -> tuple[Path, dict[str, Any]]:
     """Precompute ``k`` neighbours for every chunk of ``target`` (default: the memory's own token store).
 
@@ -270,8 +271,7 @@ def compute_neighbours(memory: Memory, k: int = 2, target: str | Path | None = N
     table = memory.chunks if own else chunk_table(store, memory.chunk_size)
     keys = _query_keys(memory, store, table, own, ids_p.parent / f"{kind}.keys", progress)
     bar = tqdm(total=len(table), unit="chunk", desc=f"neighbours k={k}", disable=not progress, unit_scale=True)
-    dists, ids = search_excluding(memory.index, keys, k, table.docs if own else None, memory.chunks.docs,
-                                  progress=bar.update)
+    dists, ids = memory.search_keys(keys, k, exclude_docs=table.docs if own else None, progress=bar.update)
     bar.close()
     for path, arr in ((ids_p, ids), (dist_p, dists)):
         with atomic_path(path) as tmp:
@@ -287,10 +287,9 @@ def compute_neighbours(memory: Memory, k: int = 2, target: str | Path | None = N
 
 def _query_keys(memory: Memory, store: TokenStore, table: Any, own: bool, key_dir: Path,
                 progress: bool) -> np.ndarray:
-    if own and (memory.dir / "embeddings.manifest.json").exists() and (memory.dir / "embeddings").exists():
-        shards = [memory.dir / "embeddings" / p for p in read_json(memory.dir / "embeddings.manifest.json")["shards"]]
-        if all(p.exists() for p in shards):
-            return load_shards(shards)
+    shards = key_shard_paths(memory.dir) if own else None
+    if shards is not None:
+        return load_shards(shards)
     tok = memory.tokenizer
     bar = tqdm(total=len(table), unit="chunk", desc="encode queries", disable=not progress, unit_scale=True)
     paths = encode_sharded(memory.encoder, lambda a, b: tok.decode_batch(

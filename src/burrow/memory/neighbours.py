@@ -18,6 +18,18 @@ from burrow.memory.index import search
 
 log = logging.getLogger(__name__)
 
+#: Neighbours per chunk when nobody says otherwise: the paper trains and evaluates RETRO with k = 2.
+#: Every config, CLI option and request schema reads this one value.
+DEFAULT_K = 2
+#: Neighbours retrieved once per query and cached; any k ≤ K_MAX is a slice (the leakage analysis of
+#: RETRO §2.6 uses 10).
+K_MAX = 10
+
+
+def retrieval_width(k: int) -> int:
+    """Neighbours to retrieve (and cache) so that ``k`` and every smaller k are slices: max(k, K_MAX)."""
+    return max(int(k), K_MAX)
+
 
 def search_excluding(
     index: Any, queries: np.ndarray, k: int, query_docs: np.ndarray | None, chunk_docs: np.ndarray,

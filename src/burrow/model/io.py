@@ -98,7 +98,7 @@ class BaseRef:
         return dataclasses.asdict(self)
 
 
-def save_hf_retrofit(model: Any, directory: Path, ref: BaseRef) -> Path:
+def save_hf_retrofit(model: RetrievalLM, directory: Path, ref: BaseRef) -> Path:
     """Write a HF retrofit's new weights, its RETRO config and the base reference into ``directory``."""
     assert isinstance(model, HFRetro)
     directory.mkdir(parents=True, exist_ok=True)
