@@ -22,6 +22,7 @@ from burrow.data.clean import RULES, CleanConfig, clean_corpus, report_paths
 from burrow.data.corpus import CorpusConfig
 from burrow.data.shared import VITAL_SUMMARIES, WIKITEXT_TEST, WIKITEXT_TRAIN, WIKITEXT_VALID, find_data
 from burrow.data.tokenizer import TokenizerConfig
+from burrow.device import DEFAULT_DEVICE
 from burrow.evaluate import (
     DEFAULT_SWEEP_K,
     DEFAULT_SWEEP_MEMORY,
@@ -70,7 +71,7 @@ class DemoConfig:
 
     def __init__(self, out: Path = Path("runs/demo"), data: Path | None = None, quick: bool = False,
                  baseline: str = "tiny", retro: str = "retro-tiny", eval_split: str = "valid", sweeps: bool = True,
-                 max_eval_docs: int | None = None, k: int = DEFAULT_K, device: str = "auto",
+                 max_eval_docs: int | None = None, k: int = DEFAULT_K, device: str = DEFAULT_DEVICE,
                  extra: dict[str, Any] | None = None, **train_fields: Any) -> None:
         if eval_split not in ("valid", "test"):
             raise ValueError(f"eval_split must be valid or test, not {eval_split!r}")

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from burrow.cli.options import Device
+from burrow.device import DEFAULT_DEVICE
 
 
 def register(app: typer.Typer) -> None:
@@ -25,7 +26,7 @@ def demo(
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per step."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
     split: str = typer.Option("valid", "--split", help="Evaluation split: valid (tuning) or test (once, at the end)."),
-    device: Device = "auto",
+    device: Device = DEFAULT_DEVICE,
 ) -> None:
     """Hygiene → memory → train baseline and RETRO → bits-per-byte, leakage and sweeps → one table."""
     from burrow.demo import DemoConfig, format_summary, run_demo

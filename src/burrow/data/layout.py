@@ -21,12 +21,12 @@ the query: RETRO's one-token CCA offset, unchanged.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
+from burrow.data.tokenizer import Tokenizer
 
-def start_token(tok: Any) -> int:
+
+def start_token(tok: Tokenizer) -> int:
     """The document-start token s: the tokenizer's eos id when it has one, else its pad id."""
     return int(tok.eos_id) if tok.eos_id is not None else int(tok.pad_id)
 

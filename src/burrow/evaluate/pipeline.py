@@ -19,7 +19,7 @@ import numpy as np
 
 from burrow.data.layout import window_length
 from burrow.data.tokens import TokenStore
-from burrow.device import autocast_dtype, pick_device
+from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION, autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import MODES, Gain, ModelScore, bootstrap_gain, check_mode, score_model
 from burrow.evaluate.data import EvalData, from_store, load_eval_data
@@ -46,8 +46,8 @@ class EvalConfig:
     k: int = DEFAULT_K  # neighbours per chunk for RETRO[ON] (the paper trains with 2)
     k_max: int = K_MAX  # neighbours retrieved once and cached; leakage uses them all (§2.6: 10), k ≤ k_max
     batch_tokens: int = 8192  # tokens per forward batch (windows of equal length are stacked)
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # autocast: auto (bf16 where fast) | bf16 | fp32
+    device: str = DEFAULT_DEVICE  # auto | cpu | cuda
+    precision: str = DEFAULT_PRECISION  # autocast: auto (bf16 where fast) | bf16 | fp32
     leakage: bool = False  # r(C) and bpb(α) (needs a memory)
     alphas: tuple[float, ...] = DEFAULT_ALPHAS  # α grid of bpb(α)
     sweep_k: tuple[int, ...] = ()  # k values for the neighbours sweep, e.g. (1, 2, 4, 10)

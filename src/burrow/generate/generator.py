@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from burrow.data.layout import prefix, start_token
-from burrow.device import autocast, autocast_dtype, pick_device
+from burrow.device import DEFAULT_PRECISION, autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.generate.attribution import ChunkAttribution, NeighbourInfo, best_span, copied_span
 from burrow.generate.config import GenerationConfig
@@ -109,7 +109,8 @@ Event = TokenEvent | AttributionEvent | DoneEvent
 class Generator:
     """Generates from a baseline or RETRO model, retrieving from ``memory`` (which also gives the tokenizer)."""
 
-    def __init__(self, model: RetrievalLM, memory: Memory, device: str | None = None, precision: str = "auto") -> None:
+    def __init__(self, model: RetrievalLM, memory: Memory, device: str | None = None,
+                 precision: str = DEFAULT_PRECISION) -> None:
         self.memory = memory
         self.tokenizer = memory.tokenizer
         self.device = pick_device(device)

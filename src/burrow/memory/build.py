@@ -285,7 +285,7 @@ def compute_neighbours(memory: Memory, k: int = DEFAULT_K, target: str | Path | 
     return ids_p, m
 
 
-def _query_keys(memory: Memory, store: TokenStore, table: Any, own: bool, key_dir: Path,
+def _query_keys(memory: Memory, store: TokenStore, table: ChunkTable, own: bool, key_dir: Path,
                 progress: bool) -> np.ndarray:
     shards = key_shard_paths(memory.dir) if own else None
     if shards is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from burrow.data.layout import window_length
+from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import score_model
 from burrow.evaluate.data import from_texts
@@ -37,9 +38,9 @@ class ServeConfig:
     # Longest text /v1/score accepts, in characters (413 above).
     max_score_chars: int = 20000
     # Device: auto | cpu | cuda.
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     # Autocast: auto | bf16 | fp32.
-    precision: str = "auto"
+    precision: str = DEFAULT_PRECISION
 
     def __post_init__(self) -> None:
         for name in ("max_prompt_chars", "max_new_tokens", "max_concurrent", "max_k", "max_score_chars"):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from burrow.data.layout import retrieved_length
+from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION
 from burrow.errors import BurrowError
 from burrow.memory import DEFAULT_K
 from burrow.model import ModelConfig
@@ -82,9 +83,9 @@ class TrainConfig:
     # Seed of the initialisation, dropout and the data order.
     seed: int = 0
     # ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``.
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     # Autocast: ``auto`` (bf16 on CUDA or a bf16 CPU), ``bf16``, ``fp16``, ``fp32`` (none).
-    precision: str = "auto"
+    precision: str = DEFAULT_PRECISION
     # Show a progress bar (loss, tokens/s, ETA).
     progress: bool = True
     # Discard an existing run directory's checkpoints and results and start again.
