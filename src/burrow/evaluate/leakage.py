@@ -1,11 +1,13 @@
 """Leakage quantification (RETRO §2.6): r(C) per evaluation chunk and bpb(α) per model.
 
-Shape legend: q target chunks, m chunk length, k neighbours (10), r retrieved tokens (2m), a alphas.
+Shape legend: q target chunks, m chunk length, k neighbours (the evaluation's k_max, 10), r retrieved
+tokens (2m), a alphas.
 
-For each evaluation chunk C (≤ m tokens) and its 10 nearest memory chunks (retrieved with C's own
-text), s = the length of the longest contiguous token run shared by C and any neighbour's r tokens
-(padding never matches), and r(C) = s / |C|. bpb(α) = Σ bits(C) / Σ bytes(C) over the chunks with
-r(C) ≤ α; bpb(1) is the ordinary score. Works for any scored model: only per-chunk bits are needed.
+For each evaluation chunk C (≤ m tokens) and its k_max = 10 nearest memory chunks (retrieved with
+C's own text), s = the length of the longest contiguous token run shared by C and any neighbour's r
+tokens (padding never matches; the kernel is :mod:`burrow.data.overlap`), and r(C) = s / |C|.
+bpb(α) = Σ bits(C) / Σ bytes(C) over the chunks with r(C) ≤ α; bpb(1) is the ordinary score. Works
+for any scored model: only per-chunk bits are needed.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def bpb_alpha(chunk_bits: np.ndarray, chunk_bytes: np.ndarray, r: np.ndarray,
 class Leakage:
     """r(C) for every target chunk of a data set, and the α grid bpb(α) is read on."""
 
-    s: np.ndarray  # (q,) longest shared run with any of the 10 neighbours
+    s: np.ndarray  # (q,) longest shared run with any of the k_max neighbours
     r: np.ndarray  # (q,) s / |C|
     alphas: tuple[float, ...]
 
