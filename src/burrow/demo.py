@@ -9,10 +9,11 @@ Every stage is resumable: re-running the demo reuses what is complete.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,40 +22,87 @@ from burrow.data.clean import RULES, CleanConfig, clean_corpus, report_paths
 from burrow.data.corpus import CorpusConfig
 from burrow.data.shared import VITAL_SUMMARIES, WIKITEXT_TEST, WIKITEXT_TRAIN, WIKITEXT_VALID, find_data
 from burrow.data.tokenizer import TokenizerConfig
+from burrow.device import DEFAULT_DEVICE
+from burrow.evaluate import (
+    DEFAULT_SWEEP_K,
+    DEFAULT_SWEEP_MEMORY,
+    EvalConfig,
+    EvalResult,
+    evaluate,
+    model_entries,
+    write_report,
+)
+from burrow.memory import DEFAULT_K, Memory
 from burrow.memory.build import MemoryConfig, build_memory, compute_neighbours
+from burrow.memory.neighbours import retrieval_width
+from burrow.model import RetrievalLM, load_run
+from burrow.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
 HYGIENE_RULES = ("contaminated_jaccard",)  # issue: 13-gram Jaccard ≥ 0.8 to any evaluation document
 
 
-@dataclass
+#: Where the demo trains differently from :class:`TrainConfig`'s defaults: two small models in ~12
+#: minutes on 2 cores; ``--quick`` shrinks it to ≤ 3 minutes on a slice, still every stage for real.
+DEMO_TRAINING: dict[str, Any] = {"steps": 200, "lr": 1e-3}
+QUICK_TRAINING: dict[str, Any] = {"steps": 60, "batch_size": 4, "seq_len": 256}
+QUICK_EVAL_DOCS = 3
+
+
+@dataclass(init=False)
 class DemoConfig:
-    """What the demo reads, trains and writes."""
+    """What the demo reads, trains and writes.
 
-    out: Path = Path("runs/demo")  # output folder (corpus, memory, runs, report)
-    data: Path | None = None  # folder laid out like shared/data; None finds it
-    quick: bool = False  # ≤ 3 minutes on a slice: `make test`'s end-to-end pass
-    baseline: str = "tiny"  # baseline preset (sized so both models train in ~12 minutes on 2 cores)
-    retro: str = "retro-tiny"  # RETRO preset: the same decoder + encoder + CCA
-    steps: int = 200  # optimiser steps for each model
-    batch_size: int = 8  # sequences per step
-    seq_len: int = 512  # tokens per sequence
-    lr: float = 1e-3  # peak learning rate
-    k: int = 2  # neighbours in training and the headline evaluation
-    eval_split: str = "valid"  # valid (tuning) | test (report once, at the end)
-    max_eval_docs: int | None = None  # evaluate only the first N documents
-    sweeps: bool = True  # the k and memory-size sweeps
-    device: str = "auto"  # auto | cpu | cuda
-    extra: dict[str, Any] = field(default_factory=dict)  # overrides passed to TrainConfig
+    The two training runs share one :class:`TrainConfig` (``train``; ``model``, ``out`` and
+    ``memory`` are filled in per run) and the evaluation is one :class:`EvalConfig` (``eval``).
+    Their fields may also be given directly, as before (``DemoConfig(steps=20, k=2)``).
+    """
 
-    def __post_init__(self) -> None:
-        if self.quick:  # small enough for ≤ 3 minutes on 2 cores, still every stage for real
-            self.baseline, self.retro = "tiny", "retro-tiny"
-            self.steps, self.batch_size, self.seq_len = 60, 4, 256
-            self.max_eval_docs = self.max_eval_docs or 3
-        if self.eval_split not in ("valid", "test"):
-            raise ValueError(f"eval_split must be valid or test, not {self.eval_split!r}")
+    out: Path  # output folder (corpus, memory, runs, report)
+    data: Path | None  # folder laid out like shared/data; None finds it
+    quick: bool  # ≤ 3 minutes on a slice: `make test`'s end-to-end pass
+    baseline: str  # baseline preset (sized so both models train in ~12 minutes on 2 cores)
+    retro: str  # RETRO preset: the same decoder + encoder + CCA
+    eval_split: str  # valid (tuning) | test (report once, at the end)
+    sweeps: bool  # the k and memory-size sweeps
+    train: TrainConfig  # how both models train (steps, batch size, sequence length, lr, k, device …)
+    eval: EvalConfig  # how they are evaluated (k, device, max_docs; leakage always, sweeps per ``sweeps``)
+
+    def __init__(self, out: Path = Path("runs/demo"), data: Path | None = None, quick: bool = False,
+                 baseline: str = "tiny", retro: str = "retro-tiny", eval_split: str = "valid", sweeps: bool = True,
+                 max_eval_docs: int | None = None, k: int = DEFAULT_K, device: str = DEFAULT_DEVICE,
+                 extra: dict[str, Any] | None = None, **train_fields: Any) -> None:
+        if eval_split not in ("valid", "test"):
+            raise ValueError(f"eval_split must be valid or test, not {eval_split!r}")
+        self.out, self.data, self.quick, self.eval_split, self.sweeps = Path(out), data, quick, eval_split, sweeps
+        self.baseline, self.retro = baseline, retro
+        fields = {**DEMO_TRAINING, **(QUICK_TRAINING if quick else {}), **train_fields, **(extra or {})}
+        steps = int(fields["steps"])
+        fields.setdefault("eval_every", max(1, steps // 5))
+        self.train = TrainConfig(model=baseline, out=self.out / "runs", memory=self.out / "memory", k=k, device=device,
+                                 **fields)
+        self.eval = EvalConfig(k=k, leakage=True, device=device,
+                               max_docs=max_eval_docs or (QUICK_EVAL_DOCS if quick else None),
+                               sweep_k=DEFAULT_SWEEP_K if sweeps else (),
+                               sweep_memory=DEFAULT_SWEEP_MEMORY if sweeps else ())
+
+    def __getattr__(self, name: str) -> Any:
+        """The settings read as before: ``cfg.steps`` is ``cfg.train.steps``, ``cfg.max_eval_docs`` is
+        ``cfg.eval.max_docs``."""
+        held = self.__dict__
+        if name == "max_eval_docs" and "eval" in held:
+            return held["eval"].max_docs
+        if name in _TRAIN_FIELDS and "train" in held:
+            return getattr(held["train"], name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def train_config(self, preset: str, memory: Path, out: Path) -> TrainConfig:
+        """The :class:`TrainConfig` of one of the demo's runs."""
+        return dataclasses.replace(self.train, model=preset, memory=memory, out=out)
+
+
+_TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def _quick_slice(data: Path, out: Path, n_lines: int = 1200) -> list[str]:
@@ -85,26 +133,13 @@ def hygiene(inputs: list[str], against: list[str], out: Path) -> tuple[Path, dic
     return dest, read_json(report_json)
 
 
-def _train(cfg: DemoConfig, preset: str, memory_dir: Path, out: Path) -> Any:
-    from burrow.train import TrainConfig, load_run, train
-
-    train(TrainConfig(model=preset, memory=memory_dir, out=out, steps=cfg.steps, batch_size=cfg.batch_size,
-                      seq_len=cfg.seq_len, lr=cfg.lr, k=cfg.k, device=cfg.device,
-                      eval_every=max(1, cfg.steps // 5), **cfg.extra))
+def _train(cfg: DemoConfig, preset: str, memory_dir: Path, out: Path) -> RetrievalLM:
+    train(cfg.train_config(preset, memory_dir, out))
     return load_run(out)
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage (reusing completed ones) and return the summary (also in OUT/summary.json)."""
-    from burrow.evaluate import (
-        DEFAULT_SWEEP_K,
-        DEFAULT_SWEEP_MEMORY,
-        EvalConfig,
-        evaluate,
-        model_entries,
-        write_report,
-    )
-
     t0 = time.perf_counter()
     needs = (WIKITEXT_TRAIN, WIKITEXT_VALID, WIKITEXT_TEST, VITAL_SUMMARIES)
     data = find_data(cfg.data, needs=needs)
@@ -114,23 +149,19 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     corpus, clean_report = hygiene(train_inputs, eval_files, cfg.out)
     mem_config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=2048 if cfg.quick else 8192))
     memory, _ = build_memory([str(corpus)], cfg.out / "memory", mem_config)
-    compute_neighbours(memory, k=cfg.k)
+    compute_neighbours(memory, k=retrieval_width(cfg.train.k))  # what training reads (then slices to k)
     base = _train(cfg, cfg.baseline, memory.dir, cfg.out / "runs" / "baseline")
     retro = _train(cfg, cfg.retro, memory.dir, cfg.out / "runs" / "retro")
-    eval_config = EvalConfig(
-        k=cfg.k, leakage=True, max_docs=cfg.max_eval_docs, device=cfg.device,
-        sweep_k=DEFAULT_SWEEP_K if cfg.sweeps else (), sweep_memory=DEFAULT_SWEEP_MEMORY if cfg.sweeps else (),
-    )
     split = WIKITEXT_VALID if cfg.eval_split == "valid" else WIKITEXT_TEST
     result = evaluate({**model_entries("baseline", base), **model_entries("retro", retro)}, memory,
-                      [str(data / split)], eval_config, cache_dir=cfg.out / f"eval-{cfg.eval_split}")
+                      [str(data / split)], cfg.eval, cache_dir=cfg.out / f"eval-{cfg.eval_split}")
     paths = write_report(result, cfg.out / f"report-{cfg.eval_split}")
     summary = _summary(cfg, result, clean_report, memory, paths, time.perf_counter() - t0)
     write_json(cfg.out / f"summary-{cfg.eval_split}.json", summary)
     return summary
 
 
-def _summary(cfg: DemoConfig, result: Any, clean_report: dict[str, Any], memory: Any,
+def _summary(cfg: DemoConfig, result: EvalResult, clean_report: dict[str, Any], memory: Memory,
              paths: dict[str, Path], seconds: float) -> dict[str, Any]:
     rows = {}
     for name, label in (("baseline", "baseline"), ("retro [OFF]", "RETRO[OFF]"), ("retro [ON]", "RETRO[ON]")):
@@ -139,8 +170,8 @@ def _summary(cfg: DemoConfig, result: Any, clean_report: dict[str, Any], memory:
     removed = {r: v["documents"] for r, v in clean_report.get("removed", {}).items()}
     return {
         "split": cfg.eval_split, "quick": cfg.quick, "seconds": seconds,
-        "models": {"baseline": cfg.baseline, "retro": cfg.retro, "steps": cfg.steps,
-                   "batch_size": cfg.batch_size, "seq_len": cfg.seq_len},
+        "models": {"baseline": cfg.baseline, "retro": cfg.retro, "steps": cfg.train.steps,
+                   "batch_size": cfg.train.batch_size, "seq_len": cfg.train.seq_len},
         "memory": {k: memory.manifest[k] for k in ("n_docs", "n_tokens", "n_chunks", "index")},
         "hygiene": {"documents_in": clean_report.get("documents_in"),
                     "documents_kept": clean_report.get("documents_kept"), "removed": removed},

@@ -14,6 +14,11 @@ import torch
 
 log = logging.getLogger(__name__)
 
+#: Device when nobody says: CUDA when present, else the CPU (every config and command defaults to it).
+DEFAULT_DEVICE = "auto"
+#: Autocast when nobody says: bf16 on CUDA or a CPU with fast bf16, else none.
+DEFAULT_PRECISION = "auto"
+
 
 def pick_device(requested: str | None = None) -> torch.device:
     """``requested`` if given (``cpu``, ``cuda``, ``cuda:1``), else CUDA when available, else CPU."""

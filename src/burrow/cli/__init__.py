@@ -13,6 +13,13 @@ import sys
 
 import typer
 
+from burrow.cli import corpus as corpus_cli
+from burrow.cli import demo as demo_cli
+from burrow.cli import evaluate as evaluate_cli
+from burrow.cli import generate as generate_cli
+from burrow.cli import memory as memory_cli
+from burrow.cli import retrofit as retrofit_cli
+from burrow.cli import train as train_cli
 from burrow.errors import BurrowError
 
 app = typer.Typer(
@@ -25,16 +32,10 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from burrow.cli import memory as memory_cli
-
+    """Add every command group to the root app (explicitly: a missing module is an import error, not a
+    silently absent command)."""
     app.add_typer(memory_cli.app, name="memory")
-    for name in ("corpus", "train", "evaluate", "retrofit", "generate", "demo"):
-        try:
-            module = __import__(f"burrow.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != f"burrow.cli.{name}":
-                raise
-            continue
+    for module in (corpus_cli, train_cli, evaluate_cli, retrofit_cli, generate_cli, demo_cli):
         module.register(app)
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
+
+from burrow.cli.options import Device
+from burrow.device import DEFAULT_DEVICE
 
 
 def register(app: typer.Typer) -> None:
@@ -22,14 +26,12 @@ def demo(
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per step."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
     split: str = typer.Option("valid", "--split", help="Evaluation split: valid (tuning) or test (once, at the end)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    device: Device = DEFAULT_DEVICE,
 ) -> None:
     """Hygiene → memory → train baseline and RETRO → bits-per-byte, leakage and sweeps → one table."""
     from burrow.demo import DemoConfig, format_summary, run_demo
 
-    cfg = DemoConfig(out=out, data=data, quick=quick, eval_split=split, device=device)
-    for name, value in (("steps", steps), ("baseline", baseline), ("retro", retro), ("batch_size", batch_size),
-                        ("lr", lr)):
-        if value is not None:
-            setattr(cfg, name, value)
+    given: dict[str, Any] = {name: value for name, value in (("steps", steps), ("baseline", baseline), ("retro", retro),
+                                             ("batch_size", batch_size), ("lr", lr)) if value is not None}
+    cfg = DemoConfig(out=out, data=data, quick=quick, eval_split=split, device=device, **given)
     typer.echo(format_summary(run_demo(cfg)))

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import typer
 
+from burrow.cli.options import DEFAULT_K, Device, K, MaybeSeqLen, Precision, default_of
+from burrow.evaluate.pipeline import EvalConfig
+from burrow.evaluate.sweeps import DEFAULT_SWEEP_K
+
 
 def eval_command(
     runs: list[Path] = typer.Argument(..., help="Run directories or model directories (a RETRO model is "
@@ -14,16 +18,17 @@ def eval_command(
                                                                     "neighbours, leakage."),
     data: list[str] = typer.Option(..., "--data", "-d", help="Evaluation files or folders (repeat the option)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output directory (report, plots, cached neighbours)."),
-    k: int = typer.Option(2, "--k", "-k", help="Neighbours per chunk for RETRO[ON]."),
-    seq_len: int | None = typer.Option(None, "--seq-len", help="Window n (stride n/2); default: the models' "
-                                                               "max_seq_len."),
+    k: K = DEFAULT_K,
+    seq_len: MaybeSeqLen = default_of(EvalConfig, "seq_len"),
     leakage: bool = typer.Option(False, "--leakage", help="r(C) and bpb(α) (RETRO §2.6)."),
-    sweep_k: bool = typer.Option(False, "--sweep-k", help="RETRO[ON] bpb at k = 1, 2, 4, 10."),
+    sweep_k: bool = typer.Option(False, "--sweep-k",
+                                 help=f"RETRO[ON] bpb at k = {', '.join(map(str, DEFAULT_SWEEP_K))}."),
     sweep_memory: bool = typer.Option(False, "--sweep-memory", help="RETRO[ON] bpb at memory fractions 1/16 … 1."),
     max_docs: int | None = typer.Option(None, "--max-docs", help="Score only the first N documents."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp32."),
-    batch_tokens: int = typer.Option(8192, "--batch-tokens", help="Tokens per forward batch."),
+    device: Device = default_of(EvalConfig, "device"),
+    precision: Precision = default_of(EvalConfig, "precision"),
+    batch_tokens: int = typer.Option(default_of(EvalConfig, "batch_tokens"), "--batch-tokens",
+                                     help="Tokens per forward batch."),
     method: list[str] = typer.Option([], "--method", help="Other ways of reading the memory, each against its own "
                                                          "base: knnlm, incontext, random (RETRO with random "
                                                          "neighbours). Repeat or comma-separate."),
@@ -40,7 +45,7 @@ def eval_command(
 ) -> None:
     """Bits-per-byte of RUN... on whole documents of --data, side by side; leakage, sweeps and retrieval
     methods (kNN-LM, in-context retrieval, controls) on request."""
-    from burrow.evaluate import DEFAULT_SWEEP_K, DEFAULT_SWEEP_MEMORY, EvalConfig, evaluate_runs, format_table
+    from burrow.evaluate import DEFAULT_SWEEP_MEMORY, evaluate_runs, format_table
     from burrow.evaluate.incontext import InContextConfig
     from burrow.evaluate.knnlm import KnnLMConfig
     from burrow.evaluate.methods import MethodsConfig

@@ -9,18 +9,22 @@ from typing import Any
 
 import typer
 
+from burrow.cli.options import Device, K, Precision, default_of
+from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION
+from burrow.generate.attribution import ChunkAttribution
+from burrow.generate.chat import ChatConfig
+from burrow.generate.config import GenerationConfig
+from burrow.generate.generator import Generator
+
 RUN = typer.Argument(..., help="Training run directory (its final/ or newest checkpoint) or a model directory.")
 MEMORY = typer.Option(..., "--memory", "-m", help="Memory directory (its tokenizer; RETRO's neighbours).")
-DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda.")
-PRECISION = typer.Option("auto", "--precision", help="auto | bf16 | fp32.")
-K = typer.Option(2, "-k", "--k", help="Neighbours retrieved per chunk.")
 SEED = typer.Option(None, "--seed", help="Sampler seed (default: a fresh one, printed with --json).")
 TEMPERATURE = typer.Option(1.0, "--temperature", help="Softmax temperature; 0 is greedy.")
 
 
-def _generator(run: Path, memory: Path, device: str, precision: str) -> Any:
-    from burrow.evaluate.pipeline import check_trained_tokenizer
-    from burrow.generate import Generator, load_generation_model
+def _generator(run: Path, memory: Path, device: str, precision: str) -> Generator:
+    from burrow.evaluate.runs import check_trained_tokenizer
+    from burrow.generate import load_generation_model
     from burrow.memory import Memory
 
     mem = Memory(memory)
@@ -38,11 +42,11 @@ def generate_command(
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling p (1: off)."),
     greedy: bool = typer.Option(False, "--greedy", help="Always take the most likely token."),
     seed: int | None = SEED,
-    k: int = K,
+    k: K = default_of(GenerationConfig, "k"),
     no_retrieval: bool = typer.Option(False, "--no-retrieval", help="Run a RETRO model without retrieval."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document (text, chunks, attributions)."),
-    device: str = DEVICE,
-    precision: str = PRECISION,
+    device: Device = DEFAULT_DEVICE,
+    precision: Precision = DEFAULT_PRECISION,
 ) -> None:
     """Continue PROMPT, streaming the text; then each generated chunk's sources, copied spans highlighted."""
     from burrow.generate import AttributionEvent, GenerationConfig, TokenEvent
@@ -82,7 +86,7 @@ def _marked(text: str, start: int | None, end: int | None) -> Any:
     return out
 
 
-def _print_attribution(console: Any, a: Any) -> None:
+def _print_attribution(console: Any, a: ChunkAttribution) -> None:
     """One generated chunk: its text, then each neighbour with source, distance and the copied span."""
     c = a.copied
     console.rule(f"chunk {a.chunk}", align="left", style="dim")
@@ -105,9 +109,9 @@ def chat_command(
     top_p: float = typer.Option(0.8, "--top-p", help="Nucleus sampling p (Dialogue-Prompted Gopher: 0.8)."),
     temperature: float = TEMPERATURE,
     seed: int | None = SEED,
-    k: int = K,
-    device: str = DEVICE,
-    precision: str = PRECISION,
+    k: K = default_of(ChatConfig, "k"),
+    device: Device = DEFAULT_DEVICE,
+    precision: Precision = DEFAULT_PRECISION,
 ) -> None:
     """Chat with the model (one message per line on stdin; /quit ends). Works with piped input."""
     from burrow.errors import BurrowError
@@ -158,8 +162,8 @@ def serve_command(
     max_concurrent: int = typer.Option(8, "--max-concurrent", help="Requests at once; more get 429."),
     max_tokens: int = typer.Option(256, "--max-tokens", help="Largest max_tokens a request may ask for."),
     max_prompt_chars: int = typer.Option(4000, "--max-prompt-chars", help="Longest prompt in characters."),
-    device: str = DEVICE,
-    precision: str = PRECISION,
+    device: Device = DEFAULT_DEVICE,
+    precision: Precision = DEFAULT_PRECISION,
 ) -> None:
     """Serve the model over HTTP: /v1/generate, /v1/search, /v1/score, /health, /docs and a web page at /."""
     from burrow.generate import load_generation_model
@@ -168,7 +172,7 @@ def serve_command(
 
     config = ServeConfig(max_prompt_chars=max_prompt_chars, max_new_tokens=max_tokens,
                          max_concurrent=max_concurrent, device=device, precision=precision)
-    from burrow.evaluate.pipeline import check_trained_tokenizer
+    from burrow.evaluate.runs import check_trained_tokenizer
 
     mem = Memory(memory)
     check_trained_tokenizer(run, mem)

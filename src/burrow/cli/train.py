@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from burrow.cli.options import Force, MaybeDevice, MaybeK, MaybePrecision, MaybeSeqLen, NoProgress
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``train`` command to the root app."""
@@ -22,10 +24,10 @@ def train(
     config: Path | None = typer.Option(None, "--config", help="Run config TOML (a train table); flags override it."),
     steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (default 1000)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per optimizer step (default 8)."),
-    seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per sequence, a multiple of m (default 512)."),
+    seq_len: MaybeSeqLen = None,
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 6e-4)."),
     warmup: int | None = typer.Option(None, "--warmup", help="Warm-up steps (default min(750, steps/10))."),
-    k: int | None = typer.Option(None, "-k", "--k", help="Neighbours per chunk for RETRO (default 2)."),
+    k: MaybeK = None,
     grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per step (default 1)."),
     clip: float | None = typer.Option(None, "--clip", help="Gradient-norm clip, 0 = off (default 1.0)."),
     eval_every: int | None = typer.Option(None, "--eval-every", help="Validation every N steps (default 100)."),
@@ -33,10 +35,10 @@ def train(
                                                 "(default: as --eval-every)."),
     keep_checkpoints: int | None = typer.Option(None, "--keep-checkpoints", help="Checkpoints kept (default 2)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of init, dropout and data order (default 0)."),
-    device: str | None = typer.Option(None, "--device", help="auto|cpu|cuda|cuda:N (default auto)."),
-    precision: str | None = typer.Option(None, "--precision", help="auto|bf16|fp16|fp32 (default auto)."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
-    force: bool = typer.Option(False, "--force", help="Discard the run directory's checkpoints; start again."),
+    device: MaybeDevice = None,
+    precision: MaybePrecision = None,
+    no_progress: NoProgress = False,
+    force: Force = False,
 ) -> None:
     """Train a baseline (any token store) or RETRO (a memory's chunks + precomputed neighbours)."""
     from burrow.train import TrainConfig

@@ -21,12 +21,12 @@ the query: RETRO's one-token CCA offset, unchanged.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
+from burrow.data.tokenizer import Tokenizer
 
-def start_token(tok: Any) -> int:
+
+def start_token(tok: Tokenizer) -> int:
     """The document-start token s: the tokenizer's eos id when it has one, else its pad id."""
     return int(tok.eos_id) if tok.eos_id is not None else int(tok.pad_id)
 
@@ -50,3 +50,18 @@ def document_inputs(d: np.ndarray, m: int, start_id: int, pad_id: int) -> np.nda
 def n_queries(length: int, m: int) -> int:
     """Document chunks usable as RETRO queries: complete ones whose neighbours condition a target."""
     return max(0, (length - 1) // m)
+
+
+#: A retrieved neighbour is [chunk, continuation]: this many chunk lengths of tokens (RETRO §2.3).
+RETRIEVED_CHUNKS = 2
+
+
+def retrieved_length(m: int) -> int:
+    """r: tokens of one retrieved neighbour, [chunk, continuation] = 2m (the one place the rule lives)."""
+    return RETRIEVED_CHUNKS * m
+
+
+def window_length(max_len: int, m: int) -> int:
+    """The longest evaluation window n ≤ ``max_len`` that is a multiple of 2m, so that windows (stride
+    n/2) start on chunk boundaries; 0 when ``max_len`` < 2m."""
+    return max_len // (2 * m) * (2 * m)

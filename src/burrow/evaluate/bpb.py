@@ -18,7 +18,6 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ import torch
 from burrow.device import autocast
 from burrow.errors import BurrowError
 from burrow.evaluate.data import EvalData
+from burrow.model.protocol import RetrievalLM
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ModelScore:
         return self.bits / float(self.doc_bytes.sum())
 
 
-def check_mode(model: Any, mode: str) -> None:
+def check_mode(model: RetrievalLM, mode: str) -> None:
     """Raise unless ``mode`` is valid for ``model`` (RETRO[ON]/[OFF] need a RETRO model)."""
     if mode not in MODES:
         raise BurrowError(f"evaluation mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -102,20 +102,20 @@ def _batches(jobs: list[tuple[int, Window]], batch_tokens: int) -> Iterator[list
             yield group[i : i + size]
 
 
-def _forward(model: Any, x: np.ndarray, nb: np.ndarray | None, mask: np.ndarray | None,
+def _forward(model: RetrievalLM, x: np.ndarray, nb: np.ndarray | None, mask: np.ndarray | None,
              device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
     """Log-probabilities (b, w, v) float32 for inputs ``x`` (b, w) and neighbours (b, l, k, r)."""
     tokens = torch.as_tensor(x, dtype=torch.long, device=device)
-    kwargs: dict[str, torch.Tensor] = {}
+    neighbours = neighbour_mask = None
     if nb is not None and mask is not None:
-        kwargs = {"neighbours": torch.as_tensor(nb, dtype=torch.long, device=device),
-                  "neighbour_mask": torch.as_tensor(mask, dtype=torch.bool, device=device)}
+        neighbours = torch.as_tensor(nb, dtype=torch.long, device=device)
+        neighbour_mask = torch.as_tensor(mask, dtype=torch.bool, device=device)
     with torch.inference_mode(), autocast(device, dtype):
-        logits = model(tokens, **kwargs)  # (b, w, v)
+        logits = model(tokens, neighbours=neighbours, neighbour_mask=neighbour_mask)  # (b, w, v)
     return torch.log_softmax(logits.float(), dim=-1)
 
 
-def run_windows(model: Any, data: EvalData, n: int, retrieved: Retrieved | None, device: torch.device,
+def run_windows(model: RetrievalLM, data: EvalData, n: int, retrieved: Retrieved | None, device: torch.device,
                 dtype: torch.dtype | None, batch_tokens: int = 8192,
                 docs: list[int] | None = None) -> Iterator[tuple[list[tuple[int, Window]], torch.Tensor]]:
     """Run ``model`` over every window of ``docs`` (default all); yield (jobs, log-probs (b, w, v)).
@@ -140,7 +140,7 @@ def run_windows(model: Any, data: EvalData, n: int, retrieved: Retrieved | None,
         yield group, _forward(model, x, nb, mask, device, dtype)
 
 
-def token_bits(model: Any, data: EvalData, n: int, retrieved: Retrieved | None, device: torch.device,
+def token_bits(model: RetrievalLM, data: EvalData, n: int, retrieved: Retrieved | None, device: torch.device,
                dtype: torch.dtype | None, batch_tokens: int = 8192) -> list[np.ndarray]:
     """Per document, (L,) bits of each target token, each scored by exactly one window."""
     bits = [np.full(len(t), np.nan) for t in data.tokens]
@@ -159,7 +159,7 @@ def token_bits(model: Any, data: EvalData, n: int, retrieved: Retrieved | None, 
     return bits
 
 
-def score_model(name: str, model: Any, mode: str, data: EvalData, n: int, retrieved: Retrieved | None,
+def score_model(name: str, model: RetrievalLM, mode: str, data: EvalData, n: int, retrieved: Retrieved | None,
                 device: torch.device, dtype: torch.dtype | None, batch_tokens: int = 8192,
                 k: int | None = None) -> ModelScore:
     """Score ``model`` in ``mode`` on ``data``: bits per document and per target chunk."""

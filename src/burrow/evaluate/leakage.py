@@ -1,11 +1,13 @@
 """Leakage quantification (RETRO §2.6): r(C) per evaluation chunk and bpb(α) per model.
 
-Shape legend: q target chunks, m chunk length, k neighbours (10), r retrieved tokens (2m), a alphas.
+Shape legend: q target chunks, m chunk length, k neighbours (the evaluation's k_max, 10), r retrieved
+tokens (2m), a alphas.
 
-For each evaluation chunk C (≤ m tokens) and its 10 nearest memory chunks (retrieved with C's own
-text), s = the length of the longest contiguous token run shared by C and any neighbour's r tokens
-(padding never matches), and r(C) = s / |C|. bpb(α) = Σ bits(C) / Σ bytes(C) over the chunks with
-r(C) ≤ α; bpb(1) is the ordinary score. Works for any scored model: only per-chunk bits are needed.
+For each evaluation chunk C (≤ m tokens) and its k_max = 10 nearest memory chunks (retrieved with
+C's own text), s = the length of the longest contiguous token run shared by C and any neighbour's r
+tokens (padding never matches; the kernel is :mod:`burrow.data.overlap`), and r(C) = s / |C|.
+bpb(α) = Σ bits(C) / Σ bytes(C) over the chunks with r(C) ≤ α; bpb(1) is the ordinary score. Works
+for any scored model: only per-chunk bits are needed.
 """
 
 from __future__ import annotations
@@ -15,44 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from burrow.data.overlap import longest_common_run
 from burrow.evaluate.data import EvalData
 
 log = logging.getLogger(__name__)
 
+__all__ = ["DEFAULT_ALPHAS", "Leakage", "bpb_alpha", "leakage_ratios", "longest_common_run", "measure_leakage"]
+
 #: α grid: every multiple of 1/64 (so 0.125 = 8 shared tokens of a 64-token chunk is on it).
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(i / 64 for i in range(65))
-BLOCK = 256  # chunks per vectorised block (bounds the (block, k, r) working arrays)
-
-
-def longest_common_run(chunks: np.ndarray, neighbours: np.ndarray, pad_id: int) -> np.ndarray:
-    """(q,) longest contiguous token run shared by each chunk (q, m) and any of its neighbours (q, k, r).
-
-    The classic longest-common-substring DP, L[i, j] = L[i-1, j-1] + 1 where a[i] == b[j], run row
-    by row over i with every chunk, neighbour and column j at once: m numpy steps per block.
-    """
-    q, m = chunks.shape
-    out = np.zeros(q, dtype=np.int64)
-    for s in range(0, q, BLOCK):
-        out[s : s + BLOCK] = _lcs_block(chunks[s : s + BLOCK], neighbours[s : s + BLOCK], pad_id)
-    return out
-
-
-def _lcs_block(a: np.ndarray, b: np.ndarray, pad_id: int) -> np.ndarray:
-    """``a`` (q, m), ``b`` (q, k, r) -> (q,) longest shared run."""
-    q, k, r = b.shape
-    b_real = b != pad_id  # (q, k, r)
-    prev = np.zeros((q, k, r + 1), dtype=np.int32)  # column 0 is the j = -1 border
-    best = np.zeros(q, dtype=np.int64)
-    for i in range(a.shape[1]):
-        ai = a[:, i]  # (q,)
-        eq = (b == ai[:, None, None]) & b_real & (ai != pad_id)[:, None, None]  # (q, k, r)
-        cur = np.zeros_like(prev)
-        cur[:, :, 1:] = np.where(eq, prev[:, :, :-1] + 1, 0)
-        best = np.maximum(best, cur.reshape(q, -1).max(axis=1))
-        prev = cur
-    return best
-
-
 def leakage_ratios(chunks: np.ndarray, chunk_len: np.ndarray, neighbours: np.ndarray,
                    pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(s (q,) int, r (q,) float): longest shared run and r(C) = s / |C| for every chunk."""
@@ -76,7 +49,7 @@ def bpb_alpha(chunk_bits: np.ndarray, chunk_bytes: np.ndarray, r: np.ndarray,
 class Leakage:
     """r(C) for every target chunk of a data set, and the α grid bpb(α) is read on."""
 
-    s: np.ndarray  # (q,) longest shared run with any of the 10 neighbours
+    s: np.ndarray  # (q,) longest shared run with any of the k_max neighbours
     r: np.ndarray  # (q,) s / |C|
     alphas: tuple[float, ...]
 

@@ -17,6 +17,7 @@ incontext     retrieved passages before the LM's window    the same loop without
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from burrow.errors import BurrowError
+from burrow.evaluate.incontext import BurrowLM, InContextConfig, load_hf_lm, score_incontext
 from burrow.evaluate.knnlm import KnnLMConfig, same_documents, score_knnlm
 
 log = logging.getLogger(__name__)
@@ -88,22 +90,18 @@ def add_methods(result: Any, scorer: Any, models: Mapping[str, tuple[Any, str]],
 
 def _knn_config(config: MethodsConfig, scorer: Any) -> KnnLMConfig:
     """The kNN-LM config on the evaluation's device and precision."""
-    import dataclasses
-
     return dataclasses.replace(config.knnlm, device=scorer.config.device, precision=scorer.config.precision,
                                batch_tokens=scorer.config.batch_tokens)
 
 
 def _add_incontext(result: Any, models: Mapping[str, tuple[Any, str]], memory: Any, config: MethodsConfig) -> None:
     """In-context retrieval for each baseline run (and the HF LM named by ``config.lm``)."""
-    from burrow.evaluate import incontext as ic
-
     lms: list[tuple[str, Any]] = []
     for name, (model, mode) in models.items():
         if mode == "baseline":
-            lms.append((name, ic.BurrowLM(model, memory.tokenizer, name=name)))
+            lms.append((name, BurrowLM(model, memory.tokenizer, name=name)))
     if config.lm:
-        lms.append((config.lm, ic.load_hf_lm(config.lm)))
+        lms.append((config.lm, load_hf_lm(config.lm)))
     if not lms:
         raise BurrowError("in-context retrieval needs a baseline run or an HF LM (--lm smollm2)")
     for name, lm in lms:
@@ -111,14 +109,12 @@ def _add_incontext(result: Any, models: Mapping[str, tuple[Any, str]], memory: A
 
 
 def _score_incontext(result: Any, name: str, lm: Any, memory: Any, config: MethodsConfig) -> None:
-    from burrow.evaluate import incontext as ic
-
-    cfg = config.incontext or ic.InContextConfig()
+    cfg = config.incontext or InContextConfig()
     base_key = f"{name} (in-context windows)"
     if base_key not in result.scores:
-        result.scores[base_key] = ic.score_incontext(base_key, lm, result.data, None, cfg)
+        result.scores[base_key] = score_incontext(base_key, lm, result.data, None, cfg)
     key = f"{name} +in-context {cfg.retriever}"
-    result.scores[key] = ic.score_incontext(key, lm, result.data, memory, cfg)
+    result.scores[key] = score_incontext(key, lm, result.data, memory, cfg)
     if len(result.scores[key].doc_bits) != result.data.n_docs:
         raise BurrowError("in-context max_docs must not be set inside `burrow eval` (use --max-docs for all methods)")
     result.bases[key] = base_key

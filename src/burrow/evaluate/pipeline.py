@@ -10,29 +10,33 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from burrow.data.layout import window_length
 from burrow.data.tokens import TokenStore
-from burrow.device import autocast_dtype, pick_device
+from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION, autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import MODES, Gain, ModelScore, bootstrap_gain, check_mode, score_model
 from burrow.evaluate.data import EvalData, from_store, load_eval_data
-from burrow.evaluate.leakage import DEFAULT_ALPHAS, Leakage, measure_leakage
+from burrow.evaluate.leakage import DEFAULT_ALPHAS, Leakage, bpb_alpha, measure_leakage
 from burrow.evaluate.methods import MethodsConfig, add_methods
 from burrow.evaluate.retrieval import eval_neighbours, retrieved_from_ids, values_of
 from burrow.evaluate.sweeps import MemorySubset, sweep_k, sweep_memory
+from burrow.memory import DEFAULT_K, K_MAX, Memory
+from burrow.model.io import load_named_model
+from burrow.model.protocol import RetrievalLM
 
 log = logging.getLogger(__name__)
 
 REPORT_ALPHA = 0.125  # the paper's headline leakage threshold (fewer than 8 shared tokens of 64)
 
 #: A model to score and how: (model, "baseline" | "off" | "on").
-ModelEntry = tuple[Any, str]
+ModelEntry = tuple[RetrievalLM, str]
 
 
 @dataclass
@@ -40,11 +44,11 @@ class EvalConfig:
     """How to evaluate: windows, neighbours, precision, and which analyses to run."""
 
     seq_len: int | None = None  # n; None: the shortest max_seq_len of the models, down to a multiple of 2m
-    k: int = 2  # neighbours per chunk for RETRO[ON] (the paper trains with 2)
-    k_max: int = 10  # neighbours retrieved once and cached; leakage uses 10 (§2.6), k ≤ k_max
+    k: int = DEFAULT_K  # neighbours per chunk for RETRO[ON] (the paper trains with 2)
+    k_max: int = K_MAX  # neighbours retrieved once and cached; leakage uses them all (§2.6: 10), k ≤ k_max
     batch_tokens: int = 8192  # tokens per forward batch (windows of equal length are stacked)
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # autocast: auto (bf16 where fast) | bf16 | fp32
+    device: str = DEFAULT_DEVICE  # auto | cpu | cuda
+    precision: str = DEFAULT_PRECISION  # autocast: auto (bf16 where fast) | bf16 | fp32
     leakage: bool = False  # r(C) and bpb(α) (needs a memory)
     alphas: tuple[float, ...] = DEFAULT_ALPHAS  # α grid of bpb(α)
     sweep_k: tuple[int, ...] = ()  # k values for the neighbours sweep, e.g. (1, 2, 4, 10)
@@ -96,8 +100,6 @@ class EvalResult:
             return self.scores[name].bpb
         if self.leakage is None:
             raise BurrowError("bpb(α < 1) needs the leakage analysis (EvalConfig(leakage=True))")
-        from burrow.evaluate.leakage import bpb_alpha
-
         return float(bpb_alpha(self.scores[name].chunk_bits, self.data.chunk_bytes, self.leakage.r, (alpha,))[0])
 
     def gain(self, name: str, reference: str, alpha: float = 1.0, seed: int = 0) -> Gain:
@@ -138,26 +140,24 @@ class EvalResult:
         return next((n for n, s in self.scores.items() if s.mode == "baseline"), None)
 
 
-def model_entries(name: str, model: Any) -> dict[str, ModelEntry]:
+def model_entries(name: str, model: RetrievalLM) -> dict[str, ModelEntry]:
     """How a model is scored: a baseline once; a RETRO model as ``NAME [OFF]`` and ``NAME [ON]``."""
     if model.config.retro:
         return {f"{name} [OFF]": (model, "off"), f"{name} [ON]": (model, "on")}
     return {name: (model, "baseline")}
 
 
-def _chunk_size(memory: Any, models: Mapping[str, ModelEntry], data: Any) -> int:
+def _chunk_size(memory: Memory | None, data: EvalData | TokenStore | Sequence[str | Path]) -> int | None:
+    """m: the data's when already cut into chunks, else the memory's (None: neither; nothing can run)."""
     if isinstance(data, EvalData):
         return data.chunk_size
-    if memory is not None:
-        return int(memory.chunk_size)
-    sizes = {int(m.config.chunk_size) for m, _ in models.values() if m.config.retro}
-    return sizes.pop() if len(sizes) == 1 else 64
+    return memory.chunk_size if memory is not None else None
 
 
 def _seq_len(models: Mapping[str, ModelEntry], config: EvalConfig, m: int) -> int:
     """n: given, or the shortest trained length among the models, rounded down to a multiple of 2m."""
     longest = min(int(model.config.max_seq_len) for model, _ in models.values())
-    n = config.seq_len if config.seq_len is not None else longest // (2 * m) * (2 * m)
+    n = config.seq_len if config.seq_len is not None else window_length(longest, m)
     if n < 2 * m or n % (2 * m):
         raise BurrowError(f"seq_len {n} must be a positive multiple of 2 × chunk size ({2 * m}) so that "
                           "windows (stride n/2) start on chunk boundaries")
@@ -166,7 +166,7 @@ def _seq_len(models: Mapping[str, ModelEntry], config: EvalConfig, m: int) -> in
     return n
 
 
-def _check_models(models: Mapping[str, ModelEntry], memory: Any, m: int, config: EvalConfig) -> None:
+def _check_models(models: Mapping[str, ModelEntry], memory: Memory | None, config: EvalConfig) -> None:
     """Fail before any scoring when a model, mode or analysis cannot run."""
     if not models:
         raise BurrowError("no models to evaluate")
@@ -178,16 +178,18 @@ def _check_models(models: Mapping[str, ModelEntry], memory: Any, m: int, config:
         check_mode(model, mode)
         if mode == "on" and memory is None:
             raise BurrowError(f"{name}: RETRO[ON] needs a memory (--memory)")
-        if mode == "on" and (model.config.chunk_size != m or model.config.retrieved_len != 2 * m):
-            raise BurrowError(f"{name}: model chunk size {model.config.chunk_size} / retrieved length "
-                              f"{model.config.retrieved_len} do not match the memory's {m} / {2 * m}")
+        if mode == "on" and memory is not None:
+            try:
+                memory.check_model(model.config)
+            except BurrowError as e:
+                raise BurrowError(f"{name}: {e}") from None
 
 
-def _as_data(data: EvalData | TokenStore | Sequence[str | Path], memory: Any, m: int,
+def _as_data(data: EvalData | TokenStore | Sequence[str | Path], memory: Memory | None, m: int | None,
              config: EvalConfig) -> EvalData:
     if isinstance(data, EvalData):
         return data
-    if memory is None:
+    if memory is None or m is None:
         raise BurrowError("tokenizing evaluation data needs a memory (its tokenizer); or pass EvalData")
     if isinstance(data, TokenStore):
         return from_store(data, memory.tokenizer, m, config.max_docs)
@@ -197,13 +199,13 @@ def _as_data(data: EvalData | TokenStore | Sequence[str | Path], memory: Any, m:
 class _Scorer:
     """Scores (model, mode) pairs on one data set with fixed windows, device and precision."""
 
-    def __init__(self, data: EvalData, memory: Any, n: int, config: EvalConfig):
+    def __init__(self, data: EvalData, memory: Memory | None, n: int, config: EvalConfig):
         self.data, self.n, self.config = data, n, config
         self.device = pick_device(config.device)
         self.dtype = autocast_dtype(self.device, config.precision)
         self.values = values_of(memory) if memory is not None else None
 
-    def __call__(self, name: str, model: Any, mode: str, ids: np.ndarray | None = None,
+    def __call__(self, name: str, model: RetrievalLM, mode: str, ids: np.ndarray | None = None,
                  k: int | None = None) -> ModelScore:
         k = k or self.config.k
         retrieved = None
@@ -215,9 +217,9 @@ class _Scorer:
                            self.config.batch_tokens, k)
 
 
-def evaluate(models: Mapping[str, ModelEntry], memory: Any, data: EvalData | TokenStore | Sequence[str | Path],
-             config: EvalConfig | None = None, cache_dir: str | Path | None = None,
-             methods: MethodsConfig | None = None) -> EvalResult:
+def evaluate(models: Mapping[str, ModelEntry], memory: Memory | None,
+             data: EvalData | TokenStore | Sequence[str | Path], config: EvalConfig | None = None,
+             cache_dir: str | Path | None = None, methods: MethodsConfig | None = None) -> EvalResult:
     """Score ``models`` (name -> (model, mode)) on ``data``; leakage and sweeps as ``config`` asks.
 
     ``memory`` (a :class:`burrow.memory.Memory`, or None for baselines on pre-tokenized
@@ -228,24 +230,24 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Any, data: EvalData | Tok
     """
     config = config or EvalConfig()
     t0 = time.perf_counter()
-    m = _chunk_size(memory, models, data)
-    _check_models(models, memory, m, config)
-    data = _as_data(data, memory, m, config)
-    n = _seq_len(models, config, m)
+    _check_models(models, memory, config)
+    data = _as_data(data, memory, _chunk_size(memory, data), config)
+    n = _seq_len(models, config, data.chunk_size)
     cache = Path(cache_dir) / "neighbours" if cache_dir is not None else None
     on = {name: model for name, (model, mode) in models.items() if mode == "on"}
-    input_nb = eval_neighbours(memory, data, "input", config.k_max, cache) if on else None
+    # _check_models refused RETRO[ON] without a memory
+    input_nb = eval_neighbours(memory, data, "input", config.k_max, cache) if on and memory is not None else None
     score = _Scorer(data, memory, n, config)
     ids = input_nb.ids if input_nb is not None else None
     scores = {name: score(name, model, mode, ids) for name, (model, mode) in models.items()}
     result = EvalResult(config, data, n, scores, memory=str(memory.dir) if memory is not None else None)
     add_methods(result, score, models, memory, ids, methods or MethodsConfig())
-    if config.leakage:
+    if config.leakage and memory is not None:  # _check_models refused leakage without a memory
         _run_leakage(result, memory, cache)
     if on and input_nb is not None and config.sweep_k:
         for name, model in on.items():
             result.sweep_k[name] = sweep_k(_bpb_at_k(score, name, model, scores[name]), input_nb.ids, config.sweep_k)
-    if on and input_nb is not None and config.sweep_memory:
+    if on and input_nb is not None and memory is not None and config.sweep_memory:
         fns = {name: _bpb_with_ids(score, name, model) for name, model in on.items()}
         result.sweep_memory = sweep_memory(memory, input_nb.keys, input_nb.ids, fns, config.sweep_memory,
                                            config.k, config.memory_seed)
@@ -253,84 +255,22 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Any, data: EvalData | Tok
     return result
 
 
-def _bpb_with_ids(score: _Scorer, name: str, model: Any) -> Any:
+def _bpb_with_ids(score: _Scorer, name: str, model: RetrievalLM) -> Callable[[np.ndarray], float]:
     return lambda ids: score(f"{name} (memory subset)", model, "on", ids).bpb
 
 
-def _bpb_at_k(score: _Scorer, name: str, model: Any, main: ModelScore) -> Any:
+def _bpb_at_k(score: _Scorer, name: str, model: RetrievalLM, main: ModelScore) -> Callable[[np.ndarray, int], float]:
     """bpb at k, reusing the main score at the main k rather than scoring it twice."""
     return lambda ids, k: main.bpb if k == main.k else score(f"{name} k={k}", model, "on", ids, k).bpb
 
 
-def _run_leakage(result: EvalResult, memory: Any, cache: Path | None) -> None:
-    """r(C) from each target chunk's 10 neighbours, then bpb(α) for every scored model."""
-    target = eval_neighbours(memory, result.data, "target", result.config.k_max, cache)
-    tokens = values_of(memory)(target.ids[:, :10])  # (q, 10, r)
+def _run_leakage(result: EvalResult, memory: Memory, cache: Path | None) -> None:
+    """r(C) from each target chunk's k_max neighbours (the paper's 10), then bpb(α) for every scored model."""
+    k_max = result.config.k_max
+    target = eval_neighbours(memory, result.data, "target", k_max, cache)
+    tokens = values_of(memory)(target.ids[:, :k_max])  # (q, k_max, r)
     result.leakage = measure_leakage(result.data, tokens, result.config.alphas)
     result.curves = {name: result.leakage.curve(result.data, s.chunk_bits) for name, s in result.scores.items()}
-
-
-def load_eval_model(path: str | Path) -> tuple[str, Any]:
-    """(name, model) from a model directory (``model.safetensors``) or a training run directory
-    (its ``final/`` model, else its newest checkpoint, via :func:`burrow.train.load_run`)."""
-    from burrow.model import load_model
-
-    p = Path(path)
-    if (p / "retrofit.json").exists():  # a Hugging Face retrofit's model dir: new weights + a base reference
-        from burrow.train.retrofit import load_retrofit_dir
-
-        return (p.parent.name if p.name == "final" else p.name), load_retrofit_dir(p)
-    if (p / "model.safetensors").exists() or p.is_file():
-        name = p.parent.name if p.name == "final" or p.is_file() else p.name
-        return name, load_model(p)
-    if not p.is_dir():
-        raise BurrowError(f"{p}: no such model or run directory")
-    from burrow.train import load_run
-
-    return p.name, load_run(p)
-
-
-def check_trained_tokenizer(path: str | Path, memory: Any) -> None:
-    """One-line error when the model at ``path`` (a run, ``RUN/final`` or a checkpoint) was trained with
-    another tokenizer than ``memory``'s, as its run's config.json records (a bare model directory has
-    no record; then only the vocabulary size can be checked, by the caller)."""
-    from burrow.artefacts import read_json
-
-    p = Path(path)
-    p = p.parent if p.is_file() else p
-    for run in (p, p.parent, p.parent.parent):  # the run dir, RUN/final, RUN/checkpoints/step_N
-        try:
-            record = read_json(run / "config.json") if (run / "config.json").is_file() else None
-        except BurrowError:
-            continue  # a damaged record: loading the model reports what is wrong
-        if not isinstance(record, dict) or not isinstance(record.get("data"), dict) or "train" not in record:
-            continue
-        trained, have = record["data"].get("tokenizer"), memory.manifest["tokenizer"]
-        if trained is not None and trained != have:
-            raise BurrowError(f"{path} was trained with tokenizer {trained} but memory {memory.dir} uses {have}; "
-                              "use the memory it was trained with (or build one with that memory's --tokenizer)")
-        return
-
-
-def evaluate_runs(runs: Sequence[str | Path], memory_dir: str | Path | None, data: Sequence[str | Path],
-                  config: EvalConfig, out: str | Path,
-                  methods: MethodsConfig | None = None) -> tuple[EvalResult, dict[str, Path]]:
-    """Load each run (a RETRO run is scored [OFF] and [ON]), evaluate, and write the report to ``out``."""
-    from burrow.evaluate.report import write_report
-    from burrow.memory import Memory
-
-    memory = Memory(memory_dir) if memory_dir is not None else None
-    if memory is not None:
-        for run in runs:
-            check_trained_tokenizer(run, memory)
-    models: dict[str, ModelEntry] = {}
-    for run in runs:
-        name, model = load_eval_model(run)
-        while any(key.split(" [")[0] == name for key in models):
-            name = f"{name}'"
-        models.update(model_entries(name, model))
-    result = evaluate(models, memory, data, config, cache_dir=out, methods=methods)
-    return result, write_report(result, out)
 
 
 def config_dict(config: EvalConfig) -> dict[str, Any]:
@@ -338,5 +278,7 @@ def config_dict(config: EvalConfig) -> dict[str, Any]:
     return asdict(config)
 
 
-__all__ = ["MODES", "EvalConfig", "EvalResult", "ModelEntry", "check_trained_tokenizer", "evaluate", "evaluate_runs",
-           "load_eval_model", "model_entries"]
+#: (name, model) from a model, retrofit or run directory; model I/O's :func:`load_named_model`.
+load_eval_model = load_named_model
+
+__all__ = ["MODES", "EvalConfig", "EvalResult", "ModelEntry", "evaluate", "load_eval_model", "model_entries"]

@@ -31,12 +31,10 @@ from burrow.artefacts import atomic_path, config_hash, read_manifest, write_mani
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import Retrieved
 from burrow.evaluate.data import EvalData
+from burrow.memory import K_MAX, Memory
 from burrow.memory.chunks import neighbour_values
-from burrow.memory.neighbours import search_excluding
 
 log = logging.getLogger(__name__)
-
-ENCODE_BLOCK = 2048  # query chunks encoded per call (progress granularity)
 
 
 @dataclass
@@ -48,20 +46,14 @@ class QueryNeighbours:
     distances: np.ndarray  # (q, k_max) float32 squared L2
 
 
-def encode_queries(memory: Any, chunks: np.ndarray) -> np.ndarray:
-    """(q, e) keys of token chunks (q, m) (pads dropped): decoded with the memory's tokenizer, then encoded."""
-    if len(chunks) == 0:
-        return np.zeros((0, int(memory.manifest["dim"])), dtype=np.float32)
-    parts = []
-    for s in range(0, len(chunks), ENCODE_BLOCK):
-        parts.append(memory.keys_for_tokens(chunks[s : s + ENCODE_BLOCK]))
-        log.info("encoded %d / %d evaluation queries", min(s + ENCODE_BLOCK, len(chunks)), len(chunks))
-    return np.concatenate(parts).astype(np.float32, copy=False)
+def encode_queries(memory: Memory, chunks: np.ndarray) -> np.ndarray:
+    """(q, e) keys of token chunks (q, m): :meth:`Memory.encode_tokens`."""
+    return memory.encode_tokens(chunks)
 
 
-def search_queries(memory: Any, keys: np.ndarray, k: int) -> QueryNeighbours:
-    """Search the memory's index for ``k`` neighbours of each key (no document exclusion)."""
-    dists, ids = search_excluding(memory.index, keys, k, None, memory.chunks.docs)
+def search_queries(memory: Memory, keys: np.ndarray, k: int) -> QueryNeighbours:
+    """Search the memory for ``k`` neighbours of each key (no document exclusion)."""
+    dists, ids = memory.search_keys(keys, k)
     return QueryNeighbours(keys, ids, dists)
 
 
@@ -91,13 +83,13 @@ def _save_cached(cache_dir: Path | None, kind: str, key: str, qn: QueryNeighbour
                    missing=int((qn.ids < 0).sum()), **info)
 
 
-def memory_fingerprint(memory: Any) -> str:
+def memory_fingerprint(memory: Memory) -> str:
     """Identifies a memory's contents and index (its manifests)."""
     index_m = read_manifest(memory.dir, "index") or {}
     return config_hash({"memory": memory.manifest, "index": index_m.get("inputs")})
 
 
-def eval_neighbours(memory: Any, data: EvalData, kind: str, k_max: int = 10,
+def eval_neighbours(memory: Memory, data: EvalData, kind: str, k_max: int = K_MAX,
                     cache_dir: Path | None = None) -> QueryNeighbours:
     """Neighbours of ``data``'s ``kind`` chunks ("input": RETRO[ON] queries, "target": leakage queries).
 
@@ -125,7 +117,7 @@ def eval_neighbours(memory: Any, data: EvalData, kind: str, k_max: int = 10,
     return qn
 
 
-def values_of(memory: Any) -> Callable[[np.ndarray], np.ndarray]:
+def values_of(memory: Memory) -> Callable[[np.ndarray], np.ndarray]:
     """ids (...,) -> retrieved values (..., r) [chunk, continuation] from ``memory``'s token store."""
     store, table = memory.store, memory.chunks
     return lambda ids: neighbour_values(store, table, ids)

@@ -16,17 +16,15 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from burrow.artefacts import read_json
 from burrow.errors import BurrowError
-from burrow.memory.index import search
+from burrow.memory import K_MAX, Memory
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SWEEP_K = (1, 2, 4, 10)
+DEFAULT_SWEEP_K = (1, 2, 4, K_MAX)
 DEFAULT_SWEEP_MEMORY = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 
 #: Scores one RETRO[ON] model given input-chunk neighbour ids (q_in, ≥k) and k; returns bpb.
@@ -60,50 +58,22 @@ def subset_documents(n_docs: int, fraction: float, seed: int = 0) -> np.ndarray:
     return np.sort(perm[: max(1, math.ceil(fraction * n_docs))])
 
 
-def memory_keys(memory: Any, chunk_ids: np.ndarray) -> np.ndarray:
-    """(len(chunk_ids), e) stored keys of memory chunks, read shard by shard from ``embeddings/``.
-
-    Falls back to reconstructing them from a flat index when the shards were not kept.
-    """
-    emb_manifest = memory.dir / "embeddings.manifest.json"
-    if emb_manifest.exists():
-        shards = [memory.dir / "embeddings" / p for p in read_json(emb_manifest)["shards"]]
-        if all(p.exists() for p in shards):
-            return _keys_from_shards(shards, chunk_ids)
-    try:
-        return np.stack([memory.index.reconstruct(int(i)) for i in chunk_ids]).astype(np.float32)
-    except RuntimeError:
-        raise BurrowError(f"{memory.dir} kept no key shards and its index cannot return keys; rebuild the "
-                          "memory with keep_embeddings to run the memory-size sweep") from None
+def memory_keys(memory: Memory, chunk_ids: np.ndarray) -> np.ndarray:
+    """(len(chunk_ids), e) stored keys of memory chunks: :meth:`Memory.stored_keys`."""
+    return memory.stored_keys(chunk_ids)
 
 
-def _keys_from_shards(shards: list[Any], chunk_ids: np.ndarray) -> np.ndarray:
-    parts, start = [], 0
-    for path in shards:
-        arr = np.load(path, mmap_mode="r")  # (shard rows, e)
-        sel = chunk_ids[(chunk_ids >= start) & (chunk_ids < start + len(arr))] - start
-        parts.append(np.asarray(arr[sel], dtype=np.float32))
-        start += len(arr)
-    return np.concatenate(parts)
-
-
-def subset_neighbours(memory: Any, query_keys: np.ndarray, fraction: float, k: int,
+def subset_neighbours(memory: Memory, query_keys: np.ndarray, fraction: float, k: int,
                       seed: int = 0) -> tuple[np.ndarray, MemorySubset]:
     """Neighbour ids (q_in, k) of ``query_keys`` searched only among the kept documents' chunks."""
-    import faiss
-
     docs = subset_documents(memory.store.n_docs, fraction, seed)
     chunk_ids = np.flatnonzero(np.isin(memory.chunks.docs, docs))  # (c,) sorted memory chunk ids
-    keys = memory_keys(memory, chunk_ids)
-    index = faiss.IndexFlatL2(keys.shape[1])
-    index.add(np.ascontiguousarray(keys))
-    _, local = search(index, query_keys, k)  # (q_in, k) positions in chunk_ids
-    ids = np.where(local < 0, -1, chunk_ids[np.maximum(local, 0)])
+    _, ids = memory.search_keys(query_keys, k, within=chunk_ids)  # (q_in, k)
     tokens = int(memory.chunks.lengths[chunk_ids].sum())
     return ids, MemorySubset(float(fraction), len(docs), len(chunk_ids), tokens)
 
 
-def sweep_memory(memory: Any, query_keys: np.ndarray, full_ids: np.ndarray,
+def sweep_memory(memory: Memory, query_keys: np.ndarray, full_ids: np.ndarray,
                  scores: dict[str, Callable[[np.ndarray], float]], fractions: Sequence[float], k: int,
                  seed: int = 0) -> list[MemorySubset]:
     """bpb of each RETRO[ON] model in ``scores`` (name -> ids -> bpb) at each memory fraction."""

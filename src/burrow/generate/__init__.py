@@ -24,15 +24,13 @@ from burrow.generate.generator import (
     Generator,
     TokenEvent,
 )
-from burrow.model import Transformer
+from burrow.model.io import load_named_model
+from burrow.model.protocol import RetrievalLM
 
 
-def load_generation_model(path: str | Path) -> Transformer:
+def load_generation_model(path: str | Path) -> RetrievalLM:
     """A model from a training run directory (``final/`` or its newest checkpoint) or a model directory."""
-    from burrow.evaluate.pipeline import load_eval_model
-
-    model: Transformer = load_eval_model(path)[1]
-    return model
+    return load_named_model(path)[1]
 
 
 __all__ = [

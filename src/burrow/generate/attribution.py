@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from burrow.data.overlap import longest_common_runs
+
 
 @dataclass
 class CopiedSpan:
@@ -66,22 +68,12 @@ class ChunkAttribution:
 def longest_run(a: Sequence[int], b: Sequence[int], pad_id: int) -> tuple[int, int, int]:
     """(length, start in a, start in b) of the longest contiguous run shared by ``a`` and ``b``.
 
-    The longest-common-substring DP, one numpy step per token of ``a``; pad ids never match. Ties
-    keep the earliest run in ``a``.
+    :func:`burrow.data.overlap.longest_common_runs` on one pair; pad ids never match. Ties keep the
+    earliest run in ``a``.
     """
-    bb = np.asarray(b, dtype=np.int64)
-    real = bb != pad_id
-    prev = np.zeros(len(bb) + 1, dtype=np.int64)
-    best = (0, 0, 0)
-    for i, tok in enumerate(a):
-        cur = np.zeros_like(prev)
-        if tok != pad_id:
-            cur[1:] = np.where((bb == tok) & real, prev[:-1] + 1, 0)
-        j = int(np.argmax(cur))
-        if cur[j] > best[0]:
-            best = (int(cur[j]), i - int(cur[j]) + 1, j - int(cur[j]))
-        prev = cur
-    return best
+    runs = longest_common_runs(np.asarray(a, dtype=np.int64).reshape(1, -1),
+                               np.asarray(b, dtype=np.int64).reshape(1, 1, -1), pad_id)
+    return int(runs.lengths[0, 0]), int(runs.query_starts[0, 0]), int(runs.neighbour_starts[0, 0])
 
 
 def copied_span(gen_tokens: Sequence[int], gen_offset: Callable[[int], int], gen_text: str,

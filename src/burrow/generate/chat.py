@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from burrow.errors import BurrowError
 from burrow.generate.config import GenerationConfig
 from burrow.generate.generator import DoneEvent, Event, GenerationResult, Generator
+from burrow.memory import DEFAULT_K
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class ChatConfig:
     # Most tokens per reply.
     max_new_tokens: int = 128
     # Neighbours retrieved per chunk.
-    k: int = 2
+    k: int = DEFAULT_K
     # Seed of the first reply (reply i uses seed + i); None: a fresh seed per reply.
     seed: int | None = None
 

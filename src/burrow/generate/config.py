@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from burrow.errors import BurrowError
+from burrow.memory import DEFAULT_K
 
 
 @dataclass
@@ -24,7 +25,7 @@ class GenerationConfig:
     # Seed of the sampler; None draws one (reported in the result, so any run can be repeated).
     seed: int | None = None
     # Neighbours retrieved per chunk (the paper trains with 2).
-    k: int = 2
+    k: int = DEFAULT_K
     # RETRO[ON]; False runs a RETRO model without retrieval (RETRO[OFF]). Ignored for baselines.
     retrieval: bool = True
     # Strings that end generation; the text is cut before the first one (chat: "\nUser:").

@@ -29,12 +29,14 @@ import torch
 from torch import Tensor
 
 from burrow.data.layout import prefix, start_token
-from burrow.device import autocast, autocast_dtype, pick_device
+from burrow.device import DEFAULT_PRECISION, autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.generate.attribution import ChunkAttribution, NeighbourInfo, best_span, copied_span
 from burrow.generate.config import GenerationConfig
 from burrow.generate.sampling import make_generator, sample_next
 from burrow.generate.text import Detokenizer, StopMatcher
+from burrow.memory import Memory
+from burrow.model.protocol import RetrievalLM
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,8 @@ Event = TokenEvent | AttributionEvent | DoneEvent
 class Generator:
     """Generates from a baseline or RETRO model, retrieving from ``memory`` (which also gives the tokenizer)."""
 
-    def __init__(self, model: Any, memory: Any, device: str | None = None, precision: str = "auto") -> None:
+    def __init__(self, model: RetrievalLM, memory: Memory, device: str | None = None,
+                 precision: str = DEFAULT_PRECISION) -> None:
         self.memory = memory
         self.tokenizer = memory.tokenizer
         self.device = pick_device(device)
@@ -139,10 +142,7 @@ class Generator:
         if vocab > self.config.vocab_size:
             raise BurrowError(f"the memory's tokenizer has {vocab} tokens but the model only {self.config.vocab_size}; "
                               "use the memory the model was trained with")
-        m = int(self.memory.chunk_size)
-        if self.retro and (self.config.chunk_size != m or self.config.retrieved_len != 2 * m):
-            raise BurrowError(f"model chunk size {self.config.chunk_size} / retrieved length "
-                              f"{self.config.retrieved_len} do not match the memory's {m} / {2 * m}")
+        self.memory.check_model(self.config)
 
     def _banned_tokens(self) -> Tensor:
         """Ids never sampled: the pad id (never a real token) and ids past the tokenizer's vocabulary."""

@@ -10,7 +10,8 @@ approach of vLLM's incremental detokenizer).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+
+from burrow.data.tokenizer import Tokenizer
 
 REPLACEMENT = "\ufffd"
 WINDOW = 5  # tokens of left context decoded with each new token
@@ -19,7 +20,7 @@ WINDOW = 5  # tokens of left context decoded with each new token
 class Detokenizer:
     """Text of a growing token sequence, and the character offset where each generated token starts."""
 
-    def __init__(self, tokenizer: Any, context: Sequence[int]) -> None:
+    def __init__(self, tokenizer: Tokenizer, context: Sequence[int]) -> None:
         self.tokenizer = tokenizer
         self._ids = [int(t) for t in context]
         self._prefix = max(0, len(self._ids) - WINDOW)  # start of the decoded window

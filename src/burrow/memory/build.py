@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from burrow.artefacts import (
+    atomic_path,
     config_hash,
     manifest_path,
     read_json,
@@ -38,13 +39,17 @@ from burrow.data.tokenizer import (
 )
 from burrow.data.tokens import TokenStore, write_token_store
 from burrow.errors import BurrowError
-from burrow.memory.chunks import chunk_table, chunk_tokens
+from burrow.memory.chunks import ChunkTable, chunk_table, chunk_tokens
 from burrow.memory.encode import EncoderConfig, FrozenEncoder, encode_sharded, load_shards, shard_problem
 from burrow.memory.index import IndexConfig, build_index, save_index
+from burrow.memory.keys import key_shard_paths
 from burrow.memory.memory import Memory
-from burrow.memory.neighbours import search_excluding
+from burrow.memory.neighbours import DEFAULT_K, neighbour_table_paths
 
 log = logging.getLogger(__name__)
+
+__all__ = ["MemoryConfig", "StageTiming", "build_memory", "compute_neighbours", "neighbour_table_paths",
+           "tokenize_store"]
 
 STAGES = ("tokenizer", "chunks", "embeddings", "index", "memory")
 
@@ -182,7 +187,6 @@ class _Builder:
 
     def embeddings(self, store: TokenStore, tok: Tokenizer, chunks_fp: str,
                    encoder: FrozenEncoder) -> tuple[list[Path], str]:
-        from burrow.memory.chunks import ChunkTable
 
         table = ChunkTable.load(self.out / "chunks.npz")
         inputs = config_hash({"chunks": chunks_fp, "encoder": encoder.fingerprint(),
@@ -273,14 +277,7 @@ def _build(inputs: Sequence[str], out: Path, config: MemoryConfig, force: bool, 
     return Memory(b.out, encoder=encoder), b.timings
 
 
-def neighbour_table_paths(memory_dir: Path, name: str, k: int) -> tuple[Path, Path, str]:
-    """(ids path, distances path, manifest kind) of neighbour table ``name`` with ``k`` neighbours."""
-    kind = f"{name}.k{k}"
-    d = memory_dir / "neighbours"
-    return d / f"{kind}.ids.npy", d / f"{kind}.dist.npy", kind
-
-
-def compute_neighbours(memory: Memory, k: int = 2, target: str | Path | None = None, name: str | None = None,
+def compute_neighbours(memory: Memory, k: int = DEFAULT_K, target: str | Path | None = None, name: str | None = None,
                        progress: bool = True, force: bool = False) -> tuple[Path, dict[str, Any]]:
     """Precompute ``k`` neighbours for every chunk of ``target`` (default: the memory's own token store).
 
@@ -302,11 +299,8 @@ def compute_neighbours(memory: Memory, k: int = 2, target: str | Path | None = N
     table = memory.chunks if own else chunk_table(store, memory.chunk_size)
     keys = _query_keys(memory, store, table, own, ids_p.parent / f"{kind}.keys", progress)
     bar = tqdm(total=len(table), unit="chunk", desc=f"neighbours k={k}", disable=not progress, unit_scale=True)
-    dists, ids = search_excluding(memory.index, keys, k, table.docs if own else None, memory.chunks.docs,
-                                  progress=bar.update)
+    dists, ids = memory.search_keys(keys, k, exclude_docs=table.docs if own else None, progress=bar.update)
     bar.close()
-    from burrow.artefacts import atomic_path
-
     for path, arr in ((ids_p, ids), (dist_p, dists)):
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
@@ -319,12 +313,11 @@ def compute_neighbours(memory: Memory, k: int = 2, target: str | Path | None = N
     return ids_p, m
 
 
-def _query_keys(memory: Memory, store: TokenStore, table: Any, own: bool, key_dir: Path,
+def _query_keys(memory: Memory, store: TokenStore, table: ChunkTable, own: bool, key_dir: Path,
                 progress: bool) -> np.ndarray:
-    if own and (memory.dir / "embeddings.manifest.json").exists() and (memory.dir / "embeddings").exists():
-        shards = [memory.dir / "embeddings" / p for p in read_json(memory.dir / "embeddings.manifest.json")["shards"]]
-        if all(p.exists() for p in shards):
-            return load_shards(shards)
+    shards = key_shard_paths(memory.dir) if own else None
+    if shards is not None:
+        return load_shards(shards)
     tok = memory.tokenizer
     bar = tqdm(total=len(table), unit="chunk", desc="encode queries", disable=not progress, unit_scale=True)
     paths = encode_sharded(memory.encoder, lambda a, b: tok.decode_batch(

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from burrow.artefacts import atomic_path
+from burrow.data.layout import retrieved_length
 from burrow.data.tokens import TokenStore
 
 
@@ -89,4 +90,4 @@ def neighbour_values(store: TokenStore, table: ChunkTable, ids: np.ndarray) -> n
     cont = gather(store, table.starts[safe] + m, doc_end, m, store.pad_id)
     out = np.concatenate([chunk, cont], axis=-1)  # (q, 2m)
     out[ids < 0] = store.pad_id
-    return out.reshape(*shape, 2 * m)
+    return out.reshape(*shape, retrieved_length(m))

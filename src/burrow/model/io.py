@@ -1,27 +1,51 @@
-"""Save and load models: ``model.safetensors`` + ``config.json`` (+ a manifest), loadable from a path.
+"""Model I/O, the one place that writes and reads models: model directories, run directories, retrofits.
 
-A model directory describes itself: ``config.json`` is the :class:`ModelConfig` as JSON, so
-:func:`load_model` rebuilds the architecture before reading the weights; ``model.manifest.json``
-records the format version, parameter count and a hash of the weights. Writes are atomic.
+* **Model directory**: ``model.safetensors`` + ``config.json`` (+ ``model.manifest.json``).
+  ``config.json`` is the :class:`ModelConfig` as JSON, so :func:`load_model` rebuilds the
+  architecture before reading the weights; the manifest records the format version, parameter
+  count and a hash of the weights. Writes are atomic.
+* **Retrofit directory**: a model directory of a RETRO-fitted Hugging Face model holds only the new
+  weights, the RETRO config and ``retrofit.json`` naming the base (:class:`BaseRef`), never the
+  frozen weights (:func:`save_hf_retrofit`, :func:`load_retrofit_dir`).
+* **Run directory** (:class:`RunPaths`): ``config.json``, ``metrics.jsonl``,
+  ``checkpoints/step_NNNNNN/`` (a model directory + ``state.pt``), ``final/`` (a model directory)
+  and ``train.manifest.json`` once finished. :func:`load_run` gives ``final/``, else the newest
+  checkpoint.
+* **Any of these**: :func:`load_named_model` (what ``burrow eval``, ``generate`` and ``serve`` take).
+* **Hugging Face bases**: :func:`resolve_hf_base` (names, directories, the ``smollm2`` package).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import safetensors.torch
 import torch
 
 from burrow.artefacts import atomic_path, file_sha256, read_json, write_json, write_manifest
 from burrow.errors import BurrowError
+from burrow.hub import resolve_hf_base
 from burrow.model.config import ModelConfig
+from burrow.model.hf import HFRetro, load_hf_causal_lm
+from burrow.model.protocol import RetrievalLM
 from burrow.model.transformer import Transformer, build_model
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+RETROFIT_FILE = "retrofit.json"  # in a model directory: the base a HF retrofit's new weights belong to
+STATE_FILE = "state.pt"  # in a checkpoint directory: the training state (train.checkpoint writes it)
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+__all__ = ["CONFIG_FILE", "RETROFIT_FILE", "STATE_FILE", "WEIGHTS_FILE", "BaseRef", "RunPaths", "list_checkpoints",
+           "load_model", "load_model_dir", "load_named_model", "load_retrofit_dir", "load_run", "resolve_hf_base",
+           "save_hf_retrofit", "save_model"]
 
 
 def save_model(model: Transformer, path: str | Path) -> Path:
@@ -77,3 +101,147 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transfor
             f"unexpected {sorted(unexpected)[:3]}); re-save the model"
         )
     return model.to(device)
+
+
+# --- retrofit directories: new weights + a reference to the frozen Hugging Face base -------------------
+
+
+@dataclass(frozen=True)
+class BaseRef:
+    """Which pretrained model a retrofit starts from."""
+
+    kind: str  # "burrow" | "hf"
+    source: str  # burrow run/model directory, or HF name/directory (``smollm2`` kept as is: portable)
+    gguf_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (written to config.json and ``retrofit.json``)."""
+        return dataclasses.asdict(self)
+
+
+def save_hf_retrofit(model: RetrievalLM, directory: Path, ref: BaseRef) -> Path:
+    """Write a HF retrofit's new weights, its RETRO config and the base reference into ``directory``."""
+    assert isinstance(model, HFRetro)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous() for k, v in model.new_state_dict().items()}
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        safetensors.torch.save_file(weights, str(tmp))
+    write_json(directory / CONFIG_FILE, model.config.to_dict())
+    write_json(directory / RETROFIT_FILE, ref.to_dict())
+    write_manifest(directory, "model", config=model.config.to_dict(), retrofit=ref.to_dict(),
+                   parameters=sum(v.numel() for v in weights.values()),
+                   weights_sha256=file_sha256(directory / WEIGHTS_FILE))
+    return directory
+
+
+def load_new_weights(model: HFRetro, directory: Path) -> None:
+    """Load a HF retrofit's new weights (CCA layers + encoder) from ``directory`` into ``model``."""
+    try:
+        weights = safetensors.torch.load_file(str(directory / WEIGHTS_FILE))
+    except (safetensors.SafetensorError, OSError) as e:  # truncated or overwritten weights
+        raise damaged(directory / WEIGHTS_FILE, str(e)) from None
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    new_missing = [n for n in missing if not n.startswith("base.")]
+    if new_missing or unexpected:
+        raise BurrowError(f"{directory}: retrofit weights do not match its config.json (missing "
+                          f"{new_missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def load_retrofit_dir(directory: str | Path, device: str | torch.device = "cpu") -> RetrievalLM:
+    """A retro-fitted model from a model directory (``RUN/final`` or a checkpoint)."""
+    directory = Path(directory)
+    if not (directory / RETROFIT_FILE).exists():
+        return load_model(directory, device=device)  # a burrow base: an ordinary RETRO model
+    ref = BaseRef(**read_json(directory / RETROFIT_FILE))
+    cfg = ModelConfig.from_dict(read_json(directory / CONFIG_FILE))
+    model = HFRetro(load_hf_causal_lm(ref.source, ref.gguf_file), cfg)
+    load_new_weights(model, directory)
+    return model.to(device)
+
+
+def load_model_dir(path: Path, device: str | torch.device = "cpu") -> RetrievalLM:
+    """``load_model``, or the RETRO-fit loader for a directory that holds only a retrofit's new weights."""
+    if (path / RETROFIT_FILE).exists():
+        return load_retrofit_dir(path, device)
+    return load_model(path, device=device)
+
+
+# --- run directories ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run directory keeps each of its parts."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def final(self) -> Path:
+        return self.root / "final"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def checkpoint(self, step: int) -> Path:
+        """Directory of the checkpoint taken after ``step`` optimizer steps."""
+        return self.checkpoints / f"step_{step:06d}"
+
+
+def list_checkpoints(paths: RunPaths) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first (temporary directories of killed writes are ignored)."""
+    if not paths.checkpoints.is_dir():
+        return []
+    found = []
+    for p in paths.checkpoints.iterdir():
+        match = _STEP_DIR.match(p.name)
+        if match and (p / STATE_FILE).exists():
+            found.append((int(match.group(1)), p))
+    return sorted(found)
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> RetrievalLM:
+    """The model of run directory ``run``: ``final/`` when finished, else its newest checkpoint."""
+    paths = RunPaths(Path(run))
+    if (paths.final / WEIGHTS_FILE).exists():
+        return load_model_dir(paths.final, device)
+    checkpoints = list_checkpoints(paths)
+    if not checkpoints:
+        raise BurrowError(f"{run} holds no trained model (no final/ and no checkpoints); train it first")
+    errors = []
+    for step, path in reversed(checkpoints):  # the newest that loads: a damaged one is passed over
+        try:
+            model = load_model_dir(path, device)
+        except BurrowError as e:
+            log.warning("%s; trying an earlier checkpoint", e)
+            errors.append(e)
+            continue
+        log.warning("%s has not finished; loading its newest intact checkpoint (step %d)", run, step)
+        return model
+    raise BurrowError(f"{run} has not finished and none of its checkpoints can be loaded (the newest: {errors[0]})")
+
+
+def load_named_model(path: str | Path) -> tuple[str, RetrievalLM]:
+    """(name, model) from a model directory (``model.safetensors``, a retrofit's new weights included)
+    or a training run directory (its ``final/`` model, else its newest checkpoint, via :func:`load_run`)."""
+    p = Path(path)
+    if (p / RETROFIT_FILE).exists():  # a Hugging Face retrofit's model dir: new weights + a base reference
+        return (p.parent.name if p.name == "final" else p.name), load_retrofit_dir(p)
+    if (p / WEIGHTS_FILE).exists() or p.is_file():
+        name = p.parent.name if p.name == "final" or p.is_file() else p.name
+        return name, load_model(p)
+    if not p.is_dir():
+        raise BurrowError(f"{p}: no such model or run directory")
+    return p.name, load_run(p)

@@ -22,6 +22,8 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from burrow.errors import BurrowError
 from burrow.generate import DoneEvent, Event
+from burrow.memory import Memory
+from burrow.model.protocol import RetrievalLM
 from burrow.serve.schemas import DEFAULT_MAX_TOKENS, GenerateRequest, ScoreRequest, SearchRequest
 from burrow.serve.service import ServeConfig, Service
 
@@ -53,7 +55,7 @@ class Limiter:
             self.active -= 1
 
 
-def create_app(model: Any, memory: Any, config: ServeConfig | None = None) -> FastAPI:
+def create_app(model: RetrievalLM, memory: Memory, config: ServeConfig | None = None) -> FastAPI:
     """A FastAPI app serving ``model`` with ``memory`` under ``config``'s limits."""
     config = config or ServeConfig()
     service = Service(model, memory, config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from burrow.generate import GenerationConfig
+from burrow.memory import DEFAULT_K
 
 
 class _Strict(BaseModel):
@@ -23,7 +24,7 @@ class GenerateRequest(_Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling p; 1 is off.")
     greedy: bool = Field(False, description="Always take the most likely token.")
     seed: int | None = Field(None, description="Sampler seed; the response reports the one used.")
-    k: int = Field(2, ge=1, description="Neighbours retrieved per chunk.")
+    k: int = Field(DEFAULT_K, ge=1, description="Neighbours retrieved per chunk.")
     retrieval: bool = Field(True, description="Retrieve (RETRO[ON]); false runs RETRO[OFF].")
     stop: list[str] = Field(default_factory=list, max_length=8, description="Strings that end generation.")
     stream: bool = Field(True, description="Stream newline-delimited JSON events; false returns one JSON document.")
@@ -42,7 +43,7 @@ class SearchRequest(_Strict):
     """POST /v1/search."""
 
     query: str = Field(min_length=1, description="Query text, encoded like a memory chunk.")
-    k: int = Field(2, ge=1, description="Neighbours to return.")
+    k: int = Field(DEFAULT_K, ge=1, description="Neighbours to return.")
 
 
 class ScoreRequest(_Strict):
@@ -50,4 +51,4 @@ class ScoreRequest(_Strict):
 
     text: str = Field(min_length=1, description="Text scored as one whole document.")
     retrieval: bool = Field(True, description="RETRO[ON] (retrieve per chunk) for a RETRO model.")
-    k: int = Field(2, ge=1, description="Neighbours per chunk when retrieving.")
+    k: int = Field(DEFAULT_K, ge=1, description="Neighbours per chunk when retrieving.")

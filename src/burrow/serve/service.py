@@ -10,11 +10,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from burrow.data.layout import window_length
+from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import score_model
 from burrow.evaluate.data import from_texts
 from burrow.evaluate.retrieval import eval_neighbours, retrieved_from_ids, values_of
 from burrow.generate import Generator
+from burrow.memory import K_MAX, Memory
+from burrow.model.protocol import RetrievalLM
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +34,13 @@ class ServeConfig:
     # Requests (generate, search, score) running at once; one more is answered 429.
     max_concurrent: int = 8
     # Largest k (neighbours) a request may ask for.
-    max_k: int = 10
+    max_k: int = K_MAX
     # Longest text /v1/score accepts, in characters (413 above).
     max_score_chars: int = 20000
     # Device: auto | cpu | cuda.
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     # Autocast: auto | bf16 | fp32.
-    precision: str = "auto"
+    precision: str = DEFAULT_PRECISION
 
     def __post_init__(self) -> None:
         for name in ("max_prompt_chars", "max_new_tokens", "max_concurrent", "max_k", "max_score_chars"):
@@ -47,7 +51,7 @@ class ServeConfig:
 class Service:
     """A loaded model and memory, with the three operations the API offers."""
 
-    def __init__(self, model: Any, memory: Any, config: ServeConfig) -> None:
+    def __init__(self, model: RetrievalLM, memory: Memory, config: ServeConfig) -> None:
         self.config = config
         self.memory = memory
         self.generator = Generator(model, memory, device=config.device, precision=config.precision)
@@ -86,7 +90,7 @@ class Service:
         if mode == "on":
             neighbours = eval_neighbours(self.memory, data, "input", k_max=k)
             retrieved = retrieved_from_ids(neighbours.ids, data, k, values_of(self.memory))
-        n = max(2 * m, int(self.model.config.max_seq_len) // (2 * m) * (2 * m))
+        n = max(2 * m, window_length(int(self.model.config.max_seq_len), m))
         score = score_model("request", self.model, mode, data, n, retrieved, gen.device, gen.dtype, k=k)
         return {"bpb": score.bpb, "bits": score.bits, "bytes": int(data.n_bytes), "tokens": int(data.n_tokens),
                 "mode": mode, "k": k if mode == "on" else None}

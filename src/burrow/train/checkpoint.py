@@ -20,11 +20,9 @@ import errno
 import logging
 import os
 import random
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,46 +31,18 @@ import torch
 
 from burrow.errors import BurrowError
 from burrow.model import Transformer, load_model, save_model
+from burrow.model.io import STATE_FILE, RunPaths, list_checkpoints
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.pt"
-_STEP_DIR = re.compile(r"^step_(\d+)$")
+# The run directory's layout lives in model I/O (loading a run needs it); re-exported here.
+__all__ = ["STATE_FILE", "RunPaths", "SaveFn", "list_checkpoints", "load_checkpoint", "load_state", "prune_checkpoints",
+           "rng_state", "save_checkpoint", "set_rng_state", "write_model_atomically"]
+
 
 
 # Writes a loadable model directory (default ``save_model``; RETRO-fitting saves only the new weights).
 SaveFn = Callable[[Any, Path], object]
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where a run directory keeps each of its parts."""
-
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def final(self) -> Path:
-        return self.root / "final"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tensorboard"
-
-    def checkpoint(self, step: int) -> Path:
-        """Directory of the checkpoint taken after ``step`` optimizer steps."""
-        return self.checkpoints / f"step_{step:06d}"
 
 
 def rng_state() -> dict[str, Any]:
@@ -119,18 +89,6 @@ def save_checkpoint(paths: RunPaths, step: int, model: Transformer, optimizer: t
         shutil.rmtree(tmp, ignore_errors=True)
     prune_checkpoints(paths, keep)
     return dest
-
-
-def list_checkpoints(paths: RunPaths) -> list[tuple[int, Path]]:
-    """Complete checkpoints, oldest first (temporary directories of killed writes are ignored)."""
-    if not paths.checkpoints.is_dir():
-        return []
-    found = []
-    for p in paths.checkpoints.iterdir():
-        match = _STEP_DIR.match(p.name)
-        if match and (p / STATE_FILE).exists():
-            found.append((int(match.group(1)), p))
-    return sorted(found)
 
 
 def prune_checkpoints(paths: RunPaths, keep: int) -> None:

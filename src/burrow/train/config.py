@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from burrow.data.layout import retrieved_length
+from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION
 from burrow.errors import BurrowError
+from burrow.memory import DEFAULT_K
 from burrow.model import ModelConfig
 from burrow.presets import get_preset
 
@@ -62,7 +65,7 @@ class TrainConfig:
     # AdamW epsilon.
     eps: float = 1e-8
     # Neighbours per chunk given to RETRO during training (the paper's k = 2).
-    k: int = 2
+    k: int = DEFAULT_K
     # Micro-batches per optimizer step; must divide batch_size. Does not change the maths.
     grad_accum: int = 1
     # Global gradient-norm clip (1.0 as in Gopher); 0 disables clipping.
@@ -80,9 +83,9 @@ class TrainConfig:
     # Seed of the initialisation, dropout and the data order.
     seed: int = 0
     # ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``.
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     # Autocast: ``auto`` (bf16 on CUDA or a bf16 CPU), ``bf16``, ``fp16``, ``fp32`` (none).
-    precision: str = "auto"
+    precision: str = DEFAULT_PRECISION
     # Show a progress bar (loss, tokens/s, ETA).
     progress: bool = True
     # Discard an existing run directory's checkpoints and results and start again.
@@ -178,7 +181,7 @@ def resolve_model_config(spec: str, vocab_size: int, chunk_size: int | None, seq
     else:
         cfg = get_preset(spec)
     chunk_size = cfg.chunk_size if chunk_size is None else chunk_size
-    wanted = {"vocab_size": vocab_size, "chunk_size": chunk_size, "retrieved_len": 2 * chunk_size}
+    wanted = {"vocab_size": vocab_size, "chunk_size": chunk_size, "retrieved_len": retrieved_length(chunk_size)}
     for name, value in wanted.items():
         given = explicit.get(name)
         if given is not None and (given < value if name == "vocab_size" else given != value):

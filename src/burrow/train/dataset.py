@@ -39,6 +39,7 @@ from burrow.errors import BurrowError
 from burrow.memory import Memory
 from burrow.memory.build import compute_neighbours
 from burrow.memory.chunks import ChunkTable, chunk_table, chunk_tokens, neighbour_values
+from burrow.memory.neighbours import retrieval_width
 from burrow.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -293,15 +294,16 @@ def _neighbours(sources: DataSources, config: TrainConfig, train_seq: Sequences,
     memory = sources.memory
     assert memory is not None
     own = train_seq.table is memory.chunks
-    compute_neighbours(memory, k=config.k, target=None if own else sources.store.dir, progress=config.progress)
+    k_max = retrieval_width(config.k)  # retrieved once per table; every k ≤ k_max is its first k columns
+    compute_neighbours(memory, k=k_max, target=None if own else sources.store.dir, progress=config.progress)
     name = "self" if own else sources.store.dir.resolve().name
-    ids, _ = memory.neighbour_table(name, config.k)
+    ids, _ = memory.neighbour_table(name, k_max)
     seq_docs = memory.chunks.docs if own else None
     if valid_seq.store is train_seq.store:  # held-out slice of the same store
         lo = valid_seq.first * valid_seq.chunks_per_seq
         banned = (lo, (valid_seq.first + len(valid_seq)) * valid_seq.chunks_per_seq) if own else None
         return Neighbours(memory, ids, config.k, seq_docs, banned), Neighbours(memory, ids, config.k, seq_docs)
     assert sources.valid_store is not None
-    compute_neighbours(memory, k=config.k, target=sources.valid_store.dir, progress=config.progress)
-    valid_ids, _ = memory.neighbour_table(sources.valid_store.dir.resolve().name, config.k)
+    compute_neighbours(memory, k=k_max, target=sources.valid_store.dir, progress=config.progress)
+    valid_ids, _ = memory.neighbour_table(sources.valid_store.dir.resolve().name, k_max)
     return Neighbours(memory, ids, config.k, seq_docs), Neighbours(memory, valid_ids, config.k, None)

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from burrow.artefacts import atomic_path, read_json, read_manifest, write_json, write_manifest
 from burrow.device import autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
-from burrow.model import ModelConfig, Transformer, build_model, load_model, save_model
+from burrow.model import ModelConfig, Transformer, build_model, save_model
+from burrow.model.io import load_run
 from burrow.train.checkpoint import (
     RunPaths,
     SaveFn,
@@ -47,6 +48,8 @@ from burrow.train.optim import build_optimizer, lr_at, set_lr
 log = logging.getLogger(__name__)
 
 RUN_KIND = "train"  # manifest kind of a finished run
+
+__all__ = ["ModelSetup", "TrainResult", "evaluate_loss", "load_run", "train", "train_step"]  # load_run: model I/O
 
 
 @dataclass
@@ -115,36 +118,6 @@ def train(config: TrainConfig, setup: ModelSetup | None = None) -> TrainResult:
     result = _run(config, paths, model, optimizer, data, device, dtype, start, last_loss, save)
     result.resumed_from = start if resume is not None else None
     return result
-
-
-def load_run(run: str | Path, device: str | torch.device = "cpu") -> Transformer:
-    """The model of run directory ``run``: ``final/`` when finished, else its newest checkpoint."""
-    paths = RunPaths(Path(run))
-    if (paths.final / "model.safetensors").exists():
-        return _load_model_dir(paths.final, device)
-    checkpoints = list_checkpoints(paths)
-    if not checkpoints:
-        raise BurrowError(f"{run} holds no trained model (no final/ and no checkpoints); train it first")
-    errors = []
-    for step, path in reversed(checkpoints):  # the newest that loads: a damaged one is passed over
-        try:
-            model = _load_model_dir(path, device)
-        except BurrowError as e:
-            log.warning("%s; trying an earlier checkpoint", e)
-            errors.append(e)
-            continue
-        log.warning("%s has not finished; loading its newest intact checkpoint (step %d)", run, step)
-        return model
-    raise BurrowError(f"{run} has not finished and none of its checkpoints can be loaded (the newest: {errors[0]})")
-
-
-def _load_model_dir(path: Path, device: str | torch.device) -> Transformer:
-    """``load_model``, or the RETRO-fit loader for a directory that holds only a retrofit's new weights."""
-    from burrow.train.retrofit import RETROFIT_FILE, load_retrofit_dir  # retrofit builds on this module
-
-    if (path / RETROFIT_FILE).exists():
-        return load_retrofit_dir(path, device)  # type: ignore[return-value]  # duck-typed Transformer
-    return load_model(path, device=device)
 
 
 def _prepare_run(paths: RunPaths, record: dict[str, Any], force: bool) -> Path | None:

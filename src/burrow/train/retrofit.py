@@ -20,96 +20,99 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 from torch import nn
 
-from burrow.artefacts import atomic_path, file_sha256, read_json, write_json, write_manifest
+from burrow.artefacts import read_json
+from burrow.data.layout import retrieved_length
+from burrow.data.tokenizer import load_tokenizer
 from burrow.errors import BurrowError
 from burrow.memory import Memory
-from burrow.model import ModelConfig, Transformer, build_model, load_model, save_model
-from burrow.model.hf import HFRetro, hf_decoder_config, load_hf_causal_lm, resolve_hf_base
-from burrow.model.io import damaged
+from burrow.model import ModelConfig, build_model, load_model, save_model
+from burrow.model.hf import HFRetro, hf_decoder_config, load_hf_causal_lm
+from burrow.model.io import (
+    RETROFIT_FILE,
+    WEIGHTS_FILE,
+    BaseRef,
+    load_new_weights,
+    load_retrofit_dir,
+    load_run,
+    resolve_hf_base,
+    save_hf_retrofit,
+)
+from burrow.model.protocol import RetrievalLM
 from burrow.train.config import TrainConfig
-from burrow.train.loop import ModelSetup, TrainResult, load_run, train
+from burrow.train.loop import ModelSetup, TrainResult, train
 
 log = logging.getLogger(__name__)
 
-RETROFIT_FILE = "retrofit.json"  # in a model directory: the base a HF retrofit's new weights belong to
-WEIGHTS_FILE = "model.safetensors"
 PAPER_ENCODER_WIDTH = 896  # the paper's encoder width at every model size
 
+# Retrofit directories are read and written by model I/O; these names stay importable from here.
+__all__ = ["RETROFIT_FILE", "BaseRef", "RetrofitConfig", "RetrofitResult", "default_cca_layers", "freeze_base",
+           "load_retrofit", "load_retrofit_dir", "parameter_split", "resolve_base", "retrofit",
+           "retrofit_model_config", "save_hf_retrofit"]
 
-@dataclass
+
+#: Where RETRO-fitting trains differently from :class:`TrainConfig`'s defaults: a short run (the paper
+#: retro-fits for ~3% of pre-training) of fresh modules at a higher peak rate, validated more often.
+RETROFIT_TRAINING: dict[str, Any] = {"steps": 200, "lr": 1e-3, "eval_every": 50}
+
+
+@dataclass(init=False)
 class RetrofitConfig:
-    """What is added to the base and how it is trained (the base's own shape is read from it)."""
+    """What is added to the base (the base's own shape is read from it) and how it is trained.
+
+    Training is a :class:`TrainConfig` (``train``); ``model``, ``out`` and ``memory`` are filled in
+    by :func:`retrofit`. Its fields may also be given directly, as before —
+    ``RetrofitConfig(steps=50, lr=1e-3)`` — and read as ``config.steps``.
+    """
 
     # 1-based decoder layers that get a CCA; empty: :func:`default_cca_layers` (every 3rd from 6).
-    cca_layers: tuple[int, ...] = ()
+    cca_layers: tuple[int, ...]
     # GGUF file inside a Hugging Face base's directory (SmolLM2's package ships only a GGUF).
-    gguf_file: str | None = None
+    gguf_file: str | None
     # Encoder width; None: the paper's 896, or the base's width when that is smaller.
-    enc_d_model: int | None = None
+    enc_d_model: int | None
     # Encoder blocks (the paper's 2).
-    enc_n_layers: int = 2
-    # Optimizer steps (the paper retro-fits for ~3% of pre-training).
-    steps: int = 200
-    # Sequences per optimizer step.
-    batch_size: int = 8
-    # Tokens per sequence, a multiple of the memory's chunk length.
-    seq_len: int = 512
-    # Peak learning rate of the new modules.
-    lr: float = 1e-3
-    # Warm-up steps; None: the training default (min(750, steps // 10)).
-    warmup: int | None = None
-    # Neighbours per chunk while training (the paper's k = 2).
-    k: int = 2
-    # Validation every this many steps (and at the end); 0: only at the end.
-    eval_every: int = 50
-    # Seed of the new modules' initialisation and of the data order.
-    seed: int = 0
-    # ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
-    device: str = "auto"
-    # Autocast: ``auto``, ``bf16``, ``fp16``, ``fp32``.
-    precision: str = "auto"
-    # Show a progress bar.
-    progress: bool = True
-    # Discard the run directory's checkpoints and results and start again.
-    force: bool = False
-    # Further TrainConfig fields (e.g. ``grad_accum``, ``valid_fraction``), passed through unchanged.
-    train_options: dict[str, Any] = field(default_factory=dict)
+    enc_n_layers: int
+    # How the new modules are trained: TrainConfig's defaults, except :data:`RETROFIT_TRAINING`.
+    train: TrainConfig
+
+    def __init__(self, cca_layers: tuple[int, ...] = (), gguf_file: str | None = None,
+                 enc_d_model: int | None = None, enc_n_layers: int = 2, train: TrainConfig | None = None,
+                 train_options: dict[str, Any] | None = None, **train_fields: Any) -> None:
+        self.cca_layers = tuple(int(i) for i in cca_layers)
+        self.gguf_file, self.enc_d_model, self.enc_n_layers = gguf_file, enc_d_model, enc_n_layers
+        if train is not None and (train_fields or train_options):
+            raise BurrowError("give the retrofit's training settings either as train=TrainConfig(...) or as fields")
+        fields = {**RETROFIT_TRAINING, **(train_options or {}), **train_fields}
+        # model, out and memory are placeholders until retrofit() knows the base, run and memory.
+        self.train = train or TrainConfig(model="retrofit", out=Path("."), memory=Path("."), **fields)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
-        self.cca_layers = tuple(int(i) for i in self.cca_layers)
         if self.enc_d_model is not None and self.enc_d_model <= 0:
             raise BurrowError(f"enc_d_model must be positive, got {self.enc_d_model}")
         if self.enc_n_layers <= 0:
             raise BurrowError(f"enc_n_layers must be positive, got {self.enc_n_layers}")
 
+    def __getattr__(self, name: str) -> Any:
+        """The training settings read as before: ``config.steps`` is ``config.train.steps``."""
+        if name != "train" and "train" in self.__dict__ and name in _TRAIN_FIELDS:
+            return getattr(self.__dict__["train"], name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
     def train_config(self, base: str, memory: Path, out: Path) -> TrainConfig:
         """The :class:`TrainConfig` of the retrofit run (``model`` names the base, for the record)."""
-        return TrainConfig(model=f"retrofit:{base}", out=out, memory=memory, steps=self.steps,
-                           batch_size=self.batch_size, seq_len=self.seq_len, lr=self.lr, warmup=self.warmup,
-                           k=self.k, eval_every=self.eval_every, seed=self.seed, device=self.device,
-                           precision=self.precision, progress=self.progress, force=self.force,
-                           **self.train_options)
+        return dataclasses.replace(self.train, model=f"retrofit:{base}", out=out, memory=memory)
 
 
-@dataclass(frozen=True)
-class BaseRef:
-    """Which pretrained model a retrofit starts from."""
-
-    kind: str  # "burrow" | "hf"
-    source: str  # burrow run/model directory, or HF name/directory (``smollm2`` kept as is: portable)
-    gguf_file: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (written to config.json and ``retrofit.json``)."""
-        return dataclasses.asdict(self)
+_TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 
 @dataclass
@@ -150,7 +153,7 @@ def retrofit_model_config(base: ModelConfig, config: RetrofitConfig, chunk_size:
                           "choose another enc_d_model")
     notes = {**base.notes, "retrofit_of": base.name or "base"}
     return dataclasses.replace(
-        base, retro=True, cca_layers=cca, chunk_size=chunk_size, retrieved_len=2 * chunk_size,
+        base, retro=True, cca_layers=cca, chunk_size=chunk_size, retrieved_len=retrieved_length(chunk_size),
         enc_d_model=enc_d, enc_n_layers=config.enc_n_layers, enc_n_heads=enc_d // head_dim, enc_head_dim=head_dim,
         enc_d_ffw=4 * enc_d, enc_cross_layers=(1,), zero_init_cca_out=True,
         max_seq_len=max(base.max_seq_len, seq_len or 0), name=f"retrofit-{base.name or 'base'}", notes=notes)
@@ -199,7 +202,7 @@ def retrofit(base: str | Path, memory_dir: str | Path, out: str | Path,
     ref = resolve_base(base, config.gguf_file)
     memory = Memory(memory_dir)
     out = Path(out)
-    _check_same_base(out, ref, config.force)
+    _check_same_base(out, ref, config.train.force)
     if ref.kind == "burrow":
         setup = _burrow_setup(ref, memory, config)
     else:
@@ -235,7 +238,7 @@ def _burrow_setup(ref: BaseRef, memory: Memory, config: RetrofitConfig) -> Model
     """Build = a RETRO Transformer with the base's weights loaded and frozen; saved as a whole."""
     base = _load_burrow_base(Path(ref.source))
     _check_burrow_tokenizer(Path(ref.source), base.config, memory)
-    model_cfg = retrofit_model_config(base.config, config, memory.chunk_size, config.seq_len)
+    model_cfg = retrofit_model_config(base.config, config, memory.chunk_size, config.train.seq_len)
     base_state = base.state_dict()
 
     def build() -> nn.Module:
@@ -254,7 +257,7 @@ def _burrow_setup(ref: BaseRef, memory: Memory, config: RetrofitConfig) -> Model
     return ModelSetup(model_cfg, build, save_model, load, {"retrofit": ref.to_dict()})
 
 
-def _load_burrow_base(path: Path) -> Transformer:
+def _load_burrow_base(path: Path) -> RetrievalLM:
     """A burrow baseline from a model directory or a run directory (its final model)."""
     return load_model(path) if (path / WEIGHTS_FILE).exists() else load_run(path)
 
@@ -286,7 +289,7 @@ def _hf_setup(ref: BaseRef, memory: Memory, config: RetrofitConfig) -> ModelSetu
 
     def load(model: nn.Module, path: Path) -> None:
         assert isinstance(model, HFRetro)
-        _load_new_weights(model, path)
+        load_new_weights(model, path)
 
     return ModelSetup(model_cfg, lambda: HFRetro(hf, model_cfg),
                       lambda model, path: save_hf_retrofit(model, path, ref), load, {"retrofit": ref.to_dict()})
@@ -294,8 +297,6 @@ def _hf_setup(ref: BaseRef, memory: Memory, config: RetrofitConfig) -> ModelSetu
 
 def _check_hf_tokenizer(ref: BaseRef, memory: Memory) -> None:
     """One-line error unless the memory was built with the base model's own tokenizer."""
-    from burrow.data.tokenizer import load_tokenizer
-
     path, gguf = resolve_hf_base(ref.source, ref.gguf_file)
     own = load_tokenizer(path, gguf)
     if own.fingerprint() == memory.manifest["tokenizer"]:
@@ -310,45 +311,6 @@ def _check_hf_tokenizer(ref: BaseRef, memory: Memory) -> None:
     log.warning("memory tokenizer file differs from %s's but encodes identically; continuing", ref.source)
 
 
-def save_hf_retrofit(model: nn.Module, directory: Path, ref: BaseRef) -> Path:
-    """Write a HF retrofit's new weights, its RETRO config and the base reference into ``directory``."""
-    assert isinstance(model, HFRetro)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().contiguous() for k, v in model.new_state_dict().items()}
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        safetensors.torch.save_file(weights, str(tmp))
-    write_json(directory / "config.json", model.config.to_dict())
-    write_json(directory / RETROFIT_FILE, ref.to_dict())
-    write_manifest(directory, "model", config=model.config.to_dict(), retrofit=ref.to_dict(),
-                   parameters=sum(v.numel() for v in weights.values()),
-                   weights_sha256=file_sha256(directory / WEIGHTS_FILE))
-    return directory
-
-
-def _load_new_weights(model: HFRetro, directory: Path) -> None:
-    try:
-        weights = safetensors.torch.load_file(str(directory / WEIGHTS_FILE))
-    except (safetensors.SafetensorError, OSError) as e:  # truncated or overwritten weights
-        raise damaged(directory / WEIGHTS_FILE, str(e)) from None
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    new_missing = [n for n in missing if not n.startswith("base.")]
-    if new_missing or unexpected:
-        raise BurrowError(f"{directory}: retrofit weights do not match its config.json (missing "
-                          f"{new_missing[:3]}, unexpected {unexpected[:3]})")
-
-
-def load_retrofit_dir(directory: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """A retro-fitted model from a model directory (``RUN/final`` or a checkpoint)."""
-    directory = Path(directory)
-    if not (directory / RETROFIT_FILE).exists():
-        return load_model(directory, device=device)  # a burrow base: an ordinary RETRO model
-    ref = BaseRef(**read_json(directory / RETROFIT_FILE))
-    cfg = ModelConfig.from_dict(read_json(directory / "config.json"))
-    model = HFRetro(load_hf_causal_lm(ref.source, ref.gguf_file), cfg)
-    _load_new_weights(model, directory)
-    return model.to(device)
-
-
-def load_retrofit(run: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def load_retrofit(run: str | Path, device: str | torch.device = "cpu") -> RetrievalLM:
     """The model of a retrofit run (``final/``, else its newest checkpoint): :func:`load_run` does it."""
     return load_run(run, device)

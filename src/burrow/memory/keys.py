@@ -1,0 +1,48 @@
+"""The memory's stored keys: the frozen encoder's key shards (``MEMDIR/embeddings``), read back by chunk id.
+
+Shape legend: c chunks asked for, e key width.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from burrow.artefacts import read_json
+from burrow.errors import BurrowError
+
+
+def key_shard_paths(memory_dir: Path) -> list[Path] | None:
+    """The key shards of a memory in chunk order, or None when they were not kept (or are incomplete)."""
+    manifest = memory_dir / "embeddings.manifest.json"
+    if not manifest.exists() or not (memory_dir / "embeddings").exists():
+        return None
+    shards = [memory_dir / "embeddings" / p for p in read_json(manifest)["shards"]]
+    return shards if all(p.exists() for p in shards) else None
+
+
+def stored_keys(memory_dir: Path, index: Any, chunk_ids: np.ndarray) -> np.ndarray:
+    """(c, e) stored keys of memory chunks ``chunk_ids`` (sorted), read shard by shard.
+
+    Falls back to reconstructing them from a flat index when the shards were not kept.
+    """
+    shards = key_shard_paths(memory_dir)
+    if shards is not None:
+        return _keys_from_shards(shards, chunk_ids)
+    try:
+        return np.stack([index.reconstruct(int(i)) for i in chunk_ids]).astype(np.float32)
+    except RuntimeError:
+        raise BurrowError(f"{memory_dir} kept no key shards and its index cannot return keys; rebuild the "
+                          "memory with keep_embeddings to run the memory-size sweep") from None
+
+
+def _keys_from_shards(shards: list[Path], chunk_ids: np.ndarray) -> np.ndarray:
+    parts, start = [], 0
+    for path in shards:
+        arr = np.load(path, mmap_mode="r")  # (shard rows, e)
+        sel = chunk_ids[(chunk_ids >= start) & (chunk_ids < start + len(arr))] - start
+        parts.append(np.asarray(arr[sel], dtype=np.float32))
+        start += len(arr)
+    return np.concatenate(parts)
