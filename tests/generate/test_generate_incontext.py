@@ -17,53 +17,6 @@ from burrow.generate import AttributionEvent, DoneEvent, GenerationConfig, Token
 from burrow.generate.incontext import InContextGenerator
 from burrow.generate.readable import load_lm, readable_example
 
-DOCS_TEXT = [
-    "A volcano is a rupture in the crust where lava, ash and gases escape. Mount Etna in Sicily erupts often.",
-    "Owls hunt at night, turning their heads to hear the smallest mouse in the grass.",
-    "Bread is baked from flour, water, salt and yeast. Bakers knead the dough, let it rise.",
-    "Chess is a board game for two players. Each player moves sixteen pieces.",
-]
-
-
-def _save_tiny_llama(folder: Path, byte_level: bool = True) -> Path:
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["<unk>", "<s>", "</s>"]
-    if byte_level:
-        tok = Tokenizer(models.BPE(unk_token="<unk>"))
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    else:  # a word-level tokenizer that knows almost nothing: cannot encode the memory's text
-        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
-        tok.pre_tokenizer = pre_tokenizers.Whitespace()
-        trainer = trainers.WordLevelTrainer(vocab_size=8, special_tokens=specials)
-    tok.train_from_iterator(DOCS_TEXT * 3 if byte_level else ["zebra"], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    fast.save_pretrained(folder)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="module")
-def bm25_memory(gen_memory):
-    from burrow.memory.bm25 import build_bm25
-
-    build_bm25(gen_memory, progress=False)
-    return gen_memory
-
 
 @pytest.fixture(scope="module")
 def reader(tiny_lm_dir, bm25_memory) -> InContextGenerator:
@@ -100,7 +53,8 @@ def test_blocks_events_and_json_shapes(reader) -> None:
 def test_retrieval_changes_the_text_and_off_reads_nothing(reader) -> None:
     cfg = GenerationConfig(max_new_tokens=16, greedy=True)
     on = reader.generate("Bread is baked from flour", cfg)
-    off = reader.generate("Bread is baked from flour", GenerationConfig(max_new_tokens=16, greedy=True, retrieval=False))
+    off = reader.generate("Bread is baked from flour",
+                          GenerationConfig(max_new_tokens=16, greedy=True, retrieval=False))
     assert off.chunks == [] and off.retrieval is False and on.retrieval is True
     assert on.tokens != off.tokens  # the passages before the window change a random LM's output
 
@@ -146,10 +100,10 @@ def test_copied_span_respects_min_copy() -> None:
     assert GenerationConfig().min_copy == 4
 
 
-def test_bad_inputs_are_one_clear_error(tiny_lm_dir, bm25_memory, reader, tmp_path: Path) -> None:
+def test_bad_inputs_are_one_clear_error(tiny_lm_dir, bm25_memory, reader, save_tiny_llama, tmp_path: Path) -> None:
     with pytest.raises(BurrowError, match="shorten the prompt"):
         reader.generate("owls " * 2000, GenerationConfig(max_new_tokens=4))
-    word = _save_tiny_llama(tmp_path / "wordlevel", byte_level=False)
+    word = save_tiny_llama(tmp_path / "wordlevel", byte_level=False)
     with pytest.raises(BurrowError, match="cannot encode this memory's text"):
         InContextGenerator(load_lm(str(word)), bm25_memory, device="cpu")
     with pytest.raises(BurrowError, match="no such folder"):
