@@ -266,7 +266,7 @@ class _Reading:
     def _retrieve(self, query_ids: list[int]) -> list[_Passage]:
         gen = self.gen
         query = gen.query_text(query_ids)
-        if not query:
+        if not query or gen.memory is None:
             return []
         res = gen.memory.search([query], k=self.cfg.k, retriever=gen.retriever)
         out = []
