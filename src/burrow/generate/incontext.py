@@ -11,9 +11,10 @@ is refreshed every s generated tokens (defaults s = q = 32), so generation runs 
     window(block b) = [start] + passage_1 + … + [start] + passage_k + [start] + tail(prompt + generated)
 
 where start is the LM's bos (else eos), the passages take at most B tokens and the tail at most
-C − B − 1 − s. At each block start the window is fed once (the passages changed, so the KV cache
-cannot be kept), then the block's s tokens are decoded one at a time with the LM's KV cache (HF
-``DynamicCache`` or a burrow cache); ``GenerationConfig(kv_cache=False)`` recomputes the window at
+C − B − 1 − s. At each block start the new window is fed once when it changed (new passages
+invalidate the KV cache; when the same passages come back, or without retrieval, the cache already
+holds the window and is kept), then the block's s tokens are decoded one at a time with the LM's KV
+cache (HF ``DynamicCache`` or a burrow cache); ``GenerationConfig(kv_cache=False)`` recomputes the window at
 every step instead. Retrieval off is the same LM, the same blocks, with no passage.
 
 Events and JSON shapes are :class:`~burrow.generate.generator.Generator`'s: a token event's
@@ -244,14 +245,13 @@ class _Reading:
         self.block_start = i
         if self.retrieving:
             self.passages = self._retrieve(self.seq[-gen.query_tokens:])
-        elif i > 0 and self.cache is not None and len(self.window) + gen.stride <= gen.context:
-            return self._extend(self.seq[-1])  # nothing changed before the tail: keep the cache
         head: list[int] = []
         for p in self.passages:
             head += [self.start_id, *p.ids.tolist()]
-        head = head[:gen.passage_tokens]
-        tail = self.seq[-(gen.config.max_seq_len):] if self.seq else []
-        self.window = [*head, self.start_id, *tail]
+        window = [*head[:gen.passage_tokens], self.start_id, *self.seq[-gen.config.max_seq_len:]]
+        if self.cache is not None and window[:-1] == self.window:
+            return self._extend(window[-1])  # same passages, same tail start: the cache holds the window
+        self.window = window
         self.cache = gen.lm.new_cache() if self.cfg.kv_cache else None
         return self._feed(self.window)
 
