@@ -139,3 +139,9 @@ def test_readable_example_side_by_side(tiny_lm_dir, bm25_memory) -> None:
     text = readable_example(bm25_memory, lm=str(tiny_lm_dir), prompt="Owls hunt at night", max_new_tokens=8)
     assert "without the memory" in text and "reading the memory (bm25 passages" in text
     assert "Sources read:" in text and ".txt:line 1" in text and "/tmp" not in text
+
+
+def test_a_built_memory_records_its_roots_and_shows_relative_sources(gen_memory) -> None:
+    assert gen_memory.manifest["corpus_roots"] and all(r.startswith("/") for r in gen_memory.manifest["corpus_roots"])
+    res = gen_memory.search(["owls hunt at night"], k=2)
+    assert all(not s.startswith("/") and s.endswith(".txt:line 1") for s in res.sources[0])
