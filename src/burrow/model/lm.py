@@ -177,8 +177,11 @@ class HFLM(_TorchLM):
 
     def _step(self, inputs: Tensor, cache: Any) -> Tensor:
         # transformers >= 5 names the argument ``cache``; earlier versions ``past_key_values``.
-        name = "cache" if "cache" in inspect.signature(self.module.forward).parameters else "past_key_values"
-        logits: Tensor = self.module(input_ids=inputs, use_cache=True, **{name: cache}).logits
+        params = inspect.signature(self.module.forward).parameters
+        kwargs: dict[str, Any] = {"cache" if "cache" in params else "past_key_values": cache}
+        if "logits_to_keep" in params:  # only the last position's logits are used: skip the rest of the head
+            kwargs["logits_to_keep"] = 1
+        logits: Tensor = self.module(input_ids=inputs, use_cache=True, **kwargs).logits
         return logits
 
 
