@@ -12,6 +12,16 @@ small memory from the first WikiText-2 training articles (``../shared/data``, vi
 untrained ``retro-cpu-small`` — it says so; speed does not depend on the weights being trained.
 
     .venv/bin/python bench/generate.py [--run RUN --memory DIR] [--duration 60] [--json OUT.json]
+
+3. With ``--lm smollm2 [--memory DIR]``: a pretrained LM reading the memory in context
+   (burrow.generate.incontext) instead — tokens/s with and without retrieval (target ≥ 10 tokens/s
+   on CPU), and a factuality proxy: on ``--prompts`` (≥ 20) held-out Wikipedia leads
+   (wikipedia-vital-summaries titles that are not memory documents; the first words of the lead are
+   the prompt), the share of generated word 8-grams found in the passages retrieval reads for that
+   text (the same queries, every s tokens), with and without retrieval. Without ``--memory`` it builds
+   the small WikiText-2 memory (and its BM25 index).
+
+    .venv/bin/python bench/generate.py --lm smollm2 --memory runs/demo/memory [--prompts 20] [--json OUT]
 """
 
 from __future__ import annotations
@@ -146,6 +156,114 @@ async def load_test(port: int, clients: int, duration: float, tokens: int) -> di
     return out
 
 
+# ---------------------------------------------------------------- a pretrained LM reading the memory
+
+VITAL = "wikipedia-vital-summaries/summaries_en.jsonl.gz"
+NGRAM = 8
+
+
+def held_out_prompts(memory: Memory, n: int, words: int = 8) -> list[tuple[str, str]]:
+    """(title, prompt) of ``n`` vital-article leads whose title is no memory document's title; the prompt is
+    the lead's first ``words`` words."""
+    import gzip
+
+    seen = {(d.title or "").strip().lower() for d in memory.store.docs}
+    out = []
+    with gzip.open(find_data(needs=(VITAL,)) / VITAL, "rt", encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            title, lead = str(rec.get("title", "")), str(rec.get("extract", ""))
+            first = lead.split()
+            if title.lower() in seen or len(first) < 2 * words or not title[:1].isalpha():
+                continue
+            out.append((title, " ".join(first[:words])))
+            if len(out) >= n:
+                break
+    return out
+
+
+def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
+    """Lower-cased word n-grams of ``text``."""
+    import re
+
+    w = re.findall(r"\w+", text.lower())
+    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+
+def passages_for(gen: Any, prompt: str, generated: list[int], k: int) -> list[str]:
+    """The passages retrieval reads for prompt + ``generated``: one query (the last q tokens) per block of s."""
+    ids = gen.encode(prompt) + list(generated)
+    p0, texts = len(ids) - len(generated), []
+    for i in range(0, max(1, len(generated)), gen.stride):
+        query = gen.query_text(ids[:p0 + i][-gen.query_tokens:])
+        if query:
+            res = gen.memory.search([query], k=k, retriever=gen.retriever)
+            texts += [t for j, t in enumerate(res.texts[0]) if res.ids[0, j] >= 0]
+    return texts
+
+
+def support(text: str, passages: list[str]) -> tuple[int, int]:
+    """(generated 8-grams found in ``passages``, generated 8-grams)."""
+    gen = ngrams(text)
+    ref: set[tuple[str, ...]] = set().union(*(ngrams(p) for p in passages)) if passages else set()
+    return len(gen & ref), len(gen)
+
+
+def bench_lm(lm: str, memory_dir: Path, prompts: int, tokens: int, retriever: str, stride: int,
+             device: str) -> dict[str, Any]:
+    """Tokens/s and the 8-gram support share of ``lm`` with and without the memory in context."""
+    from burrow.generate.readable import lm_generator
+
+    gen = lm_generator(lm, Memory(memory_dir), retriever=retriever, stride=stride, device=device)
+    cases = held_out_prompts(gen.memory, prompts)
+    gen.generate(cases[0][1], GenerationConfig(max_new_tokens=4, greedy=True))  # warm-up
+    rows = []
+    for title, prompt in cases:
+        row: dict[str, Any] = {"title": title, "prompt": prompt}
+        for mode in ("on", "off"):
+            res = gen.generate(prompt, GenerationConfig(max_new_tokens=tokens, greedy=True, retrieval=mode == "on"))
+            hit, total = support(res.text, passages_for(gen, prompt, res.tokens, k=2))
+            row[mode] = {"text": res.text, "tokens": len(res.tokens), "seconds": res.seconds,
+                         "tokens_per_s": res.tokens_per_second, "ngrams": total, "supported": hit}
+        rows.append(row)
+        print(f"  {title}: on {row['on']['tokens_per_s']:.1f} tok/s, {row['on']['supported']}/{row['on']['ngrams']} "
+              f"8-grams supported; off {row['off']['tokens_per_s']:.1f} tok/s, "
+              f"{row['off']['supported']}/{row['off']['ngrams']}")
+    out: dict[str, Any] = {"lm": lm, "memory": memory_dir.name, "retriever": retriever, "stride": stride,
+                           "tokens": tokens, "device": str(gen.device), "threads": torch.get_num_threads(),
+                           "prompts": len(rows), "rows": rows}
+    for mode in ("on", "off"):
+        n_tok = sum(r[mode]["tokens"] for r in rows)
+        secs = sum(r[mode]["seconds"] for r in rows)
+        hits, grams = sum(r[mode]["supported"] for r in rows), sum(r[mode]["ngrams"] for r in rows)
+        out[mode] = {"tokens_per_s": n_tok / secs if secs else 0.0, "supported_8gram_share": hits / grams if grams
+                     else 0.0, "ngrams": grams}
+    print(f"  {lm} reading {memory_dir.name} ({retriever}, s = {stride}) on {out['device']}, {len(rows)} held-out "
+          f"prompts x {tokens} tokens: retrieval ON {out['on']['tokens_per_s']:.1f} tokens/s, "
+          f"{out['on']['supported_8gram_share']:.1%} of 8-grams supported by the passages; OFF "
+          f"{out['off']['tokens_per_s']:.1f} tokens/s, {out['off']['supported_8gram_share']:.1%} "
+          "(target ≥ 10 tokens/s)")
+    return out
+
+
+def small_lm_memory(work: Path, articles: int) -> Path:
+    """The small WikiText-2 memory of :func:`small_setup` with its BM25 index (no model)."""
+    from burrow.memory.bm25 import build_bm25
+
+    corpus = work / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    docs = []
+    for doc in read_corpus([str(find_data() / WIKITEXT_TRAIN)]):
+        docs.append(doc.text)
+        if len(docs) >= articles:
+            break
+    (corpus / "wiki.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    memory, _ = build_memory([str(corpus)], work / "mem", MemoryConfig(), progress=False)
+    build_bm25(memory, progress=False)
+    print(f"  (no --memory: a memory of {articles} WikiText-2 articles, {len(memory):,} chunks)")
+    return memory.dir
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, help="Training run or model directory (default: untrained retro-cpu-small).")
@@ -159,11 +277,24 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, help="torch CPU threads of the speed test (default: torch's choice).")
     ap.add_argument("--json", type=Path, help="Also write the results here.")
+    ap.add_argument("--lm", help="Bench a pretrained LM reading the memory in context instead (e.g. smollm2).")
+    ap.add_argument("--prompts", type=int, default=20, help="With --lm: held-out Wikipedia prompts.")
+    ap.add_argument("--lm-tokens", type=int, default=64, help="With --lm: tokens per generation.")
+    ap.add_argument("--retriever", default="bm25", help="With --lm: bm25 or dense.")
+    ap.add_argument("--stride", type=int, default=32, help="With --lm: tokens between retrievals.")
     args = ap.parse_args()
-    if (args.run is None) != (args.memory is None):
-        ap.error("give both --run and --memory, or neither")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.lm:
+        with tempfile.TemporaryDirectory() as tmp:
+            memory_dir = args.memory or small_lm_memory(Path(tmp), args.articles)
+            results = {"lm": bench_lm(args.lm, memory_dir, args.prompts, args.lm_tokens, args.retriever,
+                                      args.stride, args.device)}
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        return
+    if (args.run is None) != (args.memory is None):
+        ap.error("give both --run and --memory, or neither")
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, memory_dir = (args.run, args.memory) if args.run else small_setup(Path(tmp), args.articles)
         results = {"generation": bench_generation(model_dir, memory_dir, args.tokens, args.repeats, args.device)}

@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 FLOORS: dict[str, int] = {
     "errors": 1, "device": 1, "artefacts": 1, "hub": 1,
     "data": 2, "model": 2,
-    "memory": 3,
+    "memory": 3, "lm": 3,
     "train": 4, "evaluate": 4, "generate": 4, "methods": 4,
     "serve": 5, "demo": 5, "tasks": 5, "risks": 5,
     "cli": 6, "__main__": 6,

@@ -76,6 +76,62 @@ def base_dir(tmp_path_factory: pytest.TempPathFactory, gen_memory) -> Path:
     return save_model(model, tmp_path_factory.mktemp("models") / "base")
 
 
+DOCS_TEXT = [
+    "A volcano is a rupture in the crust where lava, ash and gases escape. Mount Etna in Sicily erupts often.",
+    "Owls hunt at night, turning their heads to hear the smallest mouse in the grass.",
+    "Bread is baked from flour, water, salt and yeast. Bakers knead the dough, let it rise.",
+    "Chess is a board game for two players. Each player moves sixteen pieces.",
+]
+
+
+def _save_tiny_llama(folder: Path, byte_level: bool = True) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    if byte_level:
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:  # a word-level tokenizer that knows almost nothing: cannot encode the memory's text
+        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        trainer = trainers.WordLevelTrainer(vocab_size=8, special_tokens=specials)
+    tok.train_from_iterator(DOCS_TEXT * 3 if byte_level else ["zebra"], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with a byte-level BPE tokenizer, saved as a local Hugging Face folder."""
+    return _save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture
+def save_tiny_llama():
+    """:func:`_save_tiny_llama`, as a fixture."""
+    return _save_tiny_llama
+
+
+@pytest.fixture(scope="session")
+def bm25_memory(gen_memory):
+    """:func:`gen_memory` with its BM25 index built."""
+    from burrow.memory.bm25 import build_bm25
+
+    build_bm25(gen_memory, progress=False)
+    return gen_memory
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Run these tiny models on one thread: on a shared 2-core machine, OpenMP threads spinning against

@@ -24,6 +24,8 @@ retro_dir = _fixtures.retro_dir
 base_dir = _fixtures.base_dir
 one_torch_thread = _fixtures.one_torch_thread
 tiny_config = _fixtures.tiny_config
+tiny_lm_dir = _fixtures.tiny_lm_dir
+bm25_memory = _fixtures.bm25_memory
 
 
 

@@ -16,25 +16,43 @@ from burrow.generate.chat import ChatConfig
 from burrow.generate.config import GenerationConfig
 from burrow.generate.generator import Generator
 
-RUN = typer.Argument(..., help="Training run directory (its final/ or newest checkpoint) or a model directory.")
+RUN = typer.Argument(None, help="Training run directory (its final/ or newest checkpoint) or a model directory "
+                                "(optional with --lm).")
+LM = typer.Option(None, "--lm", help="A pretrained causal LM reading the memory in context: smollm2, a local "
+                                     "Hugging Face folder, or a hub id (offline unless HF_HUB_OFFLINE=0).")
+RETRIEVER = typer.Option("bm25", "--retriever", help="With --lm: bm25 (needs `burrow memory bm25`) or dense.")
+STRIDE = typer.Option(32, "--stride", help="With --lm: generated tokens between retrievals (s).")
+QUERY = typer.Option(32, "--query-tokens", help="With --lm: the last q tokens of prompt + text form the query.")
+MIN_COPY = typer.Option(4, "--min-copy", help="Shortest copied span (tokens) reported and highlighted.")
 MEMORY = typer.Option(..., "--memory", "-m", help="Memory directory (its tokenizer; RETRO's neighbours).")
 SEED = typer.Option(None, "--seed", help="Sampler seed (default: a fresh one, printed with --json).")
 TEMPERATURE = typer.Option(1.0, "--temperature", help="Softmax temperature; 0 is greedy.")
 
 
-def _generator(run: Path, memory: Path, device: str, precision: str) -> Generator:
+def _generator(run: Path | None, memory: Path, device: str, precision: str, lm: str | None = None,
+               retriever: str = "bm25", stride: int = 32, query_tokens: int = 32) -> Any:
+    from burrow.errors import BurrowError
     from burrow.evaluate.runs import check_trained_tokenizer
     from burrow.generate import load_generation_model
     from burrow.memory import Memory
 
+    if lm is not None:
+        if run is not None:
+            raise BurrowError("give either a RUN or --lm, not both (`burrow serve` takes both)")
+        from burrow.generate.readable import lm_generator
+
+        return lm_generator(lm, Memory(memory), retriever=retriever, stride=stride, query_tokens=query_tokens,
+                            device=device, precision=precision)
+    if run is None:
+        raise BurrowError("give a RUN directory or --lm (e.g. --lm smollm2)")
     mem = Memory(memory)
     check_trained_tokenizer(run, mem)
     return Generator(load_generation_model(run), mem, device=device, precision=precision)
 
 
 def generate_command(
-    run: Path = RUN,
-    prompt: str = typer.Argument(..., help="The text to continue."),
+    run: Path | None = RUN,
+    prompt: str | None = typer.Argument(None, help="The text to continue."),
     memory: Path = MEMORY,
     max_tokens: int = typer.Option(128, "--max-tokens", help="Most tokens to generate."),
     temperature: float = TEMPERATURE,
@@ -47,13 +65,26 @@ def generate_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document (text, chunks, attributions)."),
     device: Device = DEFAULT_DEVICE,
     precision: Precision = DEFAULT_PRECISION,
+    lm: str | None = LM,
+    retriever: str = RETRIEVER,
+    stride: int = STRIDE,
+    query_tokens: int = QUERY,
+    min_copy: int = MIN_COPY,
 ) -> None:
-    """Continue PROMPT, streaming the text; then each generated chunk's sources, copied spans highlighted."""
+    """Continue PROMPT, streaming the text; then each generated chunk's sources, copied spans highlighted.
+
+    `burrow generate RUN PROMPT --memory MEM`, or `burrow generate PROMPT --lm smollm2 --memory MEM`.
+    """
+    from burrow.errors import BurrowError
     from burrow.generate import AttributionEvent, GenerationConfig, TokenEvent
 
+    if prompt is None:  # `burrow generate --lm smollm2 PROMPT`: the one positional is the prompt
+        if run is None or lm is None:
+            raise BurrowError("give the prompt to continue: burrow generate RUN PROMPT (or PROMPT --lm NAME)")
+        run, prompt = None, str(run)
     config = GenerationConfig(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                              greedy=greedy, seed=seed, k=k, retrieval=not no_retrieval)
-    generator = _generator(run, memory, device, precision)
+                              greedy=greedy, seed=seed, k=k, retrieval=not no_retrieval, min_copy=min_copy)
+    generator = _generator(run, memory, device, precision, lm, retriever, stride, query_tokens)
     if as_json:
         typer.echo(json.dumps(generator.generate(prompt, config).to_json(), indent=2, ensure_ascii=False))
         return
@@ -93,7 +124,7 @@ def _print_attribution(console: Any, a: ChunkAttribution) -> None:
     console.print(_marked(a.text, c.generated_start - a.text_start if c else None,
                           c.generated_end - a.text_start if c else None))
     if not a.neighbours:
-        console.print("  (no retrieval for the first chunk of a sequence)", style="dim")
+        console.print("  (no passage for this chunk: the first chunk of a sequence, or nothing matched)", style="dim")
     for nb in a.neighbours:
         copied = f", copied {nb.copied.tokens} token(s)" if nb.copied else ""
         console.print(f"  #{nb.rank} {nb.source}  distance {nb.distance:.3f}{copied}", style="cyan",
@@ -103,7 +134,7 @@ def _print_attribution(console: Any, a: ChunkAttribution) -> None:
 
 
 def chat_command(
-    run: Path = RUN,
+    run: Path | None = RUN,
     memory: Path = MEMORY,
     max_tokens: int = typer.Option(128, "--max-tokens", help="Most tokens per reply."),
     top_p: float = typer.Option(0.8, "--top-p", help="Nucleus sampling p (Dialogue-Prompted Gopher: 0.8)."),
@@ -112,13 +143,21 @@ def chat_command(
     k: K = default_of(ChatConfig, "k"),
     device: Device = DEFAULT_DEVICE,
     precision: Precision = DEFAULT_PRECISION,
+    lm: str | None = LM,
+    retriever: str = RETRIEVER,
+    stride: int = STRIDE,
+    query_tokens: int = QUERY,
 ) -> None:
-    """Chat with the model (one message per line on stdin; /quit ends). Works with piped input."""
-    from burrow.errors import BurrowError
-    from burrow.generate import ChatConfig, ChatSession, TokenEvent
+    """Chat with the model (one message per line on stdin; /quit ends). Works with piped input.
 
-    session = ChatSession(_generator(run, memory, device, precision),
-                          ChatConfig(top_p=top_p, temperature=temperature, max_new_tokens=max_tokens, k=k, seed=seed))
+    With --lm the LM's own chat template is used when its tokenizer has one (SmolLM2-Instruct has).
+    """
+    from burrow.errors import BurrowError
+    from burrow.generate import ChatConfig, TokenEvent
+    from burrow.generate.lmchat import chat_session
+
+    session = chat_session(_generator(run, memory, device, precision, lm, retriever, stride, query_tokens),
+                           ChatConfig(top_p=top_p, temperature=temperature, max_new_tokens=max_tokens, k=k, seed=seed))
     console, interactive, warned = _console(), sys.stdin.isatty(), False
     if interactive:
         console.print("Chat with Burrow. Type /quit to leave.", style="dim")
@@ -155,7 +194,7 @@ def _read_line() -> tuple[str, bool]:
 
 
 def serve_command(
-    run: Path = RUN,
+    run: Path | None = RUN,
     memory: Path = MEMORY,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback by default)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
@@ -164,19 +203,39 @@ def serve_command(
     max_prompt_chars: int = typer.Option(4000, "--max-prompt-chars", help="Longest prompt in characters."),
     device: Device = DEFAULT_DEVICE,
     precision: Precision = DEFAULT_PRECISION,
+    lm: str | None = LM,
+    retriever: str = RETRIEVER,
+    stride: int = STRIDE,
+    query_tokens: int = QUERY,
 ) -> None:
-    """Serve the model over HTTP: /v1/generate, /v1/search, /v1/score, /health, /docs and a web page at /."""
+    """Serve the model over HTTP: /v1/generate, /v1/search, /v1/score, /health, /docs and a web page at /.
+
+    RUN and --lm together serve both; the page then offers a model/method picker.
+    """
+    from burrow.errors import BurrowError
     from burrow.generate import load_generation_model
     from burrow.memory import Memory
     from burrow.serve import ServeConfig, create_app, run_server
 
+    if run is None and lm is None:
+        raise BurrowError("give a RUN directory, an --lm (e.g. --lm smollm2), or both")
     config = ServeConfig(max_prompt_chars=max_prompt_chars, max_new_tokens=max_tokens,
                          max_concurrent=max_concurrent, device=device, precision=precision)
     from burrow.evaluate.runs import check_trained_tokenizer
 
     mem = Memory(memory)
-    check_trained_tokenizer(run, mem)
-    app = create_app(load_generation_model(run), mem, config)
+    generators = {}
+    if lm is not None:
+        from burrow.generate.readable import lm_generator
+
+        gen = lm_generator(lm, mem, retriever=retriever, stride=stride, query_tokens=query_tokens, device=device,
+                           precision=precision)
+        generators[f"{gen.name}+{retriever}"] = gen
+    model = None
+    if run is not None:
+        check_trained_tokenizer(run, mem)
+        model = load_generation_model(run)
+    app = create_app(model, mem, config, generators)
     typer.echo(f"serving on http://{host}:{port}/ (API docs at /docs)")
     run_server(app, host, port)
 

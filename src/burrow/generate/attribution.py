@@ -6,7 +6,8 @@ In RETRO, the tokens of chunk c (from the last token of chunk c-1 on) cross-atte
 neighbours retrieved with chunk c-1, RET(C_{c-1}). So the attribution of generated chunk c lists
 those neighbours (text, source document, distance) and, for each, the longest contiguous token run
 the chunk shares with the neighbour's [chunk, continuation] tokens — the span copied verbatim —
-as text with char offsets in both the generated text and the neighbour's text. The chunk's
+as text with char offsets in both the generated text and the neighbour's text, when it is at least
+``GenerationConfig.min_copy`` tokens long (default 4). The chunk's
 ``copied`` span is the longest over its neighbours (ties: the nearer neighbour).
 """
 
@@ -78,15 +79,16 @@ def longest_run(a: Sequence[int], b: Sequence[int], pad_id: int) -> tuple[int, i
 
 def copied_span(gen_tokens: Sequence[int], gen_offset: Callable[[int], int], gen_text: str,
                 nb_tokens: np.ndarray, nb_text: str, rank: int, decode: Callable[[Sequence[int]], str],
-                pad_id: int) -> CopiedSpan | None:
-    """The longest run of ``gen_tokens`` found in ``nb_tokens``, located in both texts, or None.
+                pad_id: int, min_tokens: int = 1) -> CopiedSpan | None:
+    """The longest run of ``gen_tokens`` found in ``nb_tokens``, located in both texts, or None (also
+    when it is shorter than ``min_tokens``: a shared word or two is no evidence of copying).
 
     ``gen_offset(i)`` is the char offset in ``gen_text`` where generated token i of the chunk starts
     (i = len for the end). The span is kept only if its text really occurs at the reported offsets
     of both texts; when a tokenizer's prefix decodes do not line up, it is searched for instead.
     """
     n, gi, nj = longest_run(gen_tokens, nb_tokens.tolist(), pad_id)
-    if n == 0:
+    if n == 0 or n < min_tokens:
         return None
     gs, ge = gen_offset(gi), gen_offset(gi + n)
     ns = len(decode(nb_tokens[:nj].tolist()))

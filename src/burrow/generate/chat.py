@@ -10,11 +10,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from burrow.errors import BurrowError
 from burrow.generate.config import GenerationConfig
 from burrow.generate.generator import DoneEvent, Event, GenerationResult, Generator
 from burrow.memory import DEFAULT_K
+
+if TYPE_CHECKING:
+    from burrow.generate.incontext import InContextGenerator
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ class ChatConfig:
 class ChatSession:
     """A conversation: the preamble plus the turns so far; :meth:`reply` answers one message."""
 
-    generator: Generator
+    generator: Generator | InContextGenerator
     config: ChatConfig = field(default_factory=ChatConfig)
     turns: list[tuple[str, str]] = field(default_factory=list)  # (user message, assistant reply)
 

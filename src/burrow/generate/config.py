@@ -32,6 +32,8 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()
     # Decode with the KV cache; False recomputes the whole sequence each step (slow; for checking).
     kv_cache: bool = True
+    # Shortest copied span (in tokens) reported and highlighted; shorter shared runs say nothing.
+    min_copy: int = 4
 
     def __post_init__(self) -> None:
         self.stop = tuple(self.stop)
@@ -45,6 +47,8 @@ class GenerationConfig:
             raise BurrowError(f"top_p must be in (0, 1], got {self.top_p}")
         if not 1 <= self.k <= 100:
             raise BurrowError(f"k (neighbours per chunk) must be in [1, 100], got {self.k}")
+        if self.min_copy < 1:
+            raise BurrowError(f"min_copy must be ≥ 1, got {self.min_copy}")
         if any(not s for s in self.stop):
             raise BurrowError("stop strings must not be empty")
 

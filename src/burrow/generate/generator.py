@@ -295,7 +295,7 @@ class _Decoding:
             info = NeighbourInfo(j + 1, int(res.ids[row, j]), float(res.distances[row, j]), res.sources[row][j],
                                  res.doc_ids[row][j], res.texts[row][j])
             info.copied = copied_span(gen_tokens, offset, detok.text, res.tokens[row, j], info.text, j + 1,
-                                      tok.decode, tok.pad_id)
+                                      tok.decode, tok.pad_id, self.cfg.min_copy)
             out.append(info)
         return out
 

@@ -45,6 +45,7 @@ from burrow.memory.index import IndexConfig, build_index, save_index
 from burrow.memory.keys import key_shard_paths
 from burrow.memory.memory import Memory
 from burrow.memory.neighbours import DEFAULT_K, neighbour_table_paths
+from burrow.memory.sources import corpus_roots
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,7 @@ def _build(inputs: Sequence[str], out: Path, config: MemoryConfig, force: bool, 
         encoder=encoder.fingerprint(), encoder_config=asdict(config.encoder), chunk_size=config.chunk_size,
         dim=encoder.dim, n_docs=store.n_docs, n_tokens=store.n_tokens, n_chunks=int(index_m["ntotal"]),
         index=index_m["factory"], config=asdict(config), corpus=store.manifest.get("corpus", {}),
+        corpus_roots=corpus_roots(inputs),  # sources are shown relative to these (memory/sources.py)
     )
     old = read_manifest(b.out, "memory")
     # Rewrite only on change: runs and caches fingerprint this manifest, a no-op re-run must keep it.

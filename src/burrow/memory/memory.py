@@ -55,7 +55,7 @@ class SearchResult:
     tokens: np.ndarray  # (q, k, r) int64 [chunk, continuation], padded with the pad id
     texts: list[list[str]] = field(default_factory=list)  # decoded [chunk, continuation] per neighbour
     chunk_texts: list[list[str]] = field(default_factory=list)  # decoded chunk alone
-    sources: list[list[str]] = field(default_factory=list)  # document source ("file:line N")
+    sources: list[list[str]] = field(default_factory=list)  # document title, else "file:line N" under the corpus root
     doc_ids: list[list[str]] = field(default_factory=list)  # document ids
     offsets: np.ndarray | None = None  # (q, k) token offset of each chunk inside its document
 
@@ -109,6 +109,13 @@ class Memory:
     def store(self) -> TokenStore:
         """The memory's token store."""
         return TokenStore(self.dir / "tokens")
+
+    @cached_property
+    def display_sources(self) -> list[str]:
+        """Per document, its source as shown to users: title, else path relative to the corpus root."""
+        from burrow.memory.sources import display_sources
+
+        return display_sources(self.store, self.manifest)
 
     @cached_property
     def chunks(self) -> ChunkTable:
@@ -243,7 +250,7 @@ class Memory:
             m = self.chunk_size
             res.texts = [[self.tokenizer.decode(t) for t in row] for row in tokens]
             res.chunk_texts = [[self.tokenizer.decode(t[:m]) for t in row] for row in tokens]
-            res.sources = [[self.store.docs[d].source for d in row] for row in docs]
+            res.sources = [[self.display_sources[d] for d in row] for row in docs]
             res.doc_ids = [[self.store.docs[d].id for d in row] for row in docs]
         return res
 

@@ -55,10 +55,12 @@ class Limiter:
             self.active -= 1
 
 
-def create_app(model: RetrievalLM, memory: Memory, config: ServeConfig | None = None) -> FastAPI:
-    """A FastAPI app serving ``model`` with ``memory`` under ``config``'s limits."""
+def create_app(model: RetrievalLM | None, memory: Memory, config: ServeConfig | None = None,
+               generators: dict[str, Any] | None = None) -> FastAPI:
+    """A FastAPI app serving ``model`` (None: only ``generators``, e.g. an LM reading the memory in
+    context, by method id) with ``memory`` under ``config``'s limits."""
     config = config or ServeConfig()
-    service = Service(model, memory, config)
+    service = Service(model, memory, config, generators)
     limiter = Limiter(config.max_concurrent)
     app = FastAPI(title="burrow", version="1", description="Retrieval-enhanced generation with attribution.")
     app.state.service, app.state.limiter = service, limiter
@@ -80,10 +82,10 @@ def create_app(model: RetrievalLM, memory: Memory, config: ServeConfig | None = 
         _check_limit("k", req.k, config.max_k)
         limiter.acquire()
         try:
-            events = service.generator.stream(req.prompt, req.generation_config(max_tokens))
+            events = service.pick(req.method).stream(req.prompt, req.generation_config(max_tokens))
         except BurrowError as e:  # e.g. a prompt longer than the model's context
             limiter.release()
-            raise HTTPException(413 if "prompt" in str(e) else 400, str(e)) from e
+            raise HTTPException(413 if "prompt" in str(e) else 422 if "method" in str(e) else 400, str(e)) from e
         if req.stream:
             return StreamingResponse(_ndjson(events, limiter), media_type=NDJSON)
         try:

@@ -28,12 +28,15 @@ class GenerateRequest(_Strict):
     retrieval: bool = Field(True, description="Retrieve (RETRO[ON]); false runs RETRO[OFF].")
     stop: list[str] = Field(default_factory=list, max_length=8, description="Strings that end generation.")
     stream: bool = Field(True, description="Stream newline-delimited JSON events; false returns one JSON document.")
+    method: str | None = Field(None, description="Which of the server's methods generates (/health lists them); "
+                                                 "default: the first.")
+    min_copy: int = Field(4, ge=1, description="Shortest copied span (tokens) reported and highlighted.")
 
     def generation_config(self, max_tokens: int) -> GenerationConfig:
         """The library config this request asks for, generating at most ``max_tokens``."""
         return GenerationConfig(max_new_tokens=max_tokens, temperature=self.temperature, top_k=self.top_k,
                                 top_p=self.top_p, greedy=self.greedy, seed=self.seed, k=self.k,
-                                retrieval=self.retrieval, stop=tuple(self.stop))
+                                retrieval=self.retrieval, stop=tuple(self.stop), min_copy=self.min_copy)
 
 
 DEFAULT_MAX_TOKENS = 64
