@@ -28,7 +28,7 @@ from burrow.evaluate.sweeps import MemorySubset, sweep_k, sweep_memory
 
 log = logging.getLogger(__name__)
 
-REPORT_ALPHA = 0.125  # the paper's headline leakage threshold (fewer than 8 shared tokens of 64)
+REPORT_ALPHA = 0.125  # the paper's headline leakage threshold: r(C) ≤ 0.125, a shared run of at most 8 of 64 tokens
 
 #: A model to score and how: (model, "baseline" | "off" | "on").
 ModelEntry = tuple[Any, str]
@@ -40,10 +40,10 @@ class EvalConfig:
 
     seq_len: int | None = None  # n; None: the shortest max_seq_len of the models, down to a multiple of 2m
     k: int = 2  # neighbours per chunk for RETRO[ON] (the paper trains with 2)
-    k_max: int = 10  # neighbours retrieved once and cached; leakage uses 10 (§2.6), k ≤ k_max
+    k_max: int = 10  # neighbours retrieved once and cached, k ≤ k_max; leakage uses the first min(10, k_max) (§2.6: 10)
     batch_tokens: int = 8192  # tokens per forward batch (windows of equal length are stacked)
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # autocast: auto (bf16 where fast) | bf16 | fp32
+    precision: str = "auto"  # autocast: auto (bf16 where fast, fp16 on CUDA without bf16) | bf16 | fp16 | fp32
     leakage: bool = False  # r(C) and bpb(α) (needs a memory)
     alphas: tuple[float, ...] = DEFAULT_ALPHAS  # α grid of bpb(α)
     sweep_k: tuple[int, ...] = ()  # k values for the neighbours sweep, e.g. (1, 2, 4, 10)
@@ -255,7 +255,7 @@ def _bpb_at_k(score: _Scorer, name: str, model: Any, main: ModelScore) -> Any:
 
 
 def _run_leakage(result: EvalResult, memory: Any, cache: Path | None) -> None:
-    """r(C) from each target chunk's 10 neighbours, then bpb(α) for every scored model."""
+    """r(C) from each target chunk's first min(10, k_max) neighbours, then bpb(α) for every scored model."""
     target = eval_neighbours(memory, result.data, "target", result.config.k_max, cache)
     tokens = values_of(memory)(target.ids[:, :10])  # (q, 10, r)
     result.leakage = measure_leakage(result.data, tokens, result.config.alphas)
@@ -263,8 +263,9 @@ def _run_leakage(result: EvalResult, memory: Any, cache: Path | None) -> None:
 
 
 def load_eval_model(path: str | Path) -> tuple[str, Any]:
-    """(name, model) from a model directory (``model.safetensors``) or a training run directory
-    (its ``final/`` model, else its newest checkpoint, via :func:`burrow.train.load_run`)."""
+    """(name, model) from a model directory (``model.safetensors``; a Hugging Face RETRO-fit's holds only
+    its new weights and ``retrofit.json``), a weights file, or a training run directory (its ``final/``
+    model, else its newest checkpoint, via :func:`burrow.train.load_run`)."""
     from burrow.model import load_model
 
     p = Path(path)
