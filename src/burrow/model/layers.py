@@ -71,7 +71,7 @@ class SelfAttention(nn.Module):
         """``x`` (b, n, d) -> (b, n, d). With ``kv`` the new keys are appended to the cache.
 
         ``key_mask`` (b, 1, 1, n) bool: keys that may be attended to (bidirectional attention only;
-        every row needs at least one True, or its output is NaN).
+        every row needs at least one True: a row without keys is NaN on some kernels, zero on others).
         """
         b, n, _ = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim)  # (b, n, 3, h, e)

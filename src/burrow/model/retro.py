@@ -80,7 +80,9 @@ class RetrievalContext:
             h_chunks = h_all[:, start * m:c1 * m].reshape(b, c1 - start, m, d)  # (b, l, m, d)
             nb_emb = self.embed(self.neighbours[:, start:c1])  # (b, l, k, r, d)
             mask = self._token_mask(start, c1)  # (b, l, k, r) or None
-            parts.append((self.encoder(nb_emb, h_chunks, mask), mask))  # (b, l, k, r, c)
+            # A per-neighbour mask alone masks no token inside a neighbour: the encoder runs unmasked.
+            per_token = self.pad_id is not None or (self.mask is not None and self.mask.dim() == 4)
+            parts.append((self.encoder(nb_emb, h_chunks, mask if per_token else None), mask))  # (b, l, k, r, c)
         encoded = torch.cat([p[0] for p in parts], dim=1) if len(parts) > 1 else parts[0][0]
         mask_out = _cat_masks(parts)
         if self.cache is not None:
