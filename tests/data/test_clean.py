@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -58,23 +59,24 @@ def test_clean_prose_passes_every_rule() -> None:
     assert repetition_verdict(text, RepetitionConfig()) is None
 
 
-@pytest.mark.parametrize(
-    ("rule", "inside", "outside", "kw"),
-    [
-        ("min_words", prose(50), prose(49), {}),
-        ("max_words", prose(100), prose(101), {"max_words": 100}),
-        ("min_mean_word_length", " ".join(["abc"] * 10), " ".join(["abc"] * 9 + ["ab"]), {}),
-        ("max_mean_word_length", " ".join(["a" * 10] * 10), " ".join(["a" * 10] * 9 + ["a" * 11]), {}),
-        # '#' per word: 10 / 100 is at the limit, 11 / 100 over it ("#tag" strips to the word "tag").
-        ("hash_ratio", " ".join(["#tag"] * 10 + WORDS[:90]), " ".join(["#tag"] * 11 + WORDS[:89]), {}),
-        ("ellipsis_ratio", " ".join(["so..."] * 10 + WORDS[:90]), " ".join(["so…"] * 11 + WORDS[:89]), {}),
-        # Fractions of (non-blank) lines: 18 / 20 bullets is the limit 0.9, 19 / 20 over it.
-        ("bullet_lines", "\n".join(["• a"] * 18 + ["text"] * 2), "\n".join(["- a"] * 19 + ["text"]), {}),
-        ("ellipsis_lines", "\n".join(["so..."] * 3 + ["end"] * 7), "\n".join(["so…"] * 4 + ["end"] * 6), {}),
-        ("alpha_words", " ".join(["word"] * 8 + ["1999"] * 2), " ".join(["word"] * 7 + ["3.14"] * 3), {}),
-        ("stop_words", "The cat and dog", "Cat and dog", {}),
-    ],
-)
+# (rule, a document at its limit that passes, one just over it that the rule drops, config overrides)
+QUALITY_CASES: list[tuple[str, str, str, dict[str, float]]] = [
+    ("min_words", prose(50), prose(49), {}),
+    ("max_words", prose(100), prose(101), {"max_words": 100}),
+    ("min_mean_word_length", " ".join(["abc"] * 10), " ".join(["abc"] * 9 + ["ab"]), {}),
+    ("max_mean_word_length", " ".join(["a" * 10] * 10), " ".join(["a" * 10] * 9 + ["a" * 11]), {}),
+    # '#' per word: 10 / 100 is at the limit, 11 / 100 over it ("#tag" strips to the word "tag").
+    ("hash_ratio", " ".join(["#tag"] * 10 + WORDS[:90]), " ".join(["#tag"] * 11 + WORDS[:89]), {}),
+    ("ellipsis_ratio", " ".join(["so..."] * 10 + WORDS[:90]), " ".join(["so…"] * 11 + WORDS[:89]), {}),
+    # Fractions of (non-blank) lines: 18 / 20 bullets is the limit 0.9, 19 / 20 over it.
+    ("bullet_lines", "\n".join(["• a"] * 18 + ["text"] * 2), "\n".join(["- a"] * 19 + ["text"]), {}),
+    ("ellipsis_lines", "\n".join(["so..."] * 3 + ["end"] * 7), "\n".join(["so…"] * 4 + ["end"] * 6), {}),
+    ("alpha_words", " ".join(["word"] * 8 + ["1999"] * 2), " ".join(["word"] * 7 + ["3.14"] * 3), {}),
+    ("stop_words", "The cat and dog", "Cat and dog", {}),
+]
+
+
+@pytest.mark.parametrize(("rule", "inside", "outside", "kw"), QUALITY_CASES, ids=[c[0] for c in QUALITY_CASES])
 def test_quality_rule_threshold(rule: str, inside: str, outside: str, kw: dict[str, float]) -> None:
     assert quality(inside, rule, **kw) is None
     assert quality(outside, rule, **kw) == rule
@@ -86,10 +88,15 @@ def test_punctuation_tokens_are_not_words() -> None:
     assert quality(text, "min_words") == "min_words"
 
 
+def parametrized(test: Any) -> list[Any]:
+    """The argument values ``test`` is really parametrized with (read from its mark, not retyped)."""
+    (mark,) = [m for m in test.pytestmark if m.name == "parametrize"]
+    return list(mark.args[1])
+
+
 def test_every_quality_rule_is_tested() -> None:
-    tested = {"min_words", "max_words", "min_mean_word_length", "max_mean_word_length", "hash_ratio",
-              "ellipsis_ratio", "bullet_lines", "ellipsis_lines", "alpha_words", "stop_words"}
-    assert tested == set(QUALITY_RULES)
+    tested = [case[0] for case in parametrized(test_quality_rule_threshold)]
+    assert sorted(tested) == sorted(QUALITY_RULES), "each quality rule needs exactly one threshold case"
 
 
 # ---------------------------------------------------------------- repetition rules, inside / outside
@@ -139,6 +146,14 @@ def test_duplicated_ngram_characters(n: int) -> None:
     assert n / inside <= limit < n / (inside - 1)
     assert repetition(ngram_doc(n, inside), f"dup_{n}gram") is None
     assert repetition(ngram_doc(n, inside - 1), f"dup_{n}gram") == f"dup_{n}gram"
+
+
+def test_every_repetition_rule_is_tested() -> None:
+    tested = [f"dup_{unit}_frac" for unit, _ in parametrized(test_duplicate_line_and_paragraph_fraction)]
+    tested += [f"dup_{unit}_chars" for unit, _ in parametrized(test_duplicate_line_and_paragraph_characters)]
+    tested += [f"top_{n}gram" for n in parametrized(test_most_common_ngram_characters)]
+    tested += [f"dup_{n}gram" for n in parametrized(test_duplicated_ngram_characters)]
+    assert sorted(tested) == sorted(REPETITION_RULES), "each repetition rule needs exactly one threshold case"
 
 
 def test_overlapping_repeats_count_characters_once() -> None:

@@ -1,9 +1,9 @@
 """End to end in a real browser: Debian's chromium (headless, driven by Playwright) loads the page, types a
 prompt, clicks Generate, and sees the text stream in and a retrieved source appear beside a chunk.
 
-Needs the `chromium` Debian package and the `playwright` Python package (never `playwright install`:
-the test drives the system chromium). Set BURROW_SKIP_BROWSER=1 to skip it; otherwise a missing
-browser is a failure, so CI cannot pass without running it.
+Needs the `chromium` Debian package (`make test` installs it when it can) and the `playwright` Python
+package (never `playwright install`: the test drives the system chromium). Set BURROW_SKIP_BROWSER=1 to
+skip it; otherwise a missing browser is a failure, so CI cannot pass without running it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import pytest
 from burrow.model import load_model
 from burrow.serve import ServeConfig, create_app
 
+# Also what `make test` prints when it cannot install chromium (the Makefile's CHROMIUM_HOW).
+CHROMIUM_HOW = ("the browser test needs Debian's chromium: run `apt-get install -y chromium` as root "
+                "(or set BURROW_CHROMIUM=/path/to/chromium, or BURROW_SKIP_BROWSER=1 to skip it)")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -28,9 +31,13 @@ def chromium_path() -> str:
         pytest.skip("BURROW_SKIP_BROWSER=1: the end-to-end browser test is switched off")
     path = os.environ.get("BURROW_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        pytest.fail("the browser test needs Debian's chromium: `apt-get install -y chromium` "
-                    "(or set BURROW_CHROMIUM=/path/to/chromium, or BURROW_SKIP_BROWSER=1 to skip it)")
+        pytest.fail(CHROMIUM_HOW)
     return path
+
+
+def test_make_test_gives_the_same_advice() -> None:
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text(encoding="utf-8")
+    assert f"export CHROMIUM_HOW := {CHROMIUM_HOW}\n" in makefile
 
 
 def test_page_streams_text_and_shows_sources(retro_dir, gen_memory, live_server, tmp_path: Path) -> None:

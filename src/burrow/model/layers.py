@@ -66,13 +66,20 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(n_heads * head_dim, d_model, bias=False)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, rope: Rope, causal: bool = True, kv: LayerKV | None = None) -> Tensor:
-        """``x`` (b, n, d) -> (b, n, d). With ``kv`` the new keys are appended to the cache."""
+    def forward(self, x: Tensor, rope: Rope, causal: bool = True, kv: LayerKV | None = None,
+                key_mask: Tensor | None = None) -> Tensor:
+        """``x`` (b, n, d) -> (b, n, d). With ``kv`` the new keys are appended to the cache.
+
+        ``key_mask`` (b, 1, 1, n) bool: keys that may be attended to (bidirectional attention only;
+        every row needs at least one True: a row without keys is NaN on some kernels, zero on others).
+        """
         b, n, _ = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim)  # (b, n, 3, h, e)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (b, h, n, e)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
-        mask = None
+        mask = key_mask
+        if key_mask is not None and (causal or kv is not None):
+            raise ValueError("key_mask is for bidirectional attention without a cache")
         if kv is not None:
             start = kv.length
             k, v = kv.append(k, v)  # (b, h, start + n, e)

@@ -84,7 +84,8 @@ class Transformer(nn.Module):
 
         ``neighbours`` (b, l, k, r) token ids: ``neighbours[:, u]`` were retrieved with chunk u of
         the sequence (absolute chunk index, also with a cache) and condition tokens from the last
-        token of chunk u onward. ``neighbour_mask`` (b, l, k) marks real neighbours (False = padding).
+        token of chunk u onward. ``neighbour_mask`` (b, l, k) marks real neighbours (False = missing),
+        or (b, l, k, r) real tokens; tokens equal to ``config.pad_id`` are masked in any case.
         Without neighbours a RETRO model runs as RETRO[OFF]. With ``cache`` (:meth:`new_cache`) the
         tokens continue the cached sequence and are appended to it.
         """

@@ -164,12 +164,14 @@ def _read_toml(path: str | Path) -> dict[str, Any]:
         raise BurrowError(f"{path} is not valid TOML: {e}") from None
 
 
-def resolve_model_config(spec: str, vocab_size: int, chunk_size: int | None, seq_len: int) -> ModelConfig:
+def resolve_model_config(spec: str, vocab_size: int, chunk_size: int | None, seq_len: int,
+                         pad_id: int | None = None) -> ModelConfig:
     """The ModelConfig for ``spec`` (a preset name or a model TOML), sized for this data.
 
     ``vocab_size`` comes from the token store, ``chunk_size`` m from the memory (None: the model's
     own, when there is no memory), ``retrieved_len`` is 2m and ``max_seq_len`` at least ``seq_len``. A TOML that
-    sets one of these to a value the data contradicts is an error, never silently changed.
+    sets one of these to a value the data contradicts is an error, never silently changed. A RETRO
+    model masks the store's ``pad_id`` in its neighbours (unless the TOML sets ``pad_id`` itself).
     """
     explicit: dict[str, Any] = {}
     if spec.endswith(".toml") or Path(spec).is_file():
@@ -191,4 +193,6 @@ def resolve_model_config(spec: str, vocab_size: int, chunk_size: int | None, seq
         if "max_seq_len" in explicit:
             raise BurrowError(f"{spec}: max_seq_len = {cfg.max_seq_len} is shorter than seq-len {seq_len}")
         updates["max_seq_len"] = seq_len
+    if cfg.retro and "pad_id" not in explicit:
+        updates["pad_id"] = pad_id
     return dataclasses.replace(cfg, **updates)

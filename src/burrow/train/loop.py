@@ -91,7 +91,8 @@ def train(config: TrainConfig, setup: ModelSetup | None = None) -> TrainResult:
     if setup is not None:
         model_cfg = setup.config
     else:
-        model_cfg = resolve_model_config(config.model, sources.vocab_size, sources.chunk_size, config.seq_len)
+        model_cfg = resolve_model_config(config.model, sources.vocab_size, sources.chunk_size, config.seq_len,
+                                         sources.store.pad_id)
     record = {"train": config.to_dict(), "model": model_cfg.to_dict(), "data": sources.fingerprint,
               **(setup.record if setup is not None else {})}
     resume = _prepare_run(paths, record, config.force)
@@ -144,8 +145,11 @@ def _check_compatible(root: Path, old: dict[str, Any], new: dict[str, Any]) -> N
         if a != b:
             raise BurrowError(f"{root} was trained with another {what} ({a} here, {b} now); "
                               "use another -o or --force to start it again")
-    if old.get("model") != new["model"]:
-        diff = sorted(k for k in new["model"] if old.get("model", {}).get(k) != new["model"][k])
+    old_model = old.get("model")
+    if old_model is not None and "pad_id" not in old_model:  # recorded before neighbour padding was masked:
+        old_model = {**old_model, "pad_id": new["model"].get("pad_id")}  # resumes with the mask on
+    if old_model != new["model"]:
+        diff = sorted(k for k in new["model"] if (old_model or {}).get(k) != new["model"][k])
         raise BurrowError(f"{root} holds a run of another model (differs in {diff}); use another -o or --force")
     diff = sorted(k for k in new["train"] if k not in RESUMABLE_FIELDS
                   and old.get("train", {}).get(k) != new["train"][k])

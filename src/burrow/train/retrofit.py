@@ -141,8 +141,9 @@ def default_cca_layers(n_layers: int) -> tuple[int, ...]:
 
 
 def retrofit_model_config(base: ModelConfig, config: RetrofitConfig, chunk_size: int,
-                          seq_len: int | None = None) -> ModelConfig:
-    """The RETRO config of a retrofit: the base's decoder unchanged + CCA layers + encoder."""
+                          seq_len: int | None = None, pad_id: int | None = None) -> ModelConfig:
+    """The RETRO config of a retrofit: the base's decoder unchanged + CCA layers + encoder; the new
+    modules never read ``pad_id`` in neighbours (the memory's pad id)."""
     if base.retro:
         raise BurrowError(f"{base.name or 'the base'} is already a RETRO model; retro-fit a baseline")
     cca = config.cca_layers or default_cca_layers(base.n_layers)
@@ -156,7 +157,8 @@ def retrofit_model_config(base: ModelConfig, config: RetrofitConfig, chunk_size:
         base, retro=True, cca_layers=cca, chunk_size=chunk_size, retrieved_len=retrieved_length(chunk_size),
         enc_d_model=enc_d, enc_n_layers=config.enc_n_layers, enc_n_heads=enc_d // head_dim, enc_head_dim=head_dim,
         enc_d_ffw=4 * enc_d, enc_cross_layers=(1,), zero_init_cca_out=True,
-        max_seq_len=max(base.max_seq_len, seq_len or 0), name=f"retrofit-{base.name or 'base'}", notes=notes)
+        max_seq_len=max(base.max_seq_len, seq_len or 0), name=f"retrofit-{base.name or 'base'}", notes=notes,
+        pad_id=pad_id)
 
 
 def freeze_base(model: nn.Module, base_names: set[str]) -> None:
@@ -238,7 +240,8 @@ def _burrow_setup(ref: BaseRef, memory: Memory, config: RetrofitConfig) -> Model
     """Build = a RETRO Transformer with the base's weights loaded and frozen; saved as a whole."""
     base = _load_burrow_base(Path(ref.source))
     _check_burrow_tokenizer(Path(ref.source), base.config, memory)
-    model_cfg = retrofit_model_config(base.config, config, memory.chunk_size, config.train.seq_len)
+    model_cfg = retrofit_model_config(base.config, config, memory.chunk_size, config.train.seq_len,
+                                      memory.store.pad_id)
     base_state = base.state_dict()
 
     def build() -> nn.Module:
@@ -285,7 +288,7 @@ def _hf_setup(ref: BaseRef, memory: Memory, config: RetrofitConfig) -> ModelSetu
     base_cfg = ModelConfig(**hf_decoder_config(hf.config), name=Path(resolve_hf_base(ref.source)[0]).name)
     if int(memory.tokenizer.vocab_size) > base_cfg.vocab_size:
         raise BurrowError(f"memory {memory.dir} has more tokens than {ref.source}'s vocabulary")
-    model_cfg = retrofit_model_config(base_cfg, config, memory.chunk_size)
+    model_cfg = retrofit_model_config(base_cfg, config, memory.chunk_size, pad_id=memory.store.pad_id)
 
     def load(model: nn.Module, path: Path) -> None:
         assert isinstance(model, HFRetro)
