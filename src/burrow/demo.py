@@ -34,6 +34,7 @@ from burrow.evaluate import (
     write_report,
 )
 from burrow.evaluate.incontext import InContextConfig
+from burrow.evaluate.knnlm import KnnLMConfig
 from burrow.evaluate.methods import MethodsConfig
 from burrow.generate.readable import readable_example
 from burrow.memory import DEFAULT_K, Memory
@@ -80,6 +81,7 @@ class DemoConfig:
     sweeps: bool  # the k sweep (the memory-size sweep only with ``memory_sweep``)
     methods: tuple[str, ...]  # retrieval methods beside RETRO (DEMO_METHODS), each against its own base
     readable: bool  # end with a readable generation from a pretrained LM, with and without the memory
+    knn_fixed: tuple[float, float] | None  # kNN-LM (λ, T) fixed (tuned on valid, for test); None: cross-fitted
     train: TrainConfig  # how both models train (steps, batch size, sequence length, lr, k, device …)
     eval: EvalConfig  # how they are evaluated (k, device, max_docs; leakage always, sweeps per ``sweeps``)
 
@@ -87,12 +89,14 @@ class DemoConfig:
                  baseline: str = "tiny", retro: str = "retro-tiny", eval_split: str = "valid", sweeps: bool = True,
                  max_eval_docs: int | None = None, k: int = DEFAULT_K, device: str = DEFAULT_DEVICE,
                  extra: dict[str, Any] | None = None, methods: tuple[str, ...] = DEMO_METHODS,
-                 readable: bool | None = None, memory_sweep: bool = False, **train_fields: Any) -> None:
+                 readable: bool | None = None, memory_sweep: bool = False,
+                 knn_fixed: tuple[float, float] | None = None, **train_fields: Any) -> None:
         if eval_split not in ("valid", "test"):
             raise ValueError(f"eval_split must be valid or test, not {eval_split!r}")
         self.out, self.data, self.quick, self.eval_split, self.sweeps = Path(out), data, quick, eval_split, sweeps
         self.baseline, self.retro = baseline, retro
         self.methods = tuple(methods)
+        self.knn_fixed = knn_fixed  # (λ, T) tuned elsewhere (valid) for a report split; None: cross-fitted
         self.readable = (not quick) if readable is None else readable
         fields = {**DEMO_TRAINING, **(QUICK_TRAINING if quick else {}), **train_fields, **(extra or {})}
         steps = int(fields["steps"])
@@ -172,7 +176,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     split = WIKITEXT_VALID if cfg.eval_split == "valid" else WIKITEXT_TEST
     if "incontext" in cfg.methods:
         build_bm25(memory)
-    methods = MethodsConfig(methods=cfg.methods, incontext=InContextConfig(
+    knn = KnnLMConfig() if cfg.knn_fixed is None else KnnLMConfig(lam=cfg.knn_fixed[0], temperature=cfg.knn_fixed[1])
+    methods = MethodsConfig(methods=cfg.methods, knnlm=knn, incontext=InContextConfig(
         stride=DEMO_INCONTEXT_STRIDE, retriever="bm25", device=cfg.eval.device, precision=cfg.eval.precision))
     result = evaluate({**model_entries("baseline", base), **model_entries("retro", retro)}, memory,
                       [str(data / split)], cfg.eval, cache_dir=cfg.out / f"eval-{cfg.eval_split}", methods=methods)

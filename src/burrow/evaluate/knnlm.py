@@ -342,6 +342,8 @@ def score_knnlm(name: str, model: Any, data: EvalData, memory: Any, n: int, conf
             bits[rows] = mixture_bits(sub, lam, t)
             folds.append({"docs": f"{label} half", "lambda": lam, "temperature": t,
                           "tuned_on": "first half" if label == "second" else "second half"})
+        lam_all, t_all = tune(q, np.arange(len(q.lm_logp)), config)  # to fix for another split (valid -> test)
+        folds.append({"docs": "none (reference)", "lambda": lam_all, "temperature": t_all, "tuned_on": "all"})
     per_doc = np.split(bits, np.cumsum([len(t) for t in data.tokens])[:-1])
     m = data.chunk_size
     chunk_bits = np.concatenate([np.add.reduceat(b, np.arange(0, len(b), m)) for b in per_doc])
