@@ -114,3 +114,30 @@ def test_cli_eval_methods_each_against_its_own_base(setup) -> None:
     assert "retrieval methods, each against its own base" in res.output
     bad = CliRunner().invoke(app, [*args[:-2], "--method", "nonsense", "-o", str(out)])
     assert bad.exit_code != 0 and "unknown method" in str(bad.exception or bad.output)
+
+
+def test_cli_eval_seeds_are_one_arm_with_an_interval(setup) -> None:
+    memory, valid, tmp = setup
+    from burrow.model import load_model, save_model
+
+    other = load_model(tmp / "base-run" / "final")
+    torch.manual_seed(1)
+    for p in other.parameters():
+        p.data.add_(0.01 * torch.randn_like(p))
+    save_model(other, tmp / "base-seed2" / "final")
+    app = typer.Typer()
+    from burrow.cli.evaluate import register
+
+    register(app)
+    app.command("noop")(lambda: None)
+    out = tmp / "eval-seeds"
+    res = CliRunner().invoke(app, ["eval", f"base={tmp / 'base-run'},{tmp / 'base-seed2'}", str(tmp / "retro-model"),
+                                   "--memory", str(memory.dir), "--data", str(valid), "--precision", "fp32",
+                                   "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "eval.json").read_text())
+    assert set(report["models"]) == {"base", "retro-model [OFF]", "retro-model [ON]"}
+    seeds = report["seeds"]["base"]
+    assert seeds["seeds"] == 2 and seeds["low"] <= seeds["mean"] <= seeds["high"]
+    assert report["models"]["base"]["bpb"] == pytest.approx(np.mean(seeds["bpb"]), rel=1e-9)  # equal bytes per seed
+    assert "2 seeds" in res.output

@@ -12,8 +12,9 @@ from burrow.evaluate.sweeps import DEFAULT_SWEEP_K
 
 
 def eval_command(
-    runs: list[Path] = typer.Argument(..., help="Run directories or model directories (a RETRO model is "
-                                                "scored both [OFF] and [ON])."),
+    runs: list[Path] = typer.Argument(..., help="Run or model directories (a RETRO model is scored [OFF] and [ON]); "
+                                                "NAME=RUN1,RUN2,... is one arm of several seeds (mean and interval; "
+                                                "gains paired per document)."),
     memory: Path | None = typer.Option(None, "--memory", "-m", help="Memory directory: tokenizer, RETRO[ON] "
                                                                     "neighbours, leakage."),
     data: list[str] = typer.Option(..., "--data", "-d", help="Evaluation files or folders (repeat the option)."),

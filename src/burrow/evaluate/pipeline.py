@@ -92,6 +92,7 @@ class EvalResult:
     seconds: float = 0.0
     bases: dict[str, str] = field(default_factory=dict)  # score -> its own no-retrieval base (methods, RETRO[ON])
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # score -> how its method was run (tuning)
+    seeds: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> per-seed bpbs, mean, t interval
     _gains: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
 
     def bpb(self, name: str, alpha: float = 1.0) -> float:

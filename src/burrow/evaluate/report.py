@@ -43,6 +43,7 @@ def to_json(result: EvalResult) -> dict[str, Any]:
         "seq_len": result.seq_len, "stride": result.seq_len // 2, "seconds": result.seconds,
         "config": config_dict(result.config), "models": models, "gains": result.gains(),
         "methods": {name: {"base": base, **result.methods.get(name, {})} for name, base in result.bases.items()},
+        "seeds": result.seeds,
         "sweep_k": {n: {str(k): v for k, v in s.items()} for n, s in result.sweep_k.items()},
         "sweep_memory": [{"fraction": p.fraction, "documents": p.docs, "chunks": p.chunks, "tokens": p.tokens,
                           "bpb": p.bpb} for p in result.sweep_memory],
@@ -81,6 +82,10 @@ def format_table(result: EvalResult) -> str:
     d = result.data
     lines.append(f"{d.n_docs} documents, {d.n_tokens:,} tokens, {d.n_bytes:,} bytes; windows {result.seq_len} "
                  f"stride {result.seq_len // 2}; gains are bpb(reference) − bpb(model) with 95% intervals")
+    for name, st in result.seeds.items():
+        lines.append(f"{name}: {st['seeds']} seeds, bpb {', '.join(f'{b:.4f}' for b in st['bpb'])}; mean "
+                     f"{st['mean']:.4f} [{st['low']:.4f}, {st['high']:.4f}] (95% t-interval over seeds; gains "
+                     "use the per-document mean over seeds)")
     if result.bases:
         lines += ["", format_methods(result)]
     return "\n".join(lines)
