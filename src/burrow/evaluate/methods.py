@@ -72,7 +72,7 @@ def add_methods(result: Any, scorer: Any, models: Mapping[str, tuple[Any, str]],
             result.scores[key] = scorer(key, model, "on", rnd)
             result.scores[key].mode = "random"
             result.bases[key] = name
-        if mode in ("baseline", "off") and "knnlm" in config.methods:
+        if mode == "baseline" and "knnlm" in config.methods:  # one datastore per LM: the baselines' (the costly part)
             key = f"{name} +kNN-LM"
             score, info = score_knnlm(key, model, result.data, memory, result.seq_len, _knn_config(config, scorer),
                                       same_documents(result.data, memory))
