@@ -80,8 +80,8 @@ def test_cross_fitting_tunes_on_the_other_half(setup, monkeypatch) -> None:
 
     monkeypatch.setattr(knnlm, "tune", spy)
     _, info = score_knnlm("k", model, data, memory, N, KnnLMConfig(precision="fp32", progress=False))
-    assert seen == [{0, 1}, {2, 3}]
-    assert [f["docs"] for f in info["folds"]] == ["second half", "first half"]
+    assert seen == [{0, 1}, {2, 3}, {0, 1, 2, 3}]  # the last: a reference to fix for another split, used on none
+    assert [f["docs"] for f in info["folds"]] == ["second half", "first half", "none (reference)"]
 
 
 def test_datastore_is_reused_and_belongs_to_one_model(setup) -> None:
