@@ -53,8 +53,8 @@ from burrow.presets import get_preset
 PROMPT = "The history of the city begins in the early middle ages, when"
 
 
-def small_setup(work: Path, articles: int) -> tuple[Path, Path]:
-    """A memory of the first ``articles`` WikiText-2 training articles and an untrained retro-cpu-small."""
+def _wiki_memory(work: Path, articles: int) -> Memory:
+    """A memory of the first ``articles`` WikiText-2 training articles (built in ``work``, reused)."""
     corpus = work / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
     docs = []
@@ -64,6 +64,12 @@ def small_setup(work: Path, articles: int) -> tuple[Path, Path]:
             break
     (corpus / "wiki.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     memory, _ = build_memory([str(corpus)], work / "mem", MemoryConfig(), progress=False)
+    return memory
+
+
+def small_setup(work: Path, articles: int) -> tuple[Path, Path]:
+    """A memory of the first ``articles`` WikiText-2 training articles and an untrained retro-cpu-small."""
+    memory = _wiki_memory(work, articles)
     torch.manual_seed(0)
     model = build_model(get_preset("retro-cpu-small", vocab_size=memory.tokenizer.vocab_size,
                                    zero_init_cca_out=False))
@@ -250,15 +256,7 @@ def small_lm_memory(work: Path, articles: int) -> Path:
     """The small WikiText-2 memory of :func:`small_setup` with its BM25 index (no model)."""
     from burrow.memory.bm25 import build_bm25
 
-    corpus = work / "corpus"
-    corpus.mkdir(parents=True, exist_ok=True)
-    docs = []
-    for doc in read_corpus([str(find_data() / WIKITEXT_TRAIN)]):
-        docs.append(doc.text)
-        if len(docs) >= articles:
-            break
-    (corpus / "wiki.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
-    memory, _ = build_memory([str(corpus)], work / "mem", MemoryConfig(), progress=False)
+    memory = _wiki_memory(work, articles)
     build_bm25(memory, progress=False)
     print(f"  (no --memory: a memory of {articles} WikiText-2 articles, {len(memory):,} chunks)")
     return memory.dir

@@ -97,10 +97,14 @@ class ChatSession:
     def reply(self, message: str) -> Iterator[Event]:
         """Stream the reply to ``message``; the turn is recorded when the reply is complete."""
         prompt = self.prompt_for(message)
-        for event in self.generator.stream(prompt, self.config.generation(len(self.turns))):
+        for event in self.generator.stream(prompt, self.generation(len(self.turns))):
             if isinstance(event, DoneEvent):
                 self.turns.append((message.strip(), event.result.text.strip()))
             yield event
+
+    def generation(self, turn: int) -> GenerationConfig:
+        """Reply ``turn``'s generation config (the chat config's)."""
+        return self.config.generation(turn)
 
     def ask(self, message: str) -> GenerationResult:
         """The whole reply to ``message`` (not streamed)."""
