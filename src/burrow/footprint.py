@@ -154,3 +154,51 @@ def totals(data: dict[str, Any]) -> dict[str, Any]:
         t["flops_formula"] = call.get("flops_formula") or t["flops_formula"]
         t["country"] = call.get("country")
     return out
+
+
+# Counted FLOPs (the usual dense-transformer approximations; embedding look-ups counted as matmuls).
+
+
+def safetensors_parameters(path: str | Path) -> int:
+    """Number of parameters in a safetensors file, read from its header only."""
+    import json
+    import struct
+
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+    total = 0
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        n = 1
+        for d in t["shape"]:
+            n *= int(d)
+        total += n
+    return total
+
+
+def model_parameters(path: str | Path) -> int | None:
+    """Parameters of a model directory, a run directory (its ``final/``) or a sentence-transformers folder."""
+    p = Path(path)
+    for d in (p, p / "final"):
+        if (d / "model.manifest.json").is_file():
+            return int(read_json(d / "model.manifest.json")["parameters"])
+        if (d / "model.safetensors").is_file():
+            return safetensors_parameters(d / "model.safetensors")
+    return None
+
+
+def training_flops(model_dir: str | Path, tokens: float) -> tuple[float | None, str]:
+    """(6·N·D, how) for ``tokens`` trained by the model in ``model_dir`` (forward + backward)."""
+    n = model_parameters(model_dir)
+    if n is None:
+        return None, "not counted: no parameter count found"
+    return 6.0 * n * tokens, f"6·N·D, N = {n:,} parameters, D = {int(tokens):,} tokens trained in this call"
+
+
+def forward_flops(parameters: int | None, tokens: float, what: str) -> tuple[float | None, str]:
+    """(2·N·T, how) for a forward pass of ``tokens`` tokens through ``parameters`` parameters."""
+    if parameters is None:
+        return None, "not counted: no parameter count found"
+    return 2.0 * parameters * tokens, f"2·N·T, N = {parameters:,} parameters, T = {int(tokens):,} {what}"

@@ -60,7 +60,14 @@ def eval_command(
         knnlm=KnnLMConfig(k=knn_k, lam=knn_lambda, temperature=knn_temperature),
         incontext=InContextConfig(retriever=retriever, stride=stride, query_tokens=query_tokens, device=device,
                                   precision=precision))
-    result, paths = evaluate_runs(runs, memory, data, config, out, methods)
+    from burrow.footprint import forward_flops, model_parameters, track
+
+    with track(out, "evaluation") as stage:
+        result, paths = evaluate_runs(runs, memory, data, config, out, methods)
+        passes = sum((model_parameters(r.split("=")[-1].split(",")[0]) or 0) for r in map(str, runs))
+        stage.flops, stage.flops_formula = forward_flops(
+            passes or None, 2 * result.data.n_tokens * max(1, len(result.scores) // max(1, len(runs))),
+            "tokens fed (windows overlap by half; each model once per mode; retrieval encoding not counted)")
     typer.echo(format_table(result))
     for name, path in paths.items():
         typer.echo(f"  {name:<13} {path}")

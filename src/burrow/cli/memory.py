@@ -58,7 +58,15 @@ def build(
         index=IndexConfig(factory=index, search_params=search_params),
         chunk_size=chunk_size,
     )
-    memory, timings = build_memory(corpus, out, config, force=force)
+    from burrow.footprint import forward_flops, model_parameters, track
+    from burrow.memory.encode import resolve_model_path
+
+    with track(out, "memory build") as stage:
+        memory, timings = build_memory(corpus, out, config, force=force)
+        encoded = sum(t.items for t in timings if t.name == "embeddings" and not t.skipped)
+        stage.skipped = all(t.skipped for t in timings)
+        stage.flops, stage.flops_formula = forward_flops(model_parameters(resolve_model_path(config.encoder.model)),
+                                                         encoded * config.chunk_size, "chunk tokens encoded")
     for t in timings:
         state = "up to date" if t.skipped else f"{t.seconds:.1f} s, {t.rate:,.0f} {t.unit}/s"
         typer.echo(f"  {t.name:<11} {t.items:>12,} {t.unit:<7} {state}")

@@ -43,7 +43,7 @@ def risks_command(
     if quick:
         config = config.quick()
     report = run_risks(runs or [], memory, out, config, force=force)
-    counts = {}
+    counts: dict[str, int] = {}
     for row in report.rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     typer.echo(f"{len(report.rows)} risks: " + ", ".join(f"{n} {s}" for s, n in counts.items())

@@ -56,7 +56,12 @@ def train(
         if model is None or out is None:
             raise typer.BadParameter("--model and -o/--out are required (or give --config)")
         cfg = TrainConfig(**given)  # type: ignore[arg-type]
-    result = run_training(cfg)
+    from burrow.footprint import track, training_flops
+
+    with track(cfg.out, "train") as stage:
+        result = run_training(cfg)
+        stage.skipped = result.skipped
+        stage.flops, stage.flops_formula = training_flops(result.model_dir, result.tokens_per_second * result.seconds)
     if result.skipped:
         typer.echo(f"{result.run_dir} already finished ({result.steps} steps); --force retrains")
         return

@@ -10,36 +10,18 @@ encoder over every chunk) and the row says energy was not recorded.
 
 from __future__ import annotations
 
-import json
 import logging
-import struct
 from pathlib import Path
 
 from burrow.artefacts import read_json
 from burrow.errors import BurrowError
-from burrow.footprint import read_footprint, totals
+from burrow.footprint import read_footprint, safetensors_parameters, totals
 from burrow.memory.encode import resolve_model_path
 from burrow.risks.context import Context
 from burrow.risks.plots import bar_plot
 from burrow.risks.results import Measurement, Outcome, Value
 
 log = logging.getLogger(__name__)
-
-
-def safetensors_parameters(path: Path) -> int:
-    """Number of parameters in a safetensors file, read from its header only."""
-    with open(path, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
-    total = 0
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        n = 1
-        for d in t["shape"]:
-            n *= int(d)
-        total += n
-    return total
 
 
 def _sources(ctx: Context) -> list[tuple[str, Path]]:
@@ -91,7 +73,7 @@ def measure_environment(ctx: Context) -> Outcome:
             continue
         if fp is not None:
             for stage, t in totals(fp).items():
-                label = what if stage in what or what.startswith(("training", "memory")) else f"{what} ({stage})"
+                label = what if len(totals(fp)) == 1 else f"{what} ({stage})"
                 details[label] = t
                 if t["calls"] > t["energy_missing"]:
                     energy.values.append(Value(label, t["energy_kwh"], n=t["calls"]))

@@ -26,7 +26,9 @@ def bar_plot(path: Path, title: str, groups: Mapping[str, Sequence[Value]], refe
     width = 0.8 / len(arms)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) + 2), 3.6))
     for j, arm in enumerate(arms):
-        xs, ys, errs = [], [], [[], []]
+        xs: list[float] = []
+        ys: list[float] = []
+        errs: list[list[float]] = [[], []]
         for i, values in enumerate(groups.values()):
             v = next((v for v in values if v.model == arm), None)
             if v is None or v.value is None or math.isnan(v.value):

@@ -124,7 +124,7 @@ def _pii(ctx: Context, arms: list[Arm]) -> Measurement:
         counts = np.array([pii_counts(s["text"]) for s in samples], dtype=np.float64)
         chars = np.array([len(s["text"]) for s in samples], dtype=np.float64)
         v = ratio_bootstrap(counts, chars, cfg.bootstrap, cfg.seed)
-        m.values.append(Value(arm.label, *(x * PER_CHARS for x in v), n=len(samples)))
+        m.values.append(Value(arm.label, v[0] * PER_CHARS, v[1] * PER_CHARS, v[2] * PER_CHARS, n=len(samples)))
     memory = ctx.memory
     rng = np.random.default_rng(cfg.seed)
     docs = rng.choice(memory.store.n_docs, size=min(cfg.pii_memory_docs, memory.store.n_docs), replace=False)
@@ -132,7 +132,7 @@ def _pii(ctx: Context, arms: list[Arm]) -> Measurement:
     counts = np.array([pii_counts(t) for t in texts], dtype=np.float64)
     chars = np.array([len(t) for t in texts], dtype=np.float64)
     v = ratio_bootstrap(counts, chars, cfg.bootstrap, cfg.seed)
-    m.values.append(Value("memory", *(x * PER_CHARS for x in v), n=len(texts)))
+    m.values.append(Value("memory", v[0] * PER_CHARS, v[1] * PER_CHARS, v[2] * PER_CHARS, n=len(texts)))
     return m
 
 

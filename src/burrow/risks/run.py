@@ -90,7 +90,7 @@ def run_risks(runs: Sequence[str | Path], memory: str | Path | None, out: str | 
         for name in needed:
             outcomes[name] = _run_one(ctx, name, force)
         stage.extra["measurements"] = needed
-    warnings = []
+    warnings: list[str] = []
     for name, result in outcomes.items():
         if isinstance(result, BurrowError):
             line = f"{name}: {result}"
