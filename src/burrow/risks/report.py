@@ -32,7 +32,11 @@ def build_rows(risks: list[taxonomy.Risk], outcomes: dict[str, Outcome | BurrowE
                                "measurements": [], "proxy": r.proxy, "why": r.why, "how": r.how, "plot": None,
                                "notes": []}
         result = outcomes.get(r.measure) if r.measure else None
-        if isinstance(result, BurrowError):
+        if r.measure and result is None:
+            row["status"] = "not measured"
+            row["why"] = f"its measurement ({r.measure}) was not run"
+            row["how"] = f"run `burrow risks … --risks {r.id}`"
+        elif isinstance(result, BurrowError):
             row["status"] = "not measured"
             row["why"] = str(result)
             row["how"] = "fix the input named above and re-run; the other rows are unaffected"
