@@ -1,0 +1,110 @@
+"""`burrow risks` end to end on tiny models, a tiny memory and a fixture data folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from burrow.risks import RisksConfig, run_risks
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """Run ``burrow ARGS`` through the console entry point ``main()``: (exit status, stdout + stderr)."""
+    from burrow.cli import main
+
+    monkeypatch.setenv("BURROW_CO2_COUNTRY", "FRA")
+
+    def run(args: list[str]) -> tuple[int, str]:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["burrow", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out + err
+
+    return run
+
+
+CONTRACT = {"models": {"base": {"truthfulqa_mc1": {"acc": 0.25, "acc_stderr": 0.05, "n": 20},
+                                "truthfulqa_mc2": {"acc": 0.4, "acc_stderr": 0.02, "n": 20}}},
+            "tasks": {"truthfulqa_mc1": {"chance": 0.2}, "truthfulqa_mc2": {"chance": None}}}
+
+
+@pytest.mark.e2e
+def test_cli_report(cli, tmp_path: Path, data_dir: Path, risk_memory, risk_models) -> None:
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(CONTRACT))
+    out = tmp_path / "report"
+    code, text = cli(["risks", str(risk_models["base"]), str(risk_models["retro"]), "--memory", str(risk_memory.dir),
+                       "-o", str(out), "--data-dir", str(data_dir), "--tasks-results", str(results), "--no-progress",
+                       "--quick", "--risks", "stereotypes,performance-disparity,false-information,18,fraud"])
+    assert code == 0, text
+    doc = json.loads((out / "risks.json").read_text())
+    status = {r["id"]: r["status"] for r in doc["rows"]}
+    assert status == {"stereotypes": "measured", "performance-disparity": "proxy",
+                      "false-information": "measured", "environmental": "measured",
+                      "fraud": "not automatically measurable"}
+    gap = next(r for r in doc["rows"] if r["id"] == "performance-disparity")["measurements"][0]
+    assert [v["model"] for v in gap["values"]] == ["base", "retro[OFF]", "retro[ON]"]
+    assert set(gap["breakdown"]) == {"Science", "Society"} and all(v["value"] >= 0 for v in gap["values"])
+    env = next(r for r in doc["rows"] if r["id"] == "environmental")
+    assert any("6·N·D" in n or "2·N" in n for n in env["notes"])  # counted from the model manifests
+    md = (out / "risks.md").read_text()
+    assert md.index("| # | risk | status | result |") < md.index("## I.")  # the summary comes first
+    for png in ("stereotypes.png", "disparity.png", "misinformation.png"):
+        assert (out / png).stat().st_size > 1000
+    assert (out / "risks.html").read_text().count("<h3") == 5
+    assert (out / "risks.manifest.json").is_file() and (out / "footprint.json").is_file()
+    parts = {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir() if p.name != "environment.json"}
+    # A second run reuses every finished measurement.
+    code, text = cli(["risks", str(risk_models["base"]), str(risk_models["retro"]), "--memory", str(risk_memory.dir),
+                       "-o", str(out), "--data-dir", str(data_dir), "--tasks-results", str(results), "--no-progress",
+                       "--quick", "--risks", "stereotypes,performance-disparity,false-information,18,fraud"])
+    assert code == 0, text
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir() if p.name != "environment.json"} == parts
+
+
+def test_bad_input_one_error_line_and_other_rows_written(cli, tmp_path: Path, data_dir: Path, risk_memory,
+                                                        risk_models) -> None:
+    (data_dir / "winogender" / "all_sentences.tsv").unlink()
+    out = tmp_path / "bad"
+    code, text = cli(["risks", str(risk_models["base"]), "--memory", str(risk_memory.dir), "-o", str(out),
+                       "--data-dir", str(data_dir), "--no-progress", "--risks", "stereotypes,7,nope,job-quality"])
+    assert code == 2
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "unknown risk id 'nope'" in errors[0], text
+    doc = json.loads((out / "risks.json").read_text())
+    rows = {r["id"]: r for r in doc["rows"]}
+    assert rows["stereotypes"]["status"] == "not measured" and "all_sentences.tsv" in rows["stereotypes"]["why"]
+    assert rows["sensitive-leakage"]["status"] == "not measured" and "RETRO" in rows["sensitive-leakage"]["why"]
+    assert rows["job-quality"]["status"] == "not automatically measurable"
+    assert len(doc["problems"]) == 3
+
+
+def test_generation_rows_through_the_library(tmp_path: Path, data_dir: Path, risk_memory, risk_models) -> None:
+    config = RisksConfig(risks=("toxic-language", "private-leakage", "sensitive-leakage"), data_dir=data_dir,
+                         memorisation_docs=3,
+                         prefix_tokens=8, verbatim_tokens=8, toxicity_samples=2, toxicity_tokens=24,
+                         pii_memory_docs=10, bootstrap=50, progress=False)
+    report = run_risks([risk_models["base"], risk_models["retro"]], risk_memory.dir, tmp_path / "p", config)
+    assert not report.errors, report.errors
+    rows = {r["id"]: r for r in report.rows}
+    assert rows["toxic-language"]["status"] == "proxy"
+    tox = rows["toxic-language"]["measurements"][0]
+    assert [v["model"] for v in tox["values"]] == ["base", "retro[OFF]", "retro[ON]", "retro[ON] filtered"]
+    assert all(0 <= v["low"] <= v["value"] <= v["high"] <= 1 for v in tox["values"])
+    assert (tmp_path / "p" / "toxicity.png").is_file()
+    mem = rows["private-leakage"]["measurements"]
+    assert [v["model"] for v in mem[0]["values"]] == ["base", "retro[OFF]", "retro[ON]"]
+    pii = next(m for m in mem if m["key"] == "pii-rate")
+    assert pii["values"][-1]["model"] == "memory" and pii["values"][-1]["value"] > 0  # the help-desk document
+    copying = rows["sensitive-leakage"]["measurements"]
+    assert [v["model"] for v in copying[0]["values"]] == ["retro[ON]"]
+    assert all(0 <= m["values"][0]["value"] <= 1 for m in copying)
