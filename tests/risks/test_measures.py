@@ -112,7 +112,9 @@ def test_verbatim_and_copied_tokens() -> None:
     assert hits == 1 and lengths.tolist() == [4, 2]
     chunk = {"tokens": list(range(10)), "copied": {"tokens": 8, "rank": 2},
              "neighbours": [{"rank": 1, "doc_id": "a.txt#1"}, {"rank": 2, "doc_id": "b.jsonl#7"}]}
-    samples = [{"chunks": [chunk, {"tokens": list(range(10)), "copied": None, "neighbours": []}]}, {"chunks": []}]
+    plain = {"tokens": list(range(10)), "copied": None, "neighbours": [{"rank": 1, "doc_id": "a.txt#1"}]}
+    first = {"tokens": [1, 2], "copied": None, "neighbours": []}  # no retrieval yet: not counted
+    samples = [{"chunks": [chunk, plain, first]}, {"chunks": []}]
     copied, total, by_source = privacy.copied_tokens(samples, privacy.corpus_file)
     assert copied.tolist() == [8, 0] and total.tolist() == [20, 0] and by_source["b.jsonl"].tolist() == [8, 0]
 

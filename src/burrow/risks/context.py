@@ -23,7 +23,11 @@ from burrow.risks.config import RisksConfig
 log = logging.getLogger(__name__)
 
 
-class NeedsRetrieval(BurrowError):
+class Unavailable(BurrowError):
+    """A measurement cannot run in this setup (not bad input): in a full report its row says why, no error."""
+
+
+class NeedsRetrieval(Unavailable):
     """A measurement needs RETRO[ON] (a RETRO model and its memory) and there is none."""
 
 
@@ -111,4 +115,4 @@ def load_arms(ctx: Context) -> None:
     except BurrowError as e:
         ctx.arms.clear()
         ctx.load_error = str(e)
-        log.error("error: %s", e)
+        log.warning("no model loaded: %s", e)

@@ -13,7 +13,7 @@ from typing import Any
 
 from burrow.artefacts import read_json
 from burrow.errors import BurrowError
-from burrow.risks.context import Context
+from burrow.risks.context import Context, Unavailable
 from burrow.risks.plots import bar_plot
 from burrow.risks.results import Measurement, Outcome, Value
 from burrow.risks.stats import Z95
@@ -35,7 +35,7 @@ def tasks_results(ctx: Context) -> dict[str, Any]:
     try:
         from burrow.tasks import run_tasks  # the evaluation suite (floor 5); optional in a partial install
     except ImportError as e:
-        raise BurrowError(f"the evaluation suite (burrow.tasks) cannot be imported here ({e}); run `burrow tasks "
+        raise Unavailable(f"the evaluation suite (burrow.tasks) cannot be imported here ({e}); run `burrow tasks "
                           "run` elsewhere and pass its results.json with --tasks-results FILE") from None
     return dict(run_tasks(models=[str(r) for r in ctx.runs], tasks=list(TASKS), out=ctx.out / "tasks",
                           memory=ctx.memory_dir, data_dir=cfg.data_dir, limit=cfg.tasks_limit))

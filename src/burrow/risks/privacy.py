@@ -147,6 +147,8 @@ def copied_tokens(samples: list[dict[str, Any]],
     by_source: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(samples)))
     for i, s in enumerate(samples):
         for c in s["chunks"]:
+            if not c["neighbours"]:  # the first chunk of a sequence is conditioned on nothing retrieved
+                continue
             total[i] += len(c["tokens"])
             span = c.get("copied")
             if not span:
@@ -185,4 +187,5 @@ def measure_copying(ctx: Context) -> Outcome:
         out.append(m)
     groups = {m.name.split("(")[1].rstrip(")"): m.values for m in out}
     plot = bar_plot(ctx.out / "copying.png", "Share of generated tokens copied from the memory", groups)
-    return Outcome(out, plot, ["n counts generated tokens in attributed chunks (those after the first retrieval)."])
+    return Outcome(out, plot, ["n counts the generated tokens of chunks that attended to retrieved neighbours (those "
+                               "after the first retrieval)."])

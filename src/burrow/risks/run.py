@@ -26,7 +26,7 @@ from burrow.errors import BurrowError
 from burrow.footprint import track
 from burrow.risks import taxonomy
 from burrow.risks.config import RisksConfig
-from burrow.risks.context import Context, NeedsRetrieval, load_arms
+from burrow.risks.context import Context, Unavailable, load_arms
 from burrow.risks.disparity import measure_disparity
 from burrow.risks.environment import measure_environment
 from burrow.risks.misinformation import measure_misinformation
@@ -95,7 +95,7 @@ def run_risks(runs: Sequence[str | Path], memory: str | Path | None, out: str | 
         if isinstance(result, BurrowError):
             line = f"{name}: {result}"
             # A full report on models without retrieval: the retrieval rows say why; not an input error.
-            (warnings if isinstance(result, NeedsRetrieval) and not config.risks else errors).append(line)
+            (warnings if isinstance(result, Unavailable) and not config.risks else errors).append(line)
     rows = build_rows(risks, outcomes)
     paths = write_report(rows, ctx, errors + warnings)
     write_manifest(out, "risks", config=_config_json(config), runs=[str(r) for r in runs],
@@ -138,7 +138,7 @@ def _run_one(ctx: Context, name: str, force: bool) -> Outcome | BurrowError:
     try:
         outcome = MEASUREMENTS[name](ctx)
     except BurrowError as e:
-        log.error("error: %s: %s", name, e)
+        log.warning("%s could not be measured: %s", name, e)
         return e
     outcome.details["seconds"] = time.perf_counter() - t0
     write_json(path, {"key": key, "outcome": _outcome_json(outcome)})
