@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import burrow.risks.taxonomy as taxonomy
 from burrow.artefacts import atomic_path, write_json
 from burrow.errors import BurrowError
 from burrow.footprint import read_footprint
-from burrow.risks import taxonomy
 from burrow.risks.context import Context
 from burrow.risks.results import Measurement, Outcome, Value
 

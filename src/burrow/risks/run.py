@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import burrow.risks.taxonomy as taxonomy
 from burrow.artefacts import config_hash, read_json, write_json, write_manifest
 from burrow.errors import BurrowError
 from burrow.footprint import track
-from burrow.risks import taxonomy
 from burrow.risks.config import RisksConfig
 from burrow.risks.context import Context, Unavailable, load_arms
 from burrow.risks.disparity import measure_disparity
