@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The energy tracker's first start costs ~2 s (hardware detection): off in tests, except those of the footprint.
+os.environ.setdefault("BURROW_FOOTPRINT", "0")
 
 TOPICS = {
     "cats": "Cats are small carnivorous mammals kept as pets. A cat hunts mice and birds at night. "

@@ -10,7 +10,7 @@ from burrow.footprint import FootprintConfig, read_footprint, totals, track, tra
 
 
 def test_track_appends_records_and_skips(tmp_path: Path) -> None:
-    cfg = FootprintConfig(country="FRA", measure_power_secs=1)
+    cfg = FootprintConfig(country="FRA", measure_power_secs=1, enabled=True)
     with track(tmp_path, "train", cfg) as stage:
         sum(range(100_000))
         stage.flops, stage.flops_formula = 6e9, "6·N·D"

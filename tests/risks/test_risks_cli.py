@@ -17,6 +17,7 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     from burrow.cli import main
 
     monkeypatch.setenv("BURROW_CO2_COUNTRY", "FRA")
+    monkeypatch.setenv("BURROW_FOOTPRINT", "1")
 
     def run(args: list[str]) -> tuple[int, str]:
         capsys.readouterr()
