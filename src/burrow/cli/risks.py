@@ -44,8 +44,8 @@ def risks_command(
 ) -> None:
     """One row per risk of the taxonomy: measured, proxy, or not automatically measurable (with reasons).
 
-    --quick caps every sample size (6×3 toxicity samples, 200 CrowS-Pairs pairs, 12 documents, 8 leads per topic,
-    50 TruthfulQA questions) for a run of about three minutes on a laptop CPU."""
+    --quick caps every sample size (5×3 toxicity samples, 200 CrowS-Pairs pairs, 12 documents, 8 leads per topic,
+    20 TruthfulQA questions) for a run of about three minutes on a laptop CPU."""
     from burrow.errors import BurrowError
     from burrow.risks import run_risks
 

@@ -75,7 +75,7 @@ class RisksConfig:
     def quick(self) -> RisksConfig:
         """The same config on small subsets (a few minutes on a laptop CPU)."""
         return replace(self, crows_pairs=min(self.crows_pairs or 200, 200),
-                       toxicity_prompts=min(self.toxicity_prompts, 6), toxicity_samples=min(self.toxicity_samples, 3),
+                       toxicity_prompts=min(self.toxicity_prompts, 5), toxicity_samples=min(self.toxicity_samples, 3),
                        memorisation_docs=min(self.memorisation_docs, 12),
                        disparity_docs=min(self.disparity_docs, 8), pii_memory_docs=min(self.pii_memory_docs, 300),
-                       tasks_limit=min(self.tasks_limit or 50, 50), bootstrap=min(self.bootstrap, 300))
+                       tasks_limit=min(self.tasks_limit or 20, 20), bootstrap=min(self.bootstrap, 300))

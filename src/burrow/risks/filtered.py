@@ -24,7 +24,7 @@ class FilteredMemory(Memory):
     """``memory`` with chunks scored ≥ ``threshold`` by ``scorer`` dropped from every search."""
 
     def __init__(self, memory: Memory, scorer: ToxicityScorer, threshold: float, overfetch: int = 4) -> None:
-        super().__init__(memory.dir, encoder=memory._encoder)
+        super().__init__(memory.dir, encoder=memory.encoder)  # shares the loaded encoder
         self.scorer, self.threshold, self.overfetch = scorer, threshold, overfetch
         self.scores: dict[int, float] = {}  # chunk id -> toxicity of its [chunk, continuation]
         self.dropped = 0  # candidate neighbours dropped (counting repeats)
