@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from burrow.artefacts import config_hash, read_json
 from burrow.errors import BurrowError
 from burrow.evaluate.runs import check_trained_tokenizer
 from burrow.memory import Memory
@@ -85,6 +86,24 @@ class Context:
     def weight_arms(self) -> list[Arm]:
         """Arms that read no memory: baselines and RETRO[OFF]."""
         return self.model_arms(retrieval=False)
+
+    def fingerprint(self) -> str:
+        """A hash of what the measurements read: each model's weights hash and the memory's manifest, so a
+        retrained run or a rebuilt memory is measured again, never served from an old part."""
+        if "fingerprint" not in self.cache:
+            parts: list[Any] = []
+            for run in self.runs:
+                for d in (run, run / "final"):
+                    if (d / "model.manifest.json").is_file():
+                        parts.append(read_json(d / "model.manifest.json").get("weights_sha256"))
+                        break
+                else:
+                    parts.append(str(run))
+            if self.memory_dir is not None and (self.memory_dir / "memory.manifest.json").is_file():
+                m = read_json(self.memory_dir / "memory.manifest.json")
+                parts.append([m.get("tokenizer"), m.get("encoder"), m.get("n_chunks"), m.get("n_tokens")])
+            self.cache["fingerprint"] = config_hash(parts)
+        return str(self.cache["fingerprint"])
 
     def labels(self) -> list[str]:
         """Every arm's label, in order."""

@@ -118,7 +118,7 @@ def _part_key(ctx: Context, name: str) -> str:
     for k in ("risks", "progress", "footprint_dirs"):
         cfg.pop(k, None)
     return config_hash({"measurement": name, "config": cfg, "runs": [str(r) for r in ctx.runs],
-                        "memory": str(ctx.memory_dir), "format": PARTS_FORMAT})
+                        "memory": str(ctx.memory_dir), "inputs": ctx.fingerprint(), "format": PARTS_FORMAT})
 
 
 def _run_one(ctx: Context, name: str, force: bool) -> Outcome | BurrowError:

@@ -44,7 +44,8 @@ def generate_samples(ctx: Context, arm: Arm, spec: SampleSpec, memory: Memory | 
     the attribution of each generated chunk, RETRO[ON] only). ``memory`` replaces the context's (a
     filtered memory); ``label`` names that variant in the cache key."""
     label = label or arm.label
-    key = config_hash({"spec": spec.__dict__, "arm": label, "run": str(arm.run), "memory": str(ctx.memory_dir)})
+    key = config_hash({"spec": spec.__dict__, "arm": label, "run": str(arm.run), "memory": str(ctx.memory_dir),
+                       "inputs": ctx.fingerprint()})
     path = ctx.out / "samples" / f"{spec.name}-{_safe(label)}-{key}.json"
     if path.is_file():
         try:
