@@ -3,7 +3,7 @@
 Not re-implemented here: :func:`burrow.tasks.run_tasks` runs the tasks (or ``--tasks-results FILE``
 reuses a ``results.json`` it wrote) and this module reads the contract-shaped results:
 ``{"models": {label: {task: {"acc", "acc_stderr", "n"}}}, "tasks": {task: {"chance", …}}}``.
-The interval is acc ± 1.96 · stderr.
+The interval is acc ± 1.96 · stderr, clipped to [0, 1].
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def truthfulqa(results: dict[str, Any], where: str = "the tasks results") -> lis
             if not r or METRIC not in r:
                 continue
             acc, se = float(r[METRIC]), r.get(f"{METRIC}_stderr")
-            low, high = (acc - Z95 * float(se), acc + Z95 * float(se)) if se is not None else (None, None)
+            low, high = ((max(0.0, acc - Z95 * float(se)), min(1.0, acc + Z95 * float(se))) if se is not None
+                         else (None, None))
             m.values.append(Value(label, acc, low, high, n=r.get("n")))
             m.data = f"TruthfulQA {task[-3:].upper()}, {r.get('n', '?')} questions"
         if m.values:
