@@ -18,7 +18,8 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float, float]
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return p, max(0.0, centre - half), min(1.0, centre + half)
+    low, high = centre - half, centre + half
+    return p, 0.0 if low < 1e-12 else low, 1.0 if high > 1 - 1e-12 else high  # no -0.0 / 2.8e-17 from rounding
 
 
 def bootstrap(values: np.ndarray, stat: Callable[[np.ndarray], float] | None = None, samples: int = 1000,
