@@ -168,3 +168,29 @@ def test_misinformation_without_the_suite_says_why(monkeypatch: pytest.MonkeyPat
     ctx = Context(RisksConfig(), tmp_path, [Path("runs/a")], None)
     with pytest.raises(BurrowError, match="--tasks-results"):
         misinformation.measure_misinformation(ctx)
+
+
+def test_text_logprobs_equal_a_hand_computation(tmp_path: Path, risk_memory, risk_models) -> None:
+    """The sentence scorer (burrow.evaluate underneath) gives ln p(text) = Σ log-softmax of the model's
+    own logits on [pad]·(m−1) + [s] + tokens, computed here by hand, in fp32."""
+    import torch
+
+    from burrow.data.layout import prefix, start_token
+    from burrow.model.io import load_named_model
+    from burrow.risks.config import RisksConfig
+    from burrow.risks.context import Context, load_arms
+    from burrow.risks.scoring import text_logprobs
+
+    ctx = Context(RisksConfig(precision="fp32", device="cpu"), tmp_path, [risk_models["retro"]], risk_memory.dir)
+    load_arms(ctx)
+    text = "Owls hunt at night, turning their heads."
+    got = text_logprobs(ctx, ctx.arms[0], [text, text + " More."])
+    tok = risk_memory.tokenizer
+    ids = tok.encode(text)
+    x = prefix(8, start_token(tok), tok.pad_id) + ids[:-1]
+    model = load_named_model(risk_models["retro"])[1].eval()
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([x])).float(), -1)[0]
+    want = float(sum(logp[7 + i, t] for i, t in enumerate(ids)))
+    assert got[0] == pytest.approx(want, rel=1e-4)
+    assert got[1] < got[0]  # a longer text is less likely
