@@ -206,6 +206,13 @@ def _measurement_html(m: dict[str, Any]) -> str:
     for v in m["values"]:
         out.append(f"<tr><td>{e(v['model'])}</td><td>{e(Value(**v).text(4))}</td><td>{v['n'] or ''}</td></tr>")
     out.append("</table>")
+    if m.get("breakdown"):
+        arms = [v["model"] for v in m["values"]]
+        out.append("<table><tr><th>group</th>" + "".join(f"<th>{e(a)}</th>" for a in arms) + "</tr>")
+        for group, per in m["breakdown"].items():
+            cells = "".join(f"<td>{e(Value(**per[a]).text(3)) if a in per else ''}</td>" for a in arms)
+            out.append(f"<tr><td>{e(group)}</td>{cells}</tr>")
+        out.append("</table>")
     if m.get("note"):
         out.append(f"<p>{e(m['note'])}</p>")
     return "\n".join(out)
