@@ -162,7 +162,7 @@ class TaskRun:
         t0 = time.perf_counter()
         results = lm_eval.simple_evaluate(model=lm, tasks=lm_eval_names(spec), task_manager=self.task_manager,
                                           limit=self.config.limit, use_cache=cache,
-                                          bootstrap_iters=self.config.bootstrap_iters, verbosity="WARNING")
+                                          bootstrap_iters=self.config.bootstrap_iters, verbosity="ERROR")
         if results is None:  # pragma: no cover - only on non-zero ranks
             raise RuntimeError("lm-eval returned no results")
         metrics = extract(spec, results)
