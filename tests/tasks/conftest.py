@@ -43,7 +43,8 @@ def write_data(root: Path) -> Path:
             {"context": "Each player moves sixteen pieces, and the goal is to checkmate the opposing",
              "continuation": "king"}])
     _jsonl(root / "winogrande/winogrande_dev.jsonl",
-           [{"context_options": ["The owl caught the mouse because the owl", "The owl caught the mouse because the mouse"],
+           [{"context_options": ["The owl caught the mouse because the owl",
+                                  "The owl caught the mouse because the mouse"],
              "continuation": "was hungry.", "gold": 0}] * 3)
     tqa = [{"question": "Where does lava escape?", "mc1_targets": {"From a volcano.": 1, "From bread.": 0},
             "mc2_targets": {"From a volcano.": 1, "Through the crust.": 1, "From bread.": 0}}] * 3

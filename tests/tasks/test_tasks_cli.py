@@ -5,49 +5,71 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ALL = "lambada,arc_easy,arc_challenge,piqa,winogrande,truthfulqa_mc1,truthfulqa_mc2,nq_closed,nq_open," \
-      "triviaqa_closed,triviaqa_open,wikitext,mmlu"
+ALL = "wikitext,lambada,nq_closed,nq_open,triviaqa_closed,triviaqa_open,truthfulqa_mc1,truthfulqa_mc2,arc_easy," \
+      "arc_challenge,piqa,winogrande,mmlu"  # the catalogue's order
 
 
 def _burrow(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "burrow", *args], capture_output=True, text=True, timeout=600)
 
 
+QUICK = "lambada,truthfulqa_mc2,nq_open"  # the full catalogue runs in the slow test below
+
+
 @pytest.mark.e2e
-def test_tasks_run_writes_the_contract_and_the_report_and_resumes(task_runs, task_memory, task_data, tmp_path):
+def test_tasks_run_writes_the_contract_and_the_report_and_resumes(task_runs, task_memory, task_data, tmp_path,
+                                                                  monkeypatch):
     out = tmp_path / "out"
-    args = ["tasks", "run", str(task_runs["baseline"]), str(task_runs["retro"]), "--memory", str(task_memory.dir),
-            "--tasks", ALL, "--data", str(task_data), "--limit", "2", "-o", str(out), "--precision", "fp32"]
+    args = ["tasks", "run", str(task_runs["retro"]), "--memory", str(task_memory.dir), "--tasks", QUICK,
+            "--data", str(task_data), "--limit", "2", "-o", str(out), "--precision", "fp32"]
     done = _burrow(*args)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"models", "tasks"}
-    assert list(results["models"]) == ["baseline", "retro[OFF]", "retro[ON]"]
-    assert set(results["tasks"]) == set(ALL.split(","))
-    for label, per_task in results["models"].items():
-        for task, info in results["tasks"].items():
-            got = per_task[task]
-            assert set(info["metrics"]) <= set(got) and got["n"] >= 2, (label, task)
-            for metric in info["metrics"]:
-                assert isinstance(got[metric], float) and f"{metric}_stderr" in got
-    assert results["models"]["baseline"]["mmlu"]["n"] == 2 * 57  # the limit applies per subject
-    assert results["tasks"]["truthfulqa_mc1"]["chance"] == pytest.approx(0.5)
+    _check_contract(results, ["retro[OFF]", "retro[ON]"], QUICK.split(","))
     assert results["tasks"]["truthfulqa_mc2"]["chance"] == pytest.approx(2 / 3)
     assert results["models"]["retro[ON]"]["lambada"] != results["models"]["retro[OFF]"]["lambada"]
     report = (out / "report.md").read_text()
-    assert "| MMLU | mmlu | acc |" in report and "Gopher 280B" in report and "60.0" in report
+    assert "| reading comprehension | lambada | acc | 0.0 |" in report and "74.5" in report  # chance, Gopher 280B
     assert (out / "report.png").stat().st_size > 1000 and (out / "tasks.manifest.json").exists()
     assert "question" in (out / "passages" / "nq_open.jsonl").read_text()
-    # resume: every (model, task) result is reused, nothing is scored again
-    stamp = {p: p.stat().st_mtime_ns for p in (out / "per_task").rglob("*.json")}
-    again = _burrow(*args)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert {p: p.stat().st_mtime_ns for p in (out / "per_task").rglob("*.json")} == stamp
-    assert json.loads((out / "results.json").read_text()) == results
+    # resume: the same run again scores nothing (lm-eval is never called) and gives the same results
+    import lm_eval
+
+    from burrow.tasks import LMConfig, TasksConfig, run_tasks
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", lambda *a, **k: pytest.fail("a cached task was scored again"))
+    config = TasksConfig(lm=LMConfig(precision="fp32"), progress=False)
+    again = run_tasks([str(task_runs["retro"])], QUICK.split(","), out, memory=task_memory.dir, data_dir=task_data,
+                      limit=2, config=config)
+    assert again == results
+
+
+def _check_contract(results: dict, labels: list[str], tasks: list[str]) -> None:
+    assert set(results) == {"models", "tasks"}
+    assert list(results["models"]) == labels and list(results["tasks"]) == tasks
+    for label, per_task in results["models"].items():
+        for task, info in results["tasks"].items():
+            got = per_task[task]
+            assert set(info) == {"category", "metrics", "chance"}
+            assert set(info["metrics"]) <= set(got) and got["n"] >= 2, (label, task)
+            for metric in info["metrics"]:
+                assert isinstance(got[metric], float) and f"{metric}_stderr" in got
+
+
+@pytest.mark.slow
+def test_tasks_run_every_task_on_three_models(task_runs, task_memory, task_data, tmp_path):
+    out = tmp_path / "out"
+    done = _burrow("tasks", "run", str(task_runs["baseline"]), str(task_runs["retro"]), "--memory",
+                   str(task_memory.dir), "--tasks", "all", "--data", str(task_data), "--limit", "2", "-o", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    _check_contract(results, ["baseline", "retro[OFF]", "retro[ON]"], ALL.split(","))
+    assert results["models"]["baseline"]["mmlu"]["n"] == 2 * 57  # the limit applies per subject
+    assert results["tasks"]["truthfulqa_mc1"]["chance"] == pytest.approx(0.5)
+    assert "| MMLU | mmlu | acc | 25.0 |" in (out / "report.md").read_text()
 
 
 def test_tasks_bad_input_is_one_error_line(task_runs, task_memory, task_data, tmp_path):
@@ -73,6 +95,7 @@ def test_tasks_bad_input_is_one_error_line(task_runs, task_memory, task_data, tm
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # lm-eval's CLI indexes all its own tasks first (~15 s)
 def test_lm_eval_cli_runs_the_burrow_model(task_runs, task_memory, task_data, tmp_path):
     """lm-eval's own CLI, with burrow registered (python -m burrow.tasks.harness), on burrow's task configs."""
     cfg = tmp_path / "cfg"

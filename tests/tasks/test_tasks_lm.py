@@ -40,15 +40,16 @@ def test_loglikelihood_matches_a_hand_computation_and_batching_changes_nothing(t
     single = [lm.loglikelihood([_Req(c, x)], disable_tqdm=True)[0] for c, x in pairs]
     for (a, ga), (b, gb) in zip(batched, single, strict=True):
         assert a == pytest.approx(b, abs=1e-4) and ga == gb
-    # by hand for the short one: the model over [pad]*(m-1) + [s] + doc[:-1], no retrieval in a 2-chunk row
-    b = lm.backend
+    # by hand, RETRO[OFF]: the model over [pad]*(m-1) + [s] + doc[:-1], the continuation's log-probs summed
+    off = _lm(task_runs, task_memory, "retro", "off")
+    b = off.backend
     ctx, cont = b.encode("Bread is baked"), b.encode("Bread is baked from flour")[len(b.encode("Bread is baked")):]
     x = torch.tensor([b.head() + ctx + cont[:-1]])
     with torch.no_grad():
         logp = torch.log_softmax(b.model(x).float(), -1)[0]
     start = len(b.head()) - 1 + len(ctx)
     want = sum(float(logp[start + i, t]) for i, t in enumerate(cont))
-    assert math.isclose(batched[1][0], want, abs_tol=1e-4)
+    assert math.isclose(off.loglikelihood([_Req(*pairs[1])], disable_tqdm=True)[0][0], want, abs_tol=1e-4)
 
 
 def test_retro_on_retrieves_once_per_distinct_chunk_and_changes_scores(task_runs, task_memory):
@@ -57,8 +58,8 @@ def test_retro_on_retrieves_once_per_distinct_chunk_and_changes_scores(task_runs
     reqs = [_Req(context, f" {w}") for w in ("often", "rarely", "never", "daily")]
     s_on = on.loglikelihood(reqs, disable_tqdm=True)
     s_off = off.loglikelihood(reqs, disable_tqdm=True)
-    rows = [on._pair_row(context, on.tok_encode(context), on.tok_encode(context + r.args[1])[len(on.tok_encode(context)):])
-            for r in reqs]
+    ctx = on.tok_encode(context)
+    rows = [on._pair_row(context, ctx, on.tok_encode(context + r.args[1])[len(ctx):]) for r in reqs]
     from burrow.tasks.rows import query_chunks
 
     distinct = {tuple(c) for row in rows for _, c in query_chunks(row, 8)}

@@ -13,9 +13,9 @@
 
 from burrow.tasks.catalog import CATEGORIES, MMLU_SUBJECTS, TASKS, TaskSpec, get_task, parse_tasks
 from burrow.tasks.config import LMConfig, TasksConfig
-from burrow.tasks.harness_lm import MODEL_NAME, BurrowEvalLM, register
-from burrow.tasks.models import OpenModel, open_model
+from burrow.tasks.harness_lm import BurrowEvalLM
+from burrow.tasks.models import MODEL_NAME, OpenModel, load_lm, open_model, register
 from burrow.tasks.runner import run_tasks
 
 __all__ = ["CATEGORIES", "MMLU_SUBJECTS", "MODEL_NAME", "TASKS", "BurrowEvalLM", "LMConfig", "OpenModel", "TaskSpec",
-           "TasksConfig", "get_task", "open_model", "parse_tasks", "register", "run_tasks"]
+           "TasksConfig", "get_task", "load_lm", "open_model", "parse_tasks", "register", "run_tasks"]

@@ -12,7 +12,7 @@ lm-eval 0.4.13 finds models only in its registry, filled from its own ``MODEL_MA
 
 from __future__ import annotations
 
-from burrow.tasks.harness_lm import register
+from burrow.tasks.models import register
 
 
 def main() -> None:

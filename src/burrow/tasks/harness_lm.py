@@ -1,13 +1,14 @@
 """burrow's model for lm-evaluation-harness: an lm-eval ``LM`` over a burrow run or a Hugging Face LM.
 
-    lm = BurrowEvalLM.load("runs/retro", memory="memory", mode="on")   # or "smollm2"
+    lm = load_lm("runs/retro", memory="memory", mode="on")   # or "smollm2" (burrow.tasks.models)
     lm_eval.simple_evaluate(model=lm, tasks=["burrow_arc_easy"], task_manager=TaskManager(include_path=...))
 
 ``loglikelihood`` and ``loglikelihood_rolling`` score rows batched by length (:mod:`burrow.tasks.rows`);
 ``generate_until`` decodes greedily with a KV cache (burrow models through
 :class:`burrow.generate.Generator`, retrieving at every chunk boundary for RETRO[ON]). Every result
 goes to lm-eval's cache hook, so ``use_cache`` resumes an interrupted run request by request.
-Registered as ``burrow`` in lm-eval's model registry (:func:`register`).
+Opened from a run directory or a HF name by :func:`burrow.tasks.models.load_lm`; registered as ``burrow``
+in lm-eval's model registry by :func:`burrow.tasks.models.register`.
 """
 
 from __future__ import annotations
@@ -20,19 +21,16 @@ from lm_eval.api.model import TemplateLM
 from tqdm import tqdm
 
 from burrow.data.layout import window_length
-from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION, autocast_dtype, pick_device
+from burrow.device import autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import window_plan
 from burrow.generate import GenerationConfig, Generator
-from burrow.memory import DEFAULT_K, Memory
+from burrow.memory import Memory
 from burrow.tasks.backends import Backend, BurrowBackend, HFBackend
 from burrow.tasks.config import LMConfig
 from burrow.tasks.rows import ChunkNeighbours, Row, layout_row, plain_row, score_rows
 
 log = logging.getLogger(__name__)
-
-MODEL_NAME = "burrow"  # the name in lm-eval's model registry (``lm_eval --model burrow``)
-
 
 class BurrowEvalLM(TemplateLM):
     """An lm-eval model: a burrow model (baseline, RETRO[OFF], RETRO[ON]) or a Hugging Face causal LM."""
@@ -51,33 +49,6 @@ class BurrowEvalLM(TemplateLM):
             backend.max_length = min(backend.max_length, self.config.max_length)
         self.neighbours = ChunkNeighbours(memory, self.config.k) if mode == "on" and memory is not None else None
         self._generator: Generator | None = None
-
-    @classmethod
-    def load(cls, run: str, memory: str | None = None, mode: str | None = None,
-             config: LMConfig | None = None) -> BurrowEvalLM:
-        """From a run/model directory (with the memory it was trained with) or an HF name; see
-        :func:`burrow.tasks.models.open_model`."""
-        from burrow.tasks.models import open_model
-
-        loaded = open_model(run, memory)
-        return loaded.lm(mode or loaded.modes[-1], config)
-
-    @classmethod
-    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> BurrowEvalLM:
-        """lm-eval's constructor: ``run=DIR_OR_NAME,memory=DIR,mode=on|off|baseline,k=2,precision=fp32,…``."""
-        from lm_eval.utils import simple_parse_args_string
-
-        args = simple_parse_args_string(arg_string)
-        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
-        if "run" not in args:
-            raise BurrowError("--model_args needs run=RUN_DIR_OR_HF_NAME (and memory=DIR for burrow runs)")
-        device = args.get("device", extra.get("device", DEFAULT_DEVICE))
-        config = LMConfig(k=int(args.get("k", DEFAULT_K)), device=str(device),
-                          precision=str(args.get("precision", DEFAULT_PRECISION)),
-                          batch_tokens=int(args.get("batch_tokens", LMConfig.batch_tokens)),
-                          max_length=int(args["max_length"]) if "max_length" in args else LMConfig.max_length)
-        mem = args.get("memory")
-        return cls.load(str(args["run"]), str(mem) if mem else None, args.get("mode"), config)
 
     # --- what lm-eval asks of a model -------------------------------------------------------------------
 
@@ -214,12 +185,3 @@ class BurrowEvalLM(TemplateLM):
             logits = b.lm.step([nxt], cache, self.dtype)
         cut = min((text.find(s) for s in stops if s in text), default=len(text))
         return text[:cut]
-
-
-def register() -> None:
-    """Put ``burrow`` in lm-eval's model registry (``simple_evaluate(model="burrow", model_args=…)``)."""
-    import lm_eval.models  # noqa: F401 - lm-eval's own models first (it fills an empty registry only)
-    from lm_eval.api.registry import model_registry
-
-    if MODEL_NAME not in model_registry:
-        model_registry.register(MODEL_NAME)(BurrowEvalLM)

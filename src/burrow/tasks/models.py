@@ -12,16 +12,20 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION
 from burrow.errors import BurrowError
-from burrow.memory import Memory
+from burrow.memory import DEFAULT_K, Memory
 from burrow.model.io import RETROFIT_FILE, load_named_model
 from burrow.model.protocol import RetrievalLM
 from burrow.tasks.backends import Backend, BurrowBackend, HFBackend
-from burrow.tasks.harness_lm import BurrowEvalLM, LMConfig
+from burrow.tasks.config import LMConfig
+from burrow.tasks.harness_lm import BurrowEvalLM
 
 log = logging.getLogger(__name__)
 
+MODEL_NAME = "burrow"  # the name in lm-eval's model registry (``lm_eval --model burrow``)
 _BURROW_MARKERS = ("train.manifest.json", "model.manifest.json", "final", "checkpoints", RETROFIT_FILE)
 
 
@@ -100,3 +104,45 @@ def open_model(source: str, memory: str | Path | Memory | None = None) -> OpenMo
     check_memory(label, Path(source), model, mem)
     modes = ("off", "on") if model.config.retro else ("baseline",)
     return OpenModel(label, source, BurrowBackend(model, mem.tokenizer), modes, mem)
+
+
+def load_lm(run: str, memory: str | Path | None = None, mode: str | None = None,
+            config: LMConfig | None = None) -> BurrowEvalLM:
+    """burrow's lm-eval model for ``run`` (a run/model directory with its memory, or a HF name) in ``mode``
+    (default: RETRO[ON] for a RETRO model with a memory, else its only mode)."""
+    loaded = open_model(run, memory)
+    return loaded.lm(mode or loaded.modes[-1], config)
+
+
+class RegisteredLM(BurrowEvalLM):
+    """:class:`BurrowEvalLM` as lm-eval's CLI builds it, from ``--model_args``."""
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> BurrowEvalLM:
+        """``run=DIR_OR_NAME,memory=DIR,mode=on|off|baseline,k=2,precision=fp32,device=cpu,…``."""
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict | None = None) -> BurrowEvalLM:
+        """From parsed ``--model_args``; ``additional_config`` (lm-eval's batch size and device) is ignored:
+        burrow batches by tokens, and lm-eval's --device defaults to cuda even where there is none."""
+        args = dict(arg_dict)
+        if "run" not in args:
+            raise BurrowError("--model_args needs run=RUN_DIR_OR_HF_NAME (and memory=DIR for burrow runs)")
+        config = LMConfig(k=int(args.get("k", DEFAULT_K)), device=str(args.get("device", DEFAULT_DEVICE)),
+                          precision=str(args.get("precision", DEFAULT_PRECISION)),
+                          batch_tokens=int(args.get("batch_tokens", LMConfig.batch_tokens)),
+                          max_length=int(args["max_length"]) if "max_length" in args else LMConfig.max_length)
+        mem = args.get("memory")
+        return load_lm(str(args["run"]), str(mem) if mem else None, args.get("mode"), config)
+
+
+def register() -> None:
+    """Put ``burrow`` in lm-eval's model registry (``simple_evaluate(model="burrow", model_args=…)``)."""
+    import lm_eval.models  # noqa: F401 - lm-eval's own models first (it fills an empty registry only)
+    from lm_eval.api.registry import model_registry
+
+    if MODEL_NAME not in model_registry:
+        model_registry.register(MODEL_NAME)(RegisteredLM)

@@ -129,7 +129,7 @@ class TaskRun:
         if self._task_manager is None:
             from lm_eval.tasks import TaskManager
 
-            self._task_manager = TaskManager(include_path=str(self.configs))
+            self._task_manager = TaskManager(include_path=str(self.configs), include_defaults=False)  # ours only: fast
         return self._task_manager
 
     def key(self, job: _Job, spec: TaskSpec) -> dict[str, Any]:
