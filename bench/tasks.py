@@ -45,7 +45,9 @@ def counted(lm: Any) -> dict[str, int]:
 
 
 def score(lm: Any, specs: list, tm: TaskManager, limit: int) -> tuple[dict[str, float], int, float]:
-    """(task -> headline metric, requests, seconds) of ``lm`` on ``specs``."""
+    """(task -> headline metric, requests, seconds) of ``lm`` on ``specs`` (after an untimed one-document warm-up)."""
+    lm_eval.simple_evaluate(model=lm, tasks=lm_eval_names(specs[0]), task_manager=tm, limit=1, verbosity="ERROR",
+                            bootstrap_iters=0)
     count = counted(lm)
     out: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -13,6 +13,7 @@ Shape legend: b rows, n tokens of a row, l chunks, k neighbours, r retrieved tok
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -51,10 +52,11 @@ class BurrowBackend:
     def to(self, device: torch.device) -> None:
         self.model.to(device)
 
-    def forward(self, tokens: Tensor, neighbours: Tensor | None, mask: Tensor | None) -> Tensor:
-        """Logits (b, n, v) of tokens (b, n), with neighbours (b, l, k, r) and mask (b, l, k) for RETRO[ON]."""
+    def forward(self, tokens: Tensor, neighbours: Tensor | None, mask: Tensor | None, keep: int) -> Tensor:
+        """Logits (b, keep, v) of the last ``keep`` positions of tokens (b, n), with neighbours (b, l, k, r) and
+        mask (b, l, k) for RETRO[ON]."""
         logits: Tensor = self.model(tokens, neighbours=neighbours, neighbour_mask=mask)
-        return logits
+        return logits[:, -keep:]
 
 
 class HFBackend:
@@ -71,6 +73,7 @@ class HFBackend:
         tok = lm.tokenizer
         self.eos_id = int(tok.eos_token_id) if tok.eos_token_id is not None else self.start_id
         self.pad_id = int(tok.pad_token_id) if tok.pad_token_id is not None else self.eos_id
+        self.keeps_logits = "logits_to_keep" in inspect.signature(lm.module.forward).parameters
 
     def encode(self, text: str) -> list[int]:
         return [int(i) for i in self.lm.encode(text)]
@@ -81,9 +84,13 @@ class HFBackend:
     def to(self, device: torch.device) -> None:
         self.lm.to(device)
 
-    def forward(self, tokens: Tensor, neighbours: Tensor | None, mask: Tensor | None) -> Tensor:
-        logits: Tensor = self.lm.module(input_ids=tokens).logits
-        return logits
+    def forward(self, tokens: Tensor, neighbours: Tensor | None, mask: Tensor | None, keep: int) -> Tensor:
+        """Logits (b, keep, v) of the last ``keep`` positions: the head runs only there when the model allows
+        (``logits_to_keep``; the head is ~20% of a small LM's compute and its (b, n, v) output the bulk of memory)."""
+        if self.keeps_logits:
+            logits: Tensor = self.lm.module(input_ids=tokens, logits_to_keep=keep).logits
+            return logits
+        return self.lm.module(input_ids=tokens).logits[:, -keep:]
 
 
 Backend = BurrowBackend | HFBackend

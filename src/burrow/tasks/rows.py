@@ -136,20 +136,22 @@ def score_rows(backend: Backend, rows: list[Row], neighbours: ChunkNeighbours | 
         nb = mask = None
         if neighbours is not None and n >= m:
             nb, mask = neighbours.tensors(group, n, m, backend.pad_id, device)
+        keep = n - min(row.score_from for row in group)  # positions any row scores: the head runs only there
         with torch.inference_mode(), autocast(device, dtype):
-            logits = backend.forward(x.to(device), nb, mask)  # (b, n, v)
+            logits = backend.forward(x.to(device), nb, mask, keep)  # (b, keep, v)
         for j, i in enumerate(idx):
-            out[i] = _span_score(logits[j], group[j])
+            out[i] = _span_score(logits[j], group[j], n - keep)
     return out
 
 
-def _span_score(logits: torch.Tensor, row: Row) -> tuple[float, bool]:
-    """(Σ log p, all greedy) over the scored span of one row's logits (n, v), a block of positions at a time."""
+def _span_score(logits: torch.Tensor, row: Row, offset: int) -> tuple[float, bool]:
+    """(Σ log p, all greedy) over the scored span of one row, from its logits of positions offset… (p, v), a
+    block of positions at a time."""
     total, greedy = 0.0, True
     end = len(row.tokens)
     for a in range(row.score_from, end, SOFTMAX_BLOCK):
         b = min(a + SOFTMAX_BLOCK, end)
-        span = logits[a:b].float()  # (p, v)
+        span = logits[a - offset : b - offset].float()  # (p, v)
         t = torch.as_tensor(row.targets[a:b], device=span.device)
         lp = span.gather(-1, t[:, None])[:, 0] - torch.logsumexp(span, -1)
         total += float(lp.double().sum())
