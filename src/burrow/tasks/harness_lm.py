@@ -32,6 +32,7 @@ from burrow.tasks.rows import ChunkNeighbours, Row, layout_row, plain_row, score
 
 log = logging.getLogger(__name__)
 
+
 class BurrowEvalLM(TemplateLM):
     """An lm-eval model: a burrow model (baseline, RETRO[OFF], RETRO[ON]) or a Hugging Face causal LM."""
 
