@@ -20,6 +20,7 @@ from burrow.cli import generate as generate_cli
 from burrow.cli import memory as memory_cli
 from burrow.cli import retrofit as retrofit_cli
 from burrow.cli import risks as risks_cli
+from burrow.cli import tasks as tasks_cli
 from burrow.cli import train as train_cli
 from burrow.errors import BurrowError
 
@@ -36,7 +37,7 @@ def _register() -> None:
     """Add every command group to the root app (explicitly: a missing module is an import error, not a
     silently absent command)."""
     app.add_typer(memory_cli.app, name="memory")
-    for module in (corpus_cli, train_cli, evaluate_cli, retrofit_cli, generate_cli, demo_cli, risks_cli):
+    for module in (corpus_cli, train_cli, evaluate_cli, retrofit_cli, generate_cli, demo_cli, tasks_cli, risks_cli):
         module.register(app)
 
 

@@ -1,0 +1,224 @@
+"""Run the burrow tasks on several models through lm-evaluation-harness; the library's entry point.
+
+    results = run_tasks(["runs/baseline", "runs/retro", "smollm2"], ["arc_easy", "mmlu"], Path("out/tasks"),
+                        memory=Path("memory"), limit=100)
+
+Layout of ``out``:
+
+* ``configs/``: the lm-eval task configs (YAML) this run used (an lm-eval ``--include_path``);
+* ``passages/``: open-book passages retrieved from the memory;
+* ``per_task/<label>/<task>.json``: one model's result on one task, written atomically as soon as
+  it is known; a re-run with the same settings reuses it (resume), other settings redo it;
+* ``lm_cache/``: lm-eval's request cache, so even a task cut short resumes request by request;
+* ``results.json`` (the contract below), ``report.md``/``report.json``/``report.png`` and
+  ``tasks.manifest.json``, written last.
+
+``results.json``: ``{"models": {label: {task: {metric: float, metric_stderr: float | None, "n": int}}},
+"tasks": {task: {"category": str, "metrics": [str], "chance": float | None}}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from burrow.artefacts import config_hash, read_json, write_json, write_manifest
+from burrow.data.shared import find_data
+from burrow.errors import BurrowError
+from burrow.memory import Memory
+from burrow.tasks.catalog import MMLU_SUBJECTS, TaskSpec, lm_eval_names, parse_tasks
+from burrow.tasks.config import TasksConfig
+from burrow.tasks.configs import VERSION, write_configs
+from burrow.tasks.datasets import chance_of, check_files
+from burrow.tasks.harness_lm import BurrowEvalLM
+from burrow.tasks.models import OpenModel, is_burrow_dir, open_model
+from burrow.tasks.openbook import build_passages
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    """One model in one mode, loaded on first use."""
+
+    source: str
+    mode: str
+    label: str
+    model: OpenModel | None
+
+
+def _plan(models: list[str], memory: Memory | None) -> list[_Job]:
+    """Every (model, mode) to score; burrow models are opened now (errors before any scoring)."""
+    jobs: list[_Job] = []
+    seen: set[str] = set()
+    for source in models:
+        if is_burrow_dir(source):
+            om = open_model(source, memory)
+            pairs = [(mode, om.mode_label(mode)) for mode in om.modes]
+            model: OpenModel | None = om
+        else:  # a Hugging Face LM: loaded when a task needs it (a cached run never loads it)
+            pairs = [("baseline", Path(source).name if Path(source).is_dir() else source.removeprefix("hf:"))]
+            model = None
+        for mode, label in pairs:
+            while label in seen:
+                label += "'"
+            seen.add(label)
+            jobs.append(_Job(source, mode, label, model))
+    return jobs
+
+
+def _metric_values(res: dict[str, Any], name: str, metric: str) -> tuple[float, float | None]:
+    value = float(res[name][f"{metric},none"])
+    se = res[name].get(f"{metric}_stderr,none")
+    return value, (float(se) if isinstance(se, int | float) and math.isfinite(se) else None)
+
+
+def extract(spec: TaskSpec, results: dict[str, Any]) -> dict[str, Any]:
+    """``{metric: value, metric_stderr: …, "n": docs}`` of burrow task ``spec`` from lm-eval's output."""
+    res, counts = results["results"], results["n-samples"]
+    names = lm_eval_names(spec)
+    n = sum(int(counts[name]["effective"]) for name in names)
+    if spec.name != "mmlu":
+        out: dict[str, Any] = {}
+        for metric in spec.metrics:
+            out[metric], out[f"{metric}_stderr"] = _metric_values(res, names[0], metric)
+        return {**out, "n": n}
+    per = {s: _metric_values(res, name, "acc") for s, name in zip(MMLU_SUBJECTS, names, strict=True)}
+    out = {"n": n}
+    groups = {"acc": list(MMLU_SUBJECTS), **{f"acc_{c}": [s for s, g in MMLU_SUBJECTS.items() if g == c]
+                                             for c in ("stem", "humanities", "social_sciences", "other")}}
+    for metric, subjects in groups.items():  # macro averages over subjects
+        out[metric] = sum(per[s][0] for s in subjects) / len(subjects)
+        ses = [per[s][1] for s in subjects]
+        out[f"{metric}_stderr"] = (math.sqrt(sum(se * se for se in ses if se is not None)) / len(subjects)
+                                   if all(se is not None for se in ses) else None)
+    out["subjects"] = {s: v for s, (v, _) in per.items()}
+    return out
+
+
+class TaskRun:
+    """One ``run_tasks`` call: where things go, what was asked, and the per-task results."""
+
+    def __init__(self, out: Path, specs: list[TaskSpec], data_dir: Path, memory: Memory | None,
+                 config: TasksConfig) -> None:
+        self.out, self.specs, self.data_dir, self.memory, self.config = out, specs, data_dir, memory, config
+        passages = self._passages()
+        self.configs = write_configs(specs, data_dir, out / "configs", passages)
+        self.passages = {k: str(v) for k, v in passages.items()}
+        self._task_manager: Any = None
+
+    def _passages(self) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for spec in self.specs:
+            if not spec.needs_memory:
+                continue
+            if self.memory is None:
+                raise BurrowError(f"{spec.name} puts the memory's passages in the prompt: pass --memory DIR")
+            found[spec.name] = build_passages(spec, self.data_dir, self.memory, self.out / "passages",
+                                              self.config.passages, self.config.limit)
+        return found
+
+    @property
+    def task_manager(self) -> Any:
+        if self._task_manager is None:
+            from lm_eval.tasks import TaskManager
+
+            self._task_manager = TaskManager(include_path=str(self.configs), include_defaults=False)  # ours only: fast
+        return self._task_manager
+
+    def key(self, job: _Job, spec: TaskSpec) -> dict[str, Any]:
+        """What a cached per-task result must match to be reused."""
+        lm = self.config.lm
+        return {"task": spec.name, "version": VERSION, "limit": self.config.limit, "data": str(self.data_dir),
+                "model": str(Path(job.source).resolve()) if Path(job.source).exists() else job.source,
+                "mode": job.mode, "memory": str(self.memory.dir.resolve()) if self.memory is not None else None,
+                "k": lm.k if job.mode == "on" else None, "precision": lm.precision, "max_length": lm.max_length,
+                "passages": self.config.passages if spec.needs_memory else None}
+
+    def cached(self, job: _Job, spec: TaskSpec) -> dict[str, Any] | None:
+        path = self.out / "per_task" / job.label / f"{spec.name}.json"
+        if not path.exists():
+            return None
+        try:
+            found = read_json(path)
+        except BurrowError:
+            return None
+        return found["metrics"] if found.get("key") == self.key(job, spec) else None
+
+    def score(self, job: _Job, lm: BurrowEvalLM, spec: TaskSpec) -> dict[str, Any]:
+        """Run ``spec`` on ``lm`` through lm-eval and store the result."""
+        import lm_eval
+
+        key = self.key(job, spec)
+        cache = None
+        if self.config.lm_cache:
+            cache = str(self.out / "lm_cache" / f"{job.label}-{config_hash(key)}")
+        t0 = time.perf_counter()
+        results = lm_eval.simple_evaluate(model=lm, tasks=lm_eval_names(spec), task_manager=self.task_manager,
+                                          limit=self.config.limit, use_cache=cache,
+                                          bootstrap_iters=self.config.bootstrap_iters, verbosity="ERROR")
+        if results is None:  # pragma: no cover - only on non-zero ranks
+            raise RuntimeError("lm-eval returned no results")
+        metrics = extract(spec, results)
+        write_json(self.out / "per_task" / job.label / f"{spec.name}.json",
+                   {"key": key, "label": job.label, "task": spec.name, "metrics": metrics,
+                    "seconds": time.perf_counter() - t0})
+        return metrics
+
+
+def run_tasks(models: list[str], tasks: list[str], out: Path, memory: Path | None = None,
+              data_dir: Path | None = None, limit: int | None = None,
+              config: TasksConfig | None = None) -> dict[str, Any]:
+    """Score ``models`` (run/model directories or HF names) on ``tasks``; returns the parsed results.json."""
+    from burrow.tasks.report import write_report
+
+    config = config or TasksConfig()
+    if limit is not None:
+        config.limit = limit
+        config.__post_init__()
+    if not models:
+        raise BurrowError("no models given; pass RUN directories or HF names (e.g. smollm2)")
+    specs = parse_tasks(tasks)
+    data = find_data(data_dir, needs=specs[0].files)
+    for spec in specs:
+        check_files(spec, data)
+    mem = Memory(memory) if memory is not None else None
+    if mem is not None:
+        mem.tokenizer  # noqa: B018 - fail on a damaged memory before any scoring
+    jobs = _plan(list(models), mem)
+    out = Path(out)
+    (out / "tasks.manifest.json").unlink(missing_ok=True)  # complete again only when this run finishes
+    run = TaskRun(out, specs, data, mem, config)
+    scores: dict[str, dict[str, Any]] = {job.label: {} for job in jobs}
+    t0 = time.perf_counter()
+    pairs = [(job, spec) for job in jobs for spec in specs]
+    lms: dict[str, BurrowEvalLM] = {}
+    for job, spec in tqdm(pairs, desc="tasks", disable=not config.progress):
+        found = run.cached(job, spec)
+        if found is None:
+            if job.label not in lms:
+                if job.model is None:
+                    job.model = open_model(job.source, mem)
+                lms[job.label] = job.model.lm(job.mode, config.lm)
+            found = run.score(job, lms[job.label], spec)
+            log.info("%s on %s: %s", job.label, spec.name, _headline(spec, found))
+        scores[job.label][spec.name] = {k: v for k, v in found.items() if k != "subjects"}
+    results = {"models": scores,
+               "tasks": {s.name: {"category": s.category, "metrics": list(s.metrics), "chance": chance_of(s, data)}
+                         for s in specs}}
+    write_json(out / "results.json", results)
+    write_report(results, out)
+    write_manifest(out, "tasks", config=asdict(config), models=list(models), labels=[j.label for j in jobs],
+                   tasks=[s.name for s in specs], data=str(data), memory=str(memory) if memory else None,
+                   passages=run.passages, seconds=time.perf_counter() - t0)
+    return results
+
+
+def _headline(spec: TaskSpec, metrics: dict[str, Any]) -> str:
+    return f"{spec.metrics[0]} {metrics[spec.metrics[0]]:.4f} (n={metrics['n']})"

@@ -1,0 +1,52 @@
+"""The per-document scoring and the result extraction, against hand computations."""
+
+from __future__ import annotations
+
+import gzip
+import math
+
+import pytest
+
+
+def test_mc2_is_the_normalized_mass_on_the_true_answers():
+    from burrow.tasks.scoring import mc2_results
+
+    doc = {"mc2_targets": {"choices": ["t1", "t2", "f1"], "labels": [1, 1, 0]}}
+    results = [(math.log(0.5), False), (math.log(0.25), False), (math.log(0.25), True)]
+    assert mc2_results(doc, results)["acc"] == pytest.approx(0.75)
+
+
+def test_exact_match_normalizes_case_punctuation_and_articles():
+    from burrow.tasks.scoring import qa_results
+
+    doc = {"answers": ["Mount Etna", "Etna"]}
+    assert qa_results(doc, [" the Mount etna.\nmore"])["exact_match"] == 1.0
+    assert qa_results(doc, ["Sicily"])["exact_match"] == 0.0
+
+
+def test_mmlu_accuracy_is_the_macro_average_over_subjects():
+    from burrow.tasks import MMLU_SUBJECTS, get_task
+    from burrow.tasks.catalog import lm_eval_names
+    from burrow.tasks.runner import extract
+
+    spec = get_task("mmlu")
+    accs = {s: (1.0 if i % 3 == 0 else 0.0) for i, s in enumerate(MMLU_SUBJECTS)}
+    res = {"results": {n: {"acc,none": accs[s], "acc_stderr,none": 0.1} for s, n in
+                       zip(MMLU_SUBJECTS, lm_eval_names(spec), strict=True)},
+           "n-samples": {n: {"effective": 1 + i} for i, n in enumerate(lm_eval_names(spec))}}
+    out = extract(spec, res)
+    assert out["acc"] == pytest.approx(sum(accs.values()) / 57) and out["n"] == sum(range(1, 58))
+    stem = [s for s, c in MMLU_SUBJECTS.items() if c == "stem"]
+    assert out["acc_stem"] == pytest.approx(sum(accs[s] for s in stem) / len(stem))
+    assert out["acc_stderr"] == pytest.approx(math.sqrt(57 * 0.01) / 57)
+
+
+def test_wikitext_is_split_into_articles_at_top_level_headings(tmp_path):
+    from burrow.tasks.datasets import load_wikitext
+
+    path = tmp_path / "w.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write(" = One = \n text one \n = = Section = = \n more one \n = Two = \n text two \n")
+    pages = load_wikitext(path)
+    assert [p["page"].splitlines()[0] for p in pages] == [" = One = ", " = Two = "]
+    assert "more one" in pages[0]["page"]
