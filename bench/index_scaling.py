@@ -135,6 +135,7 @@ def measure(name: str, n: int, source: str, queries: np.ndarray, truth: np.ndarr
                  queries=len(queries))
         print(json.dumps(r), flush=True)
         rows.append(r)
+        _append(r)
 
     if "hnsw" in indexes:
         t0 = time.perf_counter()
@@ -152,7 +153,8 @@ def measure(name: str, n: int, source: str, queries: np.ndarray, truth: np.ndarr
         t0 = time.perf_counter()
         base = faiss.index_factory(d, factory)
         opq = faiss.downcast_VectorTransform(faiss.downcast_index(base).chain.at(0))
-        opq.niter, opq.max_train_points = 5, 16_384  # OPQ's defaults (25 its, 65k points) take many minutes here
+        # OPQ's defaults (25 outer and 40 first PQ iterations, 65k points) take many minutes here
+        opq.niter, opq.niter_pq_0, opq.max_train_points = 5, 10, 16_384
         first = next(iter(db()))
         train = first[np.random.default_rng(1).choice(len(first), min(len(first), TRAIN), replace=False)]
         base.train(train)
@@ -206,6 +208,7 @@ def run(args: argparse.Namespace) -> None:
                              qps=round(len(q) / exact_s, 1), build_s=0.0, bytes_per_key=4 * q.shape[1],
                              queries=len(q)))
             print(json.dumps(rows[-1]), flush=True)
+            _append(rows[-1])
             rows += measure(f"{n // 1000}k", n, source, q, truth, db, indexes, nlist=1024)
     else:
         n = SIZES[args.size]
@@ -214,12 +217,16 @@ def run(args: argparse.Namespace) -> None:
         rows.append(dict(size=args.size, n=n, source="synthetic", index="Flat", params="", recall10=1.0,
                          qps=round(len(q) / exact_s, 1), build_s=0.0, bytes_per_key=4 * q.shape[1], queries=len(q)))
         print(json.dumps(rows[-1]), flush=True)
+        _append(rows[-1])
         nlist = args.nlist or (1024 if n <= 200_000 else 4096)
         rows += measure(args.size, n, "synthetic", q, truth, lambda: blocks(model, n, 7), indexes, nlist)
+
+
+def _append(row: dict) -> None:
+    """Rows are kept as they are measured: a run cut short keeps what it measured."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS, "a") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+        f.write(json.dumps(row) + "\n")
 
 
 def report() -> None:
