@@ -77,7 +77,7 @@ def _quick_opq(index: Any) -> None:
 
     base = faiss.downcast_index(index.base_index) if hasattr(index, "base_index") else index
     if isinstance(base, faiss.IndexPreTransform):
-        vt = faiss.downcast_VectorTransform(base.chain.at(0))
+        vt = faiss.downcast_VectorTransform(base.chain.at(0))  # type: ignore[attr-defined]
         if isinstance(vt, faiss.OPQMatrix):
             vt.niter, vt.niter_pq_0, vt.max_train_points = 5, 10, 16_384
 
