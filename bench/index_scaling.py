@@ -229,7 +229,7 @@ def _append(row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def report() -> None:
+def report(brief: bool = False) -> None:
     """Print the Markdown table (best setting per index reaching recall ≥ 0.9, and the fastest) and plot."""
     import matplotlib
 
@@ -244,6 +244,14 @@ def report() -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["n"], r["source"], r["size"]), []).append(r)
+    if brief:  # the settings docs/scaling.md shows: every index's default, and the re-rank sweep
+        keep = {("HNSW32", "efSearch=64"), ("HNSW32", "efSearch=128"), ("HNSW32", "efSearch=256")}
+        rows = [r for r in rows if r["index"] == "Flat" or (r["index"], r["params"]) in keep
+                or (r["index"].endswith("PQ48") and r["params"] in ("nprobe=64",))
+                or (r["index"].endswith("Refine(SQ8)") and r["params"].endswith("k_factor_rf=16"))]
+        groups = {}
+        for r in rows:
+            groups.setdefault((r["n"], r["source"], r["size"]), []).append(r)
     print("| keys | source | index | setting | recall@10 | queries/s (1 thread) | × exact | build s | bytes/key |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (_n, source, size), rs in sorted(groups.items()):
@@ -251,6 +259,8 @@ def report() -> None:
         for r in sorted(rs, key=lambda r: (r["index"], -r["recall10"])):
             print(f"| {size} | {source} | {r['index']} | {r['params']} | {r['recall10']:.3f} | {r['qps']:,.0f} | "
                   f"{r['qps'] / exact:.1f} | {r['build_s']:.0f} | {r['bytes_per_key']:.0f} |")
+    if brief:
+        return
     fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False)
     for ax, ((_n, source, size), rs) in zip(axes[0], sorted(groups.items()), strict=True):
         for idx in sorted({r["index"] for r in rs}):
@@ -276,9 +286,10 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--nlist", type=int, default=0, help="IVF lists (default 1024 up to 200k keys, else 4096)")
     p.add_argument("--report", action="store_true", help="print the table and write the plot, then stop")
+    p.add_argument("--brief", action="store_true", help="with --report: only the settings docs/scaling.md shows")
     args = p.parse_args()
     if args.report:
-        report()
+        report(args.brief)
     else:
         run(args)
 
