@@ -27,8 +27,12 @@ class IndexConfig:
 
     factory: str | None = None  # FAISS index_factory string; None chooses by size (see choose_factory)
     search_params: str | None = None  # e.g. "efSearch=128" or "nprobe=64"; None uses the chosen default
-    exact_below: int = 200_000  # chunks below which search is exact (Flat)
-    hnsw_below: int = 20_000_000  # chunks below which HNSW32 is used, above it OPQ+IVF-PQ
+    # chunks below which search is exact (Flat): at 100k exact search still runs 1,052 queries/s per thread and
+    # HNSW32 (efSearch 128) only 1.5x that at recall@10 0.977 (bench/index_scaling.py, docs/scaling.md)
+    exact_below: int = 200_000
+    # chunks below which HNSW32 is used, above it OPQ+IVF-PQ re-ranked with SQ8 keys: HNSW32 holds 1,792 B per
+    # key (7 GB at 4M) against 440 B, and the re-ranked IVF-PQ reaches recall@10 ≥ 0.95 (docs/scaling.md)
+    hnsw_below: int = 4_000_000
     train_sample: int = 200_000  # vectors used to train IVF/PQ indexes
 
     def __post_init__(self) -> None:
