@@ -11,6 +11,7 @@ import typer
 from burrow.cli.options import DEFAULT_K, Force, Precision, default_of
 from burrow.data.corpus import CorpusConfig
 from burrow.data.tokenizer import TokenizerConfig
+from burrow.errors import BurrowError
 from burrow.memory.build import MemoryConfig
 from burrow.memory.encode import DEFAULT_ENCODER, EncoderConfig
 from burrow.memory.index import IndexConfig
@@ -41,11 +42,18 @@ def build(
     precision: Precision = default_of(EncoderConfig, "precision"),
     batch_size: int = typer.Option(default_of(EncoderConfig, "batch_size"), "--batch-size",
                                    help="Encoder batch size."),
+    shard_size: int = typer.Option(default_of(EncoderConfig, "shard_size"), "--shard-size",
+                                   help="Chunks per key shard (the resume and Ray task granularity)."),
     chunk_size: int = typer.Option(default_of(MemoryConfig, "chunk_size"), "--chunk-size",
                                    help="Tokens per chunk (the paper's m = 64)."),
     index: str | None = typer.Option(None, "--index", help="FAISS factory string (default: chosen by size)."),
     search_params: str | None = typer.Option(None, "--search-params", help="e.g. efSearch=128 or nprobe=64."),
     neighbours_k: int = typer.Option(0, "--neighbours", "-k", help="Also precompute k neighbours per chunk."),
+    engine: str = typer.Option("local", "--engine",
+                               help="local (this process) or ray (key shards and neighbours on Ray Data actors)."),
+    address: str | None = typer.Option(None, "--address", help="--engine ray: join this Ray cluster (HOST:PORT or "
+                                                                "auto); default: start a local Ray."),
+    workers: int = typer.Option(2, "--workers", help="--engine ray: encoder actors, one encoder each."),
     force: Force = False,
 ) -> None:
     """Build a memory from CORPUS: tokenizer → tokens → 64-token chunks → frozen-encoder keys → FAISS index."""
@@ -54,15 +62,23 @@ def build(
     config = MemoryConfig(
         corpus=CorpusConfig(text_field=text_field, txt_split=txt_split, invalid_utf8=invalid_utf8),  # type: ignore[arg-type]
         tokenizer=TokenizerConfig(source=tokenizer, vocab_size=vocab_size, gguf_file=gguf_file),
-        encoder=EncoderConfig(model=encoder, precision=precision, batch_size=batch_size),
+        encoder=EncoderConfig(model=encoder, precision=precision, batch_size=batch_size, shard_size=shard_size),
         index=IndexConfig(factory=index, search_params=search_params),
         chunk_size=chunk_size,
     )
+    if engine not in ("local", "ray"):
+        raise BurrowError(f"--engine must be local or ray, not {engine!r}")
     from burrow.footprint import forward_flops, model_parameters, track
     from burrow.memory.encode import resolve_model_path
 
     with track(out, "memory build") as stage:
-        memory, timings = build_memory(corpus, out, config, force=force)
+        if engine == "ray":
+            from burrow.memory.ray_engine import RayConfig, build_memory_ray, neighbours_ray
+
+            ray_config = RayConfig(address=address, workers=workers)
+            memory, timings = build_memory_ray(corpus, out, config, ray_config, force=force)
+        else:
+            memory, timings = build_memory(corpus, out, config, force=force)
         encoded = sum(t.items for t in timings if t.name == "embeddings" and not t.skipped)
         stage.skipped = all(t.skipped for t in timings)
         stage.flops, stage.flops_formula = forward_flops(model_parameters(resolve_model_path(config.encoder.model)),
@@ -70,7 +86,9 @@ def build(
     for t in timings:
         state = "up to date" if t.skipped else f"{t.seconds:.1f} s, {t.rate:,.0f} {t.unit}/s"
         typer.echo(f"  {t.name:<11} {t.items:>12,} {t.unit:<7} {state}")
-    if neighbours_k:
+    if neighbours_k and engine == "ray":
+        neighbours_ray(memory, k=neighbours_k, config=ray_config)
+    elif neighbours_k:
         compute_neighbours(memory, k=neighbours_k)
     m = memory.manifest
     typer.echo(f"memory {out}: {m['n_docs']:,} documents, {m['n_tokens']:,} tokens, {m['n_chunks']:,} chunks, "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 
 from burrow.cli.options import Force, MaybeDevice, MaybeK, MaybePrecision, MaybeSeqLen, NoProgress
+from burrow.errors import BurrowError
 
 
 def register(app: typer.Typer) -> None:
@@ -35,19 +37,25 @@ def train(
                                                 "(default: as --eval-every)."),
     keep_checkpoints: int | None = typer.Option(None, "--keep-checkpoints", help="Checkpoints kept (default 2)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of init, dropout and data order (default 0)."),
+    parallel: str | None = typer.Option(None, "--parallel", help="Under torchrun: ddp (default) or fsdp "
+                                        "(FSDP2 fully_shard, for models that do not fit one device)."),
     device: MaybeDevice = None,
     precision: MaybePrecision = None,
     no_progress: NoProgress = False,
     force: Force = False,
 ) -> None:
-    """Train a baseline (any token store) or RETRO (a memory's chunks + precomputed neighbours)."""
+    """Train a baseline (any token store) or RETRO (a memory's chunks + precomputed neighbours).
+
+    Under `torchrun --nproc_per_node N -m burrow train ...` it runs data-parallel (DDP, or FSDP2 with --parallel
+    fsdp); gloo on the CPU, NCCL on CUDA. Re-run the command (with any N) to resume.
+    """
     from burrow.train import TrainConfig
     from burrow.train import train as run_training
 
     options = dict(model=model, out=out, memory=memory, tokens=tokens, valid_tokens=valid_tokens, steps=steps,
                    batch_size=batch_size, seq_len=seq_len, lr=lr, warmup=warmup, k=k, grad_accum=grad_accum,
                    clip=clip, eval_every=eval_every, checkpoint_every=checkpoint_every,
-                   keep_checkpoints=keep_checkpoints, seed=seed, device=device, precision=precision,
+                   keep_checkpoints=keep_checkpoints, seed=seed, parallel=parallel, device=device, precision=precision,
                    progress=False if no_progress else None, force=force or None)
     given = {name: value for name, value in options.items() if value is not None}
     if config is not None:
@@ -56,12 +64,23 @@ def train(
         if model is None or out is None:
             raise typer.BadParameter("--model and -o/--out are required (or give --config)")
         cfg = TrainConfig(**given)  # type: ignore[arg-type]
-    from burrow.footprint import track, training_flops
+    from burrow.footprint import FootprintConfig, track, training_flops
 
-    with track(cfg.out, "train") as stage:
-        result = run_training(cfg)
-        stage.skipped = result.skipped
-        stage.flops, stage.flops_formula = training_flops(result.model_dir, result.tokens_per_second * result.seconds)
+    rank = int(os.environ.get("RANK", "0"))
+    footprint = FootprintConfig()
+    footprint.enabled = footprint.enabled and rank == 0  # under torchrun rank 0 records the run's footprint
+    try:
+        with track(cfg.out, "train", footprint) as stage:
+            result = run_training(cfg)
+            stage.skipped = result.skipped
+            stage.flops, stage.flops_formula = training_flops(result.model_dir,
+                                                              result.tokens_per_second * result.seconds)
+    except BurrowError:
+        if rank != 0:  # under torchrun every rank fails alike: rank 0 says it once
+            raise typer.Exit(2) from None
+        raise
+    if rank != 0:  # under torchrun rank 0 reports for all
+        return
     if result.skipped:
         typer.echo(f"{result.run_dir} already finished ({result.steps} steps); --force retrains")
         return

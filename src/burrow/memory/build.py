@@ -11,7 +11,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,13 @@ __all__ = ["MemoryConfig", "StageTiming", "build_memory", "compute_neighbours", 
            "tokenize_store"]
 
 STAGES = ("tokenizer", "chunks", "embeddings", "index", "memory")
+
+#: Another engine's key encoder: ``(n chunks, embeddings dir, progress) -> shard paths`` in chunk order, each
+#: shard written atomically as ``shard_NNNNN.npy`` of ``shard_size`` rows (memory/ray_engine.py).
+ShardEncoder = Callable[[int, Path, Callable[[int], Any]], list[Path]]
+#: Another engine's neighbour search over the memory's own kept keys: ``(memory, k, work dir, progress) ->
+#: (dists, ids)``, same-document neighbours excluded.
+NeighbourSearcher = Callable[[Memory, int, Path, Callable[[int], Any]], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -101,6 +108,7 @@ class _Builder:
     def __init__(self, inputs: Sequence[str], out: Path, config: MemoryConfig, force: bool, progress: bool):
         self.inputs, self.out, self.config, self.progress = list(inputs), out, config, progress
         self.timings: list[StageTiming] = []
+        self.shard_encoder: ShardEncoder | None = None  # None: encode in this process
         self.corpus_stats = CorpusStats()
         self.out.mkdir(parents=True, exist_ok=True)
         if force:
@@ -216,7 +224,10 @@ class _Builder:
             return tok.decode_batch(chunk_tokens(store, table, np.arange(a, b)).tolist())
 
         with bar:  # closed on failure too, so an error starts on its own line
-            paths = encode_sharded(encoder, texts_of, n, emb_dir, progress=bar.update)
+            if self.shard_encoder is not None:
+                paths = self.shard_encoder(n, emb_dir, bar.update)
+            else:
+                paths = encode_sharded(encoder, texts_of, n, emb_dir, progress=bar.update)
         write_manifest(self.out, "embeddings", inputs=inputs, n=n, dim=encoder.dim, dtype="float32",
                        shards=[p.name for p in paths], shard_bytes=[p.stat().st_size for p in paths],
                        encoder=encoder.fingerprint(), precision=str(encoder.dtype))
@@ -249,16 +260,22 @@ class _Builder:
 
 def build_memory(inputs: Sequence[str], out: str | Path, config: MemoryConfig | None = None,
                  force: bool = False, progress: bool = True,
-                 encoder: FrozenEncoder | None = None) -> tuple[Memory, list[StageTiming]]:
-    """Build (or resume, or refresh) the memory at ``out`` from corpus ``inputs``."""
+                 encoder: FrozenEncoder | None = None,
+                 shard_encoder: ShardEncoder | None = None) -> tuple[Memory, list[StageTiming]]:
+    """Build (or resume, or refresh) the memory at ``out`` from corpus ``inputs``.
+
+    ``shard_encoder`` encodes the key shards elsewhere (the Ray engine); every other stage, the layout and
+    the manifests are the same either way.
+    """
     config = config or MemoryConfig()
     with removing_new_folders(out):
-        return _build(inputs, Path(out), config, force, progress, encoder)
+        return _build(inputs, Path(out), config, force, progress, encoder, shard_encoder)
 
 
 def _build(inputs: Sequence[str], out: Path, config: MemoryConfig, force: bool, progress: bool,
-           encoder: FrozenEncoder | None) -> tuple[Memory, list[StageTiming]]:
+           encoder: FrozenEncoder | None, shard_encoder: ShardEncoder | None) -> tuple[Memory, list[StageTiming]]:
     b = _Builder(inputs, out, config, force, progress)
+    b.shard_encoder = shard_encoder
     tok = b.tokenizer()
     store = b.tokens(tok)
     chunks_fp = b.chunks(store)
@@ -280,11 +297,13 @@ def _build(inputs: Sequence[str], out: Path, config: MemoryConfig, force: bool, 
 
 
 def compute_neighbours(memory: Memory, k: int = DEFAULT_K, target: str | Path | None = None, name: str | None = None,
-                       progress: bool = True, force: bool = False) -> tuple[Path, dict[str, Any]]:
+                       progress: bool = True, force: bool = False,
+                       searcher: NeighbourSearcher | None = None) -> tuple[Path, dict[str, Any]]:
     """Precompute ``k`` neighbours for every chunk of ``target`` (default: the memory's own token store).
 
     The memory's own chunks exclude neighbours from their own document; another store's do not
-    (its documents are not in the memory). Returns the ids table path and its manifest.
+    (its documents are not in the memory). Returns the ids table path and its manifest. ``searcher``
+    searches the memory's own kept keys elsewhere (the Ray engine); other targets are searched here.
     """
     own = target is None or Path(target).resolve() == (memory.dir / "tokens").resolve()
     store = memory.store if own else TokenStore(target)  # type: ignore[arg-type]
@@ -299,10 +318,18 @@ def compute_neighbours(memory: Memory, k: int = DEFAULT_K, target: str | Path | 
         return ids_p, m
     manifest_path(ids_p.parent, kind).unlink(missing_ok=True)
     table = memory.chunks if own else chunk_table(store, memory.chunk_size)
-    keys = _query_keys(memory, store, table, own, ids_p.parent / f"{kind}.keys", progress)
-    bar = tqdm(total=len(table), unit="chunk", desc=f"neighbours k={k}", disable=not progress, unit_scale=True)
-    dists, ids = memory.search_keys(keys, k, exclude_docs=table.docs if own else None, progress=bar.update)
-    bar.close()
+    if own and searcher is not None and key_shard_paths(memory.dir) is not None:
+        with tqdm(total=len(table), unit="chunk", desc=f"neighbours k={k}", disable=not progress,
+                  unit_scale=True) as bar:
+            parts = ids_p.parent / f".{kind}.{inputs}.parts"  # finished blocks of this very search (resume)
+            if force:
+                shutil.rmtree(parts, ignore_errors=True)
+            dists, ids = searcher(memory, k, parts, bar.update)
+    else:
+        keys = _query_keys(memory, store, table, own, ids_p.parent / f"{kind}.keys", progress)
+        bar = tqdm(total=len(table), unit="chunk", desc=f"neighbours k={k}", disable=not progress, unit_scale=True)
+        dists, ids = memory.search_keys(keys, k, exclude_docs=table.docs if own else None, progress=bar.update)
+        bar.close()
     for path, arr in ((ids_p, ids), (dist_p, dists)):
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:

@@ -27,8 +27,12 @@ class IndexConfig:
 
     factory: str | None = None  # FAISS index_factory string; None chooses by size (see choose_factory)
     search_params: str | None = None  # e.g. "efSearch=128" or "nprobe=64"; None uses the chosen default
-    exact_below: int = 200_000  # chunks below which search is exact (Flat)
-    hnsw_below: int = 20_000_000  # chunks below which HNSW32 is used, above it OPQ+IVF-PQ
+    # chunks below which search is exact (Flat): at 100k exact search still runs 1,052 queries/s per thread and
+    # HNSW32 (efSearch 128) only 1.5x that at recall@10 0.977 (bench/index_scaling.py, docs/scaling.md)
+    exact_below: int = 200_000
+    # chunks below which HNSW32 is used, above it OPQ+IVF-PQ re-ranked with SQ8 keys: HNSW32 holds 1,792 B per
+    # key (7 GB at 4M) against 440 B, and the re-ranked IVF-PQ reaches recall@10 ≥ 0.95 (docs/scaling.md)
+    hnsw_below: int = 4_000_000
     train_sample: int = 200_000  # vectors used to train IVF/PQ indexes
 
     def __post_init__(self) -> None:
@@ -43,11 +47,13 @@ def choose_factory(n: int, dim: int, config: IndexConfig) -> tuple[str, str]:
     if n < config.exact_below:
         return "Flat", config.search_params or ""
     if n < config.hnsw_below:
-        # HNSW32 reached recall@2 0.94 at efSearch 256 on 1M keys here, where IVF-PQ stayed near 0.3-0.6.
+        # bench/index_scaling.py (docs/index_scaling.md): HNSW32 at efSearch 128 keeps recall@10 ≥ 0.97 up to 1M keys.
         return "HNSW32", config.search_params or "efSearch=128"
     nlist = 1 << max(10, min(18, round(math.log2(4 * math.sqrt(n)))))
     pq = 48 if dim % 48 == 0 else 32
-    return f"OPQ{pq},IVF{nlist},PQ{pq}", config.search_params or "nprobe=64"
+    # PQ codes alone cap recall@10 near 0.5-0.7 on MiniLM keys; re-ranking a 16·k shortlist with 8-bit
+    # scalar-quantised keys (Refine(SQ8), d bytes per key) lifts it above 0.9 (docs/index_scaling.md).
+    return f"OPQ{pq},IVF{nlist},PQ{pq},Refine(SQ8)", config.search_params or "nprobe=64,k_factor_rf=16"
 
 
 def build_index(shards: Sequence[Path], dim: int, n: int, config: IndexConfig) -> tuple[Any, str, str]:
@@ -60,11 +66,24 @@ def build_index(shards: Sequence[Path], dim: int, n: int, config: IndexConfig) -
     except RuntimeError as e:
         raise BurrowError(f"bad FAISS factory string {factory!r}: {e}") from None
     if not index.is_trained:
+        _quick_opq(index)
         index.train(_training_sample(shards, config.train_sample))
     for path in shards:
         index.add(np.ascontiguousarray(np.load(path), dtype=np.float32))
     set_search_params(index, params)
     return index, factory, params
+
+
+def _quick_opq(index: Any) -> None:
+    """OPQ with 5 outer iterations on ≤ 16k points: FAISS's defaults (25, 65k) take ~5 min here for the same
+    recall; these are the settings bench/index_scaling.py measured."""
+    import faiss
+
+    base = faiss.downcast_index(index.base_index) if hasattr(index, "base_index") else index
+    if isinstance(base, faiss.IndexPreTransform):
+        vt = faiss.downcast_VectorTransform(base.chain.at(0))  # type: ignore[attr-defined]
+        if isinstance(vt, faiss.OPQMatrix):
+            vt.niter, vt.niter_pq_0, vt.max_train_points = 5, 10, 16_384
 
 
 def _training_sample(shards: Sequence[Path], size: int) -> np.ndarray:

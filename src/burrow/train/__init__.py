@@ -6,6 +6,7 @@
 """
 
 from burrow.train.config import TrainConfig, resolve_model_config
-from burrow.train.loop import TrainResult, evaluate_loss, load_run, train, train_step
+from burrow.train.distributed import train  # one process, or DDP / FSDP2 under torchrun
+from burrow.train.loop import TrainResult, evaluate_loss, load_run, train_step
 
 __all__ = ["TrainConfig", "TrainResult", "evaluate_loss", "load_run", "resolve_model_config", "train", "train_step"]

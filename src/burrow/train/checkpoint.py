@@ -101,6 +101,9 @@ def prune_checkpoints(paths: RunPaths, keep: int) -> None:
 
 def load_checkpoint(path: Path, device: torch.device) -> tuple[Transformer, dict[str, Any]]:
     """The model and the training state (optimizer state, step, RNG) of checkpoint ``path``."""
+    if (path / "dcp").is_dir():  # written under torchrun (train/distributed.py): its optimizer state is sharded
+        raise BurrowError(f"{path} is a sharded checkpoint written under torchrun; resume it under torchrun "
+                          "(any --nproc_per_node, 1 included)")
     return load_model(path, device=device), load_state(path)
 
 

@@ -27,7 +27,7 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 # (where it runs, how it reports, when it validates and checkpoints).
 # Data paths are compared by the content fingerprints in config.json instead, so a moved memory is fine.
 RESUMABLE_FIELDS = frozenset({"device", "progress", "force", "keep_checkpoints", "checkpoint_every", "eval_every",
-                              "out", "memory", "tokens", "valid_tokens"})
+                              "out", "memory", "tokens", "valid_tokens", "parallel"})
 
 
 @dataclass
@@ -86,6 +86,9 @@ class TrainConfig:
     device: str = DEFAULT_DEVICE
     # Autocast: ``auto`` (bf16 on CUDA or a bf16 CPU), ``bf16``, ``fp16``, ``fp32`` (none).
     precision: str = DEFAULT_PRECISION
+    # Under torchrun: ``ddp`` (a full replica per process) or ``fsdp`` (FSDP2 ``fully_shard``: parameters,
+    # gradients and optimizer state sharded, for models that do not fit one device). Ignored in one process.
+    parallel: str = "ddp"
     # Show a progress bar (loss, tokens/s, ETA).
     progress: bool = True
     # Discard an existing run directory's checkpoints and results and start again.
@@ -114,6 +117,8 @@ class TrainConfig:
                 raise BurrowError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.batch_size % self.grad_accum:
             raise BurrowError(f"grad-accum ({self.grad_accum}) must divide batch-size ({self.batch_size})")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise BurrowError(f"parallel must be ddp or fsdp, not {self.parallel!r}")
         if not self.lr > 0 or not 0 <= self.min_lr_ratio <= 1:
             raise BurrowError(f"lr must be > 0 and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}")
         if self.weight_decay < 0 or self.clip < 0 or self.eps <= 0:

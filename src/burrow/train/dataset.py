@@ -244,6 +244,14 @@ class TrainData:
             out[sel] = _permutation(self.seed, int(e), n)[i[sel] % n]
         return out
 
+    def rank_sequences(self, step: int, batch_size: int, rank: int, world: int) -> np.ndarray:
+        """Process ``rank``'s share (batch_size / world,) of step ``step``'s batch: a contiguous slice of the
+        same global batch, so ``world`` processes together see exactly what one process would."""
+        if batch_size % world:
+            raise BurrowError(f"{world} processes cannot split a batch of {batch_size} sequences; make "
+                              "--batch-size a multiple of --nproc_per_node")
+        return self.step_sequences(step, batch_size).reshape(world, -1)[rank]
+
     def valid_sequences(self, limit: int) -> np.ndarray:
         """Up to ``limit`` validation indices spread evenly over the split (always the same ones)."""
         n = len(self.valid)

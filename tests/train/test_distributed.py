@@ -1,0 +1,84 @@
+"""`burrow train` under torchrun (2 gloo processes): the 1-process loss curve, resharding resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import burrow
+from burrow.memory import Memory
+from burrow.train import TrainConfig, train
+
+ARGS = ["--seq-len", "32", "--batch-size", "4", "--eval-every", "0", "--precision", "fp32", "--no-progress",
+        "--device", "cpu"]
+
+
+def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc_per_node NPROC -m burrow train ARGS`` with this checkout's burrow."""
+    env = {**os.environ, "PYTHONPATH": str(Path(burrow.__file__).parents[1]), "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "burrow", "train", *ARGS, *map(str, args)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+
+
+def one_process(memory: Memory, toml: str, out: Path, steps: int = 20) -> dict[int, float]:
+    train(TrainConfig(model=toml, memory=memory.dir, out=out, steps=steps, batch_size=4, seq_len=32, eval_every=0,
+                      precision="fp32", device="cpu", progress=False))
+    return losses(out)
+
+
+def test_two_process_ddp_follows_the_one_process_loss_curve(train_memory: Memory, model_toml, tmp_path: Path) -> None:
+    toml = model_toml(tmp_path / "m.toml", retro=False)
+    want = one_process(train_memory, toml, tmp_path / "one")
+    res = torchrun(2, "-m", toml, "--memory", train_memory.dir, "-o", tmp_path / "two", "--steps", "20")
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = losses(tmp_path / "two")
+    assert sorted(got) == list(range(1, 21))
+    assert max(abs(got[s] - want[s]) for s in want) < 1e-4  # same global batch, same step; only sum order differs
+    assert (tmp_path / "two" / "checkpoints" / "step_000020" / "dcp").is_dir()
+    assert res.stdout.count("trained 20 steps") == 1  # rank 0 reports for both
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoint_resumes_on_another_world_size(train_memory: Memory, model_toml, tmp_path: Path) -> None:
+    toml = model_toml(tmp_path / "m.toml", retro=False)
+    want = one_process(train_memory, toml, tmp_path / "one")
+    run = ["-m", toml, "--memory", train_memory.dir, "-o", tmp_path / "fsdp", "--steps", "20",
+           "--checkpoint-every", "10", "--keep-checkpoints", "5"]
+    assert torchrun(2, *run, "--parallel", "fsdp").returncode == 0
+    # killed after step 10's checkpoint: later checkpoint, final model and manifest never written
+    shutil.rmtree(tmp_path / "fsdp" / "checkpoints" / "step_000020")
+    shutil.rmtree(tmp_path / "fsdp" / "final")
+    (tmp_path / "fsdp" / "train.manifest.json").unlink()
+    res = torchrun(1, *run)  # 1 process, DDP: the sharded checkpoint reshards
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "resumed from step 10" in res.stdout
+    got = losses(tmp_path / "fsdp")
+    assert abs(got[20] - want[20]) < 1e-4 and sorted(got) == list(range(1, 21))
+
+
+@pytest.mark.slow
+def test_bad_world_sizes_are_one_error_line(train_memory: Memory, model_toml, tmp_path: Path) -> None:
+    toml = model_toml(tmp_path / "m.toml", retro=False)
+    res = torchrun(2, "-m", toml, "--memory", train_memory.dir, "-o", tmp_path / "odd", "--steps", "2",
+                   "--batch-size", "3")
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert res.returncode != 0 and errors == [
+        "error: 2 processes cannot split a batch of 3 sequences; make --batch-size a multiple of --nproc_per_node"]
+    one_process(train_memory, toml, tmp_path / "plain", steps=4)  # a plain (1-process, non-resharding) checkpoint
+    shutil.rmtree(tmp_path / "plain" / "final")
+    (tmp_path / "plain" / "train.manifest.json").unlink()
+    res = torchrun(2, "-m", toml, "--memory", train_memory.dir, "-o", tmp_path / "plain", "--steps", "4")
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "1-process checkpoint in the plain format, which does not reshard" in errors[0]
