@@ -22,7 +22,6 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -31,6 +30,7 @@ from burrow.device import autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.model import ModelConfig, Transformer, build_model, save_model
 from burrow.model.io import load_run
+from burrow.model.loss import loss_sum
 from burrow.train.checkpoint import (
     RunPaths,
     SaveFn,
@@ -234,10 +234,8 @@ def _step_of(line: str) -> float:
 def _loss_sum(model: Transformer, batch: Batch, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
     """Summed cross-entropy over the batch's targets (fp32, whatever the autocast)."""
     batch = batch.to(device)
-    with autocast(device, dtype):
-        logits = model(batch.tokens, neighbours=batch.neighbours, neighbour_mask=batch.neighbour_mask)  # (b, n, v)
-    return F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE,
-                           reduction="sum")
+    with autocast(device, dtype):  # fused with the output projection: the (b, n, v) logits are never held
+        return loss_sum(model, batch.tokens, batch.labels, batch.neighbours, batch.neighbour_mask, IGNORE)
 
 
 def train_step(model: Transformer, optimizer: torch.optim.Optimizer, micro: list[Batch], clip: float,
