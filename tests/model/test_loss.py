@@ -74,3 +74,18 @@ def test_model_loss_equals_logits_loss(preset: str) -> None:
     torch.testing.assert_close(fused, ref)
     for n, p in model.named_parameters():
         torch.testing.assert_close(grads[n], p.grad, msg=n)
+
+
+def test_hidden_is_what_the_output_layer_reads() -> None:
+    """``hidden`` (kNN-LM keys without the logits) is the output layer's input, and forward = head(hidden)."""
+    cfg = get_preset("retro-tiny", vocab_size=96, max_seq_len=64)
+    model = build_model(cfg).eval()
+    tokens = torch.randint(0, 96, (2, 64))
+    nb = torch.randint(0, 96, (2, 64 // cfg.chunk_size, 2, cfg.retrieved_len))
+    seen = []
+    handle = model.head.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    logits = model(tokens, neighbours=nb)
+    handle.remove()
+    h = model.hidden(tokens, neighbours=nb)
+    torch.testing.assert_close(h, seen[0], rtol=0, atol=0)
+    torch.testing.assert_close(model.head(h), logits, rtol=0, atol=0)

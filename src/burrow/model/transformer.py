@@ -96,6 +96,15 @@ class Transformer(nn.Module):
         where a position has no target) the result is the fp32 sum of the cross-entropy over the
         targets, computed by :func:`~burrow.model.loss.linear_cross_entropy` without the (b, n, v) logits.
         """
+        x = self.hidden(tokens, neighbours, neighbour_mask, cache)  # (b, n, d)
+        if labels is not None:
+            return linear_cross_entropy(x, self.head.weight, labels, ignore_index)  # ()
+        return self.head(x)  # (b, n, v)
+
+    def hidden(self, tokens: Tensor, neighbours: Tensor | None = None, neighbour_mask: Tensor | None = None,
+               cache: ModelCache | None = None) -> Tensor:
+        """The final normed hidden states (b, n, d) that the output layer reads (:meth:`forward`'s
+        arguments); a kNN-LM datastore's keys without paying for the (b, n, v) logits."""
         b, n = tokens.shape
         p0 = cache.length if cache is not None else 0
         if cache is not None:
@@ -110,9 +119,7 @@ class Transformer(nn.Module):
             x = block(x, rope, cache.layers[i] if cache is not None else None, retrieval)
         if cache is not None:
             cache.length += n
-        if labels is not None:
-            return linear_cross_entropy(self.norm(x), self.head.weight, labels, ignore_index)  # ()
-        return self.head(self.norm(x))  # (b, n, v)
+        return self.norm(x)  # (b, n, d)
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> ModelCache:
         """An empty KV cache for ``batch_size`` sequences of up to ``max_len`` tokens (default
