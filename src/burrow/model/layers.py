@@ -119,13 +119,22 @@ class CrossAttention(nn.Module):
         Returns the heads merged but *before* the output projection, so callers can drop rows
         (padding) before paying for it.
         """
+        return self.attend_kv(x, self.keys_values(context, k_rope), q_rope, mask)
+
+    def keys_values(self, context: Tensor, k_rope: Rope | None) -> tuple[Tensor, Tensor]:
+        """Keys (rotated by ``k_rope``) and values of ``context`` (b, s, d_kv): (b, h, s, e) each."""
         b, s, _ = context.shape
-        q = _split_heads(self.q(x), self.n_heads)  # (b, h, n, e)
         kv = self.kv(context).view(b, s, 2, self.n_heads, self.head_dim)  # (b, s, 2, h, e)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (b, h, s, e)
-        if q_rope is not None and k_rope is not None:
-            q, k = apply_rope(q, q_rope), apply_rope(k, k_rope)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, h, n, e)
+        return (apply_rope(k, k_rope) if k_rope is not None else k), v
+
+    def attend_kv(self, x: Tensor, kv: tuple[Tensor, Tensor], q_rope: Rope | None,
+                  mask: Tensor | None = None) -> Tensor:
+        """:meth:`attend` with keys and values from :meth:`keys_values` (computed once, reused)."""
+        q = _split_heads(self.q(x), self.n_heads)  # (b, h, n, e)
+        if q_rope is not None:
+            q = apply_rope(q, q_rope)
+        y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)  # (b, h, n, e)
         return _merge_heads(y)
 
     def project(self, y: Tensor) -> Tensor:

@@ -42,7 +42,8 @@ class Block(nn.Module):
         if self.cca is not None and self.cca_norm is not None and retrieval is not None:
             retrieval.observe(x)  # the first CCA layer's H conditions the encoder
             if retrieval.encoded is not None and retrieval.window is not None:
-                x = x + self.cca(self.cca_norm(x), retrieval.encoded, retrieval.encoded_mask, retrieval.window)
+                x = x + self.cca(self.cca_norm(x), retrieval.encoded, retrieval.encoded_mask, retrieval.window,
+                                 retrieval.cca_kv)
         return x + self.ffw(self.ffw_norm(x))
 
 
