@@ -122,7 +122,12 @@ def peer(cfg: ModelConfig, args, device, bf16: bool) -> tuple[Step, dict]:
         opt.zero_grad(set_to_none=True)
 
     step()
-    return step, {"params": sum(p.numel() for p in model.parameters())}
+    with FlopCounterMode(display=False) as counter:  # its attention computes the full n x n: all counted
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(seq, ret, return_loss=True)
+        loss.backward()
+    opt.zero_grad(set_to_none=True)
+    return step, {"params": sum(p.numel() for p in model.parameters()), "step_flops": counter.get_total_flops()}
 
 
 def matmul(device: torch.device, dtype: torch.dtype, size: int = 2048) -> tuple[Step, dict]:
