@@ -1,72 +1,46 @@
 """Train-step throughput: burrow's baseline and RETRO vs lucidrains' retro-pytorch at the same shape.
 
-    python bench/train_step.py [--preset retro-cpu-base] [--peer-python /tmp/retro-peer-venv/bin/python]
+    python bench/train_step.py [--preset retro-cpu-base] [--peer-path /tmp/retro-peer] [--compile]
 
-Measures, in one run on one machine: tokens/s of forward + backward + AdamW for the baseline and
-RETRO (sequence 512, batch 4, k = 2 by default), the FLOP/s they achieve (FLOPs counted by torch's
-FlopCounterMode over one step, so the encoder's 4x tokens and CCA count; causal self-attention is
-counted at half of its full n x n cost), this machine's bf16 (or fp32) matmul peak, and the same
-tokens/s for retro-pytorch run in a subprocess from its own virtualenv (its model runs offline on
-token ids). The machine may be shared: compare ratios from the same run.
+Measures, in one process on one machine: tokens/s of forward + backward + AdamW for burrow's
+baseline and RETRO (sequence 512, batch 4, k = 2 by default) through the training loop's own loss
+(``burrow.model.loss.loss_sum``) and optimizer (``burrow.train.optim``), the FLOP/s they achieve
+(FLOPs counted by torch's FlopCounterMode over one step, so the encoder's 4x tokens and CCA count;
+causal self-attention is counted at half of its full n x n cost), this machine's matmul peak (a
+2048^3 matmul in the autocast dtype), and retro-pytorch at the same shape in its best mode here.
+
+The machine may be shared and noisy, so every contender (the peak matmul too) runs one step per
+round, round after round, in a rotating order; each one's figure is its *fastest* step (noise only
+ever adds time), and the ratios compare figures from the same rounds.
+
+The peer is never vendored: ``--peer-path DIR`` names a directory holding a ``retro_pytorch``
+package (``retro_pytorch/retro_pytorch.py`` from a checkout of github.com/lucidrains/RETRO-pytorch,
+an empty ``__init__.py`` and a ``retrieval.py`` defining ``BERT_VOCAB_SIZE = 28996``, which skips its
+faiss/autofaiss imports); it needs einops. Its best mode is bf16 autocast on a device with fast bf16
+(both fp32 and bf16 are timed there), fp32 elsewhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from burrow.device import autocast, autocast_dtype, pick_device  # noqa: E402
+from burrow.device import autocast, autocast_dtype, cpu_has_bf16, pick_device  # noqa: E402
 from burrow.model import ModelConfig, build_model  # noqa: E402
+from burrow.model.loss import loss_sum  # noqa: E402
 from burrow.presets import get_preset  # noqa: E402
+from burrow.train.optim import fused_adamw  # noqa: E402
 
-PEER_SCRIPT = r"""
-import json, sys, time, torch
-from retro_pytorch import RETRO
-a = json.loads(sys.argv[1])
-torch.manual_seed(0)
-model = RETRO(num_tokens=a["vocab"], max_seq_len=a["seq"], enc_dim=a["enc_d"], enc_depth=a["enc_layers"],
-              dec_dim=a["d"], dec_depth=a["layers"], heads=a["heads"], dim_head=a["head_dim"],
-              dec_cross_attn_layers=tuple(a["cca"]), chunk_size=a["m"])
-opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-b, n, k, l = a["batch"], a["seq"], a["k"], a["seq"] // a["m"]
-seq = torch.randint(1, a["vocab"], (b, n + 1))
-ret = torch.randint(1, a["vocab"], (b, l, k, 2 * a["m"]))
-def step():
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a["bf16"]):
-        loss = model(seq, ret, return_loss=True)
-    loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
-for _ in range(a["warmup"]):
-    step()
-t0 = time.perf_counter()
-for _ in range(a["steps"]):
-    step()
-dt = (time.perf_counter() - t0) / a["steps"]
-print(json.dumps({"tokens_per_s": b * n / dt, "params": sum(p.numel() for p in model.parameters())}))
-"""
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, reps: int = 6) -> float:
-    """Best observed FLOP/s of a square matmul in ``dtype`` (the machine's practical peak)."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(reps):
-        _sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 / best
+Step = Callable[[], None]
 
 
 def _sync(device: torch.device) -> None:
@@ -85,73 +59,99 @@ def make_batch(cfg: ModelConfig, batch: int, seq: int, k: int, device: torch.dev
     return tokens, nb
 
 
-def train_step(model, opt, tokens, nb, device, dtype) -> None:
-    """One forward + backward + AdamW step on next-token prediction."""
+def forward_backward(model, tokens, nb, device, dtype) -> None:
+    """Forward and backward of the summed next-token loss, as the training loop computes it."""
     with autocast(device, dtype):
-        logits = model(tokens[:, :-1], neighbours=nb)  # (b, n, v)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+        loss = loss_sum(model, tokens[:, :-1], tokens[:, 1:], neighbours=nb)
+    (loss / tokens[:, 1:].numel()).backward()
 
 
 def step_flops(cfg: ModelConfig, model, tokens, nb, device, dtype) -> float:
     """FLOPs of one fwd+bwd, causal self-attention counted at half its full-square cost."""
     with FlopCounterMode(display=False) as counter:
-        with autocast(device, dtype):
-            logits = model(tokens[:, :-1], neighbours=nb)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
-        loss.backward()
+        forward_backward(model, tokens, nb, device, dtype)
     model.zero_grad(set_to_none=True)
     b, n = tokens.shape[0], tokens.shape[1] - 1
     causal_full = 3 * 4 * b * n * n * cfg.n_heads * cfg.head_dim * cfg.n_layers  # fwd + 2x bwd
     return counter.get_total_flops() - causal_full / 2
 
 
-def bench_ours(cfg: ModelConfig, args, device, dtype, compile_model: bool = False) -> dict[str, float]:
-    """tokens/s and achieved FLOP/s of our model at the bench shape (optionally torch.compile'd)."""
+def ours(cfg: ModelConfig, args, device, dtype, compile_model: bool = False) -> tuple[Step, dict]:
+    """A step function for burrow's model and its info (params, FLOPs per step, compile seconds)."""
     torch.manual_seed(0)
     model = build_model(cfg).to(device).train()
-    run = torch.compile(model) if compile_model else model
-    opt = _adamw(model, device)
+    opt = fused_adamw(model.parameters(), lr=1e-4, weight_decay=0.1)
     tokens, nb = make_batch(cfg, args.batch, args.seq, args.k, device)
-    flops = step_flops(cfg, model, tokens, nb, device, dtype)
-    for _ in range(args.warmup):
-        train_step(run, opt, tokens, nb, device, dtype)
-    times = []
-    for _ in range(args.steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        train_step(run, opt, tokens, nb, device, dtype)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    dt = sorted(times)[len(times) // 2]  # median: robust to a neighbour's burst on a shared machine
-    return {"tokens_per_s": args.batch * args.seq / dt, "flop_per_s": flops / dt, "step_s": dt,
-            "params": model.num_parameters(non_embedding=False), "step_flops": flops}
+    info = {"params": model.num_parameters(non_embedding=False),
+            "step_flops": step_flops(cfg, model, tokens, nb, device, dtype)}
+    run = torch.compile(model) if compile_model else model
+
+    def step() -> None:
+        forward_backward(run, tokens, nb, device, dtype)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    t0 = time.perf_counter()
+    step()  # warm-up (and, compiled, the compilation: cached on disk by inductor for the next run)
+    _sync(device)
+    info["first_step_s"] = time.perf_counter() - t0
+    return step, info
 
 
-def _adamw(model, device) -> torch.optim.Optimizer:
-    try:  # fused AdamW exists for CPU and CUDA in recent torch; fall back to foreach
-        return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+def peer(cfg: ModelConfig, args, device, bf16: bool) -> tuple[Step, dict]:
+    """A step function for retro-pytorch's RETRO at the same shape (imported from --peer-path)."""
+    sys.path.insert(0, str(Path(args.peer_path).resolve()))
+    from retro_pytorch.retro_pytorch import RETRO
+
+    torch.manual_seed(0)
+    model = RETRO(num_tokens=cfg.vocab_size, max_seq_len=args.seq, enc_dim=cfg.enc_d_model,
+                  enc_depth=cfg.enc_n_layers, dec_dim=cfg.d_model, dec_depth=cfg.n_layers, heads=cfg.n_heads,
+                  dim_head=cfg.head_dim, dec_cross_attn_layers=tuple(cfg.cca_layers),
+                  chunk_size=cfg.chunk_size).to(device)
+    opt = fused_adamw(model.parameters(), lr=1e-4, weight_decay=0.1)
+    g = torch.Generator().manual_seed(0)
+    seq = torch.randint(1, cfg.vocab_size, (args.batch, args.seq + 1), generator=g).to(device)
+    ret = torch.randint(1, cfg.vocab_size, (args.batch, args.seq // cfg.chunk_size, args.k, cfg.retrieved_len),
+                        generator=g).to(device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(seq, ret, return_loss=True)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    with FlopCounterMode(display=False) as counter:  # its attention computes the full n x n: all counted
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(seq, ret, return_loss=True)
+        loss.backward()
+    opt.zero_grad(set_to_none=True)
+    return step, {"params": sum(p.numel() for p in model.parameters()), "step_flops": counter.get_total_flops()}
 
 
-def bench_peer(cfg: ModelConfig, args, bf16: bool) -> dict[str, float] | None:
-    """retro-pytorch's tokens/s at the same shape, in its own interpreter; None when unavailable."""
-    if not args.peer_python or not Path(args.peer_python).exists():
-        print(f"peer: skipped (no retro-pytorch interpreter at {args.peer_python!r}; see --peer-python)")
-        return None
-    shape = {"vocab": cfg.vocab_size, "seq": args.seq, "enc_d": cfg.enc_d_model, "enc_layers": cfg.enc_n_layers,
-             "d": cfg.d_model, "layers": cfg.n_layers, "heads": cfg.n_heads, "head_dim": cfg.head_dim,
-             "cca": list(cfg.cca_layers), "m": cfg.chunk_size, "batch": args.batch, "k": args.k,
-             "warmup": 1, "steps": args.peer_steps, "bf16": bf16}
-    proc = subprocess.run([args.peer_python, "-c", PEER_SCRIPT, json.dumps(shape)], capture_output=True,
-                          text=True, cwd="/tmp", timeout=1800)
-    if proc.returncode != 0:
-        print(f"peer: failed ({proc.stderr.strip().splitlines()[-1:]})")
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def matmul(device: torch.device, dtype: torch.dtype, size: int = 2048) -> tuple[Step, dict]:
+    """A square matmul in ``dtype``: the machine's practical peak."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    return (lambda: a @ b), {"flops": 2 * size**3}
+
+
+def rounds(contenders: dict[str, Step], n_rounds: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds of each contender's steps, one step each per round, the order rotating every round."""
+    names = list(contenders)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(n_rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            reps = 3 if name == "matmul" else 1  # the peak is a short burst: take a few per round
+            for _ in range(reps):
+                _sync(device)
+                t0 = time.perf_counter()
+                contenders[name]()
+                _sync(device)
+                times[name].append(time.perf_counter() - t0)
+        print(f"round {r + 1}/{n_rounds}: " + ", ".join(f"{n} {min(t):.2f}s" for n, t in times.items()), flush=True)
+    return times
 
 
 def main() -> None:
@@ -161,13 +161,12 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--k", type=int, default=2)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--dtype", default="auto", help="auto | bf16 | fp32")
     p.add_argument("--device", default=None)
-    p.add_argument("--peer-python", default=None, help="python of a venv with retro-pytorch installed")
-    p.add_argument("--peer-steps", type=int, default=2)
+    p.add_argument("--peer-path", default=None, help="directory holding a retro_pytorch package (see above)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
+    p.add_argument("--no-eager", action="store_true", help="time only the compiled models (with --compile)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
 
@@ -177,39 +176,67 @@ def main() -> None:
     base_cfg = get_preset(args.preset, vocab_size=args.vocab, max_seq_len=max(args.seq, 512), retro=False,
                           cca_layers=())
     print(f"device {device}, autocast {dtype}, threads {torch.get_num_threads()}, "
-          f"shape b={args.batch} n={args.seq} k={args.k}, preset {args.preset}")
-    peak = matmul_peak(device, dtype or torch.float32)
-    res = {"peak_flop_per_s": peak, "baseline": bench_ours(base_cfg, args, device, dtype),
-           "retro": bench_ours(retro_cfg, args, device, dtype)}
-    if args.compile:
-        res["baseline_compiled"] = bench_ours(base_cfg, args, device, dtype, compile_model=True)
-        res["retro_compiled"] = bench_ours(retro_cfg, args, device, dtype, compile_model=True)
-    peak2 = matmul_peak(device, dtype or torch.float32)  # again: the machine is shared
-    res["peak_flop_per_s"] = peak = max(peak, peak2)
-    if device.type == "cpu":
-        res["peer_fp32"] = bench_peer(retro_cfg, args, bf16=False)
-        res["peer_bf16"] = bench_peer(retro_cfg, args, bf16=True)
-    report(res, peak)
+          f"shape b={args.batch} n={args.seq} k={args.k}, preset {args.preset}", flush=True)
+    steps: dict[str, Step] = {}
+    info: dict[str, dict] = {}
+    steps["matmul"], info["matmul"] = matmul(device, dtype or torch.float32)
+    variants = ([] if args.no_eager else [False]) + ([True] if args.compile else [])
+    for compiled in variants:
+        for name, cfg in (("baseline", base_cfg), ("retro", retro_cfg)):
+            key = f"{name}_compiled" if compiled else name
+            steps[key], info[key] = ours(cfg, args, device, dtype, compiled)
+            print(f"{key}: first step {info[key]['first_step_s']:.1f}s", flush=True)
+    if args.peer_path:
+        fast_bf16 = device.type == "cuda" or cpu_has_bf16()
+        for bf16 in ([False, True] if fast_bf16 else [False]):
+            key = "peer_bf16" if bf16 else "peer_fp32"
+            steps[key], info[key] = peer(retro_cfg, args, device, bf16)
+        if not fast_bf16:
+            print("peer bf16: not timed (no fast bf16 on this device: fp32 is the peer's best mode here)")
+    times = rounds(steps, args.rounds, device)
+    res = summarize(times, info, args)
+    report(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
 
 
-def report(res: dict, peak: float) -> None:
+def summarize(times: dict[str, list[float]], info: dict[str, dict], args) -> dict:
+    """Per contender: fastest and median step, tokens/s, FLOP/s and fraction of the peak."""
+    res: dict = {"shape": {"batch": args.batch, "seq": args.seq, "k": args.k, "preset": args.preset},
+                 "threads": torch.get_num_threads()}
+    peak = info["matmul"]["flops"] / min(times["matmul"])
+    res["peak_flop_per_s"] = peak
+    for name, t in times.items():
+        if name == "matmul":
+            continue
+        best, median = min(t), sorted(t)[len(t) // 2]
+        r = {**info[name], "step_s": best, "median_step_s": median, "tokens_per_s": args.batch * args.seq / best}
+        if "step_flops" in r:
+            r["flop_per_s"] = r["step_flops"] / best
+            r["fraction_of_peak"] = r["flop_per_s"] / peak
+        res[name] = r
+    return res
+
+
+def report(res: dict) -> None:
+    peak = res["peak_flop_per_s"]
     print(f"matmul peak: {peak / 1e9:.0f} GFLOP/s")
-    for name in ("baseline", "retro", "baseline_compiled", "retro_compiled"):
+    for name in ("baseline", "retro", "baseline_compiled", "retro_compiled", "peer_fp32", "peer_bf16"):
         if name not in res:
             continue
         r = res[name]
-        print(f"{name:17s} {r['params'] / 1e6:6.1f}M params  {r['tokens_per_s']:8.0f} tokens/s  "
-              f"{r['flop_per_s'] / 1e9:6.0f} GFLOP/s = {r['flop_per_s'] / peak:5.1%} of peak")
-    print(f"RETRO FLOP/s / baseline FLOP/s: {res['retro']['flop_per_s'] / res['baseline']['flop_per_s']:.2f}")
-    for key in ("peer_fp32", "peer_bf16"):
-        peer = res.get(key)
-        if peer:
-            best = max(res[n]["tokens_per_s"] for n in ("retro", "retro_compiled") if n in res)
-            print(f"retro-pytorch ({key[5:]}) {peer['params'] / 1e6:.1f}M params  {peer['tokens_per_s']:8.0f} "
-                  f"tokens/s  -> ours (eager) {res['retro']['tokens_per_s'] / peer['tokens_per_s']:.1f}x, "
-                  f"best {best / peer['tokens_per_s']:.1f}x")
+        line = f"{name:17s} {r['params'] / 1e6:6.1f}M params  {r['tokens_per_s']:8.0f} tokens/s"
+        if "flop_per_s" in r:
+            line += f"  {r['flop_per_s'] / 1e9:6.0f} GFLOP/s = {r['fraction_of_peak']:5.1%} of peak"
+        if name.endswith("compiled"):
+            line += f"  (first step incl. compile {r['first_step_s']:.0f}s)"
+        print(line)
+    peers = [res[n]["tokens_per_s"] for n in ("peer_fp32", "peer_bf16") if n in res]
+    if peers:
+        best_peer = max(peers)
+        for name in ("retro", "retro_compiled"):
+            if name in res:
+                print(f"{name} / retro-pytorch's best mode: {res[name]['tokens_per_s'] / best_peer:.2f}x")
 
 
 if __name__ == "__main__":

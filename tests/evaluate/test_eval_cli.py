@@ -141,3 +141,21 @@ def test_cli_eval_seeds_are_one_arm_with_an_interval(setup) -> None:
     assert seeds["seeds"] == 2 and seeds["low"] <= seeds["mean"] <= seeds["high"]
     assert report["models"]["base"]["bpb"] == pytest.approx(np.mean(seeds["bpb"]), rel=1e-9)  # equal bytes per seed
     assert "2 seeds" in res.output
+
+
+def test_k_sweep_on_a_document_subset_scores_those_documents(setup) -> None:
+    """``sweep_k_docs``: every k of the sweep is scored on the first N documents only, and its main-k
+    point equals a plain evaluation of those N documents."""
+    memory, valid, tmp = setup
+    from burrow.model import load_model
+
+    retro = load_model(tmp / "retro-model")
+    data = load_eval_data([str(valid), str(tmp / "corpus" / "cats.txt")], memory.tokenizer, memory.chunk_size)
+    assert data.n_docs >= 2
+    swept = evaluate(model_entries("retro", retro), memory, data,
+                     EvalConfig(precision="fp32", sweep_k=(1, 2), sweep_k_docs=1), cache_dir=tmp / "s1")
+    first = evaluate(model_entries("retro", retro), memory, data.first_docs(1), EvalConfig(precision="fp32"),
+                     cache_dir=tmp / "s2")
+    assert swept.sweep_k_docs == 1
+    assert swept.sweep_k["retro [ON]"][2] == pytest.approx(first.bpb("retro [ON]"), rel=1e-9)
+    assert swept.sweep_k["retro [ON]"][2] != pytest.approx(swept.bpb("retro [ON]"), rel=1e-9)  # not all docs

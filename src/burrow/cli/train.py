@@ -41,6 +41,8 @@ def train(
                                         "(FSDP2 fully_shard, for models that do not fit one device)."),
     device: MaybeDevice = None,
     precision: MaybePrecision = None,
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the training step (the first "
+                                       "step compiles, cached on disk for the next run; pays on GPUs)."),
     no_progress: NoProgress = False,
     force: Force = False,
 ) -> None:
@@ -56,6 +58,7 @@ def train(
                    batch_size=batch_size, seq_len=seq_len, lr=lr, warmup=warmup, k=k, grad_accum=grad_accum,
                    clip=clip, eval_every=eval_every, checkpoint_every=checkpoint_every,
                    keep_checkpoints=keep_checkpoints, seed=seed, parallel=parallel, device=device, precision=precision,
+                   compile=compile_model or None,
                    progress=False if no_progress else None, force=force or None)
     given = {name: value for name, value in options.items() if value is not None}
     if config is not None:

@@ -215,7 +215,10 @@ def _encode_batch(model: Any, tap: _HiddenTap, batch: list[tuple[int, np.ndarray
     for i, (_, xi, ti) in enumerate(batch):
         x[i, : len(xi)], t[i, : len(ti)] = xi, ti
     with torch.inference_mode(), autocast(device, dtype):
-        model(torch.as_tensor(x, device=device))
+        if getattr(model, "fused_loss", False):  # burrow's model: the hidden states without the logits
+            tap.value = model.hidden(torch.as_tensor(x, device=device))
+        else:
+            model(torch.as_tensor(x, device=device))
     assert tap.value is not None
     h = tap.value.float().cpu().numpy()  # (b, w, d); right padding never influences earlier positions
     keep = t >= 0

@@ -54,6 +54,7 @@ class EvalConfig:
     sweep_k: tuple[int, ...] = ()  # k values for the neighbours sweep, e.g. (1, 2, 4, 10)
     sweep_memory: tuple[float, ...] = ()  # memory fractions for the size sweep, e.g. (1/16, …, 1)
     memory_seed: int = 0  # seed of the document subset of the memory-size sweep
+    sweep_k_docs: int | None = None  # the k sweep scores only the first N documents (None: all), its every k
     max_docs: int | None = None  # score only the first N documents (quick runs)
     bootstrap_samples: int = 2000  # resamples of documents for gain intervals
 
@@ -74,6 +75,8 @@ class EvalConfig:
             raise BurrowError("batch_tokens and bootstrap_samples must be ≥ 1")
         if self.max_docs is not None and self.max_docs < 1:
             raise BurrowError(f"max_docs must be ≥ 1, got {self.max_docs}")
+        if self.sweep_k_docs is not None and self.sweep_k_docs < 1:
+            raise BurrowError(f"sweep_k_docs must be ≥ 1, got {self.sweep_k_docs}")
 
 
 @dataclass
@@ -88,6 +91,7 @@ class EvalResult:
     leakage: Leakage | None = None
     curves: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (a,) bpb(α)
     sweep_k: dict[str, dict[int, float]] = field(default_factory=dict)  # RETRO[ON] name -> k -> bpb
+    sweep_k_docs: int | None = None  # the k sweep's documents: the first N of data (None: all of them)
     sweep_memory: list[MemorySubset] = field(default_factory=list)
     seconds: float = 0.0
     bases: dict[str, str] = field(default_factory=dict)  # score -> its own no-retrieval base (methods, RETRO[ON])
@@ -246,8 +250,7 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Memory | None,
     if config.leakage and memory is not None:  # _check_models refused leakage without a memory
         _run_leakage(result, memory, cache)
     if on and input_nb is not None and config.sweep_k:
-        for name, model in on.items():
-            result.sweep_k[name] = sweep_k(_bpb_at_k(score, name, model, scores[name]), input_nb.ids, config.sweep_k)
+        _run_sweep_k(result, score, on, input_nb.ids, memory)
     if on and input_nb is not None and memory is not None and config.sweep_memory:
         fns = {name: _bpb_with_ids(score, name, model) for name, model in on.items()}
         result.sweep_memory = sweep_memory(memory, input_nb.keys, input_nb.ids, fns, config.sweep_memory,
@@ -256,13 +259,33 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Memory | None,
     return result
 
 
+def _run_sweep_k(result: EvalResult, score: _Scorer, on: dict[str, RetrievalLM], ids: np.ndarray,
+                 memory: Memory | None) -> None:
+    """RETRO[ON] at every k of the sweep: on all documents (the main k's score reused), or, with
+    ``sweep_k_docs``, on the first N documents only (every k scored there, the main k too: a cheaper sweep)."""
+    config = result.config
+    docs = config.sweep_k_docs
+    if docs is None or docs >= result.data.n_docs:
+        for name, model in on.items():
+            result.sweep_k[name] = sweep_k(_bpb_at_k(score, name, model, result.scores[name]), ids, config.sweep_k)
+        return
+    subset = result.data.first_docs(docs)
+    sub_score = _Scorer(subset, memory, result.seq_len, config)
+    sub_ids = ids[: int(result.data.input_offsets[docs])]  # input chunks of the first N documents
+    for name, model in on.items():
+        result.sweep_k[name] = sweep_k(_bpb_at_k(sub_score, name, model, None), sub_ids, config.sweep_k)
+    result.sweep_k_docs = docs
+
+
 def _bpb_with_ids(score: _Scorer, name: str, model: RetrievalLM) -> Callable[[np.ndarray], float]:
     return lambda ids: score(f"{name} (memory subset)", model, "on", ids).bpb
 
 
-def _bpb_at_k(score: _Scorer, name: str, model: RetrievalLM, main: ModelScore) -> Callable[[np.ndarray, int], float]:
-    """bpb at k, reusing the main score at the main k rather than scoring it twice."""
-    return lambda ids, k: main.bpb if k == main.k else score(f"{name} k={k}", model, "on", ids, k).bpb
+def _bpb_at_k(score: _Scorer, name: str, model: RetrievalLM,
+              main: ModelScore | None) -> Callable[[np.ndarray, int], float]:
+    """bpb at k, reusing the main score (when given) at the main k rather than scoring it twice."""
+    return lambda ids, k: main.bpb if main is not None and k == main.k else score(f"{name} k={k}", model, "on", ids,
+                                                                                   k).bpb
 
 
 def _run_leakage(result: EvalResult, memory: Memory, cache: Path | None) -> None:

@@ -45,6 +45,7 @@ def to_json(result: EvalResult) -> dict[str, Any]:
         "methods": {name: {"base": base, **result.methods.get(name, {})} for name, base in result.bases.items()},
         "seeds": result.seeds,
         "sweep_k": {n: {str(k): v for k, v in s.items()} for n, s in result.sweep_k.items()},
+        "sweep_k_docs": result.sweep_k_docs,
         "sweep_memory": [{"fraction": p.fraction, "documents": p.docs, "chunks": p.chunks, "tokens": p.tokens,
                           "bpb": p.bpb} for p in result.sweep_memory],
         "documents": {"ids": d.doc_ids, "bytes": d.doc_bytes.tolist(),
@@ -123,7 +124,11 @@ def markdown(result: EvalResult, plots: dict[str, Path]) -> str:
                   f"run of more than 12.5% of their tokens with a neighbour (r(C) > 0.125); "
                   f"{100 * s['frac_r_eq_1']:.1f}% are fully contained (r(C) = 1).", ""]
     if result.sweep_k:
-        lines += ["## Neighbours at evaluation", "", "| model | " + " | ".join(
+        lines += ["## Neighbours at evaluation", ""]
+        if result.sweep_k_docs is not None:
+            lines += [f"On the first {result.sweep_k_docs} of {result.data.n_docs} documents (every k scored there).",
+                      ""]
+        lines += ["| model | " + " | ".join(
             f"k={k}" for k in next(iter(result.sweep_k.values()))) + " |", "|---|" + "---|" * len(
             next(iter(result.sweep_k.values())))]
         lines += [f"| {n} | " + " | ".join(f"{v:.4f}" for v in s.values()) + " |" for n, s in result.sweep_k.items()]
@@ -183,8 +188,12 @@ def plot_sweep_k(result: EvalResult, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, points in result.sweep_k.items():
         ax.plot(list(points), list(points.values()), marker="o", label=name)
-    _baseline_lines(ax, result)
-    ax.set(xscale="log", xlabel="neighbours k at evaluation", ylabel="bits per byte", title="bpb against k")
+    title = "bpb against k"
+    if result.sweep_k_docs is None:
+        _baseline_lines(ax, result)
+    else:  # the baselines were scored on every document: not comparable, not drawn
+        title += f" (first {result.sweep_k_docs} of {result.data.n_docs} documents)"
+    ax.set(xscale="log", xlabel="neighbours k at evaluation", ylabel="bits per byte", title=title)
     ax.set_xticks(result.config.sweep_k, [str(k) for k in result.config.sweep_k])
     ax.legend()
     return _save(fig, path)

@@ -17,7 +17,7 @@ next m - 1 tokens attend to; neighbours of chunk u are read once, when its last 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
@@ -58,6 +58,9 @@ class EncodedChunk:
     encoded: Tensor
     # Which neighbour tokens are real (not missing, not padding), (b, 1, k, r) bool, or None when all are.
     mask: Tensor | None
+    # Each CCA layer's rotated keys and values of ``encoded`` ((b, h, k*r, e) each), filled by the first
+    # decoding step that attends to this chunk and reused by the next m - 1: projected once per chunk.
+    cca_kv: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
 
 class ModelCache:

@@ -58,24 +58,38 @@ class ChunkedCrossAttention(nn.Module):
         self.cfg = cfg
         self.attn = CrossAttention(cfg.d_model, cfg.enc_d_model, cfg.n_heads, cfg.head_dim, cfg.dropout)
 
-    def forward(self, x: Tensor, encoded: Tensor, mask: Tensor | None, window: ChunkWindow) -> Tensor:
+    def forward(self, x: Tensor, encoded: Tensor, mask: Tensor | None, window: ChunkWindow,
+                kv_store: dict[int, tuple[Tensor, Tensor]] | None = None) -> Tensor:
         """``x`` (b, n, d) normed stream, ``encoded`` (b, l, k, r, c), ``mask`` (b, l, k, r) bool (real tokens).
 
-        Returns the residual update (b, n, d): zero for tokens before ``window.first``.
+        Returns the residual update (b, n, d): zero for tokens before ``window.first``. ``kv_store``
+        (decoding with a cache, one chunk): this layer's keys and values of ``encoded``, computed on
+        the first step and reused by the chunk's next tokens.
         """
         b, n, d = x.shape
         _, l, k, r, c = encoded.shape
         m = self.cfg.chunk_size
         n_att = n - window.first
-        xa = F.pad(x[:, window.first:], (0, 0, window.pad, l * m - window.pad - n_att))  # (b, l*m, d)
-        q_in = xa.view(b * l, m, d)  # (b*l, m, d): one row per attending chunk
-        ctx = encoded.reshape(b * l, k * r, c)  # (b*l, k*r, c): all neighbours of a chunk at once
-        attn_mask, valid = self._mask(mask, b * l)
         q_rope, k_rope = self._ropes(k, r, x.device)
-        y = self.attn.attend(q_in, ctx, q_rope, k_rope, attn_mask)  # (b*l, m, h*e)
+        if l == 1:  # one attending chunk (decoding): its tokens are the query rows, no padding to m
+            q_in = x[:, window.first:]  # (b, n_att, d)
+            if q_rope is not None:
+                q_rope = (q_rope[0][window.pad:window.pad + n_att], q_rope[1][window.pad:window.pad + n_att])
+        else:
+            xa = F.pad(x[:, window.first:], (0, 0, window.pad, l * m - window.pad - n_att))  # (b, l*m, d)
+            q_in = xa.view(b * l, m, d)  # (b*l, m, d): one row per attending chunk
+        kv = kv_store.get(id(self)) if kv_store is not None else None
+        if kv is None:
+            ctx = encoded.reshape(b * l, k * r, c)  # (b*l, k*r, c): all neighbours of a chunk at once
+            kv = self.attn.keys_values(ctx, k_rope)  # (b*l, h, k*r, e) each
+            if kv_store is not None:
+                kv_store[id(self)] = kv
+        attn_mask, valid = self._mask(mask, b * l)
+        y = self.attn.attend_kv(q_in, kv, q_rope, attn_mask)  # (b*l, m or n_att, h*e)
         if valid is not None:  # chunks whose neighbours are all missing or padding get no update
             y = y * valid.to(y.dtype)[:, None, None]
-        y = y.reshape(b, l * m, -1)[:, window.pad:window.pad + n_att]  # (b, n_att, h*e)
+        if l > 1:
+            y = y.reshape(b, l * m, -1)[:, window.pad:window.pad + n_att]  # (b, n_att, h*e)
         out = self.attn.project(y)  # (b, n_att, d)
         return F.pad(out, (0, 0, window.first, 0))  # (b, n, d)
 

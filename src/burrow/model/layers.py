@@ -31,17 +31,22 @@ class RMSNorm(nn.Module):
 
 
 def rope_tables(positions: Tensor, head_dim: int, base: float) -> Rope:
-    """Cos and sin tables for rotary positions: each (n, e/2), float32, on ``positions``' device."""
+    """Rotary tables for ``positions``: cos and signed sin, each (n, e), float32, on ``positions``' device.
+
+    Full width with the sign folded in, so :func:`apply_rope` is two multiplies and an add.
+    """
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim))
     angles = positions.float()[:, None] * inv_freq[None, :]  # (n, e/2)
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)  # (n, e) each
 
 
 def apply_rope(x: Tensor, rope: Rope) -> Tensor:
-    """Rotate ``x`` (..., n, e) by its positions' angles (half-split layout)."""
+    """Rotate ``x`` (..., n, e) by its positions' angles (half-split layout):
+    [x1 cos - x2 sin, x2 cos + x1 sin] for the halves x1, x2 of the head width."""
     cos, sin = (t.to(x.dtype) for t in rope)
     x1, x2 = x.chunk(2, dim=-1)  # (..., n, e/2) each
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return x * cos + torch.cat((x2, x1), dim=-1) * sin
 
 
 def _split_heads(x: Tensor, n_heads: int) -> Tensor:
@@ -74,9 +79,9 @@ class SelfAttention(nn.Module):
         every row needs at least one True: a row without keys is NaN on some kernels, zero on others).
         """
         b, n, _ = x.shape
-        qkv = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim)  # (b, n, 3, h, e)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (b, h, n, e)
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        qkv = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, b, h, n, e)
+        q, k = apply_rope(qkv[:2], rope).unbind(0)  # queries and keys rotated in one pass: (b, h, n, e) each
+        v = qkv[2]
         mask = key_mask
         if key_mask is not None and (causal or kv is not None):
             raise ValueError("key_mask is for bidirectional attention without a cache")
@@ -114,13 +119,22 @@ class CrossAttention(nn.Module):
         Returns the heads merged but *before* the output projection, so callers can drop rows
         (padding) before paying for it.
         """
+        return self.attend_kv(x, self.keys_values(context, k_rope), q_rope, mask)
+
+    def keys_values(self, context: Tensor, k_rope: Rope | None) -> tuple[Tensor, Tensor]:
+        """Keys (rotated by ``k_rope``) and values of ``context`` (b, s, d_kv): (b, h, s, e) each."""
         b, s, _ = context.shape
-        q = _split_heads(self.q(x), self.n_heads)  # (b, h, n, e)
         kv = self.kv(context).view(b, s, 2, self.n_heads, self.head_dim)  # (b, s, 2, h, e)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (b, h, s, e)
-        if q_rope is not None and k_rope is not None:
-            q, k = apply_rope(q, q_rope), apply_rope(k, k_rope)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, h, n, e)
+        return (apply_rope(k, k_rope) if k_rope is not None else k), v
+
+    def attend_kv(self, x: Tensor, kv: tuple[Tensor, Tensor], q_rope: Rope | None,
+                  mask: Tensor | None = None) -> Tensor:
+        """:meth:`attend` with keys and values from :meth:`keys_values` (computed once, reused)."""
+        q = _split_heads(self.q(x), self.n_heads)  # (b, h, n, e)
+        if q_rope is not None:
+            q = apply_rope(q, q_rope)
+        y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)  # (b, h, n, e)
         return _merge_heads(y)
 
     def project(self, y: Tensor) -> Tensor:

@@ -56,6 +56,8 @@ class RetrievalContext:
         # Encoder output for the window's chunks, (b, l, k, r, c), and its real-token mask (b, l, k, r).
         self.encoded: Tensor | None = None
         self.encoded_mask: Tensor | None = None
+        # Decoding one chunk with a cache: its CCA layers' projected keys and values, kept across steps.
+        self.cca_kv: dict[int, tuple[Tensor, Tensor]] | None = None
         self._observed = False
 
     def observe(self, h: Tensor) -> None:
@@ -86,8 +88,13 @@ class RetrievalContext:
         encoded = torch.cat([p[0] for p in parts], dim=1) if len(parts) > 1 else parts[0][0]
         mask_out = _cat_masks(parts)
         if self.cache is not None:
-            last_mask = None if mask_out is None else mask_out[:, -1:]
-            self.cache.encoded = EncodedChunk(c1 - 1, encoded[:, -1:].detach(), last_mask)
+            if reuse is not None and start >= c1:  # the same single chunk as the last call: keep its CCA keys
+                self.cca_kv = reuse.cca_kv
+            else:
+                last_mask = None if mask_out is None else mask_out[:, -1:]
+                self.cache.encoded = EncodedChunk(c1 - 1, encoded[:, -1:].detach(), last_mask)
+                if c1 - c0 == 1:
+                    self.cca_kv = self.cache.encoded.cca_kv
         return encoded, mask_out
 
     def _token_mask(self, start: int, end: int) -> Tensor | None:

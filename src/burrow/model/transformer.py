@@ -20,6 +20,7 @@ from burrow.model.cca import ChunkedCrossAttention
 from burrow.model.config import ModelConfig
 from burrow.model.encoder import RetrievalEncoder
 from burrow.model.layers import FeedForward, RMSNorm, Rope, SelfAttention, rope_tables
+from burrow.model.loss import IGNORE_INDEX, linear_cross_entropy
 from burrow.model.retro import RetrievalContext
 
 
@@ -41,12 +42,16 @@ class Block(nn.Module):
         if self.cca is not None and self.cca_norm is not None and retrieval is not None:
             retrieval.observe(x)  # the first CCA layer's H conditions the encoder
             if retrieval.encoded is not None and retrieval.window is not None:
-                x = x + self.cca(self.cca_norm(x), retrieval.encoded, retrieval.encoded_mask, retrieval.window)
+                x = x + self.cca(self.cca_norm(x), retrieval.encoded, retrieval.encoded_mask, retrieval.window,
+                                 retrieval.cca_kv)
         return x + self.ffw(self.ffw_norm(x))
 
 
 class Transformer(nn.Module):
     """Baseline decoder or RETRO (``config.retro``); see :func:`build_model`."""
+
+    #: ``forward(..., labels=...)`` returns the summed loss without materialising the logits.
+    fused_loss = True
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -79,16 +84,28 @@ class Transformer(nn.Module):
                 nn.init.zeros_(block.cca.attn.out.weight)
 
     def forward(self, tokens: Tensor, neighbours: Tensor | None = None, neighbour_mask: Tensor | None = None,
-                cache: ModelCache | None = None) -> Tensor:
-        """Logits (b, n, v) for ``tokens`` (b, n).
+                cache: ModelCache | None = None, labels: Tensor | None = None,
+                ignore_index: int = IGNORE_INDEX) -> Tensor:
+        """Logits (b, n, v) for ``tokens`` (b, n); with ``labels`` (b, n), the summed cross-entropy instead.
 
         ``neighbours`` (b, l, k, r) token ids: ``neighbours[:, u]`` were retrieved with chunk u of
         the sequence (absolute chunk index, also with a cache) and condition tokens from the last
         token of chunk u onward. ``neighbour_mask`` (b, l, k) marks real neighbours (False = missing),
         or (b, l, k, r) real tokens; tokens equal to ``config.pad_id`` are masked in any case.
         Without neighbours a RETRO model runs as RETRO[OFF]. With ``cache`` (:meth:`new_cache`) the
-        tokens continue the cached sequence and are appended to it.
+        tokens continue the cached sequence and are appended to it. With ``labels`` (``ignore_index``
+        where a position has no target) the result is the fp32 sum of the cross-entropy over the
+        targets, computed by :func:`~burrow.model.loss.linear_cross_entropy` without the (b, n, v) logits.
         """
+        x = self.hidden(tokens, neighbours, neighbour_mask, cache)  # (b, n, d)
+        if labels is not None:
+            return linear_cross_entropy(x, self.head.weight, labels, ignore_index)  # ()
+        return self.head(x)  # (b, n, v)
+
+    def hidden(self, tokens: Tensor, neighbours: Tensor | None = None, neighbour_mask: Tensor | None = None,
+               cache: ModelCache | None = None) -> Tensor:
+        """The final normed hidden states (b, n, d) that the output layer reads (:meth:`forward`'s
+        arguments); a kNN-LM datastore's keys without paying for the (b, n, v) logits."""
         b, n = tokens.shape
         p0 = cache.length if cache is not None else 0
         if cache is not None:
@@ -103,7 +120,7 @@ class Transformer(nn.Module):
             x = block(x, rope, cache.layers[i] if cache is not None else None, retrieval)
         if cache is not None:
             cache.length += n
-        return self.head(self.norm(x))  # (b, n, v)
+        return self.norm(x)  # (b, n, d)
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> ModelCache:
         """An empty KV cache for ``batch_size`` sequences of up to ``max_len`` tokens (default

@@ -26,8 +26,8 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 # Fields that may change between a run and its resumption without changing the trained weights
 # (where it runs, how it reports, when it validates and checkpoints).
 # Data paths are compared by the content fingerprints in config.json instead, so a moved memory is fine.
-RESUMABLE_FIELDS = frozenset({"device", "progress", "force", "keep_checkpoints", "checkpoint_every", "eval_every",
-                              "out", "memory", "tokens", "valid_tokens", "parallel"})
+RESUMABLE_FIELDS = frozenset({"device", "compile", "progress", "force", "keep_checkpoints", "checkpoint_every",
+                              "eval_every", "out", "memory", "tokens", "valid_tokens", "parallel"})
 
 
 @dataclass
@@ -89,6 +89,9 @@ class TrainConfig:
     # Under torchrun: ``ddp`` (a full replica per process) or ``fsdp`` (FSDP2 ``fully_shard``: parameters,
     # gradients and optimizer state sharded, for models that do not fit one device). Ignored in one process.
     parallel: str = "ddp"
+    # torch.compile the model for training steps; the first step pays the compilation (cached on
+    # disk for the next run, burrow.model.compile). Faster on GPUs; not on the 2-core CPU (docs/speed.md).
+    compile: bool = False
     # Show a progress bar (loss, tokens/s, ETA).
     progress: bool = True
     # Discard an existing run directory's checkpoints and results and start again.

@@ -22,7 +22,6 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -30,7 +29,9 @@ from burrow.artefacts import atomic_path, read_json, read_manifest, write_json, 
 from burrow.device import autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.model import ModelConfig, Transformer, build_model, save_model
+from burrow.model.compile import compile_model
 from burrow.model.io import load_run
+from burrow.model.loss import loss_sum
 from burrow.train.checkpoint import (
     RunPaths,
     SaveFn,
@@ -231,16 +232,14 @@ def _step_of(line: str) -> float:
         return math.inf
 
 
-def _loss_sum(model: Transformer, batch: Batch, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
+def _loss_sum(model: nn.Module, batch: Batch, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
     """Summed cross-entropy over the batch's targets (fp32, whatever the autocast)."""
     batch = batch.to(device)
-    with autocast(device, dtype):
-        logits = model(batch.tokens, neighbours=batch.neighbours, neighbour_mask=batch.neighbour_mask)  # (b, n, v)
-    return F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE,
-                           reduction="sum")
+    with autocast(device, dtype):  # fused with the output projection: the (b, n, v) logits are never held
+        return loss_sum(model, batch.tokens, batch.labels, batch.neighbours, batch.neighbour_mask, IGNORE)
 
 
-def train_step(model: Transformer, optimizer: torch.optim.Optimizer, micro: list[Batch], clip: float,
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro: list[Batch], clip: float,
                device: torch.device, dtype: torch.dtype | None) -> tuple[float, float]:
     """One optimizer step over micro-batches; returns (mean loss per target, gradient norm before clipping)."""
     total = max(1, sum(b.n_targets for b in micro))
@@ -280,6 +279,7 @@ def _run(config: TrainConfig, paths: RunPaths, model: Transformer, optimizer: to
     bar = tqdm(total=config.steps, initial=start, unit="step", desc="train", disable=not config.progress,
                dynamic_ncols=True)
     model.train()
+    step_model = compile_model(model) if config.compile else model  # shares model's parameters
     seconds, val_loss = 0.0, None
     try:
         for step in range(start, config.steps):
@@ -288,8 +288,10 @@ def _run(config: TrainConfig, paths: RunPaths, model: Transformer, optimizer: to
             set_lr(optimizer, lr)
             seqs = data.step_sequences(step, config.batch_size)  # (batch_size,)
             micro = [data.train.batch(s) for s in np.split(seqs, config.grad_accum)]
-            loss, norm = train_step(model, optimizer, micro, config.clip, device, dtype)
+            loss, norm = train_step(step_model, optimizer, micro, config.clip, device, dtype)
             dt = time.perf_counter() - t0
+            if config.compile and step == start:
+                log.info("first step %.1f s (torch.compile included)", dt)
             seconds += dt
             record: dict[str, Any] = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": norm,
                                       "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_step / dt}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,7 +59,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """
     groups = split_decay(model)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    return torch.optim.AdamW(
+    return fused_adamw(
         [
             {"params": [params[n] for n in groups.decay if n in params], "weight_decay": config.weight_decay},
             {"params": [params[n] for n in groups.no_decay if n in params], "weight_decay": 0.0},
@@ -67,6 +68,17 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
         betas=(config.beta1, config.beta2),
         eps=config.eps,
     )
+
+
+def fused_adamw(params: Any, **kwargs: Any) -> torch.optim.AdamW:
+    """AdamW with the fused kernel (one kernel for every parameter's update, on CPU and CUDA), else the
+    multi-tensor (foreach) one. Same update rule as the per-parameter loop; the optimizer state (and so
+    a checkpoint's ``state.pt``) has the same layout whichever kernel made it."""
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(params, foreach=True, **kwargs)
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
