@@ -47,7 +47,7 @@ def choose_factory(n: int, dim: int, config: IndexConfig) -> tuple[str, str]:
     if n < config.exact_below:
         return "Flat", config.search_params or ""
     if n < config.hnsw_below:
-        # bench/index_scaling.py (docs/index_scaling.md): HNSW32 at efSearch 128 keeps recall@10 ≥ 0.97 up to 1M keys.
+        # bench/index_scaling.py (docs/scaling.md): HNSW32 at efSearch 128 keeps recall@10 ≥ 0.977 up to 100k keys.
         return "HNSW32", config.search_params or "efSearch=128"
     nlist = 1 << max(10, min(18, round(math.log2(4 * math.sqrt(n)))))
     pq = 48 if dim % 48 == 0 else 32
