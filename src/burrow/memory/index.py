@@ -31,7 +31,7 @@ class IndexConfig:
     # HNSW32 (efSearch 128) only 1.5x that at recall@10 0.977 (bench/index_scaling.py, docs/scaling.md)
     exact_below: int = 200_000
     # chunks below which HNSW32 is used, above it OPQ+IVF-PQ re-ranked with SQ8 keys: HNSW32 holds 1,792 B per
-    # key (7 GB at 4M) against 440 B, and the re-ranked IVF-PQ reaches recall@10 ≥ 0.95 (docs/scaling.md)
+    # key (7 GB at 4M) against 440 B, and the re-ranked IVF-PQ reaches recall@10 0.89 at 1M (docs/scaling.md)
     hnsw_below: int = 4_000_000
     train_sample: int = 200_000  # vectors used to train IVF/PQ indexes
 
@@ -47,12 +47,12 @@ def choose_factory(n: int, dim: int, config: IndexConfig) -> tuple[str, str]:
     if n < config.exact_below:
         return "Flat", config.search_params or ""
     if n < config.hnsw_below:
-        # bench/index_scaling.py (docs/index_scaling.md): HNSW32 at efSearch 128 keeps recall@10 ≥ 0.97 up to 1M keys.
+        # bench/index_scaling.py (docs/scaling.md): HNSW32 at efSearch 128 keeps recall@10 ≥ 0.977 up to 100k keys.
         return "HNSW32", config.search_params or "efSearch=128"
     nlist = 1 << max(10, min(18, round(math.log2(4 * math.sqrt(n)))))
     pq = 48 if dim % 48 == 0 else 32
     # PQ codes alone cap recall@10 near 0.5-0.7 on MiniLM keys; re-ranking a 16·k shortlist with 8-bit
-    # scalar-quantised keys (Refine(SQ8), d bytes per key) lifts it above 0.9 (docs/index_scaling.md).
+    # scalar-quantised keys (Refine(SQ8), d bytes per key) lifts it to 0.89 (1M) - 0.99 (67k) (docs/scaling.md).
     return f"OPQ{pq},IVF{nlist},PQ{pq},Refine(SQ8)", config.search_params or "nprobe=64,k_factor_rf=16"
 
 
