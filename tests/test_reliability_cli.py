@@ -489,3 +489,14 @@ def test_disk_full_while_saving_training_state(world, tmp_path, monkeypatch, cap
     monkeypatch.setattr(shutil_module, "disk_usage", real_usage)
     code, out, err = cli(monkeypatch, capsys, *args)
     assert code == 0, err
+
+
+@pytest.mark.parametrize("argv", [["demo", "--no-such-option"], ["no-such-command"], ["train"]])
+def test_usage_errors_are_a_usage_line_not_a_traceback(argv, monkeypatch, capsys) -> None:
+    # typer >= 0.22 raises its vendored click's exceptions: main() must recognise them as well as click's.
+    monkeypatch.setattr(sys, "argv", ["burrow", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Error:" in err

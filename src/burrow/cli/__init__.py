@@ -67,14 +67,15 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        # By class name: typer >= 0.22 raises its vendored copy of click's exceptions (typer._click), older
+        # typer raises click's own; both share these names.
+        kinds = {cls.__name__ for cls in type(e).__mro__}
+        if "Exit" in kinds:
+            sys.exit(getattr(e, "exit_code", 0))
+        if "ClickException" in kinds:
+            e.show()  # type: ignore[attr-defined]
+            sys.exit(getattr(e, "exit_code", 2))
+        if "Abort" in kinds:
             sys.exit(1)
         if _disk_full(e):
             typer.echo(f"error: no space left on device{_detail(e)}; free some space and re-run the same "
