@@ -13,6 +13,10 @@ untrained ``retro-cpu-small`` — it says so; speed does not depend on the weigh
 
     .venv/bin/python bench/generate.py [--run RUN --memory DIR] [--duration 60] [--json OUT.json]
 
+   ``--sizes retro-tiny,retro-cpu-small,retro-cpu-base [--memory DIR]`` measures only the ON/OFF ratio,
+   for untrained models of each size: a memory search and the encoder's pass cost the same per chunk
+   whatever the decoder, so the ratio rises with the model's size.
+
 3. With ``--lm smollm2 [--memory DIR]``: a pretrained LM reading the memory in context
    (burrow.generate.incontext) instead — tokens/s with and without retrieval (target ≥ 10 tokens/s
    on CPU), and a factuality proxy: on ``--prompts`` (≥ 20) held-out Wikipedia leads
@@ -78,27 +82,52 @@ def small_setup(work: Path, articles: int) -> tuple[Path, Path]:
     return save_model(model, work / "model"), memory.dir
 
 
-def tokens_per_second(gen: Generator, retrieval: bool, tokens: int, repeats: int) -> float:
-    """Median tokens/s over ``repeats`` sampled generations of ``tokens`` tokens (fixed seeds)."""
-    rates = []
+def tokens_per_second(gen: Generator, retrieval: bool, tokens: int, repeats: int) -> tuple[float, float]:
+    """Median tokens/s over ``repeats`` sampled generations of ``tokens`` tokens (fixed seeds), and the
+    median share of their time spent searching the memory."""
+    rates, search = [], []
     for seed in range(repeats):
         res = gen.generate(PROMPT, GenerationConfig(max_new_tokens=tokens, top_p=0.9, seed=seed, retrieval=retrieval))
         rates.append(res.tokens_per_second)
-    return float(statistics.median(rates))
+        search.append(res.search_seconds / res.seconds if res.seconds else 0.0)
+    return float(statistics.median(rates)), float(statistics.median(search))
 
 
-def bench_generation(model_dir: Path, memory_dir: Path, tokens: int, repeats: int, device: str) -> dict[str, Any]:
-    """Tokens/s with retrieval on and off, interleaved so both see the same machine load."""
-    gen = Generator(load_generation_model(model_dir), Memory(memory_dir), device=device)
+def bench_generation(model_dir: Path | Any, memory_dir: Path, tokens: int, repeats: int, device: str,
+                     label: str = "") -> dict[str, Any]:
+    """Tokens/s with retrieval on and off, interleaved so both see the same machine load (best of 3 rounds).
+
+    ``model_dir`` is a model/run directory or a model object.
+    """
+    model = load_generation_model(model_dir) if isinstance(model_dir, Path) else model_dir
+    gen = Generator(model, Memory(memory_dir), device=device)
+    tokens = min(tokens, int(gen.config.max_seq_len) - gen.config.chunk_size)  # room for the prompt
     gen.generate(PROMPT, GenerationConfig(max_new_tokens=gen.config.chunk_size * 2))  # warm-up (encoder load)
-    on, off = [], []
-    for _ in range(2):
+    on: list[tuple[float, float]] = []
+    off: list[float] = []
+    for _ in range(3):
         on.append(tokens_per_second(gen, True, tokens, repeats))
-        off.append(tokens_per_second(gen, False, tokens, repeats))
-    out = {"device": str(gen.device), "tokens": tokens, "on_tokens_per_s": max(on), "off_tokens_per_s": max(off)}
+        off.append(tokens_per_second(gen, False, tokens, repeats)[0])
+    best_on = max(on)
+    out = {"device": str(gen.device), "model": label or getattr(gen.config, "name", ""), "tokens": tokens,
+           "parameters": sum(p.numel() for p in gen.model.parameters()),
+           "on_tokens_per_s": best_on[0], "off_tokens_per_s": max(off), "search_share": best_on[1]}
     out["ratio"] = out["on_tokens_per_s"] / out["off_tokens_per_s"]
-    print(f"  generation on {out['device']}, {tokens} tokens per run: retrieval ON {out['on_tokens_per_s']:.1f} "
-          f"tokens/s, OFF {out['off_tokens_per_s']:.1f} tokens/s, ratio {out['ratio']:.2f} (target ≥ 0.9)")
+    print(f"  generation {out['model']} ({out['parameters'] / 1e6:.1f}M) on {out['device']}, {tokens} tokens per run: "
+          f"retrieval ON {out['on_tokens_per_s']:.1f} tokens/s ({out['search_share']:.0%} of it searching the "
+          f"memory), OFF {out['off_tokens_per_s']:.1f} tokens/s, ratio {out['ratio']:.2f} (target ≥ 0.9)", flush=True)
+    return out
+
+
+def bench_sizes(presets: list[str], memory_dir: Path, tokens: int, repeats: int, device: str) -> list[dict[str, Any]]:
+    """The ON/OFF ratio of untrained RETRO presets of growing size on one memory: the search and the
+    encoder cost the same per chunk whatever the decoder, so the ratio depends on the model's size."""
+    memory = Memory(memory_dir)
+    out = []
+    for name in presets:
+        torch.manual_seed(0)
+        model = build_model(get_preset(name, vocab_size=memory.tokenizer.vocab_size, zero_init_cca_out=False))
+        out.append(bench_generation(model, memory_dir, tokens, repeats, device, label=name))
     return out
 
 
@@ -272,6 +301,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--duration", type=float, default=60.0, help="Seconds of the load test.")
     ap.add_argument("--request-tokens", type=int, default=32, help="max_tokens of each load-test request.")
+    ap.add_argument("--sizes", help="Comma-separated RETRO presets (untrained, on --memory or the small memory): "
+                    "the ON/OFF ratio per model size; no server test.")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, help="torch CPU threads of the speed test (default: torch's choice).")
     ap.add_argument("--json", type=Path, help="Also write the results here.")
@@ -288,6 +319,14 @@ def main() -> None:
             memory_dir = args.memory or small_lm_memory(Path(tmp), args.articles)
             results = {"lm": bench_lm(args.lm, memory_dir, args.prompts, args.lm_tokens, args.retriever,
                                       args.stride, args.device)}
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        return
+    if args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            memory_dir = args.memory or _wiki_memory(Path(tmp), args.articles).dir
+            results = {"sizes": bench_sizes(args.sizes.split(","), memory_dir, args.tokens, args.repeats,
+                                            args.device)}
         if args.json:
             args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
         return

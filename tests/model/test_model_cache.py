@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -57,3 +59,26 @@ def test_cache_overflow_and_missing_neighbours_are_clear_errors() -> None:
         model(torch.zeros(1, 5, dtype=torch.long), cache=cache)
     with pytest.raises(BurrowError, match="neighbours cover"):
         model(torch.zeros(1, 12, dtype=torch.long), neighbours=torch.zeros(1, 2, 2, R, dtype=torch.long))
+
+
+@pytest.mark.parametrize("steps", [[1] * 19, [5, 1, 1, 6, 1, 1, 1, 3]])
+def test_cached_logits_equal_full_sequence_with_masks_and_padding(steps: list[int]) -> None:
+    """Decoding keeps each chunk's CCA masks once (and drops them where every key is real): the same
+    logits as the uncached forward with missing neighbours, padding inside neighbours, and neither."""
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(_cfg(True), pad_id=0)).eval()
+    tokens = torch.randint(1, 61, (2, 19))
+    nb = torch.randint(1, 61, (2, 5, 2, R))
+    nb[0, 1, 1, R // 2:] = 0  # padding inside one neighbour of chunk 1, row 0
+    nb[:, 3, :, 3:] = 0  # chunk 3: every neighbour mostly padding
+    mask = torch.ones(2, 5, 2, dtype=torch.bool)
+    mask[1, 2] = False  # chunk 2 of row 1: no neighbour at all (no update there)
+    mask[0, 0, 0] = False  # chunk 0 of row 0: one of two missing
+    with torch.no_grad():
+        full = model(tokens, neighbours=nb, neighbour_mask=mask)
+        cache = model.new_cache(2, max_len=32)
+        outs, pos = [], 0
+        for size in steps:
+            outs.append(model(tokens[:, pos:pos + size], neighbours=nb, neighbour_mask=mask, cache=cache))
+            pos += size
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, rtol=1e-5, atol=1e-5)

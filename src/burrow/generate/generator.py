@@ -79,6 +79,7 @@ class GenerationResult:
     retrieval: bool  # whether neighbours were retrieved (RETRO[ON])
     seconds: float  # wall time of the whole generation, retrieval included
     chunks: list[ChunkAttribution] = field(default_factory=list)
+    search_seconds: float = 0.0  # of ``seconds``, the time spent searching the memory (query encoding included)
 
     @property
     def tokens_per_second(self) -> float:
@@ -184,6 +185,7 @@ class _Decoding:
                                                    else int.from_bytes(os.urandom(4), "little"))
         self.rng = None if self.seed is None else make_generator(gen.device, self.seed)
         self.chunks: list[ChunkAttribution] = []
+        self.search_seconds = 0.0
 
     @property
     def generated(self) -> list[int]:
@@ -234,7 +236,7 @@ class _Decoding:
         final = self.stops.final_text
         chunks = [_clamp(a, len(final), final) for a in self.chunks]
         result = GenerationResult(self.prompt, final, self.generated, len(self.prompt_ids), reason, self.seed,
-                                  self.retrieving, seconds, [a for a in chunks if a is not None])
+                                  self.retrieving, seconds, [a for a in chunks if a is not None], self.search_seconds)
         log.debug("generated %d tokens in %.2f s (%s)", len(result.tokens), seconds, reason)
         yield DoneEvent(result)
 
@@ -256,7 +258,9 @@ class _Decoding:
             return
         assert self.nb is not None and self.nb_mask is not None
         queries = np.array([self.seq[c * self.m:(c + 1) * self.m] for c in chunks], dtype=np.int64)  # (q, m)
+        t0 = time.perf_counter()
         res = self.gen.memory.search(queries, k=self.cfg.k)
+        self.search_seconds += time.perf_counter() - t0
         tokens = torch.as_tensor(res.tokens, dtype=torch.long, device=self.gen.device)  # (q, k, r)
         ids = torch.as_tensor(res.ids, device=self.gen.device)  # (q, k)
         for row, c in enumerate(chunks):

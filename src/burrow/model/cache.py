@@ -18,6 +18,7 @@ next m - 1 tokens attend to; neighbours of chunk u are read once, when its last 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor
 
@@ -61,6 +62,10 @@ class EncodedChunk:
     # Each CCA layer's rotated keys and values of ``encoded`` ((b, h, k*r, e) each), filled by the first
     # decoding step that attends to this chunk and reused by the next m - 1: projected once per chunk.
     cca_kv: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    # What every CCA layer derives from ``mask`` and the chunk's shape, the same for all of them and for
+    # every step: the attention mask and per-row validity (None where all keys are real), and the
+    # queries' rotary tables (m rows). Built by the first layer of the first step that attends.
+    cca_static: tuple[Any, ...] | None = None
 
 
 class ModelCache:
@@ -76,6 +81,8 @@ class ModelCache:
         self.hidden: Tensor | None = None
         # RETRO: the latest encoded chunk.
         self.encoded: EncodedChunk | None = None
+        # The decoder's rotary tables (cos, signed sin), (max_len, e) each: built on the first step, sliced after.
+        self.rope: tuple[Tensor, Tensor] | None = None
 
     def store_hidden(self, h: Tensor) -> Tensor:
         """Write H (b, n, d) of the current step at ``length``; return H for all tokens (b, length+n, d)."""

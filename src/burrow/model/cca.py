@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from burrow.model.cache import EncodedChunk
 from burrow.model.config import ModelConfig
 from burrow.model.layers import CrossAttention, Rope, rope_tables
 
@@ -59,39 +60,56 @@ class ChunkedCrossAttention(nn.Module):
         self.attn = CrossAttention(cfg.d_model, cfg.enc_d_model, cfg.n_heads, cfg.head_dim, cfg.dropout)
 
     def forward(self, x: Tensor, encoded: Tensor, mask: Tensor | None, window: ChunkWindow,
-                kv_store: dict[int, tuple[Tensor, Tensor]] | None = None) -> Tensor:
+                state: EncodedChunk | None = None) -> Tensor:
         """``x`` (b, n, d) normed stream, ``encoded`` (b, l, k, r, c), ``mask`` (b, l, k, r) bool (real tokens).
 
-        Returns the residual update (b, n, d): zero for tokens before ``window.first``. ``kv_store``
-        (decoding with a cache, one chunk): this layer's keys and values of ``encoded``, computed on
-        the first step and reused by the chunk's next tokens.
+        Returns the residual update (b, n, d): zero for tokens before ``window.first``. ``state``
+        (decoding with a cache, one chunk): the chunk's cached state; this layer's keys and values of
+        ``encoded`` and the masks and query rotary tables all layers share are computed on the
+        chunk's first step and reused by its next tokens.
         """
         b, n, d = x.shape
         _, l, k, r, c = encoded.shape
         m = self.cfg.chunk_size
         n_att = n - window.first
-        q_rope, k_rope = self._ropes(k, r, x.device)
+        attn_mask, valid, q_rope = self._static(mask, b * l, x.device, state)
         if l == 1:  # one attending chunk (decoding): its tokens are the query rows, no padding to m
-            q_in = x[:, window.first:]  # (b, n_att, d)
-            if q_rope is not None:
+            q_in = x[:, window.first:] if window.first else x  # (b, n_att, d)
+            if q_rope is not None and (window.pad or n_att != m):
                 q_rope = (q_rope[0][window.pad:window.pad + n_att], q_rope[1][window.pad:window.pad + n_att])
         else:
             xa = F.pad(x[:, window.first:], (0, 0, window.pad, l * m - window.pad - n_att))  # (b, l*m, d)
             q_in = xa.view(b * l, m, d)  # (b*l, m, d): one row per attending chunk
-        kv = kv_store.get(id(self)) if kv_store is not None else None
+        kv = state.cca_kv.get(id(self)) if state is not None else None
         if kv is None:
             ctx = encoded.reshape(b * l, k * r, c)  # (b*l, k*r, c): all neighbours of a chunk at once
-            kv = self.attn.keys_values(ctx, k_rope)  # (b*l, h, k*r, e) each
-            if kv_store is not None:
-                kv_store[id(self)] = kv
-        attn_mask, valid = self._mask(mask, b * l)
+            kv = self.attn.keys_values(ctx, self._k_rope(k, r, x.device))  # (b*l, h, k*r, e) each
+            if state is not None:
+                state.cca_kv[id(self)] = kv
         y = self.attn.attend_kv(q_in, kv, q_rope, attn_mask)  # (b*l, m or n_att, h*e)
         if valid is not None:  # chunks whose neighbours are all missing or padding get no update
             y = y * valid.to(y.dtype)[:, None, None]
         if l > 1:
             y = y.reshape(b, l * m, -1)[:, window.pad:window.pad + n_att]  # (b, n_att, h*e)
         out = self.attn.project(y)  # (b, n_att, d)
-        return F.pad(out, (0, 0, window.first, 0))  # (b, n, d)
+        return F.pad(out, (0, 0, window.first, 0)) if window.first else out  # (b, n, d)
+
+    def _static(self, mask: Tensor | None, rows: int, device: torch.device,
+                state: EncodedChunk | None) -> tuple[Tensor | None, Tensor | None, Rope | None]:
+        """The attention mask, per-row validity and query rotary tables (see :meth:`_mask`, :meth:`_q_rope`).
+
+        Decoding (``state``): built once per chunk and shared by every CCA layer and step; a chunk whose
+        keys are all real then needs neither mask (one check per chunk, never in training).
+        """
+        if state is not None and state.cca_static is not None:
+            return state.cca_static  # type: ignore[no-any-return]
+        attn_mask, valid = self._mask(mask, rows)
+        q_rope = self._q_rope(device)
+        if state is not None:
+            if valid is not None and attn_mask is not None and bool(valid.all()):
+                attn_mask, valid = (None if bool(attn_mask.all()) else attn_mask), None
+            state.cca_static = (attn_mask, valid, q_rope)
+        return attn_mask, valid, q_rope
 
     @staticmethod
     def _mask(mask: Tensor | None, rows: int) -> tuple[Tensor | None, Tensor | None]:
@@ -104,13 +122,18 @@ class ChunkedCrossAttention(nn.Module):
         flat = flat | ~valid[:, None]
         return flat[:, None, None, :], valid
 
-    def _ropes(self, k: int, r: int, device: torch.device) -> tuple[Rope | None, Rope | None]:
-        """Query i of an attending chunk sits at position m - 1 + i of C_u's frame; neighbour token j
-        at position j (the neighbour's N resembles C_u), so q - k is a meaningful relative offset."""
+    def _q_rope(self, device: torch.device) -> Rope | None:
+        """Query i of an attending chunk sits at position m - 1 + i of C_u's frame (see :meth:`_k_rope`)."""
         cfg = self.cfg
         if not cfg.cca_rotary:
-            return None, None
+            return None
         m = cfg.chunk_size
-        q_rope = rope_tables(torch.arange(m - 1, 2 * m - 1, device=device), cfg.head_dim, cfg.rope_base)
-        k_rope = rope_tables(torch.arange(r, device=device).repeat(k), cfg.head_dim, cfg.rope_base)
-        return q_rope, k_rope
+        return rope_tables(torch.arange(m - 1, 2 * m - 1, device=device), cfg.head_dim, cfg.rope_base)
+
+    def _k_rope(self, k: int, r: int, device: torch.device) -> Rope | None:
+        """Neighbour token j sits at position j (the neighbour's N resembles C_u), so a query's and a
+        key's positions differ by a meaningful relative offset."""
+        cfg = self.cfg
+        if not cfg.cca_rotary:
+            return None
+        return rope_tables(torch.arange(r, device=device).repeat(k), cfg.head_dim, cfg.rope_base)

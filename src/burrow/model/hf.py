@@ -220,7 +220,7 @@ class HFRetro(nn.Module):
             if ctx.encoded is None or ctx.window is None:
                 return None
             layer = self.cca[key]
-            attn = attn + layer.cca(layer.norm(h), ctx.encoded, ctx.encoded_mask, ctx.window, ctx.cca_kv)
+            attn = attn + layer.cca(layer.norm(h), ctx.encoded, ctx.encoded_mask, ctx.window, ctx.chunk_state)
             return (attn, *output[1:]) if isinstance(output, tuple) else attn
 
         return hook

@@ -56,8 +56,9 @@ class RetrievalContext:
         # Encoder output for the window's chunks, (b, l, k, r, c), and its real-token mask (b, l, k, r).
         self.encoded: Tensor | None = None
         self.encoded_mask: Tensor | None = None
-        # Decoding one chunk with a cache: its CCA layers' projected keys and values, kept across steps.
-        self.cca_kv: dict[int, tuple[Tensor, Tensor]] | None = None
+        # Decoding one chunk with a cache: its cached state (the CCA layers' projected keys and values,
+        # masks, rotary tables), kept across steps.
+        self.chunk_state: EncodedChunk | None = None
         self._observed = False
 
     def observe(self, h: Tensor) -> None:
@@ -86,15 +87,15 @@ class RetrievalContext:
             per_token = self.pad_id is not None or (self.mask is not None and self.mask.dim() == 4)
             parts.append((self.encoder(nb_emb, h_chunks, mask if per_token else None), mask))  # (b, l, k, r, c)
         encoded = torch.cat([p[0] for p in parts], dim=1) if len(parts) > 1 else parts[0][0]
-        mask_out = _cat_masks(parts)
+        mask_out = _cat_masks(parts) if len(parts) > 1 else parts[0][1]
         if self.cache is not None:
             if reuse is not None and start >= c1:  # the same single chunk as the last call: keep its CCA keys
-                self.cca_kv = reuse.cca_kv
+                self.chunk_state = reuse
             else:
                 last_mask = None if mask_out is None else mask_out[:, -1:]
                 self.cache.encoded = EncodedChunk(c1 - 1, encoded[:, -1:].detach(), last_mask)
                 if c1 - c0 == 1:
-                    self.cca_kv = self.cache.encoded.cca_kv
+                    self.chunk_state = self.cache.encoded
         return encoded, mask_out
 
     def _token_mask(self, start: int, end: int) -> Tensor | None:

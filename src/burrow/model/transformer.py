@@ -43,7 +43,7 @@ class Block(nn.Module):
             retrieval.observe(x)  # the first CCA layer's H conditions the encoder
             if retrieval.encoded is not None and retrieval.window is not None:
                 x = x + self.cca(self.cca_norm(x), retrieval.encoded, retrieval.encoded_mask, retrieval.window,
-                                 retrieval.cca_kv)
+                                 retrieval.chunk_state)
         return x + self.ffw(self.ffw_norm(x))
 
 
@@ -110,8 +110,7 @@ class Transformer(nn.Module):
         p0 = cache.length if cache is not None else 0
         if cache is not None:
             cache.check_step(b, n)
-        rope = rope_tables(torch.arange(p0, p0 + n, device=tokens.device), self.config.head_dim,
-                           self.config.rope_base)
+        rope = self._rope(p0, n, tokens.device, cache)
         retrieval = None
         if self.encoder is not None and (neighbours is not None or cache is not None):
             retrieval = RetrievalContext(self.encoder, self.embed, neighbours, neighbour_mask, p0, n, cache)
@@ -121,6 +120,15 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.length += n
         return self.norm(x)  # (b, n, d)
+
+    def _rope(self, p0: int, n: int, device: torch.device, cache: ModelCache | None) -> Rope:
+        """Rotary tables of positions p0 .. p0 + n - 1; with a cache, slices of one table built once."""
+        cfg = self.config
+        if cache is None:
+            return rope_tables(torch.arange(p0, p0 + n, device=device), cfg.head_dim, cfg.rope_base)
+        if cache.rope is None or cache.rope[0].device != device:
+            cache.rope = rope_tables(torch.arange(cache.max_len, device=device), cfg.head_dim, cfg.rope_base)
+        return cache.rope[0][p0:p0 + n], cache.rope[1][p0:p0 + n]
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> ModelCache:
         """An empty KV cache for ``batch_size`` sequences of up to ``max_len`` tokens (default
