@@ -74,6 +74,11 @@ def test_quick_demo_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     for row in table.values():
         assert 0.5 < row["bpb"] < 8.0  # a real model on real text, not a constant
     _check_report(summary, result.output)
+    stages, timings = summary["stages"], summary["evaluate_timings"]  # where the time went, stage by stage
+    assert list(stages) == ["hygiene", "memory", "train baseline", "train RETRO", "bm25", "evaluate"]
+    assert all(v >= 0 for v in stages.values()) and sum(stages.values()) <= summary["seconds"]
+    assert {"baseline", "retro [OFF]", "retro [ON]", "neighbours", "methods", "leakage", "sweep k"} <= set(timings)
+    assert "time: hygiene " in result.output and "  evaluate: baseline " in result.output
     first = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("retrieving 10 neighbours") for m in first)
     assert sum(m.startswith("finished ") for m in first) == 2 and not any("already finished" in m for m in first)

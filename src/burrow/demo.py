@@ -13,6 +13,8 @@ import dataclasses
 import gzip
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,32 +167,53 @@ def _train(cfg: DemoConfig, preset: str, memory_dir: Path, out: Path) -> Retriev
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage (reusing completed ones) and return the summary (also in OUT/summary.json)."""
     t0 = time.perf_counter()
+    stages: dict[str, float] = {}  # stage -> wall seconds (a reused stage takes ~0)
     needs = (WIKITEXT_TRAIN, WIKITEXT_VALID, WIKITEXT_TEST, VITAL_SUMMARIES)
     data = find_data(cfg.data, needs=needs)
     train_inputs = _quick_slice(data, cfg.out) if cfg.quick else [str(data / WIKITEXT_TRAIN),
                                                                   str(data / VITAL_SUMMARIES)]
     eval_files = [str(data / WIKITEXT_VALID), str(data / WIKITEXT_TEST)]
-    corpus, clean_report = hygiene(train_inputs, eval_files, cfg.out)
+    with _stage(stages, "hygiene"):
+        corpus, clean_report = hygiene(train_inputs, eval_files, cfg.out)
     mem_config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=2048 if cfg.quick else 8192))
-    memory, _ = build_memory([str(corpus)], cfg.out / "memory", mem_config)
-    compute_neighbours(memory, k=retrieval_width(cfg.train.k))  # what training reads (then slices to k)
-    base = _train(cfg, cfg.baseline, memory.dir, cfg.out / "runs" / "baseline")
-    retro = _train(cfg, cfg.retro, memory.dir, cfg.out / "runs" / "retro")
+    with _stage(stages, "memory"):
+        memory, _ = build_memory([str(corpus)], cfg.out / "memory", mem_config)
+        compute_neighbours(memory, k=retrieval_width(cfg.train.k))  # what training reads (then slices to k)
+    with _stage(stages, "train baseline"):
+        base = _train(cfg, cfg.baseline, memory.dir, cfg.out / "runs" / "baseline")
+    with _stage(stages, "train RETRO"):
+        retro = _train(cfg, cfg.retro, memory.dir, cfg.out / "runs" / "retro")
     split = WIKITEXT_VALID if cfg.eval_split == "valid" else WIKITEXT_TEST
     if "incontext" in cfg.methods:
-        build_bm25(memory)
+        with _stage(stages, "bm25"):
+            build_bm25(memory)
     knn = KnnLMConfig() if cfg.knn_fixed is None else KnnLMConfig(lam=cfg.knn_fixed[0], temperature=cfg.knn_fixed[1])
     methods = MethodsConfig(methods=cfg.methods, knnlm=knn, incontext=InContextConfig(
         stride=DEMO_INCONTEXT_STRIDE, retriever="bm25", device=cfg.eval.device, precision=cfg.eval.precision))
-    result = evaluate({**model_entries("baseline", base), **model_entries("retro", retro)}, memory,
-                      [str(data / split)], cfg.eval, cache_dir=cfg.out / f"eval-{cfg.eval_split}", methods=methods)
-    paths = write_report(result, cfg.out / f"report-{cfg.eval_split}")
+    with _stage(stages, "evaluate"):
+        result = evaluate({**model_entries("baseline", base), **model_entries("retro", retro)}, memory,
+                          [str(data / split)], cfg.eval, cache_dir=cfg.out / f"eval-{cfg.eval_split}",
+                          methods=methods)
+        paths = write_report(result, cfg.out / f"report-{cfg.eval_split}")
     summary = _summary(cfg, result, clean_report, memory, paths, time.perf_counter() - t0)
     if cfg.readable:
-        summary["readable"] = _readable(memory)
+        with _stage(stages, "readable"):
+            summary["readable"] = _readable(memory)
+    summary["stages"] = stages
+    summary["evaluate_timings"] = result.timings
     summary["seconds"] = time.perf_counter() - t0
     write_json(cfg.out / f"summary-{cfg.eval_split}.json", summary)
     return summary
+
+
+@contextmanager
+def _stage(stages: dict[str, float], name: str) -> Iterator[None]:
+    """Record the block's wall seconds as stage ``name``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
 
 
 def _readable(memory: Memory) -> str:
@@ -271,5 +294,15 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append("plots:  " + ", ".join(str(v) for k, v in summary["report"].items() if str(v).endswith(".png")))
     if summary.get("readable"):
         lines += ["", summary["readable"]]
+    if summary.get("stages"):
+        lines.append("time: " + ", ".join(f"{name} {_duration(sec)}" for name, sec in summary["stages"].items()))
+    if summary.get("evaluate_timings"):
+        lines.append("  evaluate: " + ", ".join(f"{name} {_duration(sec)}"
+                                               for name, sec in summary["evaluate_timings"].items()))
     lines.append(f"done in {summary['seconds'] / 60:.1f} min")
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    """``42 s`` or ``3.5 min``."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"

@@ -55,8 +55,10 @@ class InContextLM(Protocol):
         """Feed ``ids`` (after ``cache``); the last position's fp32 logits (v,)."""
         ...
 
-    def target_log_probs(self, inputs: Tensor, targets: Tensor, dtype: torch.dtype | None) -> Tensor:
-        """(b, n) fp32 log p(targets | inputs) for (b, n) inputs, under autocast ``dtype``."""
+    def target_log_probs(self, inputs: Tensor, targets: Tensor, dtype: torch.dtype | None,
+                         scored: Tensor | None = None) -> Tensor:
+        """(b, n) fp32 log p(targets | inputs) for (b, n) inputs, under autocast ``dtype``; with ``scored``
+        (b, n) bool only those positions are computed (the others are 0)."""
         ...
 
 
@@ -91,9 +93,26 @@ class _TorchLM:
         return logits[0, -1].float()
 
     @torch.no_grad()
-    def target_log_probs(self, inputs: Tensor, targets: Tensor, dtype: torch.dtype | None) -> Tensor:
-        """(b, n) fp32 log-probabilities of ``targets``; one window at a time through the softmax (big v)."""
+    def target_log_probs(self, inputs: Tensor, targets: Tensor, dtype: torch.dtype | None,
+                         scored: Tensor | None = None) -> Tensor:
+        """(b, n) fp32 log-probabilities of ``targets``; one window at a time through the softmax (big v).
+
+        ``scored`` (b, n) bool: only these positions are computed (the others are 0); a burrow model
+        then runs its output layer on them alone (in-context scoring reads the last s of ~C positions).
+        """
         inputs, targets = inputs.to(self.device), targets.to(self.device)
+        if scored is not None:
+            scored = scored.to(self.device)
+            with autocast(self.device, dtype):
+                logits = self._scored_logits(inputs, scored)  # (P, v)
+            out = torch.zeros(targets.shape, dtype=torch.float32, device=self.device)
+            lp = torch.empty(len(logits), dtype=torch.float32, device=self.device)
+            picked = targets[scored]  # (P,)
+            for a in range(0, len(logits), 1024):  # rows of the softmax at a time (big v)
+                rows = logits[a : a + 1024].float()
+                lp[a : a + 1024] = rows.gather(-1, picked[a : a + 1024, None])[:, 0] - torch.logsumexp(rows, -1)
+            out[scored] = lp
+            return out.cpu()
         with autocast(self.device, dtype):
             logits = self._logits(inputs)  # (b, n, v)
         out = torch.empty(targets.shape, dtype=torch.float32, device=self.device)
@@ -101,6 +120,10 @@ class _TorchLM:
             row = logits[i].float()  # (n, v)
             out[i] = row.gather(-1, targets[i, :, None])[:, 0] - torch.logsumexp(row, -1)
         return out.cpu()
+
+    def _scored_logits(self, inputs: Tensor, scored: Tensor) -> Tensor:
+        """Logits (P, v) of the ``scored`` positions of ``inputs`` (b, n), in row-major order."""
+        return self._logits(inputs)[scored]
 
 
 class BurrowLM(_TorchLM):
@@ -125,6 +148,13 @@ class BurrowLM(_TorchLM):
 
     def _logits(self, inputs: Tensor) -> Tensor:
         logits: Tensor = self.module(inputs)
+        return logits
+
+    def _scored_logits(self, inputs: Tensor, scored: Tensor) -> Tensor:
+        hidden = getattr(self.module, "hidden", None)
+        if hidden is None:  # not burrow's Transformer: the full logits, then the scored rows
+            return super()._scored_logits(inputs, scored)
+        logits: Tensor = self.module.head(hidden(inputs)[scored])  # (P, v): the head on scored rows only
         return logits
 
     def new_cache(self) -> Any:
@@ -208,16 +238,42 @@ def char_to_byte_offsets(text: str, char_offsets: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(out) if len(out) else out
 
 
-def prefix_byte_ends(decode_batch: Any, ids: list[int], text: str, block: int = 256) -> np.ndarray:
-    """(L,) bytes of ``text`` settled by each prefix ids[:i + 1] (the longest common prefix of its decode)."""
+def prefix_byte_ends(decode_batch: Any, ids: list[int], text: str, block: int = 256, lookback: int = 8) -> np.ndarray:
+    """(L,) bytes of ``text`` settled by each prefix ids[:i + 1] (the longest common prefix of its decode).
+
+    Decoding every prefix is O(L²) (minutes for a 27k-token document), so each block of ``block``
+    prefixes is decoded from ``lookback`` tokens before the block and appended to the block's exact
+    head decode(ids[:a]); that is kept only where it checks out (every local decode extends the local
+    decode of the look-back, and the block's last prefix equals its full decode), else the block is
+    decoded prefix by prefix as before. Tokenizers whose decode is local (SentencePiece, byte-level
+    BPE) take the fast path everywhere except around partial characters and space clean-ups.
+    """
     full = text.encode("utf-8")
     ends = np.zeros(len(ids), dtype=np.int64)
     for a in range(0, len(ids), block):
-        texts = decode_batch([ids[: i + 1] for i in range(a, min(a + block, len(ids)))])
-        ends[a : a + len(texts)] = [_common_prefix(t.encode("utf-8"), full) for t in texts]
+        b = min(a + block, len(ids))
+        got = _block_ends(decode_batch, ids, a, b, full, lookback)
+        if got is None:  # decode is not local around this block: every prefix in full
+            texts = decode_batch([ids[: i + 1] for i in range(a, b)])
+            got = [_common_prefix(t.encode("utf-8"), full) for t in texts]
+        ends[a:b] = got
     if len(ends):
         ends[-1] = len(full)  # the whole document's bytes, even where the round trip is inexact
     return np.maximum.accumulate(ends)
+
+
+def _block_ends(decode_batch: Any, ids: list[int], a: int, b: int, full: bytes, lookback: int) -> list[int] | None:
+    """Ends of prefixes a .. b - 1 from local decodes, or None where they do not provably agree."""
+    s = max(0, a - lookback)
+    head, last, base, *local = decode_batch([ids[:a], ids[:b], ids[s:a], *(ids[s : i + 1] for i in range(a, b))])
+    if not all(t.startswith(base) for t in local) or head + local[-1][len(base):] != last:
+        return None
+    head_b = head.encode("utf-8")
+    cp = _common_prefix(head_b, full)
+    if cp < len(head_b):  # the text diverges inside the head: every prefix settles the same bytes
+        return [cp] * (b - a)
+    rest = full[len(head_b):]
+    return [len(head_b) + _common_prefix(t[len(base):].encode("utf-8"), rest) for t in local]
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:

@@ -192,3 +192,63 @@ def test_hf_llama_from_a_local_folder_with_dense_retrieval(memory: Memory, tmp_p
     with torch.no_grad():
         lp = model(input_ids=z[None, :-1]).logits[0].log_softmax(-1).gather(-1, z[1:, None])[:, 0]
     assert short.doc_bits[0] == pytest.approx(float(-lp.sum() / math.log(2)), rel=1e-5)
+
+
+def test_scored_positions_only_equal_the_full_computation(tiny_lm: BurrowLM) -> None:
+    """``scored`` runs burrow's output layer on those positions alone: the same log-probs there, 0 elsewhere."""
+    torch.manual_seed(0)
+    v = tiny_lm.module.config.vocab_size
+    inputs, targets = torch.randint(0, v, (3, 12)), torch.randint(0, v, (3, 12))
+    scored = torch.zeros(3, 12, dtype=torch.bool)
+    scored[0, 8:], scored[1, 3:7], scored[2, 11] = True, True, True
+    full = tiny_lm.target_log_probs(inputs, targets, None)
+    part = tiny_lm.target_log_probs(inputs, targets, None, scored)
+    torch.testing.assert_close(part[scored], full[scored], rtol=1e-5, atol=1e-5)
+    assert (part[~scored] == 0).all()
+
+
+def _slow_prefix_byte_ends(decode_batch, ids: list[int], text: str) -> np.ndarray:
+    """The definition: every prefix decoded in full."""
+    from burrow.lm import _common_prefix
+
+    full = text.encode("utf-8")
+    ends = np.array([_common_prefix(t.encode("utf-8"), full) for t in decode_batch([ids[: i + 1] for i in
+                                                                                      range(len(ids))])])
+    ends[-1] = len(full)
+    return np.maximum.accumulate(ends)
+
+
+@pytest.mark.parametrize("block", [1, 7, 64])
+def test_prefix_byte_ends_fast_path_equals_decoding_every_prefix(memory: Memory, block: int) -> None:
+    """Blocks decoded from a short look-back give the same byte ends as decoding every prefix, also
+    around characters the tokenizer spells in bytes, odd spaces and a text that does not round-trip."""
+    from burrow.lm import prefix_byte_ends
+
+    tok = memory.tokenizer
+    for text in (TEXT * 3, "Zürich — 東京 🌋 lava;  double  spaces\tand tabs… «quotes» 1,234.5 km²" * 4,
+                 "  leading spaces, then\n\nnew lines and ﬁ ligatures ① ②", "🌋" * 20):
+        ids = tok.encode(text)
+        np.testing.assert_array_equal(prefix_byte_ends(tok.decode_batch, ids, text, block=block),
+                                      _slow_prefix_byte_ends(tok.decode_batch, ids, text), err_msg=text)
+
+
+def test_prefix_byte_ends_fast_path_with_a_byte_level_bpe() -> None:
+    """The same with a byte-level BPE (GPT-2 style, Hugging Face tokenizers) and its clean-up of spaces."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from burrow.lm import prefix_byte_ends
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator([TEXT] * 5, trainers.BpeTrainer(vocab_size=300, initial_alphabet=
+                                                            pre_tokenizers.ByteLevel.alphabet()))
+    text = "Zürich — 東京 🌋 lava , ash . And gases ; " * 6 + TEXT
+
+    def decode_batch(batch):
+        return bpe.decode_batch([list(b) for b in batch])
+
+    ids = bpe.encode(text).ids
+    for block in (5, 64):
+        np.testing.assert_array_equal(prefix_byte_ends(decode_batch, ids, text, block=block),
+                                      _slow_prefix_byte_ends(decode_batch, ids, text))

@@ -97,3 +97,26 @@ def test_datastore_is_reused_and_belongs_to_one_model(setup) -> None:
                                    head_dim=16, max_seq_len=N))
     with pytest.raises(BurrowError, match="vocabulary"):
         build_datastore(small, memory, N, cfg)
+
+
+def test_datastore_entries_are_each_windows_hidden_states_in_document_order(setup, tmp_path) -> None:
+    """Windows are batched longest first (short documents are not padded to full windows), yet entry i is
+    still token i of the corpus: its key the LM's final hidden state from that window alone, its value the
+    next token, its document the token's."""
+    from burrow.data.layout import start_token
+    from burrow.evaluate.knnlm import _store_windows
+
+    memory, model = setup
+    store = build_datastore(model, memory, N, KnnLMConfig(progress=False, batch_tokens=3 * N), force=True)
+    windows = list(_store_windows(memory.store, N, memory.chunk_size, start_token(memory.tokenizer)))
+    assert len({len(x) for _, x, _ in windows}) > 2  # windows of several lengths: batching reorders them
+    keys, values, docs = [], [], []
+    with torch.inference_mode():
+        for d, x, t in windows:
+            h = model.hidden(torch.as_tensor(x)[None])[0].numpy()
+            keys.append(h[t >= 0])
+            values.append(t[t >= 0])
+            docs.append(np.full(int((t >= 0).sum()), d))
+    np.testing.assert_allclose(np.asarray(store.keys, dtype=np.float32), np.concatenate(keys), atol=2e-2, rtol=1e-2)
+    np.testing.assert_array_equal(store.values, np.concatenate(values))
+    np.testing.assert_array_equal(store.docs, np.concatenate(docs))

@@ -151,11 +151,13 @@ def _run(lm: InContextLM, jobs: list[_Job], docs: list[np.ndarray], config: InCo
         n = len(batch[0].inputs)
         inputs = torch.zeros(len(batch), n, dtype=torch.long)  # right-padded: causal, so padding is never read
         targets = torch.zeros(len(batch), n, dtype=torch.long)
+        scored = torch.zeros(len(batch), n, dtype=torch.bool)  # only the block's positions are scored
         for i, job in enumerate(batch):
             w, c = len(job.inputs), job.e - job.t
             inputs[i, :w] = torch.from_numpy(job.inputs)
             targets[i, w - c : w] = torch.from_numpy(docs[job.doc][job.t : job.e])
-        lp = lm.target_log_probs(inputs, targets, dtype).numpy()  # (b, n)
+            scored[i, w - c : w] = True
+        lp = lm.target_log_probs(inputs, targets, dtype, scored).numpy()  # (b, n)
         for i, job in enumerate(batch):
             w, c = len(job.inputs), job.e - job.t
             bits[job.doc][job.t : job.e] = -lp[i, w - c : w] / LN2

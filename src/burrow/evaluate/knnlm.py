@@ -178,54 +178,65 @@ def _open(directory: Path, config: KnnLMConfig) -> Datastore:
 
 
 def _encode_store(model: Any, memory: Any, n: int, config: KnnLMConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hidden states and next tokens of every token of the memory's corpus."""
+    """Hidden states and next tokens of every token of the memory's corpus.
+
+    Windows are batched longest first, each batch about ``batch_tokens`` tokens, so a corpus of many
+    short documents (a window each) is not padded to the full window length; entries stay in document
+    order (the same datastore as batching in order, up to float rounding).
+    """
     device = pick_device(config.device)
     dtype = autocast_dtype(device, config.precision)
     model.to(device).eval()
     store, m = memory.store, memory.chunk_size
+    windows = list(_store_windows(store, n, m, start_token(memory.tokenizer)))  # (document, inputs, targets)
+    kept = np.array([int((t >= 0).sum()) for _, _, t in windows], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(kept)])  # entries of window i: offsets[i] .. offsets[i + 1]
+    values = np.concatenate([t[t >= 0] for _, _, t in windows]) if windows else np.zeros(0, np.int64)
+    docs = np.repeat(np.array([d for d, _, _ in windows], dtype=np.int64), kept)
+    keys: np.ndarray | None = None
     tap = _HiddenTap(model)
-    keys: list[np.ndarray] = []
-    values: list[np.ndarray] = []
-    docs: list[np.ndarray] = []
-    per_batch = max(1, config.batch_tokens // n)
-    bar = tqdm(total=store.n_tokens if hasattr(store, "n_tokens") else None, unit="tok", desc="kNN-LM datastore",
-               disable=not config.progress)
-    batch: list[tuple[int, np.ndarray, np.ndarray]] = []
+    bar = tqdm(total=int(offsets[-1]), unit="tok", desc="kNN-LM datastore", disable=not config.progress)
     try:
-        for item in _store_windows(store, n, m, start_token(memory.tokenizer)):
-            batch.append(item)
-            if len(batch) == per_batch:
-                _encode_batch(model, tap, batch, device, dtype, keys, values, docs, bar)
-                batch = []
-        if batch:
-            _encode_batch(model, tap, batch, device, dtype, keys, values, docs, bar)
+        for rows in _length_batches([len(x) for _, x, _ in windows], config.batch_tokens):
+            h = _encode_batch(model, tap, [windows[i] for i in rows], device, dtype)  # (b, w, d)
+            if keys is None:
+                keys = np.zeros((int(offsets[-1]), h.shape[-1]), dtype=np.float16)
+            for row, i in enumerate(rows):
+                t = windows[i][2]
+                keys[offsets[i]:offsets[i + 1]] = h[row, : len(t)][t >= 0]
+            bar.update(int(kept[rows].sum()))
     finally:
         tap.close()
         bar.close()
-    return np.concatenate(keys), np.concatenate(values).astype(np.int32), np.concatenate(docs).astype(np.int32)
+    if keys is None:
+        raise BurrowError(f"memory {memory.dir} has no tokens: nothing to build a kNN-LM datastore from")
+    return keys, values.astype(np.int32), docs.astype(np.int32)
+
+
+def _length_batches(lengths: list[int], batch_tokens: int) -> Iterator[np.ndarray]:
+    """Indices of windows in batches of about ``batch_tokens`` tokens (padding included), longest first."""
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    a = 0
+    while a < len(order):
+        rows = max(1, batch_tokens // max(1, lengths[order[a]]))  # the first is the batch's longest
+        yield order[a : a + rows]
+        a += rows
 
 
 def _encode_batch(model: Any, tap: _HiddenTap, batch: list[tuple[int, np.ndarray, np.ndarray]], device: torch.device,
-                  dtype: torch.dtype | None, keys: list[np.ndarray], values: list[np.ndarray], docs: list[np.ndarray],
-                  bar: Any) -> None:
-    """Run one batch of windows (padded to the longest) and keep the hidden states of positions with a target."""
+                  dtype: torch.dtype | None) -> np.ndarray:
+    """Final hidden states (b, w, d) float32 of one batch of windows, right-padded to the longest."""
     w = max(len(x) for _, x, _ in batch)
     x = np.zeros((len(batch), w), dtype=np.int64)
-    t = np.full((len(batch), w), -1, dtype=np.int64)
-    for i, (_, xi, ti) in enumerate(batch):
-        x[i, : len(xi)], t[i, : len(ti)] = xi, ti
+    for i, (_, xi, _) in enumerate(batch):
+        x[i, : len(xi)] = xi
     with torch.inference_mode(), autocast(device, dtype):
         if getattr(model, "fused_loss", False):  # burrow's model: the hidden states without the logits
             tap.value = model.hidden(torch.as_tensor(x, device=device))
         else:
             model(torch.as_tensor(x, device=device))
     assert tap.value is not None
-    h = tap.value.float().cpu().numpy()  # (b, w, d); right padding never influences earlier positions
-    keep = t >= 0
-    keys.append(h[keep].astype(np.float16))
-    values.append(t[keep])
-    docs.append(np.repeat(np.array([d for d, _, _ in batch]), keep.sum(1)))
-    bar.update(int(keep.sum()))
+    return tap.value.float().cpu().numpy()  # right padding never influences earlier positions (causal)
 
 
 def _build_index(keys: np.ndarray, config: KnnLMConfig) -> Any:

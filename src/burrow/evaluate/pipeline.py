@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ class EvalResult:
     sweep_k_docs: int | None = None  # the k sweep's documents: the first N of data (None: all of them)
     sweep_memory: list[MemorySubset] = field(default_factory=list)
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # stage or score -> wall seconds (where time went)
     bases: dict[str, str] = field(default_factory=dict)  # score -> its own no-retrieval base (methods, RETRO[ON])
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # score -> how its method was run (tuning)
     seeds: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> per-seed bpbs, mean, t interval
@@ -209,9 +211,17 @@ class _Scorer:
         self.device = pick_device(config.device)
         self.dtype = autocast_dtype(self.device, config.precision)
         self.values = values_of(memory) if memory is not None else None
+        self.timings: dict[str, float] = {}  # score name -> seconds
 
     def __call__(self, name: str, model: RetrievalLM, mode: str, ids: np.ndarray | None = None,
                  k: int | None = None) -> ModelScore:
+        t0 = time.perf_counter()
+        try:
+            return self._score(name, model, mode, ids, k)
+        finally:
+            self.timings[name] = time.perf_counter() - t0
+
+    def _score(self, name: str, model: RetrievalLM, mode: str, ids: np.ndarray | None, k: int | None) -> ModelScore:
         k = k or self.config.k
         retrieved = None
         if mode == "on":
@@ -241,22 +251,39 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Memory | None,
     cache = Path(cache_dir) / "neighbours" if cache_dir is not None else None
     on = {name: model for name, (model, mode) in models.items() if mode == "on"}
     # _check_models refused RETRO[ON] without a memory
-    input_nb = eval_neighbours(memory, data, "input", config.k_max, cache) if on and memory is not None else None
+    timings: dict[str, float] = {}
+    with _timed(timings, "neighbours"):
+        input_nb = eval_neighbours(memory, data, "input", config.k_max, cache) if on and memory is not None else None
     score = _Scorer(data, memory, n, config)
     ids = input_nb.ids if input_nb is not None else None
     scores = {name: score(name, model, mode, ids) for name, (model, mode) in models.items()}
     result = EvalResult(config, data, n, scores, memory=str(memory.dir) if memory is not None else None)
-    add_methods(result, score, models, memory, ids, methods or MethodsConfig())
+    with _timed(timings, "methods"):
+        add_methods(result, score, models, memory, ids, methods or MethodsConfig())
     if config.leakage and memory is not None:  # _check_models refused leakage without a memory
-        _run_leakage(result, memory, cache)
+        with _timed(timings, "leakage"):
+            _run_leakage(result, memory, cache)
     if on and input_nb is not None and config.sweep_k:
-        _run_sweep_k(result, score, on, input_nb.ids, memory)
+        with _timed(timings, "sweep k"):
+            _run_sweep_k(result, score, on, input_nb.ids, memory)
     if on and input_nb is not None and memory is not None and config.sweep_memory:
         fns = {name: _bpb_with_ids(score, name, model) for name, model in on.items()}
-        result.sweep_memory = sweep_memory(memory, input_nb.keys, input_nb.ids, fns, config.sweep_memory,
-                                           config.k, config.memory_seed)
+        with _timed(timings, "sweep memory"):
+            result.sweep_memory = sweep_memory(memory, input_nb.keys, input_nb.ids, fns, config.sweep_memory,
+                                               config.k, config.memory_seed)
+    result.timings = {**{name: score.timings[name] for name in models}, **timings}
     result.seconds = time.perf_counter() - t0
     return result
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the block's wall seconds to ``timings[name]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
 def _run_sweep_k(result: EvalResult, score: _Scorer, on: dict[str, RetrievalLM], ids: np.ndarray,

@@ -41,6 +41,7 @@ def to_json(result: EvalResult) -> dict[str, Any]:
         "data": {"documents": d.n_docs, "tokens": d.n_tokens, "bytes": d.n_bytes, "chunks": len(d.chunk_bytes),
                  "chunk_size": d.chunk_size, "start_token": d.start_id, "fingerprint": d.fingerprint()},
         "seq_len": result.seq_len, "stride": result.seq_len // 2, "seconds": result.seconds,
+        "timings": result.timings,
         "config": config_dict(result.config), "models": models, "gains": result.gains(),
         "methods": {name: {"base": base, **result.methods.get(name, {})} for name, base in result.bases.items()},
         "seeds": result.seeds,
