@@ -109,7 +109,8 @@ class FrozenEncoder:
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         size = self.config.batch_size
-        order = self.length_order(texts)
+        # One batch (a generation step's query): its order changes nothing, so skip the sorting pass.
+        order = self.length_order(texts) if len(texts) > size else np.arange(len(texts))
         with autocast(self.device, self.dtype):
             for s in range(0, len(texts), size):
                 rows = order[s:s + size]
