@@ -13,8 +13,6 @@ import dataclasses
 import gzip
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from burrow.evaluate import (
 from burrow.evaluate.incontext import InContextConfig
 from burrow.evaluate.knnlm import KnnLMConfig
 from burrow.evaluate.methods import MethodsConfig
+from burrow.evaluate.pipeline import timed
 from burrow.generate.readable import readable_example
 from burrow.memory import DEFAULT_K, Memory
 from burrow.memory.bm25 import build_bm25
@@ -173,47 +172,37 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     train_inputs = _quick_slice(data, cfg.out) if cfg.quick else [str(data / WIKITEXT_TRAIN),
                                                                   str(data / VITAL_SUMMARIES)]
     eval_files = [str(data / WIKITEXT_VALID), str(data / WIKITEXT_TEST)]
-    with _stage(stages, "hygiene"):
+    with timed(stages, "hygiene"):
         corpus, clean_report = hygiene(train_inputs, eval_files, cfg.out)
     mem_config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=2048 if cfg.quick else 8192))
-    with _stage(stages, "memory"):
+    with timed(stages, "memory"):
         memory, _ = build_memory([str(corpus)], cfg.out / "memory", mem_config)
         compute_neighbours(memory, k=retrieval_width(cfg.train.k))  # what training reads (then slices to k)
-    with _stage(stages, "train baseline"):
+    with timed(stages, "train baseline"):
         base = _train(cfg, cfg.baseline, memory.dir, cfg.out / "runs" / "baseline")
-    with _stage(stages, "train RETRO"):
+    with timed(stages, "train RETRO"):
         retro = _train(cfg, cfg.retro, memory.dir, cfg.out / "runs" / "retro")
     split = WIKITEXT_VALID if cfg.eval_split == "valid" else WIKITEXT_TEST
     if "incontext" in cfg.methods:
-        with _stage(stages, "bm25"):
+        with timed(stages, "bm25"):
             build_bm25(memory)
     knn = KnnLMConfig() if cfg.knn_fixed is None else KnnLMConfig(lam=cfg.knn_fixed[0], temperature=cfg.knn_fixed[1])
     methods = MethodsConfig(methods=cfg.methods, knnlm=knn, incontext=InContextConfig(
         stride=DEMO_INCONTEXT_STRIDE, retriever="bm25", device=cfg.eval.device, precision=cfg.eval.precision))
-    with _stage(stages, "evaluate"):
+    with timed(stages, "evaluate"):
         result = evaluate({**model_entries("baseline", base), **model_entries("retro", retro)}, memory,
                           [str(data / split)], cfg.eval, cache_dir=cfg.out / f"eval-{cfg.eval_split}",
                           methods=methods)
         paths = write_report(result, cfg.out / f"report-{cfg.eval_split}")
     summary = _summary(cfg, result, clean_report, memory, paths, time.perf_counter() - t0)
     if cfg.readable:
-        with _stage(stages, "readable"):
+        with timed(stages, "readable"):
             summary["readable"] = _readable(memory)
     summary["stages"] = stages
     summary["evaluate_timings"] = result.timings
     summary["seconds"] = time.perf_counter() - t0
     write_json(cfg.out / f"summary-{cfg.eval_split}.json", summary)
     return summary
-
-
-@contextmanager
-def _stage(stages: dict[str, float], name: str) -> Iterator[None]:
-    """Record the block's wall seconds as stage ``name``."""
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
 
 
 def _readable(memory: Memory) -> str:

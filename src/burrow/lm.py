@@ -154,7 +154,8 @@ class BurrowLM(_TorchLM):
         hidden = getattr(self.module, "hidden", None)
         if hidden is None:  # not burrow's Transformer: the full logits, then the scored rows
             return super()._scored_logits(inputs, scored)
-        logits: Tensor = self.module.head(hidden(inputs)[scored])  # (P, v): the head on scored rows only
+        head: nn.Module = getattr(self.module, "head")  # noqa: B009 (burrow's Transformer: its output layer)
+        logits: Tensor = head(hidden(inputs)[scored])  # (P, v): the head on scored rows only
         return logits
 
     def new_cache(self) -> Any:

@@ -252,23 +252,23 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Memory | None,
     on = {name: model for name, (model, mode) in models.items() if mode == "on"}
     # _check_models refused RETRO[ON] without a memory
     timings: dict[str, float] = {}
-    with _timed(timings, "neighbours"):
+    with timed(timings, "neighbours"):
         input_nb = eval_neighbours(memory, data, "input", config.k_max, cache) if on and memory is not None else None
     score = _Scorer(data, memory, n, config)
     ids = input_nb.ids if input_nb is not None else None
     scores = {name: score(name, model, mode, ids) for name, (model, mode) in models.items()}
     result = EvalResult(config, data, n, scores, memory=str(memory.dir) if memory is not None else None)
-    with _timed(timings, "methods"):
+    with timed(timings, "methods"):
         add_methods(result, score, models, memory, ids, methods or MethodsConfig())
     if config.leakage and memory is not None:  # _check_models refused leakage without a memory
-        with _timed(timings, "leakage"):
+        with timed(timings, "leakage"):
             _run_leakage(result, memory, cache)
     if on and input_nb is not None and config.sweep_k:
-        with _timed(timings, "sweep k"):
+        with timed(timings, "sweep k"):
             _run_sweep_k(result, score, on, input_nb.ids, memory)
     if on and input_nb is not None and memory is not None and config.sweep_memory:
         fns = {name: _bpb_with_ids(score, name, model) for name, model in on.items()}
-        with _timed(timings, "sweep memory"):
+        with timed(timings, "sweep memory"):
             result.sweep_memory = sweep_memory(memory, input_nb.keys, input_nb.ids, fns, config.sweep_memory,
                                                config.k, config.memory_seed)
     result.timings = {**{name: score.timings[name] for name in models}, **timings}
@@ -277,8 +277,8 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Memory | None,
 
 
 @contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    """Add the block's wall seconds to ``timings[name]``."""
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the block's wall seconds to ``timings[name]`` (stage timings of the evaluation and the demo)."""
     t0 = time.perf_counter()
     try:
         yield
