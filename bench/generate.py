@@ -101,7 +101,8 @@ def bench_generation(model_dir: Path | Any, memory_dir: Path, tokens: int, repea
     """
     model = load_generation_model(model_dir) if isinstance(model_dir, Path) else model_dir
     gen = Generator(model, Memory(memory_dir), device=device)
-    tokens = min(tokens, int(gen.config.max_seq_len) - gen.config.chunk_size)  # room for the prompt
+    p0 = int(gen.config.chunk_size) + len(gen.tokenizer.encode(PROMPT))  # document start + prompt
+    tokens = min(tokens, int(gen.config.max_seq_len) - p0)  # what fits after the prompt
     gen.generate(PROMPT, GenerationConfig(max_new_tokens=gen.config.chunk_size * 2))  # warm-up (encoder load)
     on: list[tuple[float, float]] = []
     off: list[float] = []

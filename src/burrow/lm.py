@@ -139,7 +139,7 @@ class BurrowLM(_TorchLM):
         return np.asarray(self.tokenizer.encode(text), dtype=np.int64)
 
     def encode_with_offsets(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """Byte ends from prefix decodes (exact for any tokenizer; O(L²) decoding, fine below ~10k tokens)."""
+        """Byte ends from prefix decodes (:func:`prefix_byte_ends`: exact; block-wise, seconds for 27k tokens)."""
         ids = self.encode(text)
         return ids, prefix_byte_ends(self.tokenizer.decode_batch, ids.tolist(), text)
 
@@ -242,12 +242,13 @@ def char_to_byte_offsets(text: str, char_offsets: np.ndarray) -> np.ndarray:
 def prefix_byte_ends(decode_batch: Any, ids: list[int], text: str, block: int = 256, lookback: int = 8) -> np.ndarray:
     """(L,) bytes of ``text`` settled by each prefix ids[:i + 1] (the longest common prefix of its decode).
 
-    Decoding every prefix is O(L²) (minutes for a 27k-token document), so each block of ``block``
+    Decoding every prefix is O(L²) tokens (minutes for a 27k-token document), so each block of ``block``
     prefixes is decoded from ``lookback`` tokens before the block and appended to the block's exact
     head decode(ids[:a]); that is kept only where it checks out (every local decode extends the local
     decode of the look-back, and the block's last prefix equals its full decode), else the block is
-    decoded prefix by prefix as before. Tokenizers whose decode is local (SentencePiece, byte-level
-    BPE) take the fast path everywhere except around partial characters and space clean-ups.
+    decoded prefix by prefix as before, as is any block whose local decodes hold a partial character
+    (U+FFFD). Tokenizers whose decode is local (SentencePiece, byte-level BPE) take the fast path
+    everywhere else: O(L²/block) decoding.
     """
     full = text.encode("utf-8")
     ends = np.zeros(len(ids), dtype=np.int64)
@@ -269,6 +270,8 @@ def _block_ends(decode_batch: Any, ids: list[int], a: int, b: int, full: bytes, 
     head, last, base, *local = decode_batch([ids[:a], ids[:b], ids[s:a], *(ids[s : i + 1] for i in range(a, b))])
     if not all(t.startswith(base) for t in local) or head + local[-1][len(base):] != last:
         return None
+    if "\ufffd" in base or any("\ufffd" in t for t in local):
+        return None  # a partial character: byte-fallback decoders spell a whole run of bytes as U+FFFD
     head_b = head.encode("utf-8")
     cp = _common_prefix(head_b, full)
     if cp < len(head_b):  # the text diverges inside the head: every prefix settles the same bytes

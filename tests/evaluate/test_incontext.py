@@ -252,3 +252,27 @@ def test_prefix_byte_ends_fast_path_with_a_byte_level_bpe() -> None:
     for block in (5, 64):
         np.testing.assert_array_equal(prefix_byte_ends(decode_batch, ids, text, block=block),
                                       _slow_prefix_byte_ends(decode_batch, ids, text))
+
+
+def test_prefix_byte_ends_with_a_byte_fallback_decoder() -> None:
+    """Llama-style byte fallback spells a whole run of byte tokens as U+FFFD when any byte is partial, so a
+    block inside a long run of byte-spelled characters is not local: it must take the slow path."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from burrow.lm import prefix_byte_ends
+
+    bpe = Tokenizer(models.BPE(byte_fallback=True, unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace()
+    bpe.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    bpe.train_from_iterator([TEXT] * 5, trainers.BpeTrainer(vocab_size=300,
+                                                            special_tokens=[f"<0x{i:02X}>" for i in range(256)]))
+
+    def decode_batch(batch):
+        return bpe.decode_batch([list(b) for b in batch], skip_special_tokens=False)
+
+    for text in ("The lava " + "東京" * 200 + " dog.", "The lava " + "ꙮ" * 150 + " and ash."):
+        ids = bpe.encode(text).ids
+        assert len(ids) > 300
+        np.testing.assert_array_equal(prefix_byte_ends(decode_batch, ids, text),
+                                      _slow_prefix_byte_ends(decode_batch, ids, text))
