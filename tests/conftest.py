@@ -1,8 +1,11 @@
-"""Shared fixtures: a tiny real-text corpus made in the test, and the frozen encoder loaded once."""
+"""Shared fixtures: a tiny real-text corpus made in the test, the frozen encoder loaded once, a tiny memory of
+given documents, and `burrow ARGS` run through the console entry point."""
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,19 @@ TOPICS = {
              "returns every seventy-six years and its bright tail points away from the Sun.",
     "chess": "Chess is a board game for two players. Each player moves sixteen pieces, and the goal is "
              "to checkmate the opposing king. Grandmasters study openings and endgames for years.",
+}
+
+
+#: Four short documents on distinct topics: the memory of the generation and task tests.
+SHORT_DOCS = {
+    "lava": "A volcano is a rupture in the crust where lava, ash and gases escape. Mount Etna in Sicily "
+            "erupts often, and its lava flows reach the villages on its slopes.",
+    "owls": "Owls hunt at night, turning their heads to hear the smallest mouse in the grass. Their soft "
+            "feathers let them fly in silence above the fields.",
+    "bread": "Bread is baked from flour, water, salt and yeast. Bakers knead the dough, let it rise, and "
+             "bake loaves in hot ovens until the crust is golden.",
+    "chess": "Chess is a board game for two players. Each player moves sixteen pieces, and the goal is to "
+             "checkmate the opposing king.",
 }
 
 
@@ -65,3 +81,52 @@ def memory_config():
     from burrow.memory.encode import EncoderConfig
 
     return MemoryConfig(tokenizer=TokenizerConfig(vocab_size=400), encoder=EncoderConfig(shard_size=16), chunk_size=8)
+
+
+@pytest.fixture(scope="session")
+def short_docs() -> dict[str, str]:
+    """:data:`SHORT_DOCS` (name -> text), as a fixture."""
+    return SHORT_DOCS
+
+
+@pytest.fixture(scope="session")
+def make_memory(tmp_path_factory: pytest.TempPathFactory, encoder):
+    """``make_memory(name, docs=SHORT_DOCS)``: a built memory of ``docs`` (name -> text, three copies each), 8-token
+    chunks, 400-token vocabulary, in a fresh folder named after ``name``."""
+    from burrow.data.tokenizer import TokenizerConfig
+    from burrow.memory.build import MemoryConfig, build_memory
+    from burrow.memory.encode import EncoderConfig
+
+    def make(name: str, docs: dict[str, str] = SHORT_DOCS):
+        root = tmp_path_factory.mktemp(name)
+        corpus = root / "corpus"
+        corpus.mkdir()
+        for doc, text in docs.items():
+            (corpus / f"{doc}.txt").write_text(f"{text}\n{text}\n{text}\n", encoding="utf-8")
+        config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=400), encoder=EncoderConfig(shard_size=64),
+                              chunk_size=8)
+        memory, _ = build_memory([str(corpus)], root / "mem", config, progress=False, encoder=encoder)
+        return memory
+
+    return make
+
+
+@pytest.fixture
+def burrow_cli(monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """``burrow_cli(*args)``: run ``burrow ARGS`` through the console entry point ``main()`` (as a user's
+    shell does); returns (exit status, stdout, stderr)."""
+    from burrow.cli import main
+
+    def run(*args: object) -> tuple[int, str, str]:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["burrow", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

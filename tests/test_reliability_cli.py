@@ -31,17 +31,6 @@ TRAIN = ["--seq-len", "32", "--batch-size", "2", "--eval-every", "0", "--precisi
 TINY_MODEL = 'preset = "tiny"\nd_model = 32\nn_layers = 2\nn_heads = 2\nhead_dim = 16\nchunk_size = 8\n'
 
 
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``burrow ARGS`` through ``main()``: (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["burrow", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error(err: str) -> str:
@@ -148,7 +137,7 @@ def _truncate(path: Path, keep: float = 0.5) -> None:
 # 1. Ctrl-C exits 130 with a message; the same command resumes.
 
 
-def test_interrupted_memory_build_exits_130_and_resumes(world, tmp_path, monkeypatch, capsys) -> None:
+def test_interrupted_memory_build_exits_130_and_resumes(world, tmp_path, monkeypatch, burrow_cli) -> None:
     import burrow.memory.build
 
     real = burrow.memory.build.encode_sharded
@@ -158,17 +147,17 @@ def test_interrupted_memory_build_exits_130_and_resumes(world, tmp_path, monkeyp
 
     monkeypatch.setattr(burrow.memory.build, "encode_sharded", interrupted)
     args = ["memory", "build", world["small"], "-o", tmp_path / "mem", "--vocab-size", "400", "--chunk-size", M]
-    code, _, err = cli(monkeypatch, capsys, *args)
+    code, _, err = burrow_cli(*args)
     assert code == 130
     assert "interrupted; re-run the same command to resume" in err
     assert not (tmp_path / "mem" / "memory.manifest.json").exists()
     monkeypatch.setattr(burrow.memory.build, "encode_sharded", real)
-    code, out, err = cli(monkeypatch, capsys, *args)
+    code, out, err = burrow_cli(*args)
     assert code == 0, err
     assert "up to date" in stage(out, "tokenizer") and "up to date" in stage(out, "tokens")  # finished stages kept
 
 
-def test_interrupted_training_exits_130_and_resumes(world, tmp_path, monkeypatch, capsys, one_thread) -> None:
+def test_interrupted_training_exits_130_and_resumes(world, tmp_path, monkeypatch, burrow_cli, one_thread) -> None:
     import burrow.train.loop
 
     real = burrow.train.loop.train_step
@@ -183,12 +172,12 @@ def test_interrupted_training_exits_130_and_resumes(world, tmp_path, monkeypatch
     monkeypatch.setattr(burrow.train.loop, "train_step", dies_at_step_2)
     args = ["train", "--model", world["model"], "--tokens", world["mem_a"] / "tokens", "-o", tmp_path / "run",
             "--steps", "3", "--checkpoint-every", "1", *TRAIN]
-    code, _, err = cli(monkeypatch, capsys, *args)
+    code, _, err = burrow_cli(*args)
     assert code == 130
     assert "interrupted; re-run the same command to resume" in err
     assert not (tmp_path / "run" / "train.manifest.json").exists()
     monkeypatch.setattr(burrow.train.loop, "train_step", real)
-    code, out, err = cli(monkeypatch, capsys, *args)
+    code, out, err = burrow_cli(*args)
     assert code == 0, err
     assert "resumed from step 1" in out
 
@@ -196,19 +185,19 @@ def test_interrupted_training_exits_130_and_resumes(world, tmp_path, monkeypatch
 # 2. eval and generate refuse a memory built with another tokenizer than the model was trained with.
 
 
-def test_generate_refuses_a_memory_of_another_tokenizer(world, monkeypatch, capsys, one_thread) -> None:
-    code, _, err = cli(monkeypatch, capsys, "generate", world["run"], "Bread is", "--memory", world["mem_b"],
-                          "--max-tokens", "4", "--precision", "fp32")
+def test_generate_refuses_a_memory_of_another_tokenizer(world, burrow_cli, one_thread) -> None:
+    code, _, err = burrow_cli("generate", world["run"], "Bread is", "--memory", world["mem_b"],
+                              "--max-tokens", "4", "--precision", "fp32")
     assert code == 2
     assert "tokenizer" in one_error(err)
-    code, _, err = cli(monkeypatch, capsys, "generate", world["run"], "Bread is", "--memory", world["mem_a"],
-                          "--max-tokens", "4", "--precision", "fp32")
+    code, _, err = burrow_cli("generate", world["run"], "Bread is", "--memory", world["mem_a"],
+                              "--max-tokens", "4", "--precision", "fp32")
     assert code == 0, err
 
 
-def test_eval_refuses_a_memory_of_another_tokenizer(world, tmp_path, monkeypatch, capsys, one_thread) -> None:
-    code, _, err = cli(monkeypatch, capsys, "eval", world["run"], "--memory", world["mem_b"], "--data",
-                          world["valid"], "-o", tmp_path / "eval", "--precision", "fp32")
+def test_eval_refuses_a_memory_of_another_tokenizer(world, tmp_path, burrow_cli, one_thread) -> None:
+    code, _, err = burrow_cli("eval", world["run"], "--memory", world["mem_b"], "--data",
+                              world["valid"], "-o", tmp_path / "eval", "--precision", "fp32")
     assert code == 2
     assert "tokenizer" in one_error(err)
 
@@ -216,22 +205,22 @@ def test_eval_refuses_a_memory_of_another_tokenizer(world, tmp_path, monkeypatch
 # 3. A deleted (or truncated) key shard: detected when the memory is opened and redone by a re-run.
 
 
-def test_a_deleted_key_shard_is_detected_and_rebuilt(world, tmp_path, monkeypatch, capsys) -> None:
+def test_a_deleted_key_shard_is_detected_and_rebuilt(world, tmp_path, burrow_cli) -> None:
     mem = tmp_path / "mem"
     shutil.copytree(world["mem_a"], mem)
     shard = mem / "embeddings" / "shard_00001.npy"
     want = np.load(shard)
     shard.unlink()
-    code, _, err = cli(monkeypatch, capsys, "memory", "info", mem)
+    code, _, err = burrow_cli("memory", "info", mem)
     assert code == 2
     assert "shard_00001.npy" in one_error(err)
     build = ["memory", "build", world["corpus"], "-o", mem, "--vocab-size", "400", "--chunk-size", M]
     # another index first: it must re-encode the missing shard, not crash or lose the memory
-    code, out, err = cli(monkeypatch, capsys, *build, "--index", "HNSW32")
+    code, out, err = burrow_cli(*build, "--index", "HNSW32")
     assert code == 0, err
     assert np.array_equal(np.load(shard), want)
     _truncate(shard)
-    code, out, err = cli(monkeypatch, capsys, *build)
+    code, out, err = burrow_cli(*build)
     assert code == 0, err
     assert "up to date" not in stage(out, "embeddings")
     assert np.array_equal(np.load(shard), want)
@@ -241,29 +230,29 @@ def test_a_deleted_key_shard_is_detected_and_rebuilt(world, tmp_path, monkeypatc
 # 4. A truncated model.safetensors: one error line in generate and eval; resume falls back a checkpoint.
 
 
-def test_truncated_weights_are_one_error_line(world, tmp_path, monkeypatch, capsys, one_thread) -> None:
+def test_truncated_weights_are_one_error_line(world, tmp_path, burrow_cli, one_thread) -> None:
     run = _run_copy(world, tmp_path)
     _truncate(run / "final" / "model.safetensors")
-    code, _, err = cli(monkeypatch, capsys, "generate", run, "Bread is", "--memory", world["mem_a"],
-                          "--max-tokens", "4")
+    code, _, err = burrow_cli("generate", run, "Bread is", "--memory", world["mem_a"],
+                              "--max-tokens", "4")
     assert code == 2
     assert "model.safetensors" in one_error(err)
-    code, _, err = cli(monkeypatch, capsys, "eval", run, "--memory", world["mem_a"], "--data", world["valid"],
-                          "-o", tmp_path / "eval")
+    code, _, err = burrow_cli("eval", run, "--memory", world["mem_a"], "--data", world["valid"],
+                              "-o", tmp_path / "eval")
     assert code == 2
     assert "model.safetensors" in one_error(err)
 
 
-def test_corrupt_final_config_does_not_advise_retraining(world, tmp_path, monkeypatch, capsys) -> None:
+def test_corrupt_final_config_does_not_advise_retraining(world, tmp_path, burrow_cli) -> None:
     run = _run_copy(world, tmp_path)
     (run / "final" / "config.json").write_text('{"d_model": 3', encoding="utf-8")
-    code, _, err = cli(monkeypatch, capsys, "generate", run, "Bread is", "--memory", world["mem_a"])
+    code, _, err = burrow_cli("generate", run, "Bread is", "--memory", world["mem_a"])
     assert code == 2
     line = one_error(err)
     assert "config.json" in line and "--force" not in line and "checkpoint" in line
 
 
-def test_resume_falls_back_past_a_truncated_checkpoint(world, tmp_path, monkeypatch, capsys, one_thread) -> None:
+def test_resume_falls_back_past_a_truncated_checkpoint(world, tmp_path, monkeypatch, burrow_cli, one_thread) -> None:
     import burrow.train.loop
 
     real = burrow.train.loop.train_step
@@ -278,15 +267,15 @@ def test_resume_falls_back_past_a_truncated_checkpoint(world, tmp_path, monkeypa
     monkeypatch.setattr(burrow.train.loop, "train_step", dies_at_step_4)
     args = ["train", "--model", world["model"], "--tokens", world["mem_a"] / "tokens", "-o", tmp_path / "run",
             "--steps", "4", "--checkpoint-every", "1", "--keep-checkpoints", "3", *TRAIN]
-    assert cli(monkeypatch, capsys, *args)[0] == 130
+    assert burrow_cli(*args)[0] == 130
     monkeypatch.setattr(burrow.train.loop, "train_step", real)
     _truncate(tmp_path / "run" / "checkpoints" / "step_000003" / "model.safetensors")
     with open(tmp_path / "run" / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write('{"step": 4, "lo')  # a line cut short by the crash
-    code, _, err = cli(monkeypatch, capsys, "generate", tmp_path / "run", "Bread is", "--memory", world["mem_a"],
-                       "--max-tokens", "2", "--precision", "fp32")
+    code, _, err = burrow_cli("generate", tmp_path / "run", "Bread is", "--memory", world["mem_a"],
+                              "--max-tokens", "2", "--precision", "fp32")
     assert code == 0, err  # the unfinished run's newest intact checkpoint generates
-    code, out, err = cli(monkeypatch, capsys, *args)
+    code, out, err = burrow_cli(*args)
     assert code == 0, err
     assert "resumed from step 2" in out
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -297,11 +286,11 @@ def test_resume_falls_back_past_a_truncated_checkpoint(world, tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("errors", ["surrogateescape", "strict"])  # a C locale's stdin, a UTF-8 locale's
-def test_chat_survives_non_utf8_input(world, monkeypatch, capsys, one_thread, errors) -> None:
+def test_chat_survives_non_utf8_input(world, monkeypatch, burrow_cli, one_thread, errors) -> None:
     raw = b"caf\xe9 au lait \xff\xfe\nBread?\n/quit\n"
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", errors=errors))
-    code, out, err = cli(monkeypatch, capsys, "chat", world["run"], "--memory", world["mem_a"],
-                            "--max-tokens", "4", "--seed", "0", "--precision", "fp32")
+    code, out, err = burrow_cli("chat", world["run"], "--memory", world["mem_a"],
+                                "--max-tokens", "4", "--seed", "0", "--precision", "fp32")
     assert code == 0, err
     assert "Traceback" not in err
     assert out.count("Burrow:") == 2  # both messages answered
@@ -321,20 +310,20 @@ def _no_docs_corpora(root: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("name", ["empty.txt", "blank.txt", "binary.txt", "cut.jsonl.gz"])
-def test_build_with_a_given_tokenizer_on_a_corpus_without_documents(world, tmp_path, monkeypatch, capsys,
+def test_build_with_a_given_tokenizer_on_a_corpus_without_documents(world, tmp_path, burrow_cli,
                                                                    name) -> None:
     corpus = _no_docs_corpora(tmp_path / "in")[name]
     out = tmp_path / "new" / "mem"
-    code, _, err = cli(monkeypatch, capsys, "memory", "build", corpus, "-o", out, "--tokenizer",
-                          world["mem_a"] / "tokenizer.model", "--chunk-size", M)
+    code, _, err = burrow_cli("memory", "build", corpus, "-o", out, "--tokenizer",
+                              world["mem_a"] / "tokenizer.model", "--chunk-size", M)
     assert code == 2
     assert "no documents" in one_error(err)
     assert not (tmp_path / "new").exists()  # the failed command leaves no empty folders behind
 
 
-def test_binary_only_corpus_says_binary_not_too_small(tmp_path, monkeypatch, capsys) -> None:
+def test_binary_only_corpus_says_binary_not_too_small(tmp_path, burrow_cli) -> None:
     corpus = _no_docs_corpora(tmp_path / "in")["binary.txt"]
-    code, _, err = cli(monkeypatch, capsys, "memory", "build", corpus, "-o", tmp_path / "mem")
+    code, _, err = burrow_cli("memory", "build", corpus, "-o", tmp_path / "mem")
     assert code == 2
     line = one_error(err)
     assert "binary" in line and "too small" not in line
@@ -354,20 +343,20 @@ def test_a_tokenizer_smaller_than_asked_is_reported(world, tmp_path, caplog) -> 
 # 7. corpus clean: an unreadable --against, or inputs that yield nothing, are errors, not exit 0.
 
 
-def test_clean_with_an_unreadable_against_set_is_an_error(world, tmp_path, monkeypatch, capsys) -> None:
+def test_clean_with_an_unreadable_against_set_is_an_error(world, tmp_path, burrow_cli) -> None:
     bad = _no_docs_corpora(tmp_path / "in")["cut.jsonl.gz"]
     out = tmp_path / "clean.jsonl"
-    code, _, err = cli(monkeypatch, capsys, "corpus", "clean", world["corpus"], "-o", out, "--against", bad)
+    code, _, err = burrow_cli("corpus", "clean", world["corpus"], "-o", out, "--against", bad)
     assert code == 2
     assert str(bad.name) in one_error(err)
     assert not out.exists()
 
 
 @pytest.mark.parametrize("name", ["empty.txt", "binary.txt"])
-def test_clean_of_inputs_that_yield_nothing_is_an_error(tmp_path, monkeypatch, capsys, name) -> None:
+def test_clean_of_inputs_that_yield_nothing_is_an_error(tmp_path, burrow_cli, name) -> None:
     corpus = _no_docs_corpora(tmp_path / "in")[name]
     out = tmp_path / "clean.jsonl"
-    code, stdout, err = cli(monkeypatch, capsys, "corpus", "clean", corpus, "-o", out)
+    code, stdout, err = burrow_cli("corpus", "clean", corpus, "-o", out)
     assert code == 2
     assert "no documents" in one_error(err)
     assert not out.exists() and "kept 0 of 0" not in stdout
@@ -376,15 +365,15 @@ def test_clean_of_inputs_that_yield_nothing_is_an_error(tmp_path, monkeypatch, c
 # 8. A truncated .jsonl.gz mixed with good inputs: its readable lines are kept, and the build says so.
 
 
-def test_build_keeps_the_readable_lines_of_a_truncated_gzip(world, tmp_path, monkeypatch, capsys) -> None:
+def test_build_keeps_the_readable_lines_of_a_truncated_gzip(world, tmp_path, burrow_cli) -> None:
     corpus = tmp_path / "corpus"
     shutil.copytree(world["small"], corpus)
     lines = [json.dumps({"text": f"Line {i}: owls hunt at night and glaciers carve deep valleys."})
              for i in range(80)]
     packed = gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)
     (corpus / "more.jsonl.gz").write_bytes(packed[: len(packed) * 3 // 4])
-    code, out, err = cli(monkeypatch, capsys, "memory", "build", corpus, "-o", tmp_path / "mem",
-                            "--vocab-size", "400", "--chunk-size", M)
+    code, out, err = burrow_cli("memory", "build", corpus, "-o", tmp_path / "mem",
+                                "--vocab-size", "400", "--chunk-size", M)
     assert code == 0, err
     n_docs = read_json(tmp_path / "mem" / "memory.manifest.json")["n_docs"]
     assert n_docs > 6 + 40  # the six .txt documents and most of the truncated file's lines
@@ -394,7 +383,7 @@ def test_build_keeps_the_readable_lines_of_a_truncated_gzip(world, tmp_path, mon
 # 9. A full disk: one error line; nothing half-written looks complete; a re-run recovers.
 
 
-def test_disk_full_while_encoding_keys(world, tmp_path, monkeypatch, capsys) -> None:
+def test_disk_full_while_encoding_keys(world, tmp_path, monkeypatch, burrow_cli) -> None:
     real = np.save
 
     def full(file, arr, *args, **kwargs):
@@ -405,19 +394,19 @@ def test_disk_full_while_encoding_keys(world, tmp_path, monkeypatch, capsys) -> 
 
     monkeypatch.setattr(np, "save", full)
     args = ["memory", "build", world["small"], "-o", tmp_path / "mem", "--vocab-size", "400", "--chunk-size", M]
-    code, _, err = cli(monkeypatch, capsys, *args)
+    code, _, err = burrow_cli(*args)
     assert code != 0
     assert "no space left on device" in one_error(err).lower()
     assert not (tmp_path / "mem" / "embeddings.manifest.json").exists()
     assert not list((tmp_path / "mem").rglob("*.tmp"))
     assert sorted(p.name for p in (tmp_path / "mem" / "embeddings").glob("shard_*")) == ["shard_00000.npy"]
     monkeypatch.setattr(np, "save", real)
-    code, out, err = cli(monkeypatch, capsys, *args)
+    code, out, err = burrow_cli(*args)
     assert code == 0, err
     assert "up to date" in stage(out, "tokens")  # finished stages were kept
 
 
-def test_disk_full_while_writing_the_index(world, tmp_path, monkeypatch, capsys) -> None:
+def test_disk_full_while_writing_the_index(world, tmp_path, monkeypatch, burrow_cli) -> None:
     import faiss
 
     def full(index, path):
@@ -427,17 +416,17 @@ def test_disk_full_while_writing_the_index(world, tmp_path, monkeypatch, capsys)
     real = faiss.write_index
     monkeypatch.setattr(faiss, "write_index", full)
     args = ["memory", "build", world["small"], "-o", tmp_path / "mem", "--vocab-size", "400", "--chunk-size", M]
-    code, _, err = cli(monkeypatch, capsys, *args)
+    code, _, err = burrow_cli(*args)
     assert code != 0
     assert "no space left on device" in one_error(err).lower()
     assert not (tmp_path / "mem" / "index.faiss").exists() and not list((tmp_path / "mem").rglob("*.tmp"))
     assert not (tmp_path / "mem" / "memory.manifest.json").exists()
     monkeypatch.setattr(faiss, "write_index", real)
-    code, out, err = cli(monkeypatch, capsys, *args)
+    code, out, err = burrow_cli(*args)
     assert code == 0, err
 
 
-def test_disk_full_while_saving_a_checkpoint(world, tmp_path, monkeypatch, capsys, one_thread) -> None:
+def test_disk_full_while_saving_a_checkpoint(world, tmp_path, monkeypatch, burrow_cli, one_thread) -> None:
     import safetensors.torch
 
     real = safetensors.torch.save_model
@@ -455,18 +444,18 @@ def test_disk_full_while_saving_a_checkpoint(world, tmp_path, monkeypatch, capsy
     monkeypatch.setattr(safetensors.torch, "save_model", full_on_second)
     args = ["train", "--model", world["model"], "--tokens", world["mem_a"] / "tokens", "-o", tmp_path / "run",
             "--steps", "3", "--checkpoint-every", "1", *TRAIN]
-    code, _, err = cli(monkeypatch, capsys, *args)
+    code, _, err = burrow_cli(*args)
     assert code != 0
     assert "no space left on device" in one_error(err).lower()
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert checkpoints == ["step_000001"]  # the failed write left no half checkpoint behind
     monkeypatch.setattr(safetensors.torch, "save_model", real)
-    code, out, err = cli(monkeypatch, capsys, *args)
+    code, out, err = burrow_cli(*args)
     assert code == 0, err
     assert "resumed from step 1" in out
 
 
-def test_disk_full_while_saving_training_state(world, tmp_path, monkeypatch, capsys, one_thread) -> None:
+def test_disk_full_while_saving_training_state(world, tmp_path, monkeypatch, burrow_cli, one_thread) -> None:
     import shutil as shutil_module
 
     import torch
@@ -481,13 +470,13 @@ def test_disk_full_while_saving_training_state(world, tmp_path, monkeypatch, cap
     monkeypatch.setattr(shutil_module, "disk_usage", lambda path: real_usage(path)._replace(free=4096))
     args = ["train", "--model", world["model"], "--tokens", world["mem_a"] / "tokens", "-o", tmp_path / "run",
             "--steps", "2", "--checkpoint-every", "1", *TRAIN]
-    code, _, err = cli(monkeypatch, capsys, *args)
+    code, _, err = burrow_cli(*args)
     assert code == 1
     assert "no space left on device" in one_error(err).lower()
     assert not list((tmp_path / "run" / "checkpoints").iterdir())
     monkeypatch.setattr(torch, "save", real_save)
     monkeypatch.setattr(shutil_module, "disk_usage", real_usage)
-    code, out, err = cli(monkeypatch, capsys, *args)
+    code, out, err = burrow_cli(*args)
     assert code == 0, err
 
 

@@ -6,17 +6,6 @@ from pathlib import Path
 
 import pytest
 
-DOCS = {
-    "lava": "A volcano is a rupture in the crust where lava, ash and gases escape. Mount Etna in Sicily "
-            "erupts often, and its lava flows reach the villages on its slopes.",
-    "owls": "Owls hunt at night, turning their heads to hear the smallest mouse in the grass. Their soft "
-            "feathers let them fly in silence above the fields.",
-    "bread": "Bread is baked from flour, water, salt and yeast. Bakers knead the dough, let it rise, and "
-             "bake loaves in hot ovens until the crust is golden.",
-    "chess": "Chess is a board game for two players. Each player moves sixteen pieces, and the goal is to "
-             "checkmate the opposing king.",
-}
-
 
 def tiny_model_config(vocab_size: int, retro: bool, max_seq_len: int = 1024):
     """A two-layer model with 8-token chunks: fast enough for a few hundred CPU steps per test."""
@@ -35,21 +24,9 @@ def tiny_config():
 
 
 @pytest.fixture(scope="session")
-def gen_memory(tmp_path_factory: pytest.TempPathFactory, encoder):
+def gen_memory(make_memory):
     """A built memory of four short documents, 8-token chunks, 400-token vocabulary."""
-    from burrow.data.tokenizer import TokenizerConfig
-    from burrow.memory.build import MemoryConfig, build_memory
-    from burrow.memory.encode import EncoderConfig
-
-    root = tmp_path_factory.mktemp("genmem")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for name, text in DOCS.items():
-        (corpus / f"{name}.txt").write_text(f"{text}\n{text}\n{text}\n", encoding="utf-8")
-    config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=400), encoder=EncoderConfig(shard_size=64),
-                          chunk_size=8)
-    memory, _ = build_memory([str(corpus)], root / "mem", config, progress=False, encoder=encoder)
-    return memory
+    return make_memory("genmem")
 
 
 @pytest.fixture(scope="session")

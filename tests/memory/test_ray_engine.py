@@ -33,16 +33,6 @@ def local_ray():
     ray.shutdown()
 
 
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["burrow", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -89,24 +79,24 @@ def test_ray_build_matches_local(built) -> None:
 
 
 @pytest.mark.slow
-def test_ray_build_resumes_shard_by_shard(built, monkeypatch, capsys) -> None:
+def test_ray_build_resumes_shard_by_shard(built, burrow_cli) -> None:
     corpus, _, out = built
     kb = load_shards(key_shard_paths(out))
     # Killed mid-encode: one shard and the stage manifest gone; a re-run re-encodes that shard only.
     kept = {p: p.stat().st_mtime_ns for p in key_shard_paths(out) if not p.name.endswith("2.npy")}
     (out / "embeddings" / "shard_00002.npy").unlink()
     (out / "embeddings.manifest.json").unlink()
-    code, stdout, err = cli(monkeypatch, capsys, "memory", "build", corpus, "-o", out, "--engine", "ray", *ARGS)
+    code, stdout, err = burrow_cli("memory", "build", corpus, "-o", out, "--engine", "ray", *ARGS)
     assert code == 0, err
     assert (out / "embeddings" / "shard_00002.npy").exists()
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
     assert np.allclose(load_shards(key_shard_paths(out)), kb, atol=1e-6)
 
 
-def test_unreachable_address_is_one_error_line(tmp_path: Path, make_corpus, monkeypatch, capsys) -> None:
+def test_unreachable_address_is_one_error_line(tmp_path: Path, make_corpus, burrow_cli) -> None:
     corpus = make_corpus(tmp_path / "corpus", repeats=1)
-    code, _, err = cli(monkeypatch, capsys, "memory", "build", corpus, "-o", tmp_path / "m", "--engine", "ray",
-                       "--address", "127.0.0.1:9", *ARGS)
+    code, _, err = burrow_cli("memory", "build", corpus, "-o", tmp_path / "m", "--engine", "ray",
+                              "--address", "127.0.0.1:9", *ARGS)
     assert code != 0 and err.startswith("error: cannot reach a Ray cluster at '127.0.0.1:9'")
     assert "Traceback" not in err and not (tmp_path / "m").exists()
 

@@ -60,21 +60,9 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def risk_memory(tmp_path_factory: pytest.TempPathFactory, encoder):
+def risk_memory(make_memory):
     """A built memory of the four documents (8-token chunks, 400-token vocabulary)."""
-    from burrow.data.tokenizer import TokenizerConfig
-    from burrow.memory.build import MemoryConfig, build_memory
-    from burrow.memory.encode import EncoderConfig
-
-    root = tmp_path_factory.mktemp("riskmem")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for name, text in MEMORY_DOCS.items():
-        (corpus / f"{name}.txt").write_text(f"{text}\n{text}\n{text}\n", encoding="utf-8")
-    config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=400), encoder=EncoderConfig(shard_size=64),
-                          chunk_size=8)
-    memory, _ = build_memory([str(corpus)], root / "mem", config, progress=False, encoder=encoder)
-    return memory
+    return make_memory("riskmem", MEMORY_DOCS)
 
 
 def _tiny(vocab: int, retro: bool):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,22 +11,13 @@ from burrow.risks import RisksConfig, run_risks
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """Run ``burrow ARGS`` through the console entry point ``main()``: (exit status, stdout + stderr)."""
-    from burrow.cli import main
-
+def cli(monkeypatch: pytest.MonkeyPatch, burrow_cli):
+    """``burrow ARGS`` through the console entry point, the footprint measured: (exit status, stdout + stderr)."""
     monkeypatch.setenv("BURROW_CO2_COUNTRY", "FRA")
     monkeypatch.setenv("BURROW_FOOTPRINT", "1")
 
     def run(args: list[str]) -> tuple[int, str]:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["burrow", *map(str, args)])
-        code = 0
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        out, err = capsys.readouterr()
+        code, out, err = burrow_cli(*args)
         return code, out + err
 
     return run

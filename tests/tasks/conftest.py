@@ -9,24 +9,13 @@ from pathlib import Path
 
 import pytest
 
-DOCS = {
-    "lava": "A volcano is a rupture in the crust where lava, ash and gases escape. Mount Etna in Sicily "
-            "erupts often, and its lava flows reach the villages on its slopes.",
-    "owls": "Owls hunt at night, turning their heads to hear the smallest mouse in the grass. Their soft "
-            "feathers let them fly in silence above the fields.",
-    "bread": "Bread is baked from flour, water, salt and yeast. Bakers knead the dough, let it rise, and "
-             "bake loaves in hot ovens until the crust is golden.",
-    "chess": "Chess is a board game for two players. Each player moves sixteen pieces, and the goal is to "
-             "checkmate the opposing king.",
-}
-
 
 def _jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-def write_data(root: Path) -> Path:
+def write_data(root: Path, docs: dict[str, str]) -> Path:
     """Three rows per task, in each file's real format (SOURCE.md of shared/data)."""
     mc = [{"query": "Question: Where does lava come from?", "choices": ["a volcano", "an owl", "bread", "chess"],
            "gold": 0},
@@ -59,7 +48,7 @@ def write_data(root: Path) -> Path:
     _jsonl(root / "triviaqa-subset/triviaqa_sm_sub_3000.jsonl", qa)
     (root / "wikitext-2").mkdir(parents=True, exist_ok=True)
     with gzip.open(root / "wikitext-2/wiki.test.raw.gz", "wt", encoding="utf-8") as f:
-        for name, text in DOCS.items():
+        for name, text in docs.items():
             f.write(f" = {name.title()} = \n {text} \n")
     for split, n in (("dev", 5), ("test", 2)):
         (root / "mmlu" / split).mkdir(parents=True, exist_ok=True)
@@ -75,27 +64,15 @@ def write_data(root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def task_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def task_data(tmp_path_factory: pytest.TempPathFactory, short_docs) -> Path:
     """The tiny data folder."""
-    return write_data(tmp_path_factory.mktemp("taskdata"))
+    return write_data(tmp_path_factory.mktemp("taskdata"), short_docs)
 
 
 @pytest.fixture(scope="session")
-def task_memory(tmp_path_factory: pytest.TempPathFactory, encoder):
+def task_memory(make_memory):
     """A built memory of four short documents, 8-token chunks, 400-token vocabulary."""
-    from burrow.data.tokenizer import TokenizerConfig
-    from burrow.memory.build import MemoryConfig, build_memory
-    from burrow.memory.encode import EncoderConfig
-
-    root = tmp_path_factory.mktemp("taskmem")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for name, text in DOCS.items():
-        (corpus / f"{name}.txt").write_text(f"{text}\n{text}\n{text}\n", encoding="utf-8")
-    config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=400), encoder=EncoderConfig(shard_size=64),
-                          chunk_size=8)
-    memory, _ = build_memory([str(corpus)], root / "mem", config, progress=False, encoder=encoder)
-    return memory
+    return make_memory("taskmem")
 
 
 def _run(root: Path, name: str, retro: bool, memory, seed: int, tokenizer: str | None = None) -> Path:
