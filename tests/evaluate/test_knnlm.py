@@ -120,3 +120,23 @@ def test_datastore_entries_are_each_windows_hidden_states_in_document_order(setu
     np.testing.assert_allclose(np.asarray(store.keys, dtype=np.float32), np.concatenate(keys), atol=2e-2, rtol=1e-2)
     np.testing.assert_array_equal(store.values, np.concatenate(values))
     np.testing.assert_array_equal(store.docs, np.concatenate(docs))
+
+
+def test_ivf_lists_hold_the_fp16_keys_exactly(setup) -> None:
+    """Above ``flat_below`` the index is an IVF whose lists keep the stored fp16 keys unchanged: probing
+    every list finds what the exact index finds, and each key is at distance exactly 0 from itself (a
+    residual or 8-bit code would not be)."""
+    import faiss
+
+    memory, model = setup
+    flat = build_datastore(model, memory, N, KnnLMConfig(progress=False), force=True)
+    q = np.ascontiguousarray(flat.keys[::7], dtype=np.float32)  # (q, d) some keys, as the queries
+    d_flat, i_flat = flat.index.search(q, 4)
+    ivf = build_datastore(model, memory, N, KnnLMConfig(progress=False, flat_below=0, nlist=4, nprobe=4,
+                                                        train_sample=len(flat)), force=True)
+    assert isinstance(ivf.index, faiss.IndexIVFScalarQuantizer) and ivf.index.code_size == 2 * q.shape[1]
+    d_ivf, i_ivf = ivf.index.search(q, 4)
+    assert (d_ivf[:, 0] == 0).all()
+    np.testing.assert_allclose(d_ivf, d_flat, atol=1e-5)
+    same = (i_ivf == i_flat) | np.isclose(d_ivf, d_flat, atol=1e-5)  # equal keys may come in either order
+    assert same.all()

@@ -33,3 +33,28 @@ def test_reranked_ivfpq_recall_on_clustered_keys(tmp_path: Path) -> None:
     _, ids = search(index, q, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact, strict=True)])
     assert index.ntotal == len(x) and recall > 0.9
+
+
+def test_one_query_searches_on_one_thread_and_restores_the_count() -> None:
+    """A single query (a generation step) runs FAISS on one thread; the thread count is restored after it."""
+    import faiss
+
+    from burrow.memory import index as index_mod
+
+    x = np.random.default_rng(0).standard_normal((500, 16)).astype(np.float32)
+    flat = faiss.IndexFlatL2(16)
+    flat.add(x)
+    seen = []
+
+    class Spy:
+        ntotal = flat.ntotal
+
+        def search(self, q, k):
+            seen.append((len(q), faiss.omp_get_max_threads()))
+            return flat.search(q, k)
+
+    faiss.omp_set_num_threads(2)
+    d1, i1 = index_mod.search(Spy(), x[:1], 3)
+    index_mod.search(Spy(), x[:4], 3)
+    assert seen == [(1, 1), (4, 2)] and faiss.omp_get_max_threads() == 2
+    assert i1[0, 0] == 0 and d1[0, 0] == 0

@@ -86,6 +86,7 @@ class Memory:
             raise BurrowError(f"{self.dir} is not a memory directory (build one with `burrow memory build`)")
         self.manifest = require_manifest(self.dir, "memory")
         self._encoder = encoder
+        self._checked_encoder: FrozenEncoder | None = None
         self._check_keys()
 
     def _check_keys(self) -> None:
@@ -152,11 +153,13 @@ class Memory:
         if self._encoder is None:
             cfg = EncoderConfig(**self.manifest["encoder_config"])
             self._encoder = FrozenEncoder(cfg)
-        if self._encoder.fingerprint() != self.manifest["encoder"]:
-            raise BurrowError(
-                f"encoder {self._encoder.config.model!r} is not the one this memory's keys were made with "
-                f"({self.manifest['encoder_config']['model']!r})"
-            )
+        if self._checked_encoder is not self._encoder:  # once per encoder: the fingerprint reads 4 MB of weights
+            if self._encoder.fingerprint() != self.manifest["encoder"]:
+                raise BurrowError(
+                    f"encoder {self._encoder.config.model!r} is not the one this memory's keys were made with "
+                    f"({self.manifest['encoder_config']['model']!r})"
+                )
+            self._checked_encoder = self._encoder
         return self._encoder
 
     def __len__(self) -> int:
