@@ -43,7 +43,7 @@ from burrow.memory.neighbours import search_excluding
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: IVF lists of fp16 keys (1: IVF-Flat); a version-1 datastore is rebuilt
 
 
 @dataclass
