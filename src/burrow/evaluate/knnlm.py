@@ -43,7 +43,8 @@ from burrow.memory.neighbours import search_excluding
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: IVF lists of fp16 keys (1: IVF-Flat); a version-1 datastore is rebuilt
+FORMAT_VERSION = 1
+INDEX_KIND = "ivf-fp16"  # what the IVF lists hold; part of the inputs, so an IVF-Flat datastore (before it) is rebuilt
 
 
 @dataclass
@@ -148,7 +149,7 @@ def build_datastore(model: Any, memory: Any, seq_len: int, config: KnnLMConfig |
     fp = model_fingerprint(model)
     out = Path(memory.dir) / "knnlm" / fp
     inputs = config_hash({"model": fp, "memory": memory.manifest, "seq_len": seq_len, "format": FORMAT_VERSION,
-                          "index": [config.flat_below, config.nlist, config.train_sample]})
+                          "index": [config.flat_below, config.nlist, config.train_sample, INDEX_KIND]})
     man = read_manifest(out, "knnlm")
     if man is not None and man.get("inputs") == inputs and not force:
         log.info("reusing the kNN-LM datastore in %s (%d entries)", out, man["n_entries"])
