@@ -2,6 +2,11 @@
 
     python bench/train_step.py [--preset retro-cpu-base] [--peer-path /tmp/retro-peer] [--compile]
 
+On a GPU (issue 14's check: RETRO-172M at n 2048, FLOP/s against the bf16 matmul peak measured in the
+same run, and whether every attention call gets a fused kernel):
+
+    python bench/train_step.py --device cuda --preset retro-172m --seq 2048 --batch 8 --vocab 32000 --compile
+
 Measures, in one process on one machine: tokens/s of forward + backward + AdamW for burrow's
 baseline and RETRO (sequence 512, batch 4, k = 2 by default) through the training loop's own loss
 (``burrow.model.loss.loss_sum``) and optimizer (``burrow.train.optim``), the FLOP/s they achieve
@@ -186,6 +191,9 @@ def main() -> None:
             key = f"{name}_compiled" if compiled else name
             steps[key], info[key] = ours(cfg, args, device, dtype, compiled)
             print(f"{key}: first step {info[key]['first_step_s']:.1f}s", flush=True)
+            if not compiled:
+                info[key]["fused_attention"] = fused_attention(steps[key])
+                print(f"{key}: every attention call has a fused kernel: {info[key]['fused_attention']}", flush=True)
     if args.peer_path:
         fast_bf16 = device.type == "cuda" or cpu_has_bf16()
         for bf16 in ([False, True] if fast_bf16 else [False]):
@@ -198,6 +206,21 @@ def main() -> None:
     report(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+
+
+def fused_attention(step: Step) -> str:
+    """Run one step with SDPA's unfused math backend forbidden: "yes" when every attention call (causal
+    self-attention, the encoder's masked self-attention, CCA and the encoder's cross-attention) found a
+    fused kernel (flash, memory-efficient or cuDNN on CUDA; the flash kernel on CPU), else the error."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fused = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]
+    try:
+        with sdpa_kernel(fused):
+            step()
+    except RuntimeError as e:
+        return "no: " + str(e).splitlines()[0][:200]
+    return "yes"
 
 
 def summarize(times: dict[str, list[float]], info: dict[str, dict], args) -> dict:
