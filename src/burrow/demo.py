@@ -194,7 +194,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                           [str(data / split)], cfg.eval, cache_dir=cfg.out / f"eval-{cfg.eval_split}",
                           methods=methods)
         paths = write_report(result, cfg.out / f"report-{cfg.eval_split}")
-    summary = _summary(cfg, result, clean_report, memory, paths, time.perf_counter() - t0)
+    summary = _summary(cfg, result, clean_report, memory, paths)
     if cfg.readable:
         with timed(stages, "readable"):
             summary["readable"] = _readable(memory)
@@ -215,14 +215,14 @@ def _readable(memory: Memory) -> str:
 
 
 def _summary(cfg: DemoConfig, result: EvalResult, clean_report: dict[str, Any], memory: Memory,
-             paths: dict[str, Path], seconds: float) -> dict[str, Any]:
+             paths: dict[str, Path]) -> dict[str, Any]:
     rows = {}
     for name, label in (("baseline", "baseline"), ("retro [OFF]", "RETRO[OFF]"), ("retro [ON]", "RETRO[ON]")):
         rows[label] = {"bpb": result.bpb(name, 1.0), "bpb_alpha_0.125": result.bpb(name, 0.125)}
     gains = {a: result.gain("retro [ON]", "baseline", alpha=a) for a in (1.0, 0.125)}
     removed = {r: v["documents"] for r, v in clean_report.get("removed", {}).items()}
     return {
-        "split": cfg.eval_split, "quick": cfg.quick, "seconds": seconds,
+        "split": cfg.eval_split, "quick": cfg.quick,
         "models": {"baseline": cfg.baseline, "retro": cfg.retro, "steps": cfg.train.steps,
                    "batch_size": cfg.train.batch_size, "seq_len": cfg.train.seq_len},
         "memory": {k: memory.manifest[k] for k in ("n_docs", "n_tokens", "n_chunks", "index")},
