@@ -115,3 +115,31 @@ def test_gradients_reach_encoder_and_cca() -> None:
     model(tokens, neighbours=nb).sum().backward()
     assert model.encoder is not None
     assert all(p.grad is not None for p in model.encoder.parameters())
+
+
+def test_dropout_acts_in_training_only() -> None:
+    """Dropout is skipped where it is the identity (eval, p = 0), never where it is not."""
+    cfg = dataclasses.replace(_cfg(), dropout=0.3)
+    model = build_model(cfg)
+    tokens, nb = _inputs(12)
+    with torch.no_grad():
+        model.train()
+        assert not torch.equal(model(tokens, neighbours=nb), model(tokens, neighbours=nb))
+        model.eval()
+        torch.testing.assert_close(model(tokens, neighbours=nb), model(tokens, neighbours=nb), rtol=0, atol=0)
+
+
+def test_rotary_swap_is_the_half_split_rotation() -> None:
+    """apply_rope is [x1 cos - x2 sin, x2 cos + x1 sin] on the two halves of the head width, also on a
+    non-contiguous view (the fused QKV's slice) and in bf16."""
+    from burrow.model.layers import apply_rope, rope_tables
+
+    qkv = torch.randn(2, 5, 3, 4, 8).permute(2, 0, 3, 1, 4)  # (3, b, h, n, e)
+    x = qkv[:2]
+    rope = rope_tables(torch.arange(5), 8, 10000.0)
+    cos, sin = rope[0][:, :4], -rope[1][:, :4]  # (n, e/2): the plain cos and sin
+    x1, x2 = x[..., :4], x[..., 4:]
+    want = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    torch.testing.assert_close(apply_rope(x, rope), want)
+    xb = x.to(torch.bfloat16)
+    assert apply_rope(xb, rope).dtype == torch.bfloat16

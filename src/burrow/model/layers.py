@@ -27,7 +27,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
+        w = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)  # a no-op .to costs 4 µs
+        return F.rms_norm(x, (x.shape[-1],), w, self.eps)
 
 
 def rope_tables(positions: Tensor, head_dim: int, base: float) -> Rope:
@@ -44,9 +45,17 @@ def rope_tables(positions: Tensor, head_dim: int, base: float) -> Rope:
 def apply_rope(x: Tensor, rope: Rope) -> Tensor:
     """Rotate ``x`` (..., n, e) by its positions' angles (half-split layout):
     [x1 cos - x2 sin, x2 cos + x1 sin] for the halves x1, x2 of the head width."""
-    cos, sin = (t.to(x.dtype) for t in rope)
-    x1, x2 = x.chunk(2, dim=-1)  # (..., n, e/2) each
-    return x * cos + torch.cat((x2, x1), dim=-1) * sin
+    cos, sin = rope
+    if cos.dtype != x.dtype:
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    swapped = x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)  # (..., n, e): [x2, x1] in one copy
+    return x * cos + swapped * sin
+
+
+def dropout(drop: nn.Dropout, x: Tensor) -> Tensor:
+    """``drop(x)``, skipped where it is the identity (evaluation, or p = 0): a decoding step calls it
+    three times per block, each a module call worth ~7 µs of a 2 ms step on small models."""
+    return drop(x) if drop.training and drop.p > 0 else x
 
 
 def _split_heads(x: Tensor, n_heads: int) -> Tensor:
@@ -94,7 +103,7 @@ class SelfAttention(nn.Module):
                     keys = torch.arange(start + n, device=x.device)
                     mask = keys[None, :] <= (start + torch.arange(n, device=x.device))[:, None]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (b, h, n, e)
-        return self.drop(self.out(_merge_heads(y)))
+        return dropout(self.drop, self.out(_merge_heads(y)))
 
 
 class CrossAttention(nn.Module):
@@ -139,7 +148,7 @@ class CrossAttention(nn.Module):
 
     def project(self, y: Tensor) -> Tensor:
         """Output projection of :meth:`attend`'s result: (..., h*e) -> (..., d_q)."""
-        return self.drop(self.out(y))
+        return dropout(self.drop, self.out(y))
 
 
 class FeedForward(nn.Module):
@@ -152,4 +161,4 @@ class FeedForward(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.down(F.gelu(self.up(x), approximate="tanh")))
+        return dropout(self.drop, self.down(F.gelu(self.up(x), approximate="tanh")))
