@@ -109,21 +109,25 @@ class _TorchLM:
             lp = torch.empty(len(logits), dtype=torch.float32, device=self.device)
             picked = targets[scored]  # (P,)
             for a in range(0, len(logits), 1024):  # rows of the softmax at a time (big v)
-                rows = logits[a : a + 1024].float()
-                lp[a : a + 1024] = rows.gather(-1, picked[a : a + 1024, None])[:, 0] - torch.logsumexp(rows, -1)
+                lp[a : a + 1024] = _log_probs(logits[a : a + 1024], picked[a : a + 1024])
             out[scored] = lp
             return out.cpu()
         with autocast(self.device, dtype):
             logits = self._logits(inputs)  # (b, n, v)
         out = torch.empty(targets.shape, dtype=torch.float32, device=self.device)
         for i in range(len(logits)):
-            row = logits[i].float()  # (n, v)
-            out[i] = row.gather(-1, targets[i, :, None])[:, 0] - torch.logsumexp(row, -1)
+            out[i] = _log_probs(logits[i], targets[i])
         return out.cpu()
 
     def _scored_logits(self, inputs: Tensor, scored: Tensor) -> Tensor:
         """Logits (P, v) of the ``scored`` positions of ``inputs`` (b, n), in row-major order."""
         return self._logits(inputs)[scored]
+
+
+def _log_probs(logits: Tensor, targets: Tensor) -> Tensor:
+    """(r,) fp32 log-softmax of ``logits`` (r, v) at ``targets`` (r,)."""
+    rows = logits.float()
+    return rows.gather(-1, targets[:, None])[:, 0] - torch.logsumexp(rows, -1)
 
 
 class BurrowLM(_TorchLM):

@@ -33,8 +33,6 @@ def local_ray():
     ray.shutdown()
 
 
-
-
 @pytest.fixture(scope="module")
 def built(local_ray, tmp_path_factory, make_corpus, encoder):
     """The same corpus built by both engines: (corpus, local memory, Ray memory dir)."""

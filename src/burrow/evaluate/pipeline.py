@@ -211,15 +211,12 @@ class _Scorer:
         self.device = pick_device(config.device)
         self.dtype = autocast_dtype(self.device, config.precision)
         self.values = values_of(memory) if memory is not None else None
-        self.timings: dict[str, float] = {}  # score name -> seconds
+        self.timings: dict[str, float] = {}  # score name -> wall seconds (summed over calls of one name)
 
     def __call__(self, name: str, model: RetrievalLM, mode: str, ids: np.ndarray | None = None,
                  k: int | None = None) -> ModelScore:
-        t0 = time.perf_counter()
-        try:
+        with timed(self.timings, name):
             return self._score(name, model, mode, ids, k)
-        finally:
-            self.timings[name] = time.perf_counter() - t0
 
     def _score(self, name: str, model: RetrievalLM, mode: str, ids: np.ndarray | None, k: int | None) -> ModelScore:
         k = k or self.config.k
