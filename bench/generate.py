@@ -17,6 +17,11 @@ untrained ``retro-cpu-small`` — it says so; speed does not depend on the weigh
    for untrained models of each size: a memory search and the encoder's pass cost the same per chunk
    whatever the decoder, so the ratio rises with the model's size.
 
+   ``--precast [--precision bf16]`` measures what pre-cast weights buy decoding under autocast: the
+   generator decodes from a copy whose linear weights are stored in the autocast dtype (the same
+   logits); the control is the same generator reading the fp32 model, whose weights autocast casts on
+   every call. Tokens/s with retrieval on and off, interleaved, best of 3 rounds.
+
 3. With ``--lm smollm2 [--memory DIR]``: a pretrained LM reading the memory in context
    (burrow.generate.incontext) instead — tokens/s with and without retrieval (target ≥ 10 tokens/s
    on CPU), and a factuality proxy: on ``--prompts`` (≥ 20) held-out Wikipedia leads
@@ -94,13 +99,13 @@ def tokens_per_second(gen: Generator, retrieval: bool, tokens: int, repeats: int
 
 
 def bench_generation(model_dir: Path | Any, memory_dir: Path, tokens: int, repeats: int, device: str,
-                     label: str = "") -> dict[str, Any]:
+                     label: str = "", precision: str = "auto") -> dict[str, Any]:
     """Tokens/s with retrieval on and off, interleaved so both see the same machine load (best of 3 rounds).
 
     ``model_dir`` is a model/run directory or a model object.
     """
     model = load_generation_model(model_dir) if isinstance(model_dir, Path) else model_dir
-    gen = Generator(model, Memory(memory_dir), device=device)
+    gen = Generator(model, Memory(memory_dir), device=device, precision=precision)
     p0 = int(gen.config.chunk_size) + len(gen.tokenizer.encode(PROMPT))  # document start + prompt
     tokens = min(tokens, int(gen.config.max_seq_len) - p0)  # what fits after the prompt
     gen.generate(PROMPT, GenerationConfig(max_new_tokens=gen.config.chunk_size * 2))  # warm-up (encoder load)
@@ -120,7 +125,8 @@ def bench_generation(model_dir: Path | Any, memory_dir: Path, tokens: int, repea
     return out
 
 
-def bench_sizes(presets: list[str], memory_dir: Path, tokens: int, repeats: int, device: str) -> list[dict[str, Any]]:
+def bench_sizes(presets: list[str], memory_dir: Path, tokens: int, repeats: int, device: str,
+                precision: str = "auto") -> list[dict[str, Any]]:
     """The ON/OFF ratio of untrained RETRO presets of growing size on one memory: the search and the
     encoder cost the same per chunk whatever the decoder, so the ratio depends on the model's size."""
     memory = Memory(memory_dir)
@@ -128,7 +134,35 @@ def bench_sizes(presets: list[str], memory_dir: Path, tokens: int, repeats: int,
     for name in presets:
         torch.manual_seed(0)
         model = build_model(get_preset(name, vocab_size=memory.tokenizer.vocab_size, zero_init_cca_out=False))
-        out.append(bench_generation(model, memory_dir, tokens, repeats, device, label=name))
+        out.append(bench_generation(model, memory_dir, tokens, repeats, device, label=name, precision=precision))
+    return out
+
+
+def bench_precast(model_dir: Path, memory_dir: Path, tokens: int, repeats: int, device: str,
+                  precision: str) -> dict[str, Any]:
+    """Tokens/s decoding from pre-cast linear weights (what Generator does under autocast) against the
+    fp32 model whose weights autocast casts on every call, retrieval on and off, interleaved."""
+    model = load_generation_model(model_dir)
+    gen = Generator(model, Memory(memory_dir), device=device, precision=precision)
+    if gen.dtype is None:
+        raise SystemExit(f"--precast needs autocast: --precision bf16 or fp16 ({precision!r} on {gen.device} is fp32)")
+    arms = {"per-call cast": model, "pre-cast": gen.model}
+    p0 = int(gen.config.chunk_size) + len(gen.tokenizer.encode(PROMPT))
+    tokens = min(tokens, int(gen.config.max_seq_len) - p0)
+    best: dict[str, float] = {}
+    for _ in range(3):
+        for arm, weights in arms.items():
+            gen.model = weights
+            for retrieval in (True, False):
+                key = f"{arm}, retrieval {'ON' if retrieval else 'OFF'}"
+                best[key] = max(best.get(key, 0.0), tokens_per_second(gen, retrieval, tokens, repeats)[0])
+    out: dict[str, Any] = {"device": str(gen.device), "dtype": str(gen.dtype), "tokens": tokens, "tokens_per_s": best}
+    for mode in ("ON", "OFF"):
+        out[f"speedup_{mode}"] = best[f"pre-cast, retrieval {mode}"] / best[f"per-call cast, retrieval {mode}"]
+    for key, rate in best.items():
+        print(f"  {key}: {rate:.1f} tokens/s", flush=True)
+    print(f"  pre-cast / per-call cast ({out['dtype']} on {out['device']}): retrieval ON "
+          f"{out['speedup_ON']:.2f}x, OFF {out['speedup_OFF']:.2f}x", flush=True)
     return out
 
 
@@ -305,6 +339,9 @@ def main() -> None:
     ap.add_argument("--sizes", help="Comma-separated RETRO presets (untrained, on --memory or the small memory): "
                     "the ON/OFF ratio per model size; no server test.")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", help="auto | bf16 | fp16 | fp32 (the generator's autocast).")
+    ap.add_argument("--precast", action="store_true",
+                    help="Pre-cast weights against autocast's per-call casts (needs --run/--memory; no server test).")
     ap.add_argument("--threads", type=int, help="torch CPU threads of the speed test (default: torch's choice).")
     ap.add_argument("--json", type=Path, help="Also write the results here.")
     ap.add_argument("--lm", help="Bench a pretrained LM reading the memory in context instead (e.g. smollm2).")
@@ -327,15 +364,22 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             memory_dir = args.memory or _wiki_memory(Path(tmp), args.articles).dir
             results = {"sizes": bench_sizes(args.sizes.split(","), memory_dir, args.tokens, args.repeats,
-                                            args.device)}
+                                            args.device, args.precision)}
         if args.json:
             args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
         return
-    if (args.run is None) != (args.memory is None):
-        ap.error("give both --run and --memory, or neither")
+    if (args.run is None) != (args.memory is None) or (args.precast and args.run is None):
+        ap.error("give both --run and --memory, or neither (--precast needs them)")
+    if args.precast:
+        results = {"precast": bench_precast(args.run, args.memory, args.tokens, args.repeats, args.device,
+                                            args.precision)}
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, memory_dir = (args.run, args.memory) if args.run else small_setup(Path(tmp), args.articles)
-        results = {"generation": bench_generation(model_dir, memory_dir, args.tokens, args.repeats, args.device)}
+        results = {"generation": bench_generation(model_dir, memory_dir, args.tokens, args.repeats, args.device,
+                                                  precision=args.precision)}
         port = free_port()
         server = start_server(model_dir, memory_dir, port, args.device)
         try:

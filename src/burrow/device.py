@@ -6,11 +6,13 @@ Autocast and device choice live here only, so training, evaluation, encoding and
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 from collections.abc import Iterator
 
 import torch
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +70,27 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
         return
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+def autocast_weights(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+    """A copy of ``model`` whose ``nn.Linear`` weights and biases are stored in ``dtype``, for
+    inference under :func:`autocast` to ``dtype``; ``dtype`` None returns ``model`` itself.
+
+    Autocast casts a linear layer's fp32 weight to ``dtype`` on every call, so one decoding step reads
+    every weight in fp32, writes it in ``dtype`` and reads it again; decoding a token is bound by those
+    bytes. Cast once, a step reads half the bytes and computes the same values: autocast would round
+    each weight the same way, and everything it keeps in fp32 (embeddings, norms, the residual stream)
+    stays fp32. ``model`` is left as it was (a caller may go on training it); a weight it shares with
+    another module (an output layer tied to the embedding) is cast in the copy's linear layer only.
+    """
+    if dtype is None:
+        return model
+    twin = copy.deepcopy(model)
+    for module in twin.modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        for name in ("weight", "bias"):
+            param = getattr(module, name)
+            if param is not None and param.is_floating_point() and param.dtype != dtype:
+                setattr(module, name, nn.Parameter(param.detach().to(dtype), requires_grad=False))
+    return twin
