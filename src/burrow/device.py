@@ -10,11 +10,14 @@ import copy
 import functools
 import logging
 from collections.abc import Iterator
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M")
 
 #: Device when nobody says: CUDA when present, else the CPU (every config and command defaults to it).
 DEFAULT_DEVICE = "auto"
@@ -72,7 +75,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
         yield
 
 
-def autocast_weights(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+def autocast_weights(model: M, dtype: torch.dtype | None) -> M:
     """A copy of ``model`` whose ``nn.Linear`` weights and biases are stored in ``dtype``, for
     inference under :func:`autocast` to ``dtype``; ``dtype`` None returns ``model`` itself.
 
@@ -86,6 +89,7 @@ def autocast_weights(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
     if dtype is None:
         return model
     twin = copy.deepcopy(model)
+    assert isinstance(twin, nn.Module)
     for module in twin.modules():
         if not isinstance(module, nn.Linear):
             continue
