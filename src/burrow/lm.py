@@ -10,6 +10,7 @@ step with a KV cache (``step``, used by :mod:`burrow.generate.incontext`).
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 
 from burrow.data.layout import start_token
 from burrow.data.tokenizer import Tokenizer
-from burrow.device import autocast
+from burrow.device import autocast, autocast_weights
 from burrow.errors import BurrowError
 
 
@@ -72,6 +73,15 @@ class _TorchLM:
         self.module.to(device)
         self.device = device
         return self
+
+    def autocast_weights(self, dtype: torch.dtype | None) -> _TorchLM:
+        """This LM decoding from linear weights stored in ``dtype`` (:func:`burrow.device.autocast_weights`):
+        a copy sharing the tokenizer; itself when ``dtype`` is None."""
+        if dtype is None:
+            return self
+        twin = copy.copy(self)
+        twin.module = autocast_weights(self.module, dtype)
+        return twin
 
     def _logits(self, inputs: Tensor) -> Tensor:
         raise NotImplementedError

@@ -68,6 +68,22 @@ def test_cache_matches_recompute(reader) -> None:
         assert a.tokens == b.tokens
 
 
+def test_bf16_decoding_reads_precast_weights(tiny_lm_dir, bm25_memory) -> None:
+    """Under autocast the reader decodes from a pre-cast copy of the LM: the same tokens as autocast's
+    per-call casts of the fp32 weights, and the LM it was given stays fp32."""
+    import torch
+
+    lm = load_lm(str(tiny_lm_dir))
+    reader = InContextGenerator(lm, bm25_memory, stride=8, query_tokens=8, max_context=1024, passage_tokens=160,
+                                device="cpu", precision="bf16")
+    assert reader.lm is not lm and reader.lm.module.lm_head.weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in lm.module.parameters())
+    cfg = GenerationConfig(max_new_tokens=20, greedy=True)
+    precast = reader.generate("Owls hunt at night", cfg)
+    reader.lm = lm  # autocast casting the fp32 weights on every call
+    assert reader.generate("Owls hunt at night", cfg).tokens == precast.tokens
+
+
 def test_refresh_queries_the_last_tokens(reader, monkeypatch) -> None:
     queries: list[str] = []
     search = reader.memory.search
