@@ -58,3 +58,29 @@ def test_one_query_searches_on_one_thread_and_restores_the_count() -> None:
     index_mod.search(Spy(), x[:4], 3)
     assert seen == [(1, 1), (4, 2)] and faiss.omp_get_max_threads() == 2
     assert i1[0, 0] == 0 and d1[0, 0] == 0
+
+
+def test_ivf_queries_are_searched_grouped_by_list_with_the_same_results() -> None:
+    """search_excluding groups an IVF's queries by their nearest list (cache reuse) and returns every
+    row in the caller's order, identical to searching them as given; same-document exclusion follows."""
+    import faiss
+
+    from burrow.memory.index import list_order
+    from burrow.memory.neighbours import search_excluding
+
+    rng = np.random.default_rng(0)
+    keys = rng.normal(size=(4000, 16)).astype(np.float32)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(16), 16, 32)
+    index.train(keys)
+    index.add(keys)
+    index.nprobe = 4
+    queries = keys[rng.permutation(4000)[:3000]] + rng.normal(scale=0.1, size=(3000, 16)).astype(np.float32)
+    query_docs = rng.integers(0, 50, size=3000)
+    chunk_docs = rng.integers(0, 50, size=4000)
+    order = list_order(index, queries)
+    assert order is not None and not np.array_equal(order, np.arange(3000))
+    assert list_order(faiss.IndexFlatL2(16), queries) is None
+    grouped = search_excluding(index, queries, 5, query_docs, chunk_docs, batch=256)  # sorted, 12 blocks
+    as_given = search_excluding(index, queries, 5, query_docs, chunk_docs, batch=4096)  # one block, no sort
+    assert np.array_equal(grouped[1], as_given[1]) and np.array_equal(grouped[0], as_given[0])
+    assert (chunk_docs[grouped[1]] != query_docs[:, None]).all()

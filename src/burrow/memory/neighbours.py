@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from burrow.memory.index import search
+from burrow.memory.index import list_order, search
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,10 @@ def search_excluding(
     Returns (distances (q, k) float32, ids (q, k) int64); missing neighbours are -1 / inf.
     """
     n = len(queries)
+    order = list_order(index, queries) if n > batch else None  # IVF: queries sharing lists side by side
+    if order is not None:
+        queries = queries[order]
+        query_docs = None if query_docs is None else query_docs[order]
     dists = np.full((n, k), np.inf, dtype=np.float32)
     ids = np.full((n, k), -1, dtype=np.int64)
     for s in range(0, n, batch):
@@ -48,6 +52,8 @@ def search_excluding(
         dists[s : s + batch], ids[s : s + batch] = d, i
         if progress is not None:
             progress(len(d))
+    if order is not None:  # back to the callers' order
+        dists[order], ids[order] = dists.copy(), ids.copy()
     return dists, ids
 
 
