@@ -140,3 +140,33 @@ def test_ivf_lists_hold_the_fp16_keys_exactly(setup) -> None:
     np.testing.assert_allclose(d_ivf, d_flat, atol=1e-5)
     same = (i_ivf == i_flat) | np.isclose(d_ivf, d_flat, atol=1e-5)  # equal keys may come in either order
     assert same.all()
+
+
+def test_evaluate_runs_the_baseline_once_for_its_score_and_its_knnlm(setup, monkeypatch) -> None:
+    """`burrow eval --method knnlm` reads the kNN-LM's queries from the pass that scores the baseline:
+    one forward pass over the windows, and the same kNN-LM score as one that runs its own pass."""
+    from burrow.evaluate import bpb
+    from burrow.evaluate.methods import MethodsConfig
+    from burrow.evaluate.pipeline import EvalConfig, evaluate, model_entries
+
+    memory, model = setup
+    data = from_texts(["a", "b", "c"], ["Cats purr when content and hunt mice at night in the barn.",
+                                        "A comet has a bright tail of dust and gas.", "Owls see well in the dark."],
+                      memory.tokenizer, 8)
+    knn_cfg = KnnLMConfig(lam=0.3, temperature=2.0, k=4, precision="fp32", progress=False)
+    build_datastore(model, memory, N, knn_cfg)  # built beforehand: its windows are not the evaluation's
+    alone, _ = score_knnlm("alone", model, data, memory, N, knn_cfg, same_documents(data, memory))
+    passes = []
+    real = bpb.run_windows
+
+    def counted(*args, **kwargs):
+        passes.append(1)
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(bpb, "run_windows", counted)
+    result = evaluate(model_entries("base", model), memory, data, EvalConfig(seq_len=N, precision="fp32"),
+                      methods=MethodsConfig(methods=("knnlm",), knnlm=knn_cfg))
+    assert len(passes) == 1
+    np.testing.assert_array_equal(result.scores["base +kNN-LM"].chunk_bits, alone.chunk_bits)
+    np.testing.assert_array_equal(result.scores["base"].chunk_bits,
+                                  score_model("b", model, "baseline", data, N, None, CPU, None).chunk_bits)

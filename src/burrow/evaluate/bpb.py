@@ -140,12 +140,22 @@ def run_windows(model: RetrievalLM, data: EvalData, n: int, retrieved: Retrieved
         yield group, _forward(model, x, nb, mask, device, dtype)
 
 
+#: Called after each batch of windows with the batch's (document, window) jobs and log-probs (b, w, v).
+BatchObserver = Callable[[list[tuple[int, Window]], torch.Tensor], None]
+
+
 def token_bits(model: RetrievalLM, data: EvalData, n: int, retrieved: Retrieved | None, device: torch.device,
-               dtype: torch.dtype | None, batch_tokens: int = 8192) -> list[np.ndarray]:
-    """Per document, (L,) bits of each target token, each scored by exactly one window."""
+               dtype: torch.dtype | None, batch_tokens: int = 8192,
+               each: BatchObserver | None = None) -> list[np.ndarray]:
+    """Per document, (L,) bits of each target token, each scored by exactly one window.
+
+    ``each`` sees every batch as it is scored (a kNN-LM collects its queries from the same pass).
+    """
     bits = [np.full(len(t), np.nan) for t in data.tokens]
     p0 = data.target_offset  # input position of d0
     for group, logp in run_windows(model, data, n, retrieved, device, dtype, batch_tokens):
+        if each is not None:
+            each(group, logp)
         targets = np.stack([data.targets(d)[w.start : w.end] for d, w in group])  # (b, w)
         t = torch.as_tensor(targets, dtype=torch.long, device=logp.device)
         nats = -logp.gather(-1, t[..., None]).squeeze(-1)  # (b, w)
@@ -161,13 +171,14 @@ def token_bits(model: RetrievalLM, data: EvalData, n: int, retrieved: Retrieved 
 
 def score_model(name: str, model: RetrievalLM, mode: str, data: EvalData, n: int, retrieved: Retrieved | None,
                 device: torch.device, dtype: torch.dtype | None, batch_tokens: int = 8192,
-                k: int | None = None) -> ModelScore:
-    """Score ``model`` in ``mode`` on ``data``: bits per document and per target chunk."""
+                k: int | None = None, each: BatchObserver | None = None) -> ModelScore:
+    """Score ``model`` in ``mode`` on ``data``: bits per document and per target chunk (``each``: see
+    :func:`token_bits`)."""
     check_mode(model, mode)
     if mode == "on" and retrieved is None:
         raise BurrowError("RETRO[ON] needs neighbours (a memory)")
     model.eval()
-    bits = token_bits(model, data, n, retrieved if mode == "on" else None, device, dtype, batch_tokens)
+    bits = token_bits(model, data, n, retrieved if mode == "on" else None, device, dtype, batch_tokens, each)
     m = data.chunk_size
     chunk_bits = np.concatenate([np.add.reduceat(b, np.arange(0, len(b), m)) for b in bits])  # (q,)
     doc_bits = np.array([b.sum() for b in bits])

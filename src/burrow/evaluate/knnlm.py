@@ -12,7 +12,9 @@ evaluation tokens, K neighbours per query, D documents.
 * **Scoring**: the same strided windows as :func:`burrow.evaluate.bpb.score_model` give, per scored
   token, log p_LM(target) and the hidden state; its K nearest entries (same-document entries
   excluded) give p_kNN(target) = Σ_{j: v_j = target} softmax(−dist_j / T); the mixture is
-  p = λ·p_kNN + (1 − λ)·p_LM. With λ = 0 the score equals the LM's own (to float32 rounding).
+  p = λ·p_kNN + (1 − λ)·p_LM (:mod:`burrow.evaluate.knnmix`). With λ = 0 the score equals the LM's own
+  (to float32 rounding). Inside ``burrow eval`` the per-token log p_LM and hidden states are collected
+  while the baseline itself is scored (:class:`LMPass`): one forward pass over the windows serves both.
 * **Tuning** λ and T never sees the documents it is reported on: two-fold cross-fitting over the
   first and second half of the documents (each half is scored with the parameters tuned on the other),
   or fixed values (``KnnLMConfig.lam`` and ``temperature``, e.g. tuned on valid and reported on test).
@@ -20,6 +22,7 @@ evaluation tokens, K neighbours per query, D documents.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import shutil
@@ -37,8 +40,9 @@ from burrow.artefacts import config_hash, read_manifest, write_manifest
 from burrow.data.layout import document_inputs, start_token, target_offset
 from burrow.device import autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
-from burrow.evaluate.bpb import LN2, ModelScore, run_windows
+from burrow.evaluate.bpb import ModelScore, token_bits
 from burrow.evaluate.data import EvalData
+from burrow.evaluate.knnmix import KnnQueries, mixture_bits, tune
 from burrow.memory.neighbours import search_excluding
 
 log = logging.getLogger(__name__)
@@ -259,101 +263,84 @@ def _build_index(keys: np.ndarray, config: KnnLMConfig) -> Any:
     return index
 
 
-@dataclass
-class KnnQueries:
-    """Per scored token of a data set (documents in order, tokens in order): what the mixture needs."""
+class LMPass:
+    """What a kNN-LM reads from one pass of its LM over the evaluation windows: per document, ln p_LM of
+    each target token and the hidden state that predicted it.
 
-    lm_logp: np.ndarray  # (Q,) float64 ln p_LM(target)
-    dists: np.ndarray  # (Q, K) float32 squared L2 to the K nearest entries (inf where missing)
-    match: np.ndarray  # (Q, K) bool: that entry's next token is the target
-    doc: np.ndarray  # (Q,) int64 document of each token
+    Collected while the LM is scored (:meth:`collect`'s observer goes to :func:`~burrow.evaluate.bpb.score_model`),
+    so ``burrow eval`` runs the baseline once for its own score and for its kNN-LM queries.
+    """
+
+    def __init__(self, data: EvalData) -> None:
+        self.data = data
+        self.lm_logp = [np.full(len(t), np.nan) for t in data.tokens]  # per document (L,) float64
+        self.hidden: list[np.ndarray | None] = [None] * data.n_docs  # per document (L, d) float32
+        self._tap: _HiddenTap | None = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def collect(cls, model: Any, data: EvalData) -> Iterator[LMPass]:
+        """Tap ``model``'s output layer while the block runs; pass ``lm_pass.observe`` as ``each``."""
+        lm_pass = cls(data)
+        lm_pass._tap = _HiddenTap(model)
+        try:
+            yield lm_pass
+        finally:
+            lm_pass._tap.close()
+            lm_pass._tap = None
+
+    def observe(self, group: list[tuple[int, Any]], logp: torch.Tensor) -> None:
+        """Keep one batch's ln p_LM(target) and hidden states (b, w, d) at its scored positions."""
+        assert self._tap is not None and self._tap.value is not None
+        data, p0 = self.data, self.data.target_offset
+        h = self._tap.value.float().cpu().numpy()  # (b, w, d)
+        targets = np.stack([data.targets(d)[w.start : w.end] for d, w in group])  # (b, w)
+        lp = logp.gather(-1, torch.as_tensor(targets, device=logp.device)[..., None])[..., 0].double().cpu().numpy()
+        for row, (d, w) in enumerate(group):
+            lo = max(w.score_from, p0)
+            if lo >= w.end:
+                continue
+            hid = self.hidden[d]
+            if hid is None:
+                hid = self.hidden[d] = np.zeros((len(data.tokens[d]), h.shape[-1]), dtype=np.float32)
+            self.lm_logp[d][lo - p0 : w.end - p0] = lp[row, lo - w.start :]
+            hid[lo - p0 : w.end - p0] = h[row, lo - w.start :]
 
 
 def knn_queries(model: Any, data: EvalData, store: Datastore, n: int, config: KnnLMConfig,
-                exclude_docs: np.ndarray | None = None) -> KnnQueries:
+                exclude_docs: np.ndarray | None = None, lm_pass: LMPass | None = None) -> KnnQueries:
     """Score every target token of ``data`` with ``model`` (burrow's strided windows) and search its hidden state.
 
+    ``lm_pass``: the same pass, collected while the LM was scored (None: run it here).
     ``exclude_docs`` (D,): per evaluation document, a memory document whose entries must not be used
     (the same document, when the evaluation set is part of the memory); -1 excludes nothing.
     """
-    device = pick_device(config.device)
-    dtype = autocast_dtype(device, config.precision)
-    model.to(device).eval()
-    p0 = data.target_offset
-    lm = [np.full(len(t), np.nan) for t in data.tokens]
-    hid: list[np.ndarray | None] = [None] * data.n_docs
-    tap = _HiddenTap(model)
-    try:
-        for group, logp in run_windows(model, data, n, None, device, dtype, config.batch_tokens):
-            assert tap.value is not None
-            h = tap.value.float().cpu().numpy()  # (b, w, d)
-            targets = np.stack([data.targets(d)[w.start : w.end] for d, w in group])  # (b, w)
-            lp = logp.gather(-1, torch.as_tensor(targets, device=logp.device)[..., None])[..., 0].double().cpu().numpy()
-            for row, (d, w) in enumerate(group):
-                lo = max(w.score_from, p0)
-                if lo >= w.end:
-                    continue
-                if hid[d] is None:
-                    hid[d] = np.zeros((len(data.tokens[d]), h.shape[-1]), dtype=np.float32)
-                lm[d][lo - p0 : w.end - p0] = lp[row, lo - w.start :]
-                hid[d][lo - p0 : w.end - p0] = h[row, lo - w.start :]  # type: ignore[index]
-    finally:
-        tap.close()
-    queries = np.concatenate([h for h in hid if h is not None])
+    if lm_pass is None:
+        device = pick_device(config.device)
+        model.to(device).eval()
+        with LMPass.collect(model, data) as lm_pass:
+            token_bits(model, data, n, None, device, autocast_dtype(device, config.precision), config.batch_tokens,
+                       lm_pass.observe)
+    if lm_pass.data is not data:
+        raise BurrowError("the kNN-LM's LM pass was collected on other evaluation data")
+    queries = np.concatenate([h for h in lm_pass.hidden if h is not None])
     doc = np.repeat(np.arange(data.n_docs), [len(t) for t in data.tokens])
     qdocs = None if exclude_docs is None else np.asarray(exclude_docs)[doc]
     log.info("searching %d kNN-LM queries in %d entries", len(queries), len(store))
     dists, ids = search_excluding(store.index, queries, config.k, qdocs, store.docs)
     target = np.concatenate(data.tokens)
     match = (ids >= 0) & (store.values[np.maximum(ids, 0)] == target[:, None])
-    return KnnQueries(np.concatenate(lm), dists, match, doc)
-
-
-def mixture_bits(q: KnnQueries, lam: float, temperature: float) -> np.ndarray:
-    """(Q,) bits of each token under p = λ·p_kNN + (1 − λ)·p_LM, p_kNN = softmax(−dist / T) summed over matches."""
-    return _mix(_log_knn(q, temperature), q.lm_logp, lam)
-
-
-def _log_knn(q: KnnQueries, temperature: float) -> np.ndarray:
-    """(Q,) ln p_kNN(target) at temperature T (−inf where no neighbour matches): the costly (Q, K) part."""
-    logits = np.where(np.isfinite(q.dists), -q.dists.astype(np.float64) / temperature, -np.inf)  # (Q, K)
-    top = logits.max(axis=1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    e = np.exp(logits - top)
-    total = e.sum(axis=1)
-    hit = np.where(q.match, e, 0.0).sum(axis=1)
-    with np.errstate(divide="ignore"):
-        return np.asarray(np.log(hit) - np.log(np.maximum(total, 1e-300)))
-
-
-def _mix(log_knn: np.ndarray, lm_logp: np.ndarray, lam: float) -> np.ndarray:
-    """(Q,) bits of the λ-mixture of ln p_kNN and ln p_LM."""
-    if lam <= 0.0:
-        mixed = lm_logp
-    elif lam >= 1.0:
-        mixed = log_knn
-    else:
-        mixed = np.logaddexp(np.log(lam) + log_knn, np.log1p(-lam) + lm_logp)
-    return np.asarray(-mixed / LN2)
-
-
-def tune(q: KnnQueries, rows: np.ndarray, config: KnnLMConfig) -> tuple[float, float]:
-    """(λ, T) minimising the bits of tokens ``rows`` over the config's grids (p_kNN once per T)."""
-    sub = KnnQueries(q.lm_logp[rows], q.dists[rows], q.match[rows], q.doc[rows])
-    best = (np.inf, 0.0, 0.0)
-    for t in config.temperatures:
-        log_knn = _log_knn(sub, t)
-        for lam in config.lambdas:
-            best = min(best, (float(_mix(log_knn, sub.lm_logp, lam).sum()), lam, t))
-    return best[1], best[2]
+    return KnnQueries(np.concatenate(lm_pass.lm_logp), dists, match, doc)
 
 
 def score_knnlm(name: str, model: Any, data: EvalData, memory: Any, n: int, config: KnnLMConfig | None = None,
-                exclude_docs: np.ndarray | None = None) -> tuple[ModelScore, dict[str, Any]]:
-    """The kNN-LM's score on ``data`` and how it was tuned (``{"folds": [{"docs", "lambda", "temperature"}]}``)."""
+                exclude_docs: np.ndarray | None = None,
+                lm_pass: LMPass | None = None) -> tuple[ModelScore, dict[str, Any]]:
+    """The kNN-LM's score on ``data`` and how it was tuned (``{"folds": [{"docs", "lambda", "temperature"}]}``);
+    ``lm_pass``: the LM's pass over ``data``, collected while it was scored (None: run here)."""
     config = config or KnnLMConfig()
     store = build_datastore(model, memory, n, config)
-    q = knn_queries(model, data, store, n, config, exclude_docs)
+    q = knn_queries(model, data, store, n, config, exclude_docs, lm_pass)
     bits = np.empty(len(q.lm_logp))
     folds: list[dict[str, Any]] = []
     if config.lam is not None and config.temperature is not None:

@@ -75,7 +75,7 @@ def add_methods(result: Any, scorer: Any, models: Mapping[str, tuple[Any, str]],
         if mode == "baseline" and "knnlm" in config.methods:  # one datastore per LM: the baselines' (the costly part)
             key = f"{name} +kNN-LM"
             score, info = score_knnlm(key, model, result.data, memory, result.seq_len, _knn_config(config, scorer),
-                                      same_documents(result.data, memory))
+                                      same_documents(result.data, memory), scorer.lm_passes.pop(name, None))
             result.scores[key] = score
             result.bases[key] = name
             result.methods[key] = {"method": "knnlm", **info}

@@ -22,8 +22,9 @@ from burrow.data.layout import window_length
 from burrow.data.tokens import TokenStore
 from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION, autocast_dtype, pick_device
 from burrow.errors import BurrowError
-from burrow.evaluate.bpb import MODES, Gain, ModelScore, bootstrap_gain, check_mode, score_model
+from burrow.evaluate.bpb import MODES, BatchObserver, Gain, ModelScore, bootstrap_gain, check_mode, score_model
 from burrow.evaluate.data import EvalData, from_store, load_eval_data
+from burrow.evaluate.knnlm import LMPass
 from burrow.evaluate.leakage import DEFAULT_ALPHAS, Leakage, bpb_alpha, measure_leakage
 from burrow.evaluate.methods import MethodsConfig, add_methods
 from burrow.evaluate.retrieval import eval_neighbours, retrieved_from_ids, values_of
@@ -212,13 +213,21 @@ class _Scorer:
         self.dtype = autocast_dtype(self.device, config.precision)
         self.values = values_of(memory) if memory is not None else None
         self.timings: dict[str, float] = {}  # score name -> wall seconds (summed over calls of one name)
+        # score name -> the LM pass a kNN-LM reads (collected while scoring a baseline with ``keep_pass``)
+        self.lm_passes: dict[str, LMPass] = {}
 
     def __call__(self, name: str, model: RetrievalLM, mode: str, ids: np.ndarray | None = None,
-                 k: int | None = None) -> ModelScore:
+                 k: int | None = None, keep_pass: bool = False) -> ModelScore:
         with timed(self.timings, name):
-            return self._score(name, model, mode, ids, k)
+            if not keep_pass:
+                return self._score(name, model, mode, ids, k)
+            with LMPass.collect(model, self.data) as lm_pass:
+                score = self._score(name, model, mode, ids, k, lm_pass.observe)
+            self.lm_passes[name] = lm_pass
+            return score
 
-    def _score(self, name: str, model: RetrievalLM, mode: str, ids: np.ndarray | None, k: int | None) -> ModelScore:
+    def _score(self, name: str, model: RetrievalLM, mode: str, ids: np.ndarray | None, k: int | None,
+               each: BatchObserver | None = None) -> ModelScore:
         k = k or self.config.k
         retrieved = None
         if mode == "on":
@@ -226,7 +235,7 @@ class _Scorer:
             retrieved = retrieved_from_ids(ids, self.data, k, self.values)
         model.to(self.device)
         return score_model(name, model, mode, self.data, self.n, retrieved, self.device, self.dtype,
-                           self.config.batch_tokens, k)
+                           self.config.batch_tokens, k, each)
 
 
 def evaluate(models: Mapping[str, ModelEntry], memory: Memory | None,
@@ -253,7 +262,10 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Memory | None,
         input_nb = eval_neighbours(memory, data, "input", config.k_max, cache) if on and memory is not None else None
     score = _Scorer(data, memory, n, config)
     ids = input_nb.ids if input_nb is not None else None
-    scores = {name: score(name, model, mode, ids) for name, (model, mode) in models.items()}
+    # A baseline's kNN-LM reads the pass that scores it (its queries: hidden states and ln p_LM per token).
+    knn = methods is not None and "knnlm" in methods.methods
+    scores = {name: score(name, model, mode, ids, keep_pass=knn and mode == "baseline")
+              for name, (model, mode) in models.items()}
     result = EvalResult(config, data, n, scores, memory=str(memory.dir) if memory is not None else None)
     with timed(timings, "methods"):
         add_methods(result, score, models, memory, ids, methods or MethodsConfig())
