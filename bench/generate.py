@@ -116,7 +116,7 @@ def bench_generation(model_dir: Path | Any, memory_dir: Path, tokens: int, repea
         off.append(tokens_per_second(gen, False, tokens, repeats)[0])
     best_on = max(on)
     out = {"device": str(gen.device), "model": label or getattr(gen.config, "name", ""), "tokens": tokens,
-           "parameters": sum(p.numel() for p in gen.model.parameters()),
+           "parameters": gen.n_parameters,
            "on_tokens_per_s": best_on[0], "off_tokens_per_s": max(off), "search_share": best_on[1]}
     out["ratio"] = out["on_tokens_per_s"] / out["off_tokens_per_s"]
     print(f"  generation {out['model']} ({out['parameters'] / 1e6:.1f}M) on {out['device']}, {tokens} tokens per run: "

@@ -10,7 +10,7 @@ import copy
 import functools
 import logging
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -77,24 +77,36 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
 
 def autocast_weights(model: M, dtype: torch.dtype | None) -> M:
     """A copy of ``model`` whose ``nn.Linear`` weights and biases are stored in ``dtype``, for
-    inference under :func:`autocast` to ``dtype``; ``dtype`` None returns ``model`` itself.
+    inference under :func:`autocast` to ``dtype``; ``model`` itself when ``dtype`` is None or no
+    linear weight needs casting.
 
     Autocast casts a linear layer's fp32 weight to ``dtype`` on every call, so one decoding step reads
     every weight in fp32, writes it in ``dtype`` and reads it again; decoding a token is bound by those
     bytes. Cast once, a step reads half the bytes and computes the same values: autocast would round
     each weight the same way, and everything it keeps in fp32 (embeddings, norms, the residual stream)
-    stays fp32. ``model`` is left as it was (a caller may go on training it); a weight it shares with
-    another module (an output layer tied to the embedding) is cast in the copy's linear layer only.
+    stays fp32. ``model`` is left as it was; the copy is a snapshot (later training of ``model`` does
+    not reach it). A weight a linear layer shares with another kind of module (an output layer tied
+    to the embedding) is cast in the copy's linear layer only, so the embedding still returns fp32.
     """
     if dtype is None:
         return model
-    twin = copy.deepcopy(model)
-    assert isinstance(twin, nn.Module)
-    for module in twin.modules():
-        if not isinstance(module, nn.Linear):
-            continue
-        for name in ("weight", "bias"):
-            param = getattr(module, name)
-            if param is not None and param.is_floating_point() and param.dtype != dtype:
-                setattr(module, name, nn.Parameter(param.detach().to(dtype), requires_grad=False))
+    assert isinstance(model, nn.Module)
+
+    def castable(param: torch.Tensor | None) -> bool:
+        return param is not None and param.is_floating_point() and param.dtype != dtype
+
+    linear = [p for m in model.modules() if isinstance(m, nn.Linear) for p in (m.weight, m.bias) if castable(p)]
+    if not linear:
+        return model
+    shared = {id(p) for m in model.modules() if not isinstance(m, nn.Linear) for p in m.parameters(recurse=False)}
+    # Cast while copying (the memo maps each original weight to its cast copy): no second fp32 copy.
+    memo: dict[int, Any] = {id(p): nn.Parameter(p.detach().to(dtype), requires_grad=False)
+                            for p in linear if id(p) not in shared}
+    twin = copy.deepcopy(model, memo)
+    for module in twin.modules():  # the tied ones, copied in fp32 with their other module
+        if isinstance(module, nn.Linear):
+            for name in ("weight", "bias"):
+                param = getattr(module, name)
+                if castable(param):
+                    setattr(module, name, nn.Parameter(param.detach().to(dtype), requires_grad=False))
     return twin

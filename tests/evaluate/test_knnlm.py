@@ -54,6 +54,22 @@ def test_mixture_matches_hand_computation() -> None:
     assert bits[1] == pytest.approx(-math.log2(0.75 * 0.1))  # no neighbour holds the target
 
 
+def test_tuning_picks_the_grids_best_pair() -> None:
+    """p_kNN computed once per T: the same (λ, T) as trying every pair with mixture_bits; a grid where
+    every pair costs infinite bits (λ = 1, a token no neighbour predicts) still returns a grid pair."""
+    from burrow.evaluate.knnmix import tune
+
+    rng = np.random.default_rng(0)
+    q = KnnQueries(np.log(rng.uniform(0.01, 1, 500)), np.sort(rng.uniform(0, 20, (500, 8)), 1).astype(np.float32),
+                   rng.uniform(size=(500, 8)) < 0.2, np.zeros(500, dtype=np.int64))
+    cfg = KnnLMConfig(lambdas=(0.1, 0.3, 0.5), temperatures=(1.0, 5.0, 20.0))
+    rows = np.arange(0, 500, 2)
+    sub = KnnQueries(q.lm_logp[rows], q.dists[rows], q.match[rows], q.doc[rows])
+    best = min((float(mixture_bits(sub, lam, t).sum()), lam, t) for lam in cfg.lambdas for t in cfg.temperatures)
+    assert tune(q, rows, cfg) == best[1:]
+    assert tune(q, rows, KnnLMConfig(lambdas=(1.0,), temperatures=(2.0, 3.0))) == (1.0, 2.0)
+
+
 def test_memory_documents_are_found_unless_excluded(setup) -> None:
     memory, model = setup
     data = from_store(memory.store, memory.tokenizer, 8, max_docs=2)  # two documents of the memory itself

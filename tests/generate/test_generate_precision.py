@@ -49,6 +49,8 @@ def test_precast_weights_give_autocasts_logits(retro: bool, tied: bool, tiny_con
 def test_no_autocast_no_copy(tiny_config) -> None:
     model = build_model(tiny_config(300, retro=False))
     assert autocast_weights(model, None) is model
+    half = model.to(torch.bfloat16)
+    assert autocast_weights(half, torch.bfloat16) is half  # nothing to cast: no copy
 
 
 def test_generator_leaves_the_callers_model_in_fp32(gen_memory, retro_dir) -> None:

@@ -60,7 +60,7 @@ def test_one_query_searches_on_one_thread_and_restores_the_count() -> None:
     assert i1[0, 0] == 0 and d1[0, 0] == 0
 
 
-def test_ivf_queries_are_searched_grouped_by_list_with_the_same_results() -> None:
+def test_ivf_queries_are_searched_grouped_by_list_with_the_same_results(monkeypatch) -> None:
     """search_excluding groups an IVF's queries by their nearest list (cache reuse) and returns every
     row in the caller's order, identical to searching them as given; same-document exclusion follows."""
     import faiss
@@ -80,7 +80,12 @@ def test_ivf_queries_are_searched_grouped_by_list_with_the_same_results() -> Non
     order = list_order(index, queries)
     assert order is not None and not np.array_equal(order, np.arange(3000))
     assert list_order(faiss.IndexFlatL2(16), queries) is None
+    import burrow.memory.neighbours as neighbours
+
+    used = []
+    monkeypatch.setattr(neighbours, "list_order", lambda idx, q: used.append(len(q)) or list_order(idx, q))
     grouped = search_excluding(index, queries, 5, query_docs, chunk_docs, batch=256)  # sorted, 12 blocks
+    assert used == [3000]
     as_given = search_excluding(index, queries, 5, query_docs, chunk_docs, batch=4096)  # one block, no sort
     assert np.array_equal(grouped[1], as_given[1]) and np.array_equal(grouped[0], as_given[0])
     assert (chunk_docs[grouped[1]] != query_docs[:, None]).all()

@@ -236,6 +236,7 @@ def serve_command(
         check_trained_tokenizer(run, mem)
         model = load_generation_model(run)
     app = create_app(model, mem, config, generators)
+    del model  # the server's generator holds what it decodes from (a pre-cast copy under autocast)
     typer.echo(f"serving on http://{host}:{port}/ (API docs at /docs)")
     run_server(app, host, port)
 

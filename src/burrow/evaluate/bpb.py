@@ -140,8 +140,21 @@ def run_windows(model: RetrievalLM, data: EvalData, n: int, retrieved: Retrieved
         yield group, _forward(model, x, nb, mask, device, dtype)
 
 
-#: Called after each batch of windows with the batch's (document, window) jobs and log-probs (b, w, v).
+#: Called after each batch of windows with its (document, window) jobs and the targets' nats (b, w) float32.
 BatchObserver = Callable[[list[tuple[int, Window]], torch.Tensor], None]
+
+
+def scored_spans(group: list[tuple[int, Window]], p0: int) -> Iterator[tuple[int, int, slice, slice]]:
+    """(row, document, target positions, window positions) of what each window of a batch scores.
+
+    Window w scores inputs [max(score_from, p0), end): targets [lo − p0, end − p0) of its document,
+    read from the window's columns [lo − start, end − start). A window inside the document-start chunk
+    (end ≤ p0) scores nothing.
+    """
+    for row, (d, w) in enumerate(group):
+        lo = max(w.score_from, p0)
+        if lo < w.end:
+            yield row, d, slice(lo - p0, w.end - p0), slice(lo - w.start, w.end - w.start)
 
 
 def token_bits(model: RetrievalLM, data: EvalData, n: int, retrieved: Retrieved | None, device: torch.device,
@@ -154,16 +167,14 @@ def token_bits(model: RetrievalLM, data: EvalData, n: int, retrieved: Retrieved 
     bits = [np.full(len(t), np.nan) for t in data.tokens]
     p0 = data.target_offset  # input position of d0
     for group, logp in run_windows(model, data, n, retrieved, device, dtype, batch_tokens):
-        if each is not None:
-            each(group, logp)
         targets = np.stack([data.targets(d)[w.start : w.end] for d, w in group])  # (b, w)
         t = torch.as_tensor(targets, dtype=torch.long, device=logp.device)
         nats = -logp.gather(-1, t[..., None]).squeeze(-1)  # (b, w)
+        if each is not None:
+            each(group, nats)
         row_bits = (nats / LN2).double().cpu().numpy()
-        for (d, w), row in zip(group, row_bits, strict=True):
-            lo = max(w.score_from, p0)
-            if lo < w.end:  # a window inside the document-start chunk scores nothing
-                bits[d][lo - p0 : w.end - p0] = row[lo - w.start :]
+        for row, d, doc_pos, win_pos in scored_spans(group, p0):
+            bits[d][doc_pos] = row_bits[row, win_pos]
     if any(np.isnan(b).any() for b in bits):  # pragma: no cover - guarded by window_plan's tests
         raise RuntimeError("some tokens were not scored; window plan is broken")
     return bits

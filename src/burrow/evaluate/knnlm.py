@@ -40,9 +40,9 @@ from burrow.artefacts import config_hash, read_manifest, write_manifest
 from burrow.data.layout import document_inputs, start_token, target_offset
 from burrow.device import autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
-from burrow.evaluate.bpb import ModelScore, token_bits
+from burrow.evaluate.bpb import ModelScore, scored_spans, token_bits
 from burrow.evaluate.data import EvalData
-from burrow.evaluate.knnmix import KnnQueries, mixture_bits, tune
+from burrow.evaluate.knnmix import KnnQueries, mixture_bits, subset, tune
 from burrow.memory.neighbours import search_excluding
 
 log = logging.getLogger(__name__)
@@ -289,22 +289,18 @@ class LMPass:
             lm_pass._tap.close()
             lm_pass._tap = None
 
-    def observe(self, group: list[tuple[int, Any]], logp: torch.Tensor) -> None:
-        """Keep one batch's ln p_LM(target) and hidden states (b, w, d) at its scored positions."""
+    def observe(self, group: list[tuple[int, Any]], nats: torch.Tensor) -> None:
+        """Keep one batch's ln p_LM(target) (from its nats (b, w)) and hidden states at its scored positions."""
         assert self._tap is not None and self._tap.value is not None
-        data, p0 = self.data, self.data.target_offset
         h = self._tap.value.float().cpu().numpy()  # (b, w, d)
-        targets = np.stack([data.targets(d)[w.start : w.end] for d, w in group])  # (b, w)
-        lp = logp.gather(-1, torch.as_tensor(targets, device=logp.device)[..., None])[..., 0].double().cpu().numpy()
-        for row, (d, w) in enumerate(group):
-            lo = max(w.score_from, p0)
-            if lo >= w.end:
-                continue
+        self._tap.value = None  # a forward that skips the output layer must not reuse this batch's
+        lp = (-nats).double().cpu().numpy()  # (b, w)
+        for row, d, doc_pos, win_pos in scored_spans(group, self.data.target_offset):
             hid = self.hidden[d]
             if hid is None:
-                hid = self.hidden[d] = np.zeros((len(data.tokens[d]), h.shape[-1]), dtype=np.float32)
-            self.lm_logp[d][lo - p0 : w.end - p0] = lp[row, lo - w.start :]
-            hid[lo - p0 : w.end - p0] = h[row, lo - w.start :]
+                hid = self.hidden[d] = np.zeros((len(self.data.tokens[d]), h.shape[-1]), dtype=np.float32)
+            self.lm_logp[d][doc_pos] = lp[row, win_pos]
+            hid[doc_pos] = h[row, win_pos]
 
 
 def knn_queries(model: Any, data: EvalData, store: Datastore, n: int, config: KnnLMConfig,
@@ -324,6 +320,7 @@ def knn_queries(model: Any, data: EvalData, store: Datastore, n: int, config: Kn
     if lm_pass.data is not data:
         raise BurrowError("the kNN-LM's LM pass was collected on other evaluation data")
     queries = np.concatenate([h for h in lm_pass.hidden if h is not None])
+    lm_pass.hidden = []  # read once: the queries are the only copy from here on
     doc = np.repeat(np.arange(data.n_docs), [len(t) for t in data.tokens])
     qdocs = None if exclude_docs is None else np.asarray(exclude_docs)[doc]
     log.info("searching %d kNN-LM queries in %d entries", len(queries), len(store))
@@ -355,8 +352,7 @@ def score_knnlm(name: str, model: Any, data: EvalData, memory: Any, n: int, conf
         for report, tune_on, label in ((~first, first, "second"), (first, ~first, "first")):
             lam, t = tune(q, np.flatnonzero(tune_on), config)
             rows = np.flatnonzero(report)
-            sub = KnnQueries(q.lm_logp[rows], q.dists[rows], q.match[rows], q.doc[rows])
-            bits[rows] = mixture_bits(sub, lam, t)
+            bits[rows] = mixture_bits(subset(q, rows), lam, t)
             folds.append({"docs": f"{label} half", "lambda": lam, "temperature": t,
                           "tuned_on": "first half" if label == "second" else "second half"})
         lam_all, t_all = tune(q, np.arange(len(q.lm_logp)), config)  # to fix for another split (valid -> test)

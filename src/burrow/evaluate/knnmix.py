@@ -5,6 +5,7 @@ Shape legend: Q scored evaluation tokens, K neighbours per query.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,10 +57,18 @@ def _mix(log_knn: np.ndarray, lm_logp: np.ndarray, lam: float) -> np.ndarray:
 
 def tune(q: KnnQueries, rows: np.ndarray, config: KnnLMConfig) -> tuple[float, float]:
     """(λ, T) minimising the bits of tokens ``rows`` over the config's grids (p_kNN once per T)."""
-    sub = KnnQueries(q.lm_logp[rows], q.dists[rows], q.match[rows], q.doc[rows])
-    best = (np.inf, 0.0, 0.0)
-    for t in config.temperatures:
-        log_knn = _log_knn(sub, t)
-        for lam in config.lambdas:
-            best = min(best, (float(_mix(log_knn, sub.lm_logp, lam).sum()), lam, t))
+    sub = subset(q, rows)
+
+    def candidates() -> Iterator[tuple[float, float, float]]:
+        for t in config.temperatures:
+            log_knn = _log_knn(sub, t)
+            for lam in config.lambdas:
+                yield float(_mix(log_knn, sub.lm_logp, lam).sum()), lam, t
+
+    best = min(candidates())
     return best[1], best[2]
+
+
+def subset(q: KnnQueries, rows: np.ndarray) -> KnnQueries:
+    """The queries of tokens ``rows``."""
+    return KnnQueries(q.lm_logp[rows], q.dists[rows], q.match[rows], q.doc[rows])

@@ -116,8 +116,11 @@ class Generator:
         self.tokenizer = memory.tokenizer
         self.device = pick_device(device)
         self.dtype = autocast_dtype(self.device, precision)
-        # Decoding under autocast reads each linear weight pre-cast (same values, half the bytes per step).
-        self.model = autocast_weights(model.to(self.device).eval(), self.dtype)
+        model = model.to(self.device).eval()
+        self.n_parameters = sum(p.numel() for p in model.parameters())  # the model's own (ties counted once)
+        # Under autocast: a copy with each linear weight pre-cast (same values, half the bytes per step),
+        # a snapshot of ``model`` as it is now; without autocast, ``model`` itself.
+        self.model = autocast_weights(model, self.dtype)
         self.config = model.config
         self._check_compatible()
         self.start_id = start_token(self.tokenizer)

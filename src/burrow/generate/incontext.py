@@ -81,8 +81,6 @@ class InContextGenerator:
         auto_fp32 = precision == "auto" and self.device.type == "cpu"
         self.dtype = None if auto_fp32 else autocast_dtype(self.device, precision)
         lm.to(self.device)
-        if hasattr(lm, "autocast_weights"):  # decoding reads pre-cast weights under autocast (same logits)
-            self.lm = lm = lm.autocast_weights(self.dtype)
         self.context = int(min(lm.max_length, max_context or lm.max_length))
         self.passage_tokens = passage_tokens if memory is not None else 0
         room = self.context - self.passage_tokens - 1 - stride
@@ -93,6 +91,8 @@ class InContextGenerator:
         self.tokenizer = lm  # encode / decode in the LM's tokenizer (chat measures prompts with it)
         self.config = LMInfo(str(lm.name), room, self.context, *_vocab_and_size(lm),
                              chunk_size=int(memory.chunk_size) if memory is not None else 0)
+        if hasattr(lm, "autocast_weights"):  # decoding reads pre-cast weights under autocast (same logits)
+            self.lm = self.tokenizer = lm = lm.autocast_weights(self.dtype)
         self.eos_ids, self.banned_ids, self.special_ids = _special_ids(lm)
         if memory is not None:
             self._check_tokenizer()

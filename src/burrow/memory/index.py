@@ -150,11 +150,15 @@ def faiss_threads(n: int | None) -> Iterator[None]:
 
 
 def list_order(index: Any, queries: np.ndarray) -> np.ndarray | None:
-    """For a plain IVF index (the kNN-LM's), the queries' order grouped by their nearest list; else None.
+    """For a plain IVF index (the kNN-LM's; a memory's own ``IVF…`` factory), the queries' order grouped
+    by their nearest list; else None.
 
     IVF search visits each query's ``nprobe`` lists; queries searched next to others that share their
-    lists find those lists still in cache (measured: 1.33× faster on 40k of the demo's kNN-LM queries,
-    the same results, since each query's search does not depend on the others).
+    lists find those lists still in cache (measured: 1.33× faster on 40k of the demo's kNN-LM queries).
+    A query's search does not depend on its neighbours in the batch, so the results are the same (all
+    316k kNN-LM queries of the demo: identical scores); FAISS computes coarse distances by BLAS from
+    20 queries up, so a near-tie between two lists could in principle fall the other way in a small
+    batch. The coarse quantizer runs twice (here and in the search): ~1 s per 100k queries.
     """
     import faiss
 

@@ -41,19 +41,15 @@ def search_excluding(
     """
     n = len(queries)
     order = list_order(index, queries) if n > batch else None  # IVF: queries sharing lists side by side
-    if order is not None:
-        queries = queries[order]
-        query_docs = None if query_docs is None else query_docs[order]
     dists = np.full((n, k), np.inf, dtype=np.float32)
     ids = np.full((n, k), -1, dtype=np.int64)
     for s in range(0, n, batch):
-        qd = None if query_docs is None else query_docs[s : s + batch]
-        d, i = _search_block(index, queries[s : s + batch], k, qd, chunk_docs)
-        dists[s : s + batch], ids[s : s + batch] = d, i
+        rows = slice(s, s + batch) if order is None else order[s : s + batch]
+        qd = None if query_docs is None else query_docs[rows]
+        d, i = _search_block(index, queries[rows], k, qd, chunk_docs)
+        dists[rows], ids[rows] = d, i
         if progress is not None:
             progress(len(d))
-    if order is not None:  # back to the callers' order
-        dists[order], ids[order] = dists.copy(), ids.copy()
     return dists, ids
 
 

@@ -99,7 +99,7 @@ class Service:
                 methods.append({"id": key, "label": f"{key} ({'RETRO' if cfg.retro else 'baseline'})",
                                 "name": cfg.name, "retro": bool(cfg.retro), "max_seq_len": int(cfg.max_seq_len),
                                 "chunk_size": int(cfg.chunk_size), "vocab_size": int(cfg.vocab_size),
-                                "parameters": int(gen.model.num_parameters(non_embedding=False)), "method": "retro"
+                                "parameters": int(gen.n_parameters), "method": "retro"
                                 if cfg.retro else "baseline"})
             else:
                 d = describe(gen)
