@@ -172,10 +172,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model_dir: Path, memory_dir: Path, port: int, device: str) -> subprocess.Popen:
+def start_server(model_dir: Path, memory_dir: Path, port: int, device: str,
+                 precision: str = "auto") -> subprocess.Popen:
     """`burrow serve` in a subprocess; returns once /health answers."""
     cmd = [sys.executable, "-c", "from burrow.cli import main; main()", "serve", str(model_dir), "--memory",
-           str(memory_dir), "--port", str(port), "--device", device]
+           str(memory_dir), "--port", str(port), "--device", device, "--precision", precision]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -280,11 +281,12 @@ def support(text: str, passages: list[str]) -> tuple[int, int]:
 
 
 def bench_lm(lm: str, memory_dir: Path, prompts: int, tokens: int, retriever: str, stride: int,
-             device: str) -> dict[str, Any]:
+             device: str, precision: str = "auto") -> dict[str, Any]:
     """Tokens/s and the 8-gram support share of ``lm`` with and without the memory in context."""
     from burrow.generate.readable import lm_generator
 
-    gen = lm_generator(lm, Memory(memory_dir), retriever=retriever, stride=stride, device=device)
+    gen = lm_generator(lm, Memory(memory_dir), retriever=retriever, stride=stride, device=device,
+                       precision=precision)
     cases = held_out_prompts(gen.memory, prompts)
     gen.generate(cases[0][1], GenerationConfig(max_new_tokens=4, greedy=True))  # warm-up
     rows = []
@@ -352,11 +354,13 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.precast and (args.lm or args.sizes):
+        ap.error("--precast measures a --run on its --memory; not with --lm or --sizes")
     if args.lm:
         with tempfile.TemporaryDirectory() as tmp:
             memory_dir = args.memory or small_lm_memory(Path(tmp), args.articles)
             results = {"lm": bench_lm(args.lm, memory_dir, args.prompts, args.lm_tokens, args.retriever,
-                                      args.stride, args.device)}
+                                      args.stride, args.device, args.precision)}
         if args.json:
             args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
         return
@@ -381,7 +385,7 @@ def main() -> None:
         results = {"generation": bench_generation(model_dir, memory_dir, args.tokens, args.repeats, args.device,
                                                   precision=args.precision)}
         port = free_port()
-        server = start_server(model_dir, memory_dir, port, args.device)
+        server = start_server(model_dir, memory_dir, port, args.device, args.precision)
         try:
             results["server"] = asyncio.run(load_test(port, args.clients, args.duration, args.request_tokens))
         finally:

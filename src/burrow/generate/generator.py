@@ -108,7 +108,12 @@ Event = TokenEvent | AttributionEvent | DoneEvent
 
 
 class Generator:
-    """Generates from a baseline or RETRO model, retrieving from ``memory`` (which also gives the tokenizer)."""
+    """Generates from a baseline or RETRO model, retrieving from ``memory`` (which also gives the tokenizer).
+
+    Under autocast (``precision`` bf16/fp16, or auto on CUDA and bf16 CPUs) it decodes from a copy of
+    the model with pre-cast linear weights (:func:`burrow.device.autocast_weights`), taken when it is
+    made; in fp32 from the model itself.
+    """
 
     def __init__(self, model: RetrievalLM, memory: Memory, device: str | None = None,
                  precision: str = DEFAULT_PRECISION) -> None:
