@@ -1,7 +1,8 @@
 """Device check (CUDA when present, else CPU at a small shape): causality and cache equality under
-bf16 autocast, then train-step tokens/s for the baseline and RETRO. Under 3 minutes on one GPU.
+bf16 autocast, decoding from pre-cast weights (the same logits; tokens/s against autocast's per-call
+casts), then train-step tokens/s for the baseline and RETRO. Under 3 minutes on one GPU.
 
-    python bench/gpu_check.py [--device cuda] [--compile]
+    python bench/gpu_check.py [--device cuda] [--compile] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from burrow.device import autocast, autocast_dtype, pick_device  # noqa: E402
+from burrow.device import autocast, autocast_dtype, autocast_weights, pick_device  # noqa: E402
 from burrow.model import ModelConfig, build_model  # noqa: E402
 from burrow.presets import get_preset  # noqa: E402
 
@@ -79,6 +80,44 @@ def check_cache(device: torch.device, dtype: torch.dtype | None) -> None:
             raise SystemExit(1)
 
 
+def check_precast(preset: str, vocab: int, device: torch.device, dtype: torch.dtype | None, steps: int) -> None:
+    """Greedy cached decoding of RETRO ``preset`` with neighbours: the pre-cast copy Generator decodes from
+    gives autocast's logits exactly, and its tokens/s against autocast casting the fp32 weights per call."""
+    if dtype is None:
+        print("pre-cast decoding: no autocast on this device (fp32), nothing to check")
+        return
+    torch.manual_seed(0)
+    cfg = get_preset(preset, vocab_size=vocab, zero_init_cca_out=False)
+    model = build_model(cfg).to(device).eval()
+    twin = autocast_weights(model, dtype)
+    prompt = torch.randint(0, vocab, (1, cfg.chunk_size + 5), device=device)
+    nb = torch.randint(0, vocab, (1, -(-(prompt.shape[1] + steps) // cfg.chunk_size), 2, cfg.retrieved_len),
+                       device=device)
+
+    def decode(m: torch.nn.Module) -> tuple[torch.Tensor, float]:
+        cache = m.new_cache(1, prompt.shape[1] + steps)
+        out = []
+        with torch.inference_mode(), autocast(device, dtype):
+            logits = m(prompt, neighbours=nb, cache=cache)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                out.append(logits[:, -1].float())
+                logits = m(logits[:, -1:].argmax(-1), neighbours=nb, cache=cache)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return torch.stack(out), steps / (time.perf_counter() - t0)
+
+    decode(model), decode(twin)  # warm-up
+    (ref, per_call), (got, pre) = decode(model), decode(twin)
+    ok = torch.equal(ref, got)
+    print(f"pre-cast decoding [{preset}, {steps} tokens]: logits equal to autocast's: {'OK' if ok else 'FAIL'}; "
+          f"{pre:,.0f} tokens/s vs {per_call:,.0f} per-call casts ({pre / per_call:.2f}x)")
+    if not ok:
+        raise SystemExit(1)
+
+
 def time_steps(cfg: ModelConfig, device: torch.device, dtype: torch.dtype | None, batch: int, seq: int,
                steps: int, compile_model: bool) -> float:
     """Median tokens/s of forward + backward + AdamW."""
@@ -112,9 +151,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default=None)
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
+    p.add_argument("--precision", default="auto", help="autocast: auto | bf16 | fp16 | fp32")
     args = p.parse_args()
     device = pick_device(args.device)
-    dtype = autocast_dtype(device)
+    dtype = autocast_dtype(device, args.precision)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {device} ({name}), autocast {dtype}")
     check_causality(device, dtype)
@@ -123,6 +163,7 @@ def main() -> None:
         preset, vocab, batch, seq, steps = "retro-172m", 32000, 8, 2048, 5
     else:
         preset, vocab, batch, seq, steps = "retro-tiny", 2048, 2, 256, 2
+    check_precast(preset, vocab, device, dtype, 128 if device.type == "cuda" else 48)
     retro_cfg = get_preset(preset, vocab_size=vocab, max_seq_len=seq)
     base_cfg = get_preset(preset, vocab_size=vocab, max_seq_len=seq, retro=False, cca_layers=())
     for compile_model in (False, True) if args.compile else (False,):
