@@ -14,7 +14,10 @@ _register()
 runner = CliRunner()
 
 
-def test_generate_json(retro_dir, gen_memory) -> None:
+def test_generate_json(retro_dir, gen_memory, monkeypatch) -> None:
+    warmed = []
+    real = Generator.warm_up
+    monkeypatch.setattr(Generator, "warm_up", lambda self: warmed.append(self) or real(self))
     out = runner.invoke(app, ["generate", str(retro_dir), "--memory", str(gen_memory.dir), "Owls hunt at night",
                               "--max-tokens", "20", "--seed", "3", "--top-p", "0.9", "--top-k", "40", "-k", "2",
                               "--json", "--precision", "fp32"])
@@ -24,6 +27,7 @@ def test_generate_json(retro_dir, gen_memory) -> None:
     assert doc["chunks"] and all({"chunk", "text", "neighbours", "copied"} <= set(c) for c in doc["chunks"])
     assert any(nb["source"].endswith(".txt:line 1") for c in doc["chunks"] for nb in c["neighbours"])
     assert "".join(c["text"] for c in doc["chunks"]) == doc["text"]
+    assert len(warmed) == 1  # the memory opened before the timed generation
 
 
 def test_generate_streams_text_then_attributions(retro_dir, gen_memory) -> None:

@@ -41,13 +41,16 @@ def _generator(run: Path | None, memory: Path, device: str, precision: str, lm: 
             raise BurrowError("give either a RUN or --lm, not both (`burrow serve` takes both)")
         from burrow.generate.readable import lm_generator
 
-        return lm_generator(lm, Memory(memory), retriever=retriever, stride=stride, query_tokens=query_tokens,
-                            device=device, precision=precision)
-    if run is None:
-        raise BurrowError("give a RUN directory or --lm (e.g. --lm smollm2)")
-    mem = Memory(memory)
-    check_trained_tokenizer(run, mem)
-    return Generator(load_generation_model(run), mem, device=device, precision=precision)
+        gen: Any = lm_generator(lm, Memory(memory), retriever=retriever, stride=stride, query_tokens=query_tokens,
+                                device=device, precision=precision)
+    else:
+        if run is None:
+            raise BurrowError("give a RUN directory or --lm (e.g. --lm smollm2)")
+        mem = Memory(memory)
+        check_trained_tokenizer(run, mem)
+        gen = Generator(load_generation_model(run), mem, device=device, precision=precision)
+    gen.warm_up()  # the encoder and index load now: a generation's seconds (tokens/s) time generating
+    return gen
 
 
 def generate_command(

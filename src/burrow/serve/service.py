@@ -82,11 +82,8 @@ class Service:
 
     def _warm_up(self) -> None:
         """Load the memory's lazily opened parts now, not concurrently inside the first requests."""
-        _ = self.memory.tokenizer, self.memory.chunks, self.memory.store
         for gen in self.methods.values():
-            if gen.retro:
-                self.memory.search(["warm-up"], k=1, **({"retriever": gen.retriever} if hasattr(gen, "retriever")
-                                                         else {}))
+            gen.warm_up()
 
     def info(self) -> dict[str, Any]:
         """Model (the default method's), every method, memory and limits, for /health."""
