@@ -98,6 +98,12 @@ def tokens_per_second(gen: Generator, retrieval: bool, tokens: int, repeats: int
     return float(statistics.median(rates)), float(statistics.median(search))
 
 
+def tokens_that_fit(gen: Generator, tokens: int) -> int:
+    """``tokens``, or fewer: what fits in the model's context after the document start and the prompt."""
+    p0 = int(gen.config.chunk_size) + len(gen.tokenizer.encode(PROMPT))
+    return min(tokens, int(gen.config.max_seq_len) - p0)
+
+
 def bench_generation(model_dir: Path | Any, memory_dir: Path, tokens: int, repeats: int, device: str,
                      label: str = "", precision: str = "auto") -> dict[str, Any]:
     """Tokens/s with retrieval on and off, interleaved so both see the same machine load (best of 3 rounds).
@@ -106,8 +112,7 @@ def bench_generation(model_dir: Path | Any, memory_dir: Path, tokens: int, repea
     """
     model = load_generation_model(model_dir) if isinstance(model_dir, Path) else model_dir
     gen = Generator(model, Memory(memory_dir), device=device, precision=precision)
-    p0 = int(gen.config.chunk_size) + len(gen.tokenizer.encode(PROMPT))  # document start + prompt
-    tokens = min(tokens, int(gen.config.max_seq_len) - p0)  # what fits after the prompt
+    tokens = tokens_that_fit(gen, tokens)
     gen.generate(PROMPT, GenerationConfig(max_new_tokens=gen.config.chunk_size * 2))  # warm-up (encoder load)
     on: list[tuple[float, float]] = []
     off: list[float] = []
@@ -147,8 +152,7 @@ def bench_precast(model_dir: Path, memory_dir: Path, tokens: int, repeats: int, 
     if gen.dtype is None:
         raise SystemExit(f"--precast needs autocast: --precision bf16 or fp16 ({precision!r} on {gen.device} is fp32)")
     arms = {"per-call cast": model, "pre-cast": gen.model}
-    p0 = int(gen.config.chunk_size) + len(gen.tokenizer.encode(PROMPT))
-    tokens = min(tokens, int(gen.config.max_seq_len) - p0)
+    tokens = tokens_that_fit(gen, tokens)
     best: dict[str, float] = {}
     for _ in range(3):
         for arm, weights in arms.items():
@@ -356,31 +360,28 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.precast and (args.lm or args.sizes):
         ap.error("--precast measures a --run on its --memory; not with --lm or --sizes")
-    if args.lm:
-        with tempfile.TemporaryDirectory() as tmp:
-            memory_dir = args.memory or small_lm_memory(Path(tmp), args.articles)
-            results = {"lm": bench_lm(args.lm, memory_dir, args.prompts, args.lm_tokens, args.retriever,
-                                      args.stride, args.device, args.precision)}
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
-        return
-    if args.sizes:
-        with tempfile.TemporaryDirectory() as tmp:
-            memory_dir = args.memory or _wiki_memory(Path(tmp), args.articles).dir
-            results = {"sizes": bench_sizes(args.sizes.split(","), memory_dir, args.tokens, args.repeats,
-                                            args.device, args.precision)}
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
-        return
-    if (args.run is None) != (args.memory is None) or (args.precast and args.run is None):
+    unpaired = (args.run is None) != (args.memory is None) or (args.precast and args.run is None)
+    if unpaired and not (args.lm or args.sizes):
         ap.error("give both --run and --memory, or neither (--precast needs them)")
-    if args.precast:
-        results = {"precast": bench_precast(args.run, args.memory, args.tokens, args.repeats, args.device,
-                                            args.precision)}
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
-        return
+    results = run(args)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The benchmark ``args`` asks for: in-context LM, model sizes, pre-cast weights, or generation + server."""
     with tempfile.TemporaryDirectory() as tmp:
+        if args.lm:
+            memory_dir = args.memory or small_lm_memory(Path(tmp), args.articles)
+            return {"lm": bench_lm(args.lm, memory_dir, args.prompts, args.lm_tokens, args.retriever, args.stride,
+                                   args.device, args.precision)}
+        if args.sizes:
+            memory_dir = args.memory or _wiki_memory(Path(tmp), args.articles).dir
+            return {"sizes": bench_sizes(args.sizes.split(","), memory_dir, args.tokens, args.repeats, args.device,
+                                         args.precision)}
+        if args.precast:
+            return {"precast": bench_precast(args.run, args.memory, args.tokens, args.repeats, args.device,
+                                             args.precision)}
         model_dir, memory_dir = (args.run, args.memory) if args.run else small_setup(Path(tmp), args.articles)
         results = {"generation": bench_generation(model_dir, memory_dir, args.tokens, args.repeats, args.device,
                                                   precision=args.precision)}
@@ -391,9 +392,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(30)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
-
+        return results
 
 if __name__ == "__main__":
     main()

@@ -95,18 +95,20 @@ def autocast_weights(model: M, dtype: torch.dtype | None) -> M:
     def castable(param: torch.Tensor | None) -> bool:
         return param is not None and param.is_floating_point() and param.dtype != dtype
 
+    def cast(param: torch.Tensor) -> nn.Parameter:
+        return nn.Parameter(param.detach().to(dtype), requires_grad=False)
+
     linear = [p for m in model.modules() if isinstance(m, nn.Linear) for p in (m.weight, m.bias) if castable(p)]
     if not linear:
         return model
     shared = {id(p) for m in model.modules() if not isinstance(m, nn.Linear) for p in m.parameters(recurse=False)}
     # Cast while copying (the memo maps each original weight to its cast copy): no second fp32 copy.
-    memo: dict[int, Any] = {id(p): nn.Parameter(p.detach().to(dtype), requires_grad=False)
-                            for p in linear if id(p) not in shared}
+    memo: dict[int, Any] = {id(p): cast(p) for p in linear if id(p) not in shared}
     twin = copy.deepcopy(model, memo)
     for module in twin.modules():  # the tied ones, copied in fp32 with their other module
         if isinstance(module, nn.Linear):
             for name in ("weight", "bias"):
                 param = getattr(module, name)
                 if castable(param):
-                    setattr(module, name, nn.Parameter(param.detach().to(dtype), requires_grad=False))
+                    setattr(module, name, cast(param))
     return twin

@@ -139,9 +139,8 @@ class Generator:
     def warm_up(self) -> None:
         """Open the memory's lazily loaded parts (encoder, index) now: a generation's seconds, and its
         tokens/s, then time generating, not loading (a first search otherwise pays ~3 s for them)."""
-        _ = self.memory.tokenizer, self.memory.chunks, self.memory.store
         if self.retro:
-            self.memory.search(["warm-up"], k=1)
+            self.memory.warm_up()
 
     def stream(self, prompt: str, config: GenerationConfig | None = None) -> Iterator[Event]:
         """Generate a continuation of ``prompt``: token events, attribution events, then one done event."""

@@ -112,8 +112,7 @@ class InContextGenerator:
     def warm_up(self) -> None:
         """Open the memory's lazily loaded parts for this retriever now (see ``Generator.warm_up``)."""
         if self.memory is not None:
-            _ = self.memory.tokenizer, self.memory.chunks, self.memory.store
-            self.memory.search(["warm-up"], k=1, retriever=self.retriever)
+            self.memory.warm_up(self.retriever)
 
     def stream(self, prompt: str, config: GenerationConfig | None = None) -> Iterator[Event]:
         """Continue ``prompt``: token events, one attribution per block, then a done event."""

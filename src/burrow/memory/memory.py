@@ -223,6 +223,12 @@ class Memory:
         """(c, e) keys of memory chunks as stored at build time (key shards, else the flat index)."""
         return stored_keys(self.dir, self.index, np.asarray(chunk_ids, dtype=np.int64))
 
+    def warm_up(self, retriever: str = "dense") -> None:
+        """Open the lazily loaded parts now (tokenizer, chunks, token store, and through one search the
+        encoder and index, or BM25): a caller's first search, and whatever it times, then pays none of it."""
+        _ = self.tokenizer, self.chunks, self.store
+        self.search(["warm-up"], k=1, retriever=retriever)
+
     def search(self, queries: list[str] | np.ndarray, k: int = DEFAULT_K, exclude_docs: np.ndarray | None = None,
                with_text: bool = True, retriever: str = "dense") -> SearchResult:
         """Nearest chunks of ``queries`` (texts, or token chunks (q, ≤m)) with tokens, text and provenance.

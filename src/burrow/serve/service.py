@@ -82,6 +82,7 @@ class Service:
 
     def _warm_up(self) -> None:
         """Load the memory's lazily opened parts now, not concurrently inside the first requests."""
+        _ = self.memory.tokenizer, self.memory.chunks, self.memory.store
         for gen in self.methods.values():
             gen.warm_up()
 
