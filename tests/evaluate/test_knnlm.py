@@ -186,3 +186,30 @@ def test_evaluate_runs_the_baseline_once_for_its_score_and_its_knnlm(setup, monk
     np.testing.assert_array_equal(result.scores["base +kNN-LM"].chunk_bits, alone.chunk_bits)
     np.testing.assert_array_equal(result.scores["base"].chunk_bits,
                                   score_model("b", model, "baseline", data, N, None, CPU, None).chunk_bits)
+
+
+def test_a_pass_collected_otherwise_is_refused(setup) -> None:
+    """A kNN-LM handed an LM pass of another window length, precision or model says so instead of scoring
+    queries that are not its own."""
+    from burrow.evaluate.bpb import token_bits
+    from burrow.evaluate.knnlm import LMPass
+
+    memory, model = setup
+    data = from_texts(["a", "b"], ["Cats purr when content and hunt mice.", "A comet has a bright tail."],
+                      memory.tokenizer, 8)
+    cfg = KnnLMConfig(lam=0.3, temperature=2.0, k=4, precision="fp32", progress=False)
+
+    def collected(lm, n, dtype):
+        with LMPass.collect(lm, data, n, dtype) as lm_pass:
+            token_bits(lm, data, n, None, CPU, dtype, 8192, lm_pass.observe)
+        return lm_pass
+
+    other = build_model(get_preset("tiny", vocab_size=memory.tokenizer.vocab_size, chunk_size=8, d_model=32,
+                                   n_layers=2, n_heads=2, head_dim=16, max_seq_len=N))
+    for lm_pass, what in ((collected(model, N // 2, None), "window length"),
+                          (collected(model, N, torch.bfloat16), "precision"), (collected(other, N, None), "model")):
+        with pytest.raises(BurrowError, match=what):
+            score_knnlm("knn", model, data, memory, N, cfg, lm_pass=lm_pass)
+    own, _ = score_knnlm("knn", model, data, memory, N, cfg, lm_pass=collected(model, N, None))
+    alone, _ = score_knnlm("knn", model, data, memory, N, cfg)
+    np.testing.assert_array_equal(own.chunk_bits, alone.chunk_bits)

@@ -271,17 +271,18 @@ class LMPass:
     so ``burrow eval`` runs the baseline once for its own score and for its kNN-LM queries.
     """
 
-    def __init__(self, data: EvalData) -> None:
-        self.data = data
+    def __init__(self, data: EvalData, model: Any, n: int, dtype: torch.dtype | None) -> None:
+        self.data, self.model, self.n, self.dtype = data, model, n, dtype  # what it was collected with
         self.lm_logp = [np.full(len(t), np.nan) for t in data.tokens]  # per document (L,) float64
         self.hidden: list[np.ndarray | None] = [None] * data.n_docs  # per document (L, d) float32
         self._tap: _HiddenTap | None = None
 
     @classmethod
     @contextlib.contextmanager
-    def collect(cls, model: Any, data: EvalData) -> Iterator[LMPass]:
-        """Tap ``model``'s output layer while the block runs; pass ``lm_pass.observe`` as ``each``."""
-        lm_pass = cls(data)
+    def collect(cls, model: Any, data: EvalData, n: int, dtype: torch.dtype | None) -> Iterator[LMPass]:
+        """Tap ``model``'s output layer while the block runs; pass ``lm_pass.observe`` as ``each`` of a
+        scoring of ``data`` in windows of ``n`` tokens under autocast ``dtype``."""
+        lm_pass = cls(data, model, n, dtype)
         lm_pass._tap = _HiddenTap(model)
         try:
             yield lm_pass
@@ -311,14 +312,13 @@ def knn_queries(model: Any, data: EvalData, store: Datastore, n: int, config: Kn
     ``exclude_docs`` (D,): per evaluation document, a memory document whose entries must not be used
     (the same document, when the evaluation set is part of the memory); -1 excludes nothing.
     """
+    device = pick_device(config.device)
+    dtype = autocast_dtype(device, config.precision)
     if lm_pass is None:
-        device = pick_device(config.device)
         model.to(device).eval()
-        with LMPass.collect(model, data) as lm_pass:
-            token_bits(model, data, n, None, device, autocast_dtype(device, config.precision), config.batch_tokens,
-                       lm_pass.observe)
-    if lm_pass.data is not data:
-        raise BurrowError("the kNN-LM's LM pass was collected on other evaluation data")
+        with LMPass.collect(model, data, n, dtype) as lm_pass:
+            token_bits(model, data, n, None, device, dtype, config.batch_tokens, lm_pass.observe)
+    _check_pass(lm_pass, model, data, n, dtype)
     queries = np.concatenate([h for h in lm_pass.hidden if h is not None])
     lm_pass.hidden = []  # read once: the queries are the only copy from here on
     doc = np.repeat(np.arange(data.n_docs), [len(t) for t in data.tokens])
@@ -328,6 +328,18 @@ def knn_queries(model: Any, data: EvalData, store: Datastore, n: int, config: Kn
     target = np.concatenate(data.tokens)
     match = (ids >= 0) & (store.values[np.maximum(ids, 0)] == target[:, None])
     return KnnQueries(np.concatenate(lm_pass.lm_logp), dists, match, doc)
+
+
+def _check_pass(lm_pass: LMPass, model: Any, data: EvalData, n: int, dtype: torch.dtype | None) -> None:
+    """Refuse an LM pass collected with another model, data, window length or precision (its queries would
+    not be the ones this kNN-LM scores)."""
+    wrong = [what for what, same in (("evaluation data", lm_pass.data is data), ("model", lm_pass.model is model),
+                                     (f"window length ({lm_pass.n}, not {n})", lm_pass.n == n),
+                                     (f"precision ({lm_pass.dtype}, not {dtype})", lm_pass.dtype == dtype))
+             if not same]
+    if wrong:
+        raise BurrowError(f"the kNN-LM's LM pass was collected with another {', '.join(wrong)}; "
+                          "pass lm_pass=None to run the LM here")
 
 
 def score_knnlm(name: str, model: Any, data: EvalData, memory: Any, n: int, config: KnnLMConfig | None = None,

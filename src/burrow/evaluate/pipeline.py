@@ -221,7 +221,7 @@ class _Scorer:
         with timed(self.timings, name):
             if not keep_pass:
                 return self._score(name, model, mode, ids, k)
-            with LMPass.collect(model, self.data) as lm_pass:
+            with LMPass.collect(model, self.data, self.n, self.dtype) as lm_pass:
                 score = self._score(name, model, mode, ids, k, lm_pass.observe)
             self.lm_passes[name] = lm_pass
             return score
