@@ -79,8 +79,41 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BurrowError(f"{path} not found; build that artefact first") from None
+    except IsADirectoryError:
+        raise BurrowError(f"{path} is a folder, not the JSON file expected there") from None
     except json.JSONDecodeError as e:
         raise BurrowError(f"{path} is corrupt ({e.msg}); delete it and re-run with --force") from None
+    except UnicodeDecodeError:
+        raise BurrowError(f"{path} is not UTF-8 text (corrupt); delete it and re-run with --force") from None
+
+
+@contextlib.contextmanager
+def damaged(path: str | Path, fix: str = "rebuild it (re-run the command that made it with --force)") -> Iterator[None]:
+    """Turn a failure to read an artefact file (truncated, overwritten, not what it claims) into one line
+    naming the file and what to do."""
+    import zipfile
+
+    try:
+        yield
+    except (ValueError, OSError, EOFError, RuntimeError, KeyError, IndexError, zipfile.BadZipFile) as e:
+        if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
+            raise BurrowError(f"cannot read {path}: {e.strerror or e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BurrowError(f"{path} is damaged ({first[:120]}); {fix}") from None
+
+
+def check_out_dir(path: str | Path | None) -> Path | None:
+    """``path`` as an output folder, refused up front (before any work) where it, or a folder above it,
+    is a file."""
+    if path is None:
+        return None
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise BurrowError(f"{p} is a file; the output must be a folder (give another -o)")
+            break
+    return path
 
 
 def write_manifest(directory: str | Path, kind: str, **fields: Any) -> dict[str, Any]:
@@ -101,6 +134,8 @@ def read_manifest(directory: str | Path, kind: str) -> dict[str, Any] | None:
     if not path.exists():
         return None
     manifest = read_json(path)
+    if not isinstance(manifest, dict):
+        raise BurrowError(f"{path} is corrupt (not a JSON object); delete it and re-run with --force")
     if manifest.get("kind") != kind:
         raise BurrowError(f"{path} describes a {manifest.get('kind')!r}, not a {kind!r}")
     if manifest.get("format_version") != FORMAT_VERSION:

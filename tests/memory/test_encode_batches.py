@@ -18,3 +18,14 @@ def test_keys_follow_input_order_whatever_the_batching(encoder) -> None:
     assert sorted(order.tolist()) == list(range(len(texts)))
     lengths = [len(encoder.model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     assert [lengths[i] for i in order] == sorted(lengths)
+
+
+def test_a_query_with_lone_surrogates_is_encoded_as_valid_text(encoder) -> None:
+    """A shell's undecodable bytes reach Python as lone surrogates (``memory search $'caf\\xff'``); the
+    tokenizer refuses those, so the encoder reads them as U+FFFD."""
+    from burrow.data.tokenizer import valid_text
+
+    bad = "caf\udcff purr"
+    keys = encoder.encode([bad, "owls hunt"])
+    assert np.isfinite(keys).all()
+    np.testing.assert_allclose(keys[0], encoder.encode([valid_text(bad)])[0], atol=1e-6)

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from burrow.cli.options import Device
+from burrow.cli.options import Device, out_option
 from burrow.device import DEFAULT_DEVICE
 
 
@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "-o", "--out", help="Where the corpus, memory, runs and report go."),
+    out: Path = out_option(Path("runs/demo"), "Where the corpus, memory, runs and report go."),
     data: Path | None = typer.Option(None, "--data", help="Folder laid out like shared/data (default: found)."),
     quick: bool = typer.Option(False, "--quick", help="A ≤ 3-minute version on a slice of the data."),
     steps: int | None = typer.Option(None, "--steps", help="Training steps per model."),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from burrow.cli.options import DEFAULT_K, Device, K, MaybeSeqLen, Precision, default_of
+from burrow.cli.options import DEFAULT_K, Device, K, MaybeSeqLen, Precision, default_of, out_option
 from burrow.evaluate.pipeline import EvalConfig
 from burrow.evaluate.sweeps import DEFAULT_SWEEP_K
 
@@ -18,7 +18,7 @@ def eval_command(
     memory: Path | None = typer.Option(None, "--memory", "-m", help="Memory directory: tokenizer, RETRO[ON] "
                                                                     "neighbours, leakage."),
     data: list[str] = typer.Option(..., "--data", "-d", help="Evaluation files or folders (repeat the option)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output directory (report, plots, cached neighbours)."),
+    out: Path = out_option(..., "Output directory (report, plots, cached neighbours)."),
     k: K = DEFAULT_K,
     seq_len: MaybeSeqLen = default_of(EvalConfig, "seq_len"),
     leakage: bool = typer.Option(False, "--leakage", help="r(C) and bpb(α) (RETRO §2.6)."),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from burrow.cli.options import DEFAULT_K, Force, Precision, default_of
+from burrow.cli.options import DEFAULT_K, Force, Precision, default_of, out_option
 from burrow.data.corpus import CorpusConfig
 from burrow.data.tokenizer import TokenizerConfig
 from burrow.errors import BurrowError
@@ -29,7 +29,7 @@ INVALID = typer.Option("replace", "--invalid-utf8", help="Invalid UTF-8: 'replac
 @app.command("build")
 def build(
     corpus: list[str] = typer.Argument(..., help="Files or folders (.txt .md .jsonl[.gz] .parquet) or hf:NAME."),
-    out: Path = typer.Option(..., "-o", "--out", help="Memory directory to create or resume."),
+    out: Path = out_option(..., "Memory directory to create or resume."),
     text_field: str = TEXT_FIELD,
     txt_split: str = TXT_SPLIT,
     invalid_utf8: str = INVALID,
@@ -48,7 +48,7 @@ def build(
                                    help="Tokens per chunk (the paper's m = 64)."),
     index: str | None = typer.Option(None, "--index", help="FAISS factory string (default: chosen by size)."),
     search_params: str | None = typer.Option(None, "--search-params", help="e.g. efSearch=128 or nprobe=64."),
-    neighbours_k: int = typer.Option(0, "--neighbours", "-k", help="Also precompute k neighbours per chunk."),
+    neighbours_k: int = typer.Option(0, "--neighbours", "-k", min=0, help="Also precompute k neighbours per chunk."),
     engine: str = typer.Option("local", "--engine",
                                help="local (this process) or ray (key shards and neighbours on Ray Data actors)."),
     address: str | None = typer.Option(None, "--address", help="--engine ray: join this Ray cluster (HOST:PORT or "
@@ -142,7 +142,7 @@ def info(directory: Path = typer.Argument(..., help="Memory directory."),
 def search(
     directory: Path = typer.Argument(..., help="Memory directory."),
     query: list[str] = typer.Argument(..., help="Query text(s)."),
-    k: int = typer.Option(4, "-k", help="Neighbours per query."),
+    k: int = typer.Option(4, "-k", min=1, help="Neighbours per query."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
     width: int = typer.Option(240, "--width", help="Characters of each neighbour's text to show."),
     retriever: str = typer.Option("dense", "--retriever", help="dense (encoder keys, FAISS) or bm25."),
@@ -180,7 +180,7 @@ def bm25(
 def tokenize(
     directory: Path = typer.Argument(..., help="Memory directory (its tokenizer is used)."),
     corpus: list[str] = typer.Argument(..., help="Files or folders to tokenize (e.g. a validation set)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Token store directory to write."),
+    out: Path = out_option(..., "Token store directory to write."),
     text_field: str = TEXT_FIELD,
     txt_split: str = TXT_SPLIT,
 ) -> None:
@@ -197,7 +197,7 @@ def tokenize(
 def neighbours(
     directory: Path = typer.Argument(..., help="Memory directory."),
     tokens: Path | None = typer.Option(None, "--tokens", help="Another token store (default: the memory's own)."),
-    k: int = typer.Option(DEFAULT_K, "-k", help="Neighbours per chunk."),
+    k: int = typer.Option(DEFAULT_K, "-k", min=1, help="Neighbours per chunk."),
     name: str | None = typer.Option(None, "--name", help="Table name (default: 'self' or the store's folder name)."),
     force: Force = False,
 ) -> None:

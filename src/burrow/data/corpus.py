@@ -15,7 +15,7 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Literal
 
@@ -240,8 +240,22 @@ def _decode(raw: bytes, config: CorpusConfig, stats: CorpusStats) -> str | None:
         return raw.decode("utf-8", errors="replace")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate (JSON's "\\ud800"): not text, one U+FFFD each
+
+
 def _emit(doc: Document, config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
-    nbytes = len(doc.text.encode("utf-8"))
+    if doc.title is not None and not doc.title.isascii():
+        doc = replace(doc, title=_SURROGATE.sub("\ufffd", doc.title))
+    try:
+        nbytes = len(doc.text.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates: a JSON "\ud800" escape, or a record of a dataset
+        fixed = _SURROGATE.sub("\ufffd", doc.text)
+        if config.invalid_utf8 == "skip":
+            stats.skip("invalid_utf8", len(fixed.encode("utf-8")))
+            return
+        stats.repaired_utf8 += 1
+        doc = replace(doc, text=fixed)
+        nbytes = len(fixed.encode("utf-8"))
     if sum(1 for c in doc.text if not c.isspace()) < config.min_chars:
         stats.skip("empty", nbytes)
         return

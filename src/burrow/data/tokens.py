@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from burrow.artefacts import atomic_path, manifest_path, read_manifest, require_manifest, write_manifest
+from burrow.artefacts import atomic_path, damaged, manifest_path, read_manifest, require_manifest, write_manifest
 from burrow.data.corpus import Document
 from burrow.data.tokenizer import Tokenizer
 from burrow.errors import BurrowError
@@ -56,13 +56,15 @@ class TokenStore:
         self.dtype = np.dtype(self.manifest["dtype"])
         self.n_tokens = int(self.manifest["n_tokens"])
         self.n_docs = int(self.manifest["n_docs"])
-        self.offsets = np.load(self.dir / "offsets.npy")[: self.n_docs + 1]
+        with damaged(self.dir / "offsets.npy"):
+            self.offsets = np.load(self.dir / "offsets.npy")[: self.n_docs + 1]
         if len(self.offsets) != self.n_docs + 1 or int(self.offsets[-1]) != self.n_tokens:
             raise BurrowError(f"{self.dir}: offsets do not match the manifest; rebuild with --force")
-        self.tokens = (
-            np.memmap(self.dir / "tokens.bin", dtype=self.dtype, mode="r", shape=(self.n_tokens,))
-            if self.n_tokens else np.zeros(0, dtype=self.dtype)
-        )
+        with damaged(self.dir / "tokens.bin"):
+            self.tokens = (
+                np.memmap(self.dir / "tokens.bin", dtype=self.dtype, mode="r", shape=(self.n_tokens,))
+                if self.n_tokens else np.zeros(0, dtype=self.dtype)
+            )
         self._docs: list[DocInfo] | None = None
 
     @property
@@ -79,9 +81,12 @@ class TokenStore:
     def docs(self) -> list[DocInfo]:
         """Document provenance, loaded on first use."""
         if self._docs is None:
-            with open(self.dir / "documents.jsonl", encoding="utf-8") as f:
+            with damaged(self.dir / "documents.jsonl"), open(self.dir / "documents.jsonl", encoding="utf-8") as f:
                 rows = [json.loads(line) for _, line in zip(range(self.n_docs), f, strict=False)]
-            self._docs = [DocInfo(r["id"], r["source"], r.get("title"), int(r["bytes"])) for r in rows]
+                docs = [DocInfo(r["id"], r["source"], r.get("title"), int(r["bytes"])) for r in rows]
+                if len(docs) != self.n_docs:
+                    raise ValueError(f"{len(docs)} documents, not {self.n_docs}")
+            self._docs = docs
         return self._docs
 
     def document(self, d: int) -> np.ndarray:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from burrow.artefacts import config_hash, read_manifest, write_manifest
+from burrow.artefacts import config_hash, damaged, read_manifest, write_manifest
 from burrow.data.layout import document_inputs, start_token, target_offset
 from burrow.device import autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
@@ -176,11 +176,12 @@ def build_datastore(model: Any, memory: Any, seq_len: int, config: KnnLMConfig |
 
 
 def _open(directory: Path, config: KnnLMConfig) -> Datastore:
-    index = faiss.read_index(str(directory / "index.faiss"))
-    if hasattr(index, "nprobe"):
-        index.nprobe = config.nprobe
-    return Datastore(directory, np.load(directory / "keys.npy", mmap_mode="r"), np.load(directory / "values.npy"),
-                     np.load(directory / "docs.npy"), index)
+    with damaged(directory, f"delete {directory} and re-run to build it again"):
+        index = faiss.read_index(str(directory / "index.faiss"))
+        if hasattr(index, "nprobe"):
+            index.nprobe = config.nprobe
+        return Datastore(directory, np.load(directory / "keys.npy", mmap_mode="r"), np.load(directory / "values.npy"),
+                         np.load(directory / "docs.npy"), index)
 
 
 def _encode_store(model: Any, memory: Any, n: int, config: KnnLMConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ the leakage analysis reuse the same cached neighbours.
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +69,12 @@ def _load_cached(cache_dir: Path | None, kind: str, key: str) -> QueryNeighbours
     path, name = _cache_paths(cache_dir, kind, key)
     if read_manifest(cache_dir, name) is None or not path.exists():
         return None
-    z = np.load(path)
-    return QueryNeighbours(z["keys"], z["ids"], z["distances"])
+    try:
+        z = np.load(path)
+        return QueryNeighbours(z["keys"], z["ids"], z["distances"])
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile):
+        log.warning("cached neighbours %s are damaged: computing them again", path)
+        return None
 
 
 def _save_cached(cache_dir: Path | None, kind: str, key: str, qn: QueryNeighbours, info: dict[str, Any]) -> None:

@@ -39,8 +39,10 @@ class GenerationConfig:
         self.stop = tuple(self.stop)
         if self.max_new_tokens < 1:
             raise BurrowError(f"max_new_tokens must be ≥ 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
+        if not self.temperature >= 0:  # NaN too
             raise BurrowError(f"temperature must be ≥ 0, got {self.temperature}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise BurrowError(f"seed must be in [0, 2^63), got {self.seed}")
         if self.top_k < 0:
             raise BurrowError(f"top_k must be ≥ 0 (0 = off), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:

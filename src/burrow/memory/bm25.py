@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from burrow.artefacts import config_hash, read_json, read_manifest, write_manifest
+from burrow.artefacts import config_hash, damaged, read_json, read_manifest, write_manifest
 from burrow.errors import BurrowError
 
 if TYPE_CHECKING:
@@ -209,7 +209,8 @@ def load_bm25(memory: Memory) -> BM25Index:
     if manifest.get("inputs") != inputs:
         raise BurrowError(f"memory {memory.dir} has no up-to-date BM25 index (its chunks changed since); "
                           f"run `burrow memory bm25 {memory.dir}`")
-    retriever = bm25s.BM25.load(str(directory), show_progress=False)
+    with damaged(directory, f"rebuild it: burrow memory bm25 {memory.dir} --force"):
+        retriever = bm25s.BM25.load(str(directory), show_progress=False)
     index = BM25Index(retriever, manifest)
     _LOADED[memory] = index
     return index

@@ -362,6 +362,8 @@ def tokenize_store(memory: Memory, inputs: Sequence[str], out: str | Path,
     """Tokenize another corpus (e.g. a validation set) with the memory's tokenizer into a token store."""
     if not inputs:
         raise BurrowError("no input files given")
+    if Path(out).resolve() in (memory.dir.resolve(), (memory.dir / "tokens").resolve()):
+        raise BurrowError(f"{out} is the memory's own folder or token store; give another -o")
     bar = tqdm(unit="doc", desc="tokenize", disable=not progress)
     stats = CorpusStats()
     with removing_new_folders(out):

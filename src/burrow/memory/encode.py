@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from burrow.artefacts import atomic_path
+from burrow.data.tokenizer import valid_text
 from burrow.device import autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
 
@@ -106,7 +107,7 @@ class FrozenEncoder:
         which leaves ~a quarter of the computed tokens padding on 64-token chunks; a key does not
         depend on its batch-mates, the attention mask hides the padding).
         """
-        texts = list(texts)
+        texts = [t if t.isascii() else valid_text(t) for t in texts]  # lone surrogates (a shell's bad bytes) → U+FFFD
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         size = self.config.batch_size
         # One batch (a generation step's query): its order changes nothing, so skip the sorting pass.

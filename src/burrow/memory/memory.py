@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from burrow.artefacts import read_json, require_manifest
+from burrow.artefacts import damaged, read_json, require_manifest
 from burrow.data.layout import retrieved_length
 from burrow.data.tokenizer import Tokenizer, load_tokenizer
 from burrow.data.tokens import TokenStore
@@ -122,7 +122,8 @@ class Memory:
     def chunks(self) -> ChunkTable:
         """The chunk table."""
         require_manifest(self.dir, "chunks")
-        return ChunkTable.load(self.dir / "chunks.npz")
+        with damaged(self.dir / "chunks.npz"):
+            return ChunkTable.load(self.dir / "chunks.npz")
 
     @property
     def chunk_size(self) -> int:
@@ -145,7 +146,8 @@ class Memory:
     def index(self) -> Any:
         """The FAISS index (search parameters applied)."""
         m = require_manifest(self.dir, "index")
-        return load_index(self.dir / "index.faiss", m.get("search_params", ""))
+        with damaged(self.dir / "index.faiss", f"rebuild it: burrow memory build … -o {self.dir} --force"):
+            return load_index(self.dir / "index.faiss", m.get("search_params", ""))
 
     @property
     def encoder(self) -> FrozenEncoder:
@@ -271,4 +273,6 @@ class Memory:
         """A precomputed neighbour table: (ids (chunks, k) int64, distances) memory-mapped."""
         ids_p, dist_p, _ = neighbour_table_paths(self.dir, name, k)
         require_manifest(ids_p.parent, ids_p.name.removesuffix(".ids.npy"))
-        return np.load(ids_p, mmap_mode="r"), np.load(dist_p, mmap_mode="r")
+        with damaged(ids_p.parent / ids_p.name.removesuffix(".ids.npy"),
+                     f"recompute it: burrow memory neighbours {self.dir} -k {k} --force"):
+            return np.load(ids_p, mmap_mode="r"), np.load(dist_p, mmap_mode="r")

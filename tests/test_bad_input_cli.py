@@ -1,0 +1,155 @@
+"""Bad input found by a new user's audit (session 7), through ``burrow``'s real entry point: an output that
+is an input, an output that is a file, damaged artefact files, lone surrogates, out-of-range numbers. Each
+ends in one ``error:`` line (or a usage line), loses nothing, and writes nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import test_reliability_cli as reliability
+from burrow.errors import BurrowError
+
+# test_reliability_cli's corpus, memories and 2-step run, with its stand-in encoder (autouse)
+world, hash_encoder = reliability.world, reliability.hash_encoder
+M, one_error, _truncate = reliability.M, reliability.one_error, reliability._truncate
+
+
+def test_clean_refuses_to_write_over_its_input(tmp_path, burrow_cli) -> None:
+    src = tmp_path / "in.jsonl"
+    rows = "".join(json.dumps({"text": f"Document {i} says the owls hunt at night in the valley."}) + "\n"
+                   for i in range(5))
+    src.write_text(rows, encoding="utf-8")
+    code, _, err = burrow_cli("corpus", "clean", src, "-o", src)
+    assert code == 2
+    assert "both an input" in one_error(err)
+    assert src.read_text(encoding="utf-8") == rows
+    code, _, err = burrow_cli("corpus", "clean", tmp_path, "-o", tmp_path / "in.jsonl")  # the folder holds it
+    assert code == 2 and src.read_text(encoding="utf-8") == rows
+
+
+def test_tokenize_refuses_the_memorys_own_token_store(world, tmp_path, burrow_cli) -> None:
+    mem = tmp_path / "mem"
+    shutil.copytree(world["mem_a"], mem)
+    before = (mem / "tokens" / "tokens.bin").read_bytes()
+    code, _, err = burrow_cli("memory", "tokenize", mem, world["valid"], "-o", mem / "tokens")
+    assert code == 2
+    assert "own folder or token store" in one_error(err)
+    assert (mem / "tokens" / "tokens.bin").read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["memory build", "train", "eval", "memory tokenize"])
+def test_an_output_that_is_a_file_is_refused_before_any_work(world, tmp_path, burrow_cli, command) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("hi\n", encoding="utf-8")
+    args = {"memory build": ["memory", "build", world["small"], "--vocab-size", "400"],
+            "train": ["train", "--model", world["model"], "--memory", world["mem_a"], "--steps", "1"],
+            "eval": ["eval", world["run"], "--memory", world["mem_a"], "--data", world["valid"]],
+            "memory tokenize": ["memory", "tokenize", world["mem_a"], world["valid"]]}[command]
+    for out in (afile, afile / "sub"):
+        code, _, err = burrow_cli(*args, "-o", out)
+        assert code == 2
+        assert f"{afile} is a file" in one_error(err)
+    assert afile.read_text(encoding="utf-8") == "hi\n"
+
+
+@pytest.mark.parametrize("name", ["index.faiss", "chunks.npz", "tokens/tokens.bin", "tokens/offsets.npy",
+                                  "tokens/documents.jsonl"])
+def test_a_damaged_memory_file_is_one_error_line(world, tmp_path, burrow_cli, name) -> None:
+    mem = tmp_path / "mem"
+    shutil.copytree(world["mem_a"], mem)
+    _truncate(mem / name, 0.4)
+    code, _, err = burrow_cli("memory", "search", mem, "owls hunt at night")
+    assert code == 2
+    line = one_error(err)
+    assert Path(name).name in line and ("damaged" in line or "do not match" in line)
+
+
+def test_a_damaged_neighbour_table_names_the_command_that_redoes_it(world, tmp_path, burrow_cli) -> None:
+    mem = tmp_path / "mem"
+    shutil.copytree(world["mem_a"], mem)
+    code, _, err = burrow_cli("memory", "neighbours", mem, "-k", "2")
+    assert code == 0, err
+    from burrow.memory import Memory
+
+    ids = next((mem / "neighbours").glob("self.k2.ids.npy"))
+    _truncate(ids, 0.5)
+    with pytest.raises(BurrowError, match="damaged.*memory neighbours"):
+        Memory(mem).neighbour_table("self", 2)
+
+
+def test_eval_refuses_a_model_smaller_than_the_memorys_vocabulary(world) -> None:
+    from burrow.evaluate import EvalConfig, evaluate, model_entries
+    from burrow.memory import Memory
+    from burrow.model import build_model
+    from burrow.presets import get_preset
+
+    model = build_model(get_preset("tiny", vocab_size=100, chunk_size=int(M), d_model=32, n_layers=1, n_heads=2,
+                                   head_dim=16, max_seq_len=64))
+    with pytest.raises(BurrowError, match="tokenizer has 400 tokens but the model only 100"):
+        evaluate(model_entries("small", model), Memory(world["mem_a"]), [str(world["valid"])],
+                 EvalConfig(seq_len=64, precision="fp32"))
+
+
+def test_lone_surrogates_in_jsonl_are_repaired_or_skipped(tmp_path) -> None:
+    from burrow.data.corpus import CorpusConfig, CorpusStats, read_corpus
+
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"text": "Hello \\ud800 world, the owls hunt.", "title": "T\\udcff"}\n'
+                   '{"text": "A clean line about bakers and ovens."}\n', encoding="utf-8")
+    stats = CorpusStats()
+    docs = list(read_corpus([str(src)], CorpusConfig(), stats))
+    assert [d.text for d in docs] == ["Hello \ufffd world, the owls hunt.", "A clean line about bakers and ovens."]
+    assert docs[0].title == "T\ufffd" and stats.repaired_utf8 == 1
+    for d in docs:
+        d.text.encode("utf-8")
+    stats = CorpusStats()
+    docs = list(read_corpus([str(src)], CorpusConfig(invalid_utf8="skip"), stats))
+    assert len(docs) == 1 and stats.skipped.get("invalid_utf8", 0) == 1
+
+
+@pytest.mark.parametrize("argv", [["memory", "search", "m", "q", "-k", "-1"], ["memory", "neighbours", "m", "-k", "0"],
+                                  ["eval", "r", "-d", "x", "-o", "o", "-k", "0"]])
+def test_out_of_range_k_is_a_usage_line(argv, monkeypatch, capsys) -> None:
+    from burrow.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["burrow", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "-k" in err
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00\x01", b"[1, 2]"])
+def test_a_manifest_that_is_not_a_json_object_is_one_error_line(tmp_path, burrow_cli, content) -> None:
+    (tmp_path / "memory.manifest.json").write_bytes(content)
+    code, _, err = burrow_cli("memory", "info", tmp_path)
+    assert code == 2
+    assert "memory.manifest.json" in one_error(err)
+
+
+@pytest.mark.parametrize("field", [{"seed": 2**64}, {"seed": -1}, {"temperature": float("nan")}])
+def test_generation_numbers_out_of_range_are_refused(field) -> None:
+    from burrow.generate import GenerationConfig
+
+    with pytest.raises(BurrowError):
+        GenerationConfig(**field)
+
+
+def test_a_damaged_evaluation_cache_is_recomputed(tmp_path) -> None:
+    from burrow.artefacts import write_manifest
+    from burrow.evaluate.retrieval import _cache_paths, _load_cached
+
+    path, name = _cache_paths(tmp_path, "input", "abc")
+    np.savez(path, keys=np.zeros((2, 4)), ids=np.zeros((2, 3)), distances=np.zeros((2, 3)))
+    write_manifest(tmp_path, name)
+    assert _load_cached(tmp_path, "input", "abc") is not None
+    _truncate(path, 0.5)
+    assert _load_cached(tmp_path, "input", "abc") is None
