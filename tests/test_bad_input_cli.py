@@ -153,3 +153,26 @@ def test_a_damaged_evaluation_cache_is_recomputed(tmp_path) -> None:
     assert _load_cached(tmp_path, "input", "abc") is not None
     _truncate(path, 0.5)
     assert _load_cached(tmp_path, "input", "abc") is None
+
+
+@pytest.mark.parametrize(("text", "field"), [('d_ffw = "wide"\n', "d_ffw"), ("max_seq_len = 64.5\n", "max_seq_len"),
+                                             ("retro = 1\n", "retro")])
+def test_a_model_toml_field_of_the_wrong_type_is_one_error_line(world, tmp_path, burrow_cli, text, field) -> None:
+    model = tmp_path / "bad.toml"
+    model.write_text(reliability.TINY_MODEL + text, encoding="utf-8")
+    code, _, err = burrow_cli("train", "--model", model, "--memory", world["mem_a"], "-o", tmp_path / "run",
+                              "--steps", "1", *reliability.TRAIN)
+    assert code == 2
+    assert field in one_error(err)
+    assert not (tmp_path / "run" / "final").exists()
+
+
+@pytest.mark.parametrize(("content", "said"), [(b'steps = "ten"\n', "steps must be an integer"),
+                                               (b"steps = 2\n\xff\xfe\n", "not UTF-8")])
+def test_a_run_config_of_the_wrong_type_or_bytes_is_one_error_line(world, tmp_path, burrow_cli, content,
+                                                                   said) -> None:
+    config = tmp_path / "run.toml"
+    config.write_bytes(b'model = "tiny"\nout = "' + str(tmp_path / "run").encode() + b'"\n' + content)
+    code, _, err = burrow_cli("train", "--config", config, "--memory", world["mem_a"])
+    assert code == 2
+    assert said in one_error(err)

@@ -271,3 +271,13 @@ def test_text_field_option(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "s.jsonl", [{"extract": prose(60), "title": "T"}])
     report = clean_corpus([path], tmp_path / "o.jsonl", corpus_config=CorpusConfig(text_field="extract"))
     assert report.documents_kept == 1
+
+
+def test_overrides_are_checked_together_and_in_range() -> None:
+    """`--set bands=… --set rows=…` sets both before checking (one at a time, each alone was refused);
+    MinHash's own limits are one error line, not datasketch's ValueError."""
+    config = apply_overrides(CleanConfig(), ["bands=16", "rows=8"])
+    assert (config.dedup.bands, config.dedup.rows) == (16, 8)
+    for bad in (["num_perm=0"], ["num_perm=1"], ["seed=-1"], ["bands=16"], ["bands=300", "rows=300"]):
+        with pytest.raises(BurrowError):
+            apply_overrides(CleanConfig(), bad)

@@ -74,6 +74,7 @@ def apply_overrides(config: CleanConfig, overrides: Iterable[str]) -> CleanConfi
         "repetition": config.repetition,
         "dedup": config.dedup,
     }
+    changed: dict[str, dict[str, object]] = {}
     for item in overrides:
         name, sep, raw = item.partition("=")
         name = name.strip().replace("-", "_")
@@ -81,9 +82,9 @@ def apply_overrides(config: CleanConfig, overrides: Iterable[str]) -> CleanConfi
         if not sep or owner is None:
             known = sorted(f.name for stage in stages.values() for f in fields(stage))
             raise BurrowError(f"bad override {item!r}: expected NAME=VALUE, NAME one of {', '.join(known)}")
-        value = _parse_value(name, raw.strip(), getattr(stages[owner], name))
-        stages[owner] = replace(stages[owner], **{name: value})
-    return replace(config, **stages)
+        changed.setdefault(owner, {})[name] = _parse_value(name, raw.strip(), getattr(stages[owner], name))
+    # each stage is rebuilt (and checked) once with all its overrides: bands and rows only make sense together
+    return replace(config, **{k: replace(stage, **changed.get(k, {})) for k, stage in stages.items()})
 
 
 def _parse_value(name: str, raw: str, current: object) -> object:

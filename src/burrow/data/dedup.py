@@ -70,6 +70,10 @@ class DedupConfig:
         for name in ("threshold", "contamination_threshold"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise BurrowError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.num_perm < 2:
+            raise BurrowError(f"num_perm must be ≥ 2 (MinHash permutations), got {self.num_perm}")
+        if not 0 <= self.seed < 2**32:
+            raise BurrowError(f"seed must be in [0, 2^32), got {self.seed}")
         if (self.bands is None) != (self.rows is None):
             raise BurrowError("set both bands and rows, or neither")
         if self.bands is not None and self.rows is not None and self.bands * self.rows > self.num_perm:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from burrow.errors import BurrowError
+from burrow.fieldtypes import check_field_types
 
 # Keys of older or newer config files that this version reads but does not need.
 _IGNORED_KEYS = frozenset({"format_version", "kind"})
@@ -97,6 +98,7 @@ class ModelConfig:
             raise BurrowError("cca_layers are set but retro is false; set retro=true or drop cca_layers")
 
     def _check_positive(self) -> None:
+        check_field_types(self, "model config")
         names = ["vocab_size", "d_model", "n_layers", "n_heads", "head_dim", "d_ffw", "max_seq_len",
                  "chunk_size", "retrieved_len", "enc_d_model", "enc_n_layers", "enc_n_heads",
                  "enc_head_dim", "enc_d_ffw"]

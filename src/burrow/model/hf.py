@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,6 +37,11 @@ from burrow.model.retro import RetrievalContext
 
 log = logging.getLogger(__name__)
 
+def _looks_like_a_path(name: str) -> bool:
+    """A name the hub could not hold (it takes ``owner/name`` or ``name``): a local path, or a typo of one."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith((".gguf", "/"))
+
+
 def load_hf_causal_lm(name: str, gguf_file: str | None = None) -> Any:
     """A Hugging Face causal LM in eval mode, fp32, every weight frozen; offline unless allowed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,11 +50,14 @@ def load_hf_causal_lm(name: str, gguf_file: str | None = None) -> Any:
     except ImportError:
         raise BurrowError("a Hugging Face base model needs transformers: pip install transformers gguf") from None
     path, gguf = resolve_hf_base(name, gguf_file)
+    if _looks_like_a_path(str(path)) and not Path(path).exists():
+        raise BurrowError(f"{name}: no such run or model folder (nor a Hugging Face name: those are owner/name)")
     try:
         kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
     except Exception as e:  # OSError, ValueError, ... from deep inside transformers: one clear line
-        raise BurrowError(f"cannot load Hugging Face model {name!r} (gguf_file={gguf}): {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BurrowError(f"cannot load Hugging Face model {name!r} (gguf_file={gguf}): {first}") from None
     model.eval()
     model.requires_grad_(False)
     return model

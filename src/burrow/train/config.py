@@ -17,6 +17,7 @@ from typing import Any
 from burrow.data.layout import retrieved_length
 from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION
 from burrow.errors import BurrowError
+from burrow.fieldtypes import check_field_types
 from burrow.memory import DEFAULT_K
 from burrow.model import ModelConfig
 from burrow.presets import get_preset
@@ -114,6 +115,7 @@ class TrainConfig:
             self.checkpoint_every = self.eval_every
 
     def _check_ranges(self) -> None:
+        check_field_types(self, "training setting")
         positive = ("steps", "batch_size", "seq_len", "k", "grad_accum", "keep_checkpoints", "valid_sequences")
         for name in positive:
             if int(getattr(self, name)) <= 0:
@@ -170,6 +172,10 @@ def _read_toml(path: str | Path) -> dict[str, Any]:
         raise BurrowError(f"{path} not found") from None
     except tomllib.TOMLDecodeError as e:
         raise BurrowError(f"{path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise BurrowError(f"{path} is not valid TOML: not UTF-8 text") from None
+    except IsADirectoryError:
+        raise BurrowError(f"{path} is a folder, not a TOML file") from None
 
 
 def resolve_model_config(spec: str, vocab_size: int, chunk_size: int | None, seq_len: int,
