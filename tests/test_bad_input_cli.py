@@ -18,7 +18,7 @@ from burrow.errors import BurrowError
 
 # test_reliability_cli's corpus, memories and 2-step run, with its stand-in encoder (autouse)
 world, hash_encoder = reliability.world, reliability.hash_encoder
-M, one_error, _truncate = reliability.M, reliability.one_error, reliability._truncate
+M, one_error, _truncate, stage = reliability.M, reliability.one_error, reliability._truncate, reliability.stage
 
 
 def test_clean_refuses_to_write_over_its_input(tmp_path, burrow_cli) -> None:
@@ -176,3 +176,25 @@ def test_a_run_config_of_the_wrong_type_or_bytes_is_one_error_line(world, tmp_pa
     code, _, err = burrow_cli("train", "--config", config, "--memory", world["mem_a"])
     assert code == 2
     assert said in one_error(err)
+
+
+def test_a_rerun_redoes_a_truncated_index_and_neighbour_table(world, tmp_path, burrow_cli) -> None:
+    """A file cut short after its manifest was written (a disk that lied, a copy that stopped) is not "up to
+    date": the same command builds it again, and the memory works."""
+
+
+    mem = tmp_path / "mem"
+    build = ["memory", "build", world["corpus"], "-o", mem, "--vocab-size", "400", "--chunk-size", M, "-k", "2"]
+    code, _, err = burrow_cli(*build)
+    assert code == 0, err
+    index, ids = mem / "index.faiss", next((mem / "neighbours").glob("self.k2.ids.npy"))
+    want_index, want_ids = index.read_bytes(), np.load(ids)
+    _truncate(index)
+    _truncate(ids)
+    code, out, err = burrow_cli(*build)
+    assert code == 0, err
+    assert "up to date" not in stage(out, "index")
+    assert index.read_bytes() == want_index
+    assert np.array_equal(np.load(ids), want_ids)
+    code, _, err = burrow_cli("memory", "search", mem, "owls hunt at night")
+    assert code == 0, err

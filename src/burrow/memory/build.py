@@ -237,13 +237,13 @@ class _Builder:
     def _keys_needed(self, emb_fp: str) -> bool:
         """Whether the key shards must be on disk: kept by config, or the index must be (re)built from them."""
         index_inputs = config_hash({"emb": emb_fp, "index": asdict(self.config.index)})
-        return self.config.keep_embeddings or self._fresh("index", index_inputs) is None \
-            or not (self.out / "index.faiss").exists()
+        return self.config.keep_embeddings or not _complete(self.out / "index.faiss",
+                                                            self._fresh("index", index_inputs))
 
     def index(self, shards: list[Path], emb_fp: str, dim: int, n: int) -> dict[str, Any]:
         inputs = config_hash({"emb": emb_fp, "index": asdict(self.config.index)})
         m = self._fresh("index", inputs)
-        if m is not None and (self.out / "index.faiss").exists():
+        if m is not None and _complete(self.out / "index.faiss", m):
             self.timings.append(StageTiming("index", 0.0, n, "chunks", skipped=True))
             return m
         self._invalidate_after("index")
@@ -251,11 +251,18 @@ class _Builder:
         index, factory, params = build_index(shards, dim, n, self.config.index)
         save_index(index, self.out / "index.faiss")
         m = write_manifest(self.out, "index", inputs=inputs, factory=factory, search_params=params,
-                           ntotal=int(index.ntotal), metric="squared_l2")
+                           ntotal=int(index.ntotal), metric="squared_l2",
+                           bytes=(self.out / "index.faiss").stat().st_size)
         if not self.config.keep_embeddings:
             shutil.rmtree(self.out / "embeddings", ignore_errors=True)
         self.timings.append(StageTiming("index", time.perf_counter() - t0, n, "chunks"))
         return m
+
+
+def _complete(path: Path, manifest: dict[str, Any] | None) -> bool:
+    """Whether a stage's file is there as its manifest wrote it (its size; manifests from before the size was
+    recorded trust the file)."""
+    return manifest is not None and path.is_file() and manifest.get("bytes", path.stat().st_size) == path.stat().st_size
 
 
 def build_memory(inputs: Sequence[str], out: str | Path, config: MemoryConfig | None = None,
@@ -314,7 +321,9 @@ def compute_neighbours(memory: Memory, k: int = DEFAULT_K, target: str | Path | 
     inputs = config_hash({"memory": memory.manifest, "store": store.manifest.get("inputs", store.manifest),
                           "k": k, "m": memory.chunk_size})
     m = read_manifest(ids_p.parent, kind)
-    if m is not None and m.get("inputs") == inputs and not force:
+    files = (m or {}).get("files", {})
+    if m is not None and m.get("inputs") == inputs and not force and _complete(ids_p, files.get("ids", {})) \
+            and _complete(dist_p, files.get("distances", {})):
         return ids_p, m
     manifest_path(ids_p.parent, kind).unlink(missing_ok=True)
     table = memory.chunks if own else chunk_table(store, memory.chunk_size)
@@ -334,11 +343,12 @@ def compute_neighbours(memory: Memory, k: int = DEFAULT_K, target: str | Path | 
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, arr)
+    if not own:  # before the manifest: a table marked complete has its chunks file
+        table.save(ids_p.parent / f"{name}.chunks.npz")
     m = write_manifest(ids_p.parent, kind, inputs=inputs, name=name, k=k, n_chunks=len(table),
                        target=str(store.dir), exclude_same_document=own, chunk_size=memory.chunk_size,
-                       missing=int((ids < 0).sum()))
-    if not own:
-        table.save(ids_p.parent / f"{name}.chunks.npz")
+                       missing=int((ids < 0).sum()),
+                       files={"ids": {"bytes": ids_p.stat().st_size}, "distances": {"bytes": dist_p.stat().st_size}})
     return ids_p, m
 
 
