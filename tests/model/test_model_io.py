@@ -45,3 +45,18 @@ def test_config_round_trip_and_validation() -> None:
 def test_load_model_rejects_a_non_model_directory(tmp_path: Path) -> None:
     with pytest.raises(BurrowError, match="no model.safetensors"):
         load_model(tmp_path)
+
+
+def test_weights_of_another_shape_than_config_json_are_one_error(tmp_path: Path) -> None:
+    """config.json edited (or weights copied from another model) so a weight's shape differs: one BurrowError
+    naming the first mismatch, not load_state_dict's many-line RuntimeError."""
+    import json
+
+    cfg = get_preset("tiny", vocab_size=64, d_model=32, n_layers=1, n_heads=2, head_dim=16, max_seq_len=32)
+    save_model(build_model(cfg), tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text(encoding="utf-8"))
+    config["vocab_size"] = 80
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(BurrowError, match="does not match its config.json .*size mismatch") as info:
+        load_model(tmp_path / "m")
+    assert "\n" not in str(info.value)

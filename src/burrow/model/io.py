@@ -76,6 +76,12 @@ def damaged(path: Path, why: str) -> BurrowError:
     return BurrowError(f"{path} is damaged or truncated ({why}); {fix}")
 
 
+def _first_mismatch(e: RuntimeError) -> str:
+    """The first "size mismatch for NAME: …" line of a load_state_dict error (its whole text is many lines)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return next((ln for ln in lines if ln.startswith("size mismatch")), lines[0] if lines else "shapes differ")[:200]
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transformer:
     """Rebuild a model saved by :func:`save_model` from its directory (or its weights file)."""
     directory = Path(path)
@@ -95,6 +101,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transfor
         missing, unexpected = safetensors.torch.load_model(model, str(weights), strict=False, device=str(device))
     except (safetensors.SafetensorError, OSError) as e:  # truncated or overwritten weights
         raise damaged(weights, str(e)) from None
+    except RuntimeError as e:  # load_state_dict: a weight's shape is not the one config.json builds
+        raise BurrowError(f"{weights} does not match its config.json ({_first_mismatch(e)}); "
+                          "re-save the model") from None
     if missing or unexpected:
         raise BurrowError(
             f"{weights} does not match its config.json (missing {sorted(missing)[:3]}, "
@@ -140,7 +149,11 @@ def load_new_weights(model: HFRetro, directory: Path) -> None:
         weights = safetensors.torch.load_file(str(directory / WEIGHTS_FILE))
     except (safetensors.SafetensorError, OSError) as e:  # truncated or overwritten weights
         raise damaged(directory / WEIGHTS_FILE, str(e)) from None
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:
+        raise BurrowError(f"{directory}: retrofit weights do not match its config.json "
+                          f"({_first_mismatch(e)})") from None
     new_missing = [n for n in missing if not n.startswith("base.")]
     if new_missing or unexpected:
         raise BurrowError(f"{directory}: retrofit weights do not match its config.json (missing "
