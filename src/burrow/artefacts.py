@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from burrow.errors import BurrowError
+from burrow.errors import BurrowError, first_line
 
 FORMAT_VERSION = 1
 
@@ -98,8 +98,7 @@ def damaged(path: str | Path, fix: str = "rebuild it (re-run the command that ma
     except (ValueError, OSError, EOFError, RuntimeError, KeyError, IndexError, zipfile.BadZipFile) as e:
         if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
             raise BurrowError(f"cannot read {path}: {e.strerror or e}") from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BurrowError(f"{path} is damaged ({first[:120]}); {fix}") from None
+        raise BurrowError(f"{path} is damaged ({first_line(e)[:120]}); {fix}") from None
 
 
 def check_out_dir(path: str | Path | None) -> Path | None:

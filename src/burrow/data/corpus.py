@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Literal
 
+from burrow.data.tokenizer import valid_text
 from burrow.errors import BurrowError
 
 log = logging.getLogger(__name__)
@@ -240,16 +241,13 @@ def _decode(raw: bytes, config: CorpusConfig, stats: CorpusStats) -> str | None:
         return raw.decode("utf-8", errors="replace")
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate (JSON's "\\ud800"): not text, one U+FFFD each
-
-
 def _emit(doc: Document, config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
     if doc.title is not None and not doc.title.isascii():
-        doc = replace(doc, title=_SURROGATE.sub("\ufffd", doc.title))
+        doc = replace(doc, title=valid_text(doc.title))
     try:
         nbytes = len(doc.text.encode("utf-8"))
     except UnicodeEncodeError:  # lone surrogates: a JSON "\ud800" escape, or a record of a dataset
-        fixed = _SURROGATE.sub("\ufffd", doc.text)
+        fixed = valid_text(doc.text)
         if config.invalid_utf8 == "skip":
             stats.skip("invalid_utf8", len(fixed.encode("utf-8")))
             return

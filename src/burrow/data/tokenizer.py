@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -108,9 +109,13 @@ class Tokenizer:
         return dest
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def valid_text(text: str) -> str:
-    """``text`` as valid Unicode: lone surrogates (undecodable bytes read with ``surrogateescape``) → U+FFFD."""
-    return text.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
+    """``text`` as valid Unicode: each lone surrogate (an undecodable byte read with ``surrogateescape``, a JSON
+    ``"\\ud800"`` escape) → one U+FFFD, as decoding the bytes with ``errors="replace"`` gives."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def train_tokenizer(texts: Iterable[str], out_dir: str | Path, config: TokenizerConfig) -> Tokenizer:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from burrow.errors import BurrowError
+from burrow.errors import BurrowError, first_line
 from burrow.hub import SMOLLM2 as SMOLLM2  # re-exported: the names used to live here
 from burrow.hub import SMOLLM2_GGUF as SMOLLM2_GGUF
 from burrow.hub import resolve_hf_base as resolve_hf_base
@@ -56,8 +56,7 @@ def load_hf_causal_lm(name: str, gguf_file: str | None = None) -> Any:
         kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
     except Exception as e:  # OSError, ValueError, ... from deep inside transformers: one clear line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BurrowError(f"cannot load Hugging Face model {name!r} (gguf_file={gguf}): {first}") from None
+        raise BurrowError(f"cannot load Hugging Face model {name!r} (gguf_file={gguf}): {first_line(e)}") from None
     model.eval()
     model.requires_grad_(False)
     return model

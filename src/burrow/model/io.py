@@ -28,7 +28,7 @@ import safetensors.torch
 import torch
 
 from burrow.artefacts import atomic_path, file_sha256, read_json, write_json, write_manifest
-from burrow.errors import BurrowError
+from burrow.errors import BurrowError, first_line
 from burrow.hub import resolve_hf_base
 from burrow.model.config import ModelConfig
 from burrow.model.hf import HFRetro, load_hf_causal_lm
@@ -78,8 +78,8 @@ def damaged(path: Path, why: str) -> BurrowError:
 
 def _first_mismatch(e: RuntimeError) -> str:
     """The first "size mismatch for NAME: …" line of a load_state_dict error (its whole text is many lines)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return next((ln for ln in lines if ln.startswith("size mismatch")), lines[0] if lines else "shapes differ")[:200]
+    lines = (ln.strip() for ln in str(e).splitlines())
+    return next((ln for ln in lines if ln.startswith("size mismatch")), first_line(e))[:200]
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transformer:
