@@ -108,9 +108,25 @@ def test_neighbours_of_another_store_keep_same_named_docs(built: Memory, tmp_pat
     (tmp_path / "val.txt").write_text("Bakers knead the dough and bake loaves in hot ovens.\n", encoding="utf-8")
     tokenize_store(built, [str(tmp_path / "val.txt")], tmp_path / "val", progress=False)
     _, m = compute_neighbours(built, k=2, target=tmp_path / "val", progress=False)
-    ids, _ = built.neighbour_table("val", 2)
-    assert not m["exclude_same_document"]
+    ids, _ = built.neighbour_table(m["name"], 2)
+    assert not m["exclude_same_document"] and m["name"].startswith("val-")
     assert "bread" in built.store.docs[built.chunks.docs[ids[0, 0]]].id
+
+
+def test_two_stores_with_one_folder_name_keep_two_tables(built: Memory, tmp_path: Path, monkeypatch) -> None:
+    """train/tokens and valid/tokens: neither table overwrites the other, a second call reuses each."""
+    texts = {"train": "Bakers knead the dough and bake loaves in hot ovens.",
+             "valid": "Comets leave trails of dust and gas across the night sky."}
+    tables = {}
+    for split, text in texts.items():
+        (tmp_path / f"{split}.txt").write_text(text + "\n", encoding="utf-8")
+        store = tmp_path / split / "tokens"
+        tokenize_store(built, [str(tmp_path / f"{split}.txt")], store, progress=False)
+        tables[split] = compute_neighbours(built, k=2, target=store, progress=False)[1]
+    assert tables["train"]["name"] != tables["valid"]["name"]
+    monkeypatch.setattr(built, "search_keys", lambda *a, **k: pytest.fail("a kept table was searched again"))
+    for split in texts:
+        assert compute_neighbours(built, k=2, target=tmp_path / split / "tokens", progress=False)[1] == tables[split]
 
 
 def test_interrupted_encode_resumes_to_identical_keys(tiny_corpus: Path, tmp_path: Path, memory_config,

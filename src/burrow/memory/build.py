@@ -44,7 +44,7 @@ from burrow.memory.encode import EncoderConfig, FrozenEncoder, encode_sharded, l
 from burrow.memory.index import IndexConfig, build_index, save_index
 from burrow.memory.keys import key_shard_paths
 from burrow.memory.memory import Memory
-from burrow.memory.neighbours import DEFAULT_K, neighbour_table_paths
+from burrow.memory.neighbours import DEFAULT_K, neighbour_table_paths, store_table_name
 from burrow.memory.sources import corpus_roots
 
 log = logging.getLogger(__name__)
@@ -316,7 +316,7 @@ def compute_neighbours(memory: Memory, k: int = DEFAULT_K, target: str | Path | 
     store = memory.store if own else TokenStore(target)  # type: ignore[arg-type]
     if not own:
         store.check_tokenizer(memory.tokenizer)
-    name = name or ("self" if own else Path(str(target)).resolve().name)
+    name = name or ("self" if own else store_table_name(str(target)))
     ids_p, dist_p, kind = neighbour_table_paths(memory.dir, name, k)
     inputs = config_hash({"memory": memory.manifest, "store": store.manifest.get("inputs", store.manifest),
                           "k": k, "m": memory.chunk_size})

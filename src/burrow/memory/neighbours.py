@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from burrow.artefacts import config_hash
 from burrow.memory.index import list_order, search
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,16 @@ def _filter(d: np.ndarray, i: np.ndarray, k: int, qdocs: np.ndarray | None,
         kept_bad = np.pad(kept_bad, ((0, 0), (0, pad)), constant_values=True)
     short = np.asarray(kept_bad.any(axis=1))
     return d, i, short
+
+
+def store_table_name(store_dir: str | Path) -> str:
+    """Default table name of another token store: its folder name and 8 hex digits of its full path.
+
+    The folder name alone let ``train/tokens`` and ``valid/tokens`` share one table, each overwriting
+    the other's on every training run.
+    """
+    path = Path(store_dir).resolve()
+    return f"{path.name}-{config_hash(str(path))[:8]}"
 
 
 def neighbour_table_paths(memory_dir: Path, name: str, k: int) -> tuple[Path, Path, str]:

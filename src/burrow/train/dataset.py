@@ -303,15 +303,15 @@ def _neighbours(sources: DataSources, config: TrainConfig, train_seq: Sequences,
     assert memory is not None
     own = train_seq.table is memory.chunks
     k_max = retrieval_width(config.k)  # retrieved once per table; every k ≤ k_max is its first k columns
-    compute_neighbours(memory, k=k_max, target=None if own else sources.store.dir, progress=config.progress)
-    name = "self" if own else sources.store.dir.resolve().name
-    ids, _ = memory.neighbour_table(name, k_max)
+    _, table = compute_neighbours(memory, k=k_max, target=None if own else sources.store.dir,
+                                  progress=config.progress)
+    ids, _ = memory.neighbour_table(table["name"], k_max)
     seq_docs = memory.chunks.docs if own else None
     if valid_seq.store is train_seq.store:  # held-out slice of the same store
         lo = valid_seq.first * valid_seq.chunks_per_seq
         banned = (lo, (valid_seq.first + len(valid_seq)) * valid_seq.chunks_per_seq) if own else None
         return Neighbours(memory, ids, config.k, seq_docs, banned), Neighbours(memory, ids, config.k, seq_docs)
     assert sources.valid_store is not None
-    compute_neighbours(memory, k=k_max, target=sources.valid_store.dir, progress=config.progress)
-    valid_ids, _ = memory.neighbour_table(sources.valid_store.dir.resolve().name, k_max)
+    _, table = compute_neighbours(memory, k=k_max, target=sources.valid_store.dir, progress=config.progress)
+    valid_ids, _ = memory.neighbour_table(table["name"], k_max)
     return Neighbours(memory, ids, config.k, seq_docs), Neighbours(memory, valid_ids, config.k, None)
