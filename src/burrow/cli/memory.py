@@ -198,7 +198,8 @@ def neighbours(
     directory: Path = typer.Argument(..., help="Memory directory."),
     tokens: Path | None = typer.Option(None, "--tokens", help="Another token store (default: the memory's own)."),
     k: int = typer.Option(DEFAULT_K, "-k", min=1, help="Neighbours per chunk."),
-    name: str | None = typer.Option(None, "--name", help="Table name (default: 'self', or the store's folder name and a hash of its path)."),
+    name: str | None = typer.Option(None, "--name",
+                                    help="Table name (default: 'self', or the store's folder and a path hash)."),
     force: Force = False,
 ) -> None:
     """Precompute k neighbours for every chunk (same-document exclusion for the memory's own chunks)."""
