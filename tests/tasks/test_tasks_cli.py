@@ -109,3 +109,23 @@ def test_lm_eval_cli_runs_the_burrow_model(task_runs, task_memory, task_data, tm
     assert done.returncode == 0, done.stderr[-3000:]
     assert "burrow_arc_easy" in done.stdout and "acc" in done.stdout
     assert list((tmp_path / "lm").rglob("results_*.json"))
+
+
+def test_a_model_that_fails_to_load_leaves_no_output_folder(task_data, tmp_path, monkeypatch):
+    """A Hugging Face name that cannot load (offline) fails after the task configs are written: a new -o
+    folder goes again; one that a run already scored into keeps its results."""
+    from burrow.errors import BurrowError
+    from burrow.tasks import runner
+
+    def fails(source, memory):
+        raise BurrowError(f"cannot load Hugging Face model {source!r}")
+
+    monkeypatch.setattr(runner, "open_model", fails)
+    out = tmp_path / "new" / "o"
+    with pytest.raises(BurrowError, match="cannot load"):
+        runner.run_tasks(["no-such-model"], ["arc_easy"], out, data_dir=task_data, limit=1)
+    assert not (tmp_path / "new").exists()
+    (out / "per_task").mkdir(parents=True)
+    with pytest.raises(BurrowError, match="cannot load"):
+        runner.run_tasks(["no-such-model"], ["arc_easy"], out, data_dir=task_data, limit=1)
+    assert (out / "per_task").is_dir() and (out / "configs").is_dir()

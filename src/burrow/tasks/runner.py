@@ -19,16 +19,19 @@ Layout of ``out``:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from burrow.artefacts import config_hash, read_json, write_json, write_manifest
+from burrow.artefacts import config_hash, read_json, removing_new_folders, write_json, write_manifest
 from burrow.data.shared import find_data
 from burrow.errors import BurrowError
 from burrow.memory import Memory
@@ -176,8 +179,6 @@ def run_tasks(models: list[str], tasks: list[str], out: Path, memory: Path | Non
               data_dir: Path | None = None, limit: int | None = None,
               config: TasksConfig | None = None) -> dict[str, Any]:
     """Score ``models`` (run/model directories or HF names) on ``tasks``; returns the parsed results.json."""
-    from burrow.tasks.report import write_report
-
     config = config or TasksConfig()
     if limit is not None:
         config.limit = limit
@@ -194,7 +195,31 @@ def run_tasks(models: list[str], tasks: list[str], out: Path, memory: Path | Non
     jobs = _plan(list(models), mem)
     out = Path(out)
     (out / "tasks.manifest.json").unlink(missing_ok=True)  # complete again only when this run finishes
-    run = TaskRun(out, specs, data, mem, config)
+    with removing_new_folders(out), _configs_removed_unless_scored(out):
+        return _score_all(TaskRun(out, specs, data, mem, config), jobs, models, memory)
+
+
+@contextlib.contextmanager
+def _configs_removed_unless_scored(out: Path) -> Iterator[None]:
+    """Remove a new ``out``'s task configs when the run fails before it stored anything a re-run reuses.
+
+    A model that fails to load (say, a Hugging Face name offline) otherwise left ``out`` holding only
+    the task configs it wrote first. Anything else (per-task results, lm-eval's request cache, the
+    open-book passages) is kept: a re-run reuses it.
+    """
+    new = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if new and out.is_dir() and {p.name for p in out.iterdir()} <= {"configs"}:
+            shutil.rmtree(out / "configs", ignore_errors=True)  # then removing_new_folders: out, its new parents
+        raise
+
+
+def _score_all(run: TaskRun, jobs: list[_Job], models: list[str], memory: Path | None) -> dict[str, Any]:
+    from burrow.tasks.report import write_report
+
+    out, specs, data, mem, config = run.out, run.specs, run.data_dir, run.memory, run.config
     scores: dict[str, dict[str, Any]] = {job.label: {} for job in jobs}
     t0 = time.perf_counter()
     pairs = [(job, spec) for job in jobs for spec in specs]
