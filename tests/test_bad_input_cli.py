@@ -178,7 +178,8 @@ def test_a_run_config_of_the_wrong_type_or_bytes_is_one_error_line(world, tmp_pa
     assert said in one_error(err)
 
 
-def test_a_rerun_redoes_a_truncated_index_and_neighbour_table(world, tmp_path, burrow_cli) -> None:
+def test_a_rerun_redoes_a_truncated_index_and_neighbour_table(world, tmp_path, burrow_cli, caplog,
+                                                               monkeypatch) -> None:
     """A file cut short after its manifest was written (a disk that lied, a copy that stopped) is not "up to
     date": the same command builds it again, and the memory works."""
 
@@ -198,3 +199,17 @@ def test_a_rerun_redoes_a_truncated_index_and_neighbour_table(world, tmp_path, b
     assert np.array_equal(np.load(ids), want_ids)
     code, _, err = burrow_cli("memory", "search", mem, "owls hunt at night")
     assert code == 0, err
+    # the chunk table and the token store's files likewise; the keys are not encoded again
+    from burrow.memory.encode import FrozenEncoder
+
+    monkeypatch.setattr(FrozenEncoder, "encode", lambda self, texts: pytest.fail("keys encoded again"))
+    for name in ("chunks.npz", "tokens/tokens.bin", "tokens/offsets.npy", "tokens/documents.jsonl"):
+        want = (mem / name).read_bytes()
+        _truncate(mem / name)
+        caplog.clear()
+        code, out, err = burrow_cli(*build)
+        assert code == 0, err
+        assert "damaged" in caplog.text and name.split("/")[-1] in caplog.text  # said, on stderr for a user
+        assert (mem / name).read_bytes() == want, name
+        code, _, err = burrow_cli("memory", "search", mem, "owls hunt at night")
+        assert code == 0, err

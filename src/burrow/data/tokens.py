@@ -56,6 +56,10 @@ class TokenStore:
         self.dtype = np.dtype(self.manifest["dtype"])
         self.n_tokens = int(self.manifest["n_tokens"])
         self.n_docs = int(self.manifest["n_docs"])
+        docs_bytes = self.manifest.get("documents_bytes")  # absent in stores written before it was recorded
+        if docs_bytes is not None and _size(self.dir / "documents.jsonl") != docs_bytes:
+            raise BurrowError(f"{self.dir / 'documents.jsonl'} is damaged ({_size(self.dir / 'documents.jsonl')} "
+                              f"bytes, not {docs_bytes}); rebuild it (re-run the command that made it)")
         with damaged(self.dir / "offsets.npy"):
             self.offsets = np.load(self.dir / "offsets.npy")[: self.n_docs + 1]
         if len(self.offsets) != self.n_docs + 1 or int(self.offsets[-1]) != self.n_tokens:
@@ -172,5 +176,10 @@ def _finish(directory: Path, offsets: np.ndarray, doc_lines: list[str], n_tokens
     with atomic_path(directory / "documents.jsonl") as tmp:
         tmp.write_text("".join(doc_lines), encoding="utf-8")
     write_manifest(directory, KIND, dtype=dtype.name, n_tokens=n_tokens, n_docs=len(offsets) - 1,
-                   bytes=total_bytes, tokenizer=tok.fingerprint(), pad_id=tok.pad_id,
+                   bytes=total_bytes, documents_bytes=_size(directory / "documents.jsonl"),
+                   tokenizer=tok.fingerprint(), pad_id=tok.pad_id,
                    vocab_size=tok.vocab_size, **extra)
+
+
+def _size(path: Path) -> int | None:
+    return path.stat().st_size if path.is_file() else None

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from burrow.artefacts import (
     atomic_path,
     config_hash,
+    damaged,
     manifest_path,
     read_json,
     read_manifest,
@@ -165,8 +166,13 @@ class _Builder:
         inputs = config_hash({"corpus": self.corpus_fp, "tok": tok.fingerprint()})
         m = self._fresh("tokens", inputs, self.out / "tokens")
         if m is not None:
-            self.timings.append(StageTiming("tokens", 0.0, int(m["n_tokens"]), "tokens", skipped=True))
-            return TokenStore(self.out / "tokens")
+            try:
+                kept = TokenStore(self.out / "tokens")
+            except BurrowError as e:  # a file cut short after its manifest was written: redo, not fail
+                log.warning("%s; tokenizing again", e)
+            else:
+                self.timings.append(StageTiming("tokens", 0.0, int(m["n_tokens"]), "tokens", skipped=True))
+                return kept
         self._invalidate_after("tokens")
         t0 = time.perf_counter()
         bar = self._bar(None, "doc", "tokenize")
@@ -182,6 +188,13 @@ class _Builder:
 
     def chunks(self, store: TokenStore) -> str:
         inputs = config_hash({"tokens": store.manifest["inputs"], "m": self.config.chunk_size})
+        if self._fresh("chunks", inputs) is not None:
+            try:
+                with damaged(self.out / "chunks.npz"):
+                    ChunkTable.load(self.out / "chunks.npz")
+            except BurrowError as e:
+                log.warning("%s; cutting the chunks again", e)
+                manifest_path(self.out, "chunks").unlink()
         if self._fresh("chunks", inputs) is None:
             self._invalidate_after("chunks")
             t0 = time.perf_counter()
