@@ -12,6 +12,8 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +38,49 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | Path) -> Iterator[Path]:
+    """Yield a new empty folder beside ``dest``; on success it replaces ``dest`` as a whole.
+
+    A killed writer leaves the previous ``dest`` (or none), never half of one. Its leftovers are hidden
+    folders named after this host and process; the next ``atomic_dir`` of the same ``dest`` removes those
+    of processes of this host that are gone (another host's may still be writing on a shared disk).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{_host()}-{os.getpid()}"
+    for p in dest.parent.glob(f".{dest.name}.{_host()}-*"):
+        pid = p.name[len(f".{dest.name}.{_host()}-"):].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{tag}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield tmp
+        old = None
+        if dest.exists():  # os.replace cannot overwrite a non-empty folder: move it aside first
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{tag}.", suffix=".old", dir=dest.parent))
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _host() -> str:
+    return "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextlib.contextmanager

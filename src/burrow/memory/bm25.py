@@ -17,19 +17,15 @@ changed since makes the index stale, and a stale or missing index is one clear e
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import time
 import weakref
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from burrow.artefacts import config_hash, damaged, read_json, read_manifest, write_manifest
+from burrow.artefacts import atomic_dir, config_hash, damaged, read_json, read_manifest, write_manifest
 from burrow.errors import BurrowError
 
 if TYPE_CHECKING:
@@ -164,31 +160,15 @@ def build_bm25(memory: Memory, force: bool = False, progress: bool = True) -> di
                            token_pattern=PARAMS["token_pattern"], show_progress=progress)
     retriever = bm25s.BM25(k1=PARAMS["k1"], b=PARAMS["b"], method=PARAMS["method"])
     retriever.index(terms, show_progress=progress)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{BM25_DIR}.", suffix=".tmp", dir=memory.dir))
-    try:
+    with atomic_dir(out) as tmp:
         retriever.save(str(tmp), show_progress=False)
         manifest = write_manifest(tmp, "bm25", inputs=inputs, n_chunks=len(texts), params=PARAMS,
                                   vocab_size=len(retriever.vocab_dict), seconds=round(time.perf_counter() - t0, 2),
                                   distances="negated BM25 score (smaller is nearer); score 0 is no neighbour")
-        _replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     _LOADED.pop(memory, None)
     log.info("BM25 index of %s: %d chunks, %d terms, %.1f s", memory.dir, len(texts),
              manifest["vocab_size"], manifest["seconds"])
     return manifest
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    """Move folder ``new`` onto ``dest`` (os.replace cannot overwrite a non-empty folder: move it aside)."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
-        os.replace(dest, old)
-    os.replace(new, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 _LOADED: weakref.WeakKeyDictionary[Memory, BM25Index] = weakref.WeakKeyDictionary()

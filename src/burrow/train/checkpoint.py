@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import random
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from burrow.artefacts import atomic_dir
 from burrow.errors import BurrowError
 from burrow.model import Transformer, load_model, save_model
 from burrow.model.io import STATE_FILE, RunPaths, list_checkpoints
@@ -70,9 +69,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(paths: RunPaths, step: int, model: Transformer, optimizer: torch.optim.Optimizer,
                     extra: dict[str, Any], keep: int, save: SaveFn = save_model) -> Path:
     """Write checkpoint ``step`` atomically, then delete all but the newest ``keep`` checkpoints."""
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:06d}.", dir=paths.checkpoints))
-    try:
+    dest = paths.checkpoint(step)
+    with atomic_dir(dest) as tmp:  # a re-taken checkpoint of the same step replaces the old one
         save(model, tmp)
         state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), **extra}
         try:
@@ -81,12 +79,6 @@ def save_checkpoint(paths: RunPaths, step: int, model: Transformer, optimizer: t
             if shutil.disk_usage(tmp).free < 1 << 20:
                 raise OSError(errno.ENOSPC, "No space left on device", str(tmp / STATE_FILE)) from e
             raise
-        dest = paths.checkpoint(step)
-        if dest.exists():  # a re-taken checkpoint of the same step (os.replace cannot overwrite a directory)
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     prune_checkpoints(paths, keep)
     return dest
 
@@ -122,12 +114,6 @@ def load_state(path: Path) -> dict[str, Any]:
 
 def write_model_atomically(model: Transformer, dest: Path, save: SaveFn = save_model) -> Path:
     """``save`` (default ``save_model``) into a temporary directory, then move it onto ``dest``."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_dir(dest) as tmp:
         save(model, tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest

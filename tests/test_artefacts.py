@@ -1,0 +1,45 @@
+"""Atomic folders: a finished write replaces the old folder whole, a failed one keeps it, a killed one's
+leftovers are swept by the next write."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from burrow.artefacts import _host, atomic_dir
+
+
+def _hidden(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_a_finished_write_replaces_the_folder_and_a_failed_one_keeps_it(tmp_path: Path) -> None:
+    dest = tmp_path / "index"
+    with atomic_dir(dest) as tmp:
+        (tmp / "a").write_text("1")
+    with atomic_dir(dest) as tmp:
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in dest.iterdir()) == ["b"]
+    with pytest.raises(RuntimeError), atomic_dir(dest) as tmp:
+        (tmp / "c").write_text("3")
+        raise RuntimeError("killed halfway")
+    assert sorted(p.name for p in dest.iterdir()) == ["b"]
+    assert _hidden(tmp_path) == []
+
+
+def test_leftovers_of_gone_processes_of_this_host_are_swept(tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # a pid that has exited
+    leftovers = [f".index.{_host()}-{gone}.x1.tmp", f".index.{_host()}-{gone}.x2.old"]
+    kept = [f".index.{_host()}-1.x3.tmp",  # a live process (init) may still be writing
+            ".index.otherhost-12.x4.tmp",  # another machine on a shared disk
+            f".index2.{_host()}-{gone}.x5.tmp"]  # another folder's
+    for name in leftovers + kept:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "part").write_text("x")
+    with atomic_dir(tmp_path / "index") as tmp:
+        (tmp / "a").write_text("1")
+    assert _hidden(tmp_path) == sorted(kept)
