@@ -63,7 +63,7 @@ def save_model(model: Transformer, path: str | Path) -> Path:
     return directory
 
 
-def damaged(path: Path, why: str) -> BurrowError:
+def damaged_model_file(path: Path, why: str) -> BurrowError:
     """The error for a damaged file of a model directory, with the fix that fits where that directory is."""
     d = path.parent
     if d.name == "final" and (d.parent / "checkpoints").is_dir():
@@ -95,12 +95,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transfor
     except BurrowError:
         if not (directory / CONFIG_FILE).exists():
             raise
-        raise damaged(directory / CONFIG_FILE, "not valid JSON") from None
+        raise damaged_model_file(directory / CONFIG_FILE, "not valid JSON") from None
     model = build_model(config)
     try:
         missing, unexpected = safetensors.torch.load_model(model, str(weights), strict=False, device=str(device))
     except (safetensors.SafetensorError, OSError) as e:  # truncated or overwritten weights
-        raise damaged(weights, str(e)) from None
+        raise damaged_model_file(weights, str(e)) from None
     except RuntimeError as e:  # load_state_dict: a weight's shape is not the one config.json builds
         raise BurrowError(f"{weights} does not match its config.json ({_first_mismatch(e)}); "
                           "re-save the model") from None
@@ -148,7 +148,7 @@ def load_new_weights(model: HFRetro, directory: Path) -> None:
     try:
         weights = safetensors.torch.load_file(str(directory / WEIGHTS_FILE))
     except (safetensors.SafetensorError, OSError) as e:  # truncated or overwritten weights
-        raise damaged(directory / WEIGHTS_FILE, str(e)) from None
+        raise damaged_model_file(directory / WEIGHTS_FILE, str(e)) from None
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as e:
