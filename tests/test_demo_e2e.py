@@ -24,8 +24,8 @@ def _data() -> Path:
 
 # (name in the evaluation report, label in the demo's summary table)
 MODELS = (("baseline", "baseline"), ("retro [OFF]", "RETRO[OFF]"), ("retro [ON]", "RETRO[ON]"))
-# Files a re-run writes again by design: the report and summary (evaluation is re-scored, cheaply) and each
-# run's config.json (training checks the run record, then rewrites it unchanged).
+# Files a re-run writes again by design: the summary (its stage times) and each run's config.json (training
+# checks the run record, then rewrites it unchanged); the evaluation and its report are reused.
 REWRITTEN = ("report-valid/", "summary-valid.json", "runs/baseline/config.json", "runs/retro/config.json")
 
 
@@ -96,7 +96,9 @@ def test_quick_demo_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     log = [r.getMessage() for r in caplog.records]
     for run in ("baseline", "retro"):
         assert any(m.startswith(f"{out / 'runs' / run} already finished") for m in log), log
-    assert any(m.startswith("reusing cached target-chunk neighbours") for m in log), log
+    assert any(m.startswith("evaluation reused from") for m in log), log  # same models, memory, data, settings
+    assert "evaluate: reused from" in again.output
+    assert not [p for p in changed if p.startswith("report-valid/")], changed
     redone = [m for m in log if m.startswith(("training ", "retrieving ", "kept ", "finished ", "step "))]
     assert not redone, redone
     assert json.loads((out / "summary-valid.json").read_text())["table"] == table
@@ -112,3 +114,42 @@ def test_demo_without_data_is_one_clear_error(tmp_path: Path, monkeypatch) -> No
                           env={"BURROW_DATA": str(tmp_path / "none"), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: no data folder") and "Traceback" not in proc.stderr
+
+
+def test_a_rerun_reuses_the_evaluation_only_when_nothing_it_read_changed(tmp_path: Path) -> None:
+    """The key covers the weights, the memory, the evaluation file and the settings; a summary whose report
+    files are gone, or that cannot be read, is scored again."""
+    from types import SimpleNamespace
+
+    from burrow.artefacts import write_json, write_manifest
+    from burrow.demo import DemoConfig, _evaluation_key, _reusable
+    from burrow.evaluate.methods import MethodsConfig
+
+    cfg = DemoConfig(out=tmp_path, quick=True)
+    for run in ("baseline", "retro"):
+        write_manifest(tmp_path / "runs" / run / "final", "model", weights_sha256=run)
+    memory = SimpleNamespace(dir=tmp_path / "memory", manifest={"n_chunks": 10})
+    data = tmp_path / "valid.txt"
+    data.write_text("some text\n", encoding="utf-8")
+    key = _evaluation_key(cfg, memory, data, MethodsConfig())
+    report = tmp_path / "report" / "eval.md"
+    report.parent.mkdir()
+    report.write_text("# burrow evaluation\n", encoding="utf-8")
+    summary = tmp_path / "summary-valid.json"
+    write_json(summary, {"evaluation_key": key, "report": {"markdown": str(report)}, "table": {}})
+    assert _reusable(summary, key)["evaluation_reused"] == str(summary)
+    changed = []
+    write_manifest(tmp_path / "runs" / "retro" / "final", "model", weights_sha256="retrained")
+    changed.append(_evaluation_key(cfg, memory, data, MethodsConfig()))
+    write_manifest(tmp_path / "runs" / "retro" / "final", "model", weights_sha256="retro")
+    changed.append(_evaluation_key(cfg, SimpleNamespace(dir=memory.dir, manifest={"n_chunks": 11}), data,
+                                   MethodsConfig()))
+    changed.append(_evaluation_key(DemoConfig(out=tmp_path, quick=True, k=1), memory, data, MethodsConfig()))
+    data.write_text("other text, longer\n", encoding="utf-8")
+    changed.append(_evaluation_key(cfg, memory, data, MethodsConfig()))
+    assert key not in changed and len(set(changed)) == len(changed)
+    assert _reusable(summary, changed[0]) is None
+    report.unlink()
+    assert _reusable(summary, key) is None
+    summary.write_text("{not json", encoding="utf-8")
+    assert _reusable(summary, key) is None

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from burrow.artefacts import atomic_path, read_json, write_json
+from burrow import __version__
+from burrow.artefacts import atomic_path, config_hash, read_json, read_manifest, write_json
 from burrow.data.clean import RULES, CleanConfig, clean_corpus, report_paths
 from burrow.data.corpus import CorpusConfig
 from burrow.data.shared import VITAL_SUMMARIES, WIKITEXT_TEST, WIKITEXT_TRAIN, WIKITEXT_VALID, find_data
@@ -189,20 +190,50 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     knn = KnnLMConfig() if cfg.knn_fixed is None else KnnLMConfig(lam=cfg.knn_fixed[0], temperature=cfg.knn_fixed[1])
     methods = MethodsConfig(methods=cfg.methods, knnlm=knn, incontext=InContextConfig(
         stride=DEMO_INCONTEXT_STRIDE, retriever="bm25", device=cfg.eval.device, precision=cfg.eval.precision))
+    summary_path = cfg.out / f"summary-{cfg.eval_split}.json"
+    key = _evaluation_key(cfg, memory, data / split, methods)
     with timed(stages, "evaluate"):
-        result = evaluate({**model_entries("baseline", base), **model_entries("retro", retro)}, memory,
-                          [str(data / split)], cfg.eval, cache_dir=cfg.out / f"eval-{cfg.eval_split}",
-                          methods=methods)
-        paths = write_report(result, cfg.out / f"report-{cfg.eval_split}")
-    summary = _summary(cfg, result, clean_report, memory, paths)
-    if cfg.readable:
+        summary = _reusable(summary_path, key)
+        if summary is None:
+            result = evaluate({**model_entries("baseline", base), **model_entries("retro", retro)}, memory,
+                              [str(data / split)], cfg.eval, cache_dir=cfg.out / f"eval-{cfg.eval_split}",
+                              methods=methods)
+            paths = write_report(result, cfg.out / f"report-{cfg.eval_split}")
+            summary = _summary(cfg, result, clean_report, memory, paths)
+            summary["evaluate_timings"] = result.timings
+    if cfg.readable and not str(summary.get("readable", "(no")).startswith("(no"):
+        stages["readable"] = 0.0  # reused with the evaluation: same memory, LM and prompt
+    elif cfg.readable:
         with timed(stages, "readable"):
             summary["readable"] = _readable(memory)
-    summary["stages"] = stages
-    summary["evaluate_timings"] = result.timings
-    summary["seconds"] = time.perf_counter() - t0
-    write_json(cfg.out / f"summary-{cfg.eval_split}.json", summary)
+    summary.update(evaluation_key=key, stages=stages, seconds=time.perf_counter() - t0)
+    write_json(summary_path, summary)
     return summary
+
+
+def _evaluation_key(cfg: DemoConfig, memory: Memory, eval_file: Path, methods: MethodsConfig) -> str:
+    """What the evaluation (and the readable example) read: both models' weights, the memory, the evaluation
+    file, every setting, burrow's version. A re-run with the same key reuses the last summary and report."""
+    runs = [read_manifest(cfg.out / "runs" / name / "final", "model") for name in ("baseline", "retro")]
+    bm25 = read_manifest(memory.dir / "bm25", "bm25") if "incontext" in cfg.methods else None
+    stat = eval_file.stat()
+    return config_hash({
+        "models": [(m or {}).get("weights_sha256") for m in runs], "memory": memory.manifest,
+        "bm25": (bm25 or {}).get("inputs"), "data": [str(eval_file.resolve()), stat.st_size, int(stat.st_mtime)],
+        "eval": dataclasses.asdict(cfg.eval), "methods": dataclasses.asdict(methods), "readable": cfg.readable,
+        "readable_lm": [READABLE_LM, READABLE_PROMPT], "version": __version__})
+
+
+def _reusable(path: Path, key: str) -> dict[str, Any] | None:
+    """The last summary when it was made from the same inputs and its report files are all there."""
+    try:
+        old = read_json(path) if path.is_file() else None
+    except BurrowError:
+        return None
+    if old is None or old.get("evaluation_key") != key or not all(Path(p).is_file() for p in old["report"].values()):
+        return None
+    log.info("evaluation reused from %s (same models, memory, data and settings); delete it to score again", path)
+    return {**old, "evaluation_reused": str(path)}
 
 
 def _readable(memory: Memory) -> str:
@@ -285,7 +316,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines += ["", summary["readable"]]
     if summary.get("stages"):
         lines.append("time: " + ", ".join(f"{name} {_duration(sec)}" for name, sec in summary["stages"].items()))
-    if summary.get("evaluate_timings"):
+    if summary.get("evaluation_reused"):
+        lines.append(f"  evaluate: reused from {summary['evaluation_reused']} (delete it to score again)")
+    elif summary.get("evaluate_timings"):
         lines.append("  evaluate: " + ", ".join(f"{name} {_duration(sec)}"
                                                for name, sec in summary["evaluate_timings"].items()))
     lines.append(f"done in {summary['seconds'] / 60:.1f} min")
