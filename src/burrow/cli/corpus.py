@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from burrow.cli.options import default_of
 from burrow.data.clean import RULES, CleanConfig, apply_overrides, clean_corpus, report_paths
 from burrow.data.corpus import CorpusConfig, Document
 from burrow.data.quality import Verdict
@@ -39,7 +40,8 @@ def clean(
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a threshold, NAME=VALUE (e.g. min_words=20, threshold=0.9); repeatable."
     ),
-    examples: int = typer.Option(3, help="Removed documents shown per rule in the report."),
+    examples: int = typer.Option(default_of(CleanConfig, "examples"),
+                                 help="Removed documents shown per rule in the report."),
 ) -> None:
     """Filter, deduplicate and decontaminate INPUT... into OUT; reports go beside it (.report.md/.json)."""
     from tqdm import tqdm

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from burrow.cli.options import DEFAULT_K, Device, K, MaybeSeqLen, Precision, default_of, out_option
+from burrow.evaluate.knnlm import KnnLMConfig
 from burrow.evaluate.pipeline import EvalConfig
 from burrow.evaluate.sweeps import DEFAULT_SWEEP_K
 
@@ -39,7 +40,7 @@ def eval_command(
     stride: int = typer.Option(32, "--stride", help="In-context: tokens scored per retrieval."),
     query_tokens: int | None = typer.Option(None, "--query-tokens", help="In-context query length (default 32 "
                                                                         "for bm25, 64 for dense)."),
-    knn_k: int = typer.Option(32, "--knn-k", help="kNN-LM neighbours per token."),
+    knn_k: int = typer.Option(default_of(KnnLMConfig, "k"), "--knn-k", help="kNN-LM neighbours per token."),
     knn_lambda: float | None = typer.Option(None, "--knn-lambda", help="Fixed kNN-LM λ (with --knn-temperature); "
                                                                        "default: tuned by cross-fitting."),
     knn_temperature: float | None = typer.Option(None, "--knn-temperature", help="Fixed kNN-LM temperature T."),

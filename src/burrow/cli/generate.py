@@ -15,6 +15,7 @@ from burrow.generate.attribution import ChunkAttribution
 from burrow.generate.chat import ChatConfig
 from burrow.generate.config import GenerationConfig
 from burrow.generate.generator import Generator
+from burrow.serve.service import ServeConfig
 
 RUN = typer.Argument(None, help="Training run directory (its final/ or newest checkpoint) or a model directory "
                                 "(optional with --lm).")
@@ -23,10 +24,12 @@ LM = typer.Option(None, "--lm", help="A pretrained causal LM reading the memory 
 RETRIEVER = typer.Option("bm25", "--retriever", help="With --lm: bm25 (needs `burrow memory bm25`) or dense.")
 STRIDE = typer.Option(32, "--stride", help="With --lm: generated tokens between retrievals (s).")
 QUERY = typer.Option(32, "--query-tokens", help="With --lm: the last q tokens of prompt + text form the query.")
-MIN_COPY = typer.Option(4, "--min-copy", help="Shortest copied span (tokens) reported and highlighted.")
+MIN_COPY = typer.Option(default_of(GenerationConfig, "min_copy"), "--min-copy",
+                        help="Shortest copied span (tokens) reported and highlighted.")
 MEMORY = typer.Option(..., "--memory", "-m", help="Memory directory (its tokenizer; RETRO's neighbours).")
 SEED = typer.Option(None, "--seed", help="Sampler seed (default: a fresh one, printed with --json).")
-TEMPERATURE = typer.Option(1.0, "--temperature", help="Softmax temperature; 0 is greedy.")
+TEMPERATURE = typer.Option(default_of(GenerationConfig, "temperature"), "--temperature",
+                           help="Softmax temperature; 0 is greedy.")
 
 
 def _generator(run: Path | None, memory: Path, device: str, precision: str, lm: str | None = None,
@@ -57,10 +60,12 @@ def generate_command(
     run: Path | None = RUN,
     prompt: str | None = typer.Argument(None, help="The text to continue."),
     memory: Path = MEMORY,
-    max_tokens: int = typer.Option(128, "--max-tokens", help="Most tokens to generate."),
+    max_tokens: int = typer.Option(default_of(GenerationConfig, "max_new_tokens"), "--max-tokens",
+                                   help="Most tokens to generate."),
     temperature: float = TEMPERATURE,
-    top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely tokens (0: off)."),
-    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling p (1: off)."),
+    top_k: int = typer.Option(default_of(GenerationConfig, "top_k"), "--top-k",
+                              help="Sample among the k most likely tokens (0: off)."),
+    top_p: float = typer.Option(default_of(GenerationConfig, "top_p"), "--top-p", help="Nucleus sampling p (1: off)."),
     greedy: bool = typer.Option(False, "--greedy", help="Always take the most likely token."),
     seed: int | None = SEED,
     k: K = default_of(GenerationConfig, "k"),
@@ -139,8 +144,10 @@ def _print_attribution(console: Any, a: ChunkAttribution) -> None:
 def chat_command(
     run: Path | None = RUN,
     memory: Path = MEMORY,
-    max_tokens: int = typer.Option(128, "--max-tokens", help="Most tokens per reply."),
-    top_p: float = typer.Option(0.8, "--top-p", help="Nucleus sampling p (Dialogue-Prompted Gopher: 0.8)."),
+    max_tokens: int = typer.Option(default_of(ChatConfig, "max_new_tokens"), "--max-tokens",
+                                   help="Most tokens per reply."),
+    top_p: float = typer.Option(default_of(ChatConfig, "top_p"), "--top-p",
+                                help="Nucleus sampling p (Dialogue-Prompted Gopher: 0.8)."),
     temperature: float = TEMPERATURE,
     seed: int | None = SEED,
     k: K = default_of(ChatConfig, "k"),
@@ -201,9 +208,12 @@ def serve_command(
     memory: Path = MEMORY,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback by default)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
-    max_concurrent: int = typer.Option(8, "--max-concurrent", help="Requests at once; more get 429."),
-    max_tokens: int = typer.Option(256, "--max-tokens", help="Largest max_tokens a request may ask for."),
-    max_prompt_chars: int = typer.Option(4000, "--max-prompt-chars", help="Longest prompt in characters."),
+    max_concurrent: int = typer.Option(default_of(ServeConfig, "max_concurrent"), "--max-concurrent",
+                                       help="Requests at once; more get 429."),
+    max_tokens: int = typer.Option(default_of(ServeConfig, "max_new_tokens"), "--max-tokens",
+                                   help="Largest max_tokens a request may ask for."),
+    max_prompt_chars: int = typer.Option(default_of(ServeConfig, "max_prompt_chars"), "--max-prompt-chars",
+                                         help="Longest prompt in characters."),
     device: Device = DEFAULT_DEVICE,
     precision: Precision = DEFAULT_PRECISION,
     lm: str | None = LM,

@@ -147,7 +147,7 @@ def search(
     width: int = typer.Option(240, "--width", help="Characters of each neighbour's text to show."),
     retriever: str = typer.Option("dense", "--retriever", help="dense (encoder keys, FAISS) or bm25."),
 ) -> None:
-    """Nearest chunks of QUERY: rank, distance (squared L2, or −BM25 score), source and [chunk, continuation]."""
+    """Nearest chunks of QUERY: rank, distance (squared L2, or −BM25 score), source, chunk and continuation."""
     from burrow.memory import Memory
 
     res = Memory(directory).search(list(query), k=k, retriever=retriever)

@@ -2,7 +2,7 @@
 
 Layout of a token-store directory::
 
-    tokens.bin            flat uint16 (vocab < 65,536) or uint32 token ids
+    tokens.bin            flat uint16 (vocab ≤ 65,536) or uint32 token ids
     offsets.npy           int64 (documents + 1,): document d is tokens[offsets[d]:offsets[d+1]]
     documents.jsonl       one line per document: id, source, title, bytes (UTF-8 bytes of its text)
     tokens.manifest.json  format, dtype, counts, tokenizer fingerprint — written last
