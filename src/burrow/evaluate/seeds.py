@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import ModelScore
@@ -54,6 +53,8 @@ def seed_interval(bpbs: Sequence[float], level: float = 0.95) -> dict[str, float
     mean = float(x.mean())
     if len(x) < 2:
         return {"bpb": list(map(float, x)), "mean": mean, "low": mean, "high": mean, "seeds": len(x)}
+    from scipy import stats  # here, not at import: scipy.stats costs ~0.9 s of every CLI start
+
     half = float(stats.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
     return {"bpb": list(map(float, x)), "mean": mean, "low": mean - half, "high": mean + half, "seeds": len(x)}
 

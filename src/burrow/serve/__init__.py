@@ -7,7 +7,17 @@
 API, limits and the page: docs/serving.md.
 """
 
-from burrow.serve.app import create_app, run_server
+from typing import Any
+
 from burrow.serve.service import ServeConfig, Service
 
 __all__ = ["ServeConfig", "Service", "create_app", "run_server"]
+
+
+def __getattr__(name: str) -> Any:
+    """``create_app`` and ``run_server`` import FastAPI on first use, not when the CLI reads ServeConfig."""
+    if name in ("create_app", "run_server"):
+        from burrow.serve import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
