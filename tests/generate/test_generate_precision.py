@@ -62,3 +62,19 @@ def test_generator_leaves_the_callers_model_in_fp32(gen_memory, retro_dir) -> No
     assert gen.model is not model and gen.model.head.weight.dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert Generator(model, gen_memory, device="cpu", precision="fp32").model is model  # no autocast: no copy
+
+
+def test_the_precast_copy_follows_the_models_training(gen_memory, retro_dir) -> None:
+    """Weights changed in place after the generator was made (a training step) reach the next generation."""
+    model = load_model(retro_dir)
+    gen = Generator(model, gen_memory, device="cpu", precision="bf16")
+    greedy = GenerationConfig(greedy=True, max_new_tokens=8)
+    before = gen.generate("Owls hunt", greedy)
+    copy = gen.model
+    assert gen.generate("Owls hunt", greedy).tokens == before.tokens and gen.model is copy  # unchanged: kept
+    with torch.no_grad():
+        model.head.weight.mul_(-1.0)  # what an optimizer step does: an in-place write
+    after = gen.generate("Owls hunt", greedy)
+    assert gen.model is not copy
+    assert torch.equal(gen.model.head.weight, model.head.weight.to(torch.bfloat16))
+    assert after.tokens != before.tokens

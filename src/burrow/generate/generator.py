@@ -107,12 +107,18 @@ class DoneEvent:
 Event = TokenEvent | AttributionEvent | DoneEvent
 
 
+def _versions(model: RetrievalLM) -> tuple[int, ...]:
+    """Each parameter's in-place write counter: what changed since a pre-cast copy was taken."""
+    return tuple(p._version for p in model.parameters())
+
+
 class Generator:
     """Generates from a baseline or RETRO model, retrieving from ``memory`` (which also gives the tokenizer).
 
     Under autocast (``precision`` bf16/fp16, or auto on CUDA and bf16 CPUs) it decodes from a copy of
-    the model with pre-cast linear weights (:func:`burrow.device.autocast_weights`), taken when it is
-    made; in fp32 from the model itself.
+    the model with pre-cast linear weights (:func:`burrow.device.autocast_weights`), taken again when the
+    model's weights have changed in place since (an optimizer step, ``load_state_dict``); in fp32 from
+    the model itself.
     """
 
     def __init__(self, model: RetrievalLM, memory: Memory, device: str | None = None,
@@ -126,6 +132,7 @@ class Generator:
         # Under autocast: a copy with each linear weight pre-cast (same values, half the bytes per step),
         # a snapshot of ``model`` as it is now; without autocast, ``model`` itself.
         self.model = autocast_weights(model, self.dtype)
+        self._source, self._versions = model, _versions(model)
         self.config = model.config
         self._check_compatible()
         self.start_id = start_token(self.tokenizer)
@@ -144,6 +151,9 @@ class Generator:
 
     def stream(self, prompt: str, config: GenerationConfig | None = None) -> Iterator[Event]:
         """Generate a continuation of ``prompt``: token events, attribution events, then one done event."""
+        if self.model is not self._source and _versions(self._source) != self._versions:
+            self.model = autocast_weights(self._source, self.dtype)  # the copy is stale: trained since
+            self._versions = _versions(self._source)
         return _Decoding(self, prompt, config or GenerationConfig()).events()
 
     def generate(self, prompt: str, config: GenerationConfig | None = None) -> GenerationResult:
