@@ -61,3 +61,27 @@ def test_store_of_another_tokenizer_is_rejected(tok, tiny_corpus: Path, tmp_path
 def test_empty_corpus_is_an_error(tok, tmp_path: Path) -> None:
     with pytest.raises(BurrowError, match="no documents"):
         write_token_store(tmp_path / "s", [], tok)
+
+
+def test_a_converted_hugging_face_tokenizer_leaves_no_temporary_folder(tmp_path) -> None:
+    """A tokenizer loaded through AutoTokenizer (a hub name, smollm2's GGUF) is converted to a tokenizer.json in
+    a temporary folder, held while the process lives and gone when it exits (one was left per load)."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import glob, sys, tempfile, types
+from tokenizers import Tokenizer, models
+fast = types.SimpleNamespace(is_fast=True, backend_tokenizer=Tokenizer(models.WordLevel({"a": 0, "<pad>": 1}, "a")))
+sys.modules["transformers"] = types.SimpleNamespace(AutoTokenizer=types.SimpleNamespace(
+    from_pretrained=lambda name, **kw: fast))
+from burrow.data.tokenizer import load_tokenizer
+tok = load_tokenizer("hf:some/model")
+print(tok.vocab_size, tok.pad_id, len(glob.glob(tempfile.gettempdir() + "/burrow-tok-*")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "1", "1"]  # its file is there while the process lives
+    assert not list(tmp_path.glob("burrow-tok-*"))

@@ -215,6 +215,10 @@ def _first_id(tok: Any, names: list[str]) -> int | None:
     return None
 
 
+#: Folders holding tokenizer.json files converted from AutoTokenizer (GGUF included), one per load.
+_CONVERTED: list[Any] = []
+
+
 def _load_hf_auto(name: str, gguf_file: str | None) -> Tokenizer:
     """Load through ``transformers.AutoTokenizer`` and convert to a local ``tokenizer.json``."""
     import tempfile
@@ -230,7 +234,9 @@ def _load_hf_auto(name: str, gguf_file: str | None) -> Tokenizer:
         raise BurrowError(f"cannot load tokenizer {name!r}: {e}") from None
     if not getattr(hf, "is_fast", False):
         raise BurrowError(f"tokenizer {name!r} has no fast (tokenizer.json) form; burrow needs one")
-    tmp = Path(tempfile.mkdtemp(prefix="burrow-tok-"))
+    held = tempfile.TemporaryDirectory(prefix="burrow-tok-")  # removed when the process exits
+    _CONVERTED.append(held)  # the tokenizer reads its file (fingerprint, save) while the process lives
+    tmp = Path(held.name)
     hf.backend_tokenizer.save(str(tmp / HF_FILE))
     return _load_hf_json(tmp / HF_FILE)
 
