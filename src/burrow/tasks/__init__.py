@@ -1,5 +1,6 @@
 """Gopher's evaluation suite for burrow models, inside lm-evaluation-harness (floor 5).
 
+    from pathlib import Path
     from burrow.tasks import run_tasks
     results = run_tasks(["runs/baseline", "runs/retro", "smollm2"], ["arc_easy", "truthfulqa_mc1"],
                         Path("out/tasks"), memory=Path("memory"), limit=100)

@@ -1,5 +1,6 @@
 """Training: baseline and RETRO on the same chunk-aligned sequences, with resumable, atomic runs.
 
+    from pathlib import Path
     from burrow.train import TrainConfig, train, load_run
     result = train(TrainConfig(model="retro-cpu-small", memory=Path("mem"), out=Path("runs/retro"), steps=500))
     model = load_run("runs/retro")                         # RUN/final (or its newest checkpoint)
