@@ -262,36 +262,41 @@ def prefix_byte_ends(decode_batch: Any, ids: list[int], text: str, block: int = 
     decode of the look-back, and the block's last prefix equals its full decode), else the block is
     decoded prefix by prefix as before, as is any block whose local decodes hold a partial character
     (U+FFFD). Tokenizers whose decode is local (SentencePiece, byte-level BPE) take the fast path
-    everywhere else: O(L²/block) decoding.
+    everywhere else: O(L²/block) decoding, one full decode per block (a block's head is the previous
+    block's last prefix, decoded once).
     """
     full = text.encode("utf-8")
     ends = np.zeros(len(ids), dtype=np.int64)
+    head = ""  # decode(ids[:a]): the empty prefix, then each block's last
     for a in range(0, len(ids), block):
         b = min(a + block, len(ids))
-        got = _block_ends(decode_batch, ids, a, b, full, lookback)
+        got, last = _block_ends(decode_batch, ids, a, b, full, lookback, head)
         if got is None:  # decode is not local around this block: every prefix in full
             texts = decode_batch([ids[: i + 1] for i in range(a, b)])
-            got = [_common_prefix(t.encode("utf-8"), full) for t in texts]
+            got, last = [_common_prefix(t.encode("utf-8"), full) for t in texts], texts[-1]
         ends[a:b] = got
+        head = last
     if len(ends):
         ends[-1] = len(full)  # the whole document's bytes, even where the round trip is inexact
     return np.maximum.accumulate(ends)
 
 
-def _block_ends(decode_batch: Any, ids: list[int], a: int, b: int, full: bytes, lookback: int) -> list[int] | None:
-    """Ends of prefixes a .. b - 1 from local decodes, or None where they do not provably agree."""
+def _block_ends(decode_batch: Any, ids: list[int], a: int, b: int, full: bytes, lookback: int,
+                head: str) -> tuple[list[int] | None, str]:
+    """(ends of prefixes a .. b - 1 from local decodes, or None where they do not provably agree;
+    decode(ids[:b])), given ``head`` = decode(ids[:a])."""
     s = max(0, a - lookback)
-    head, last, base, *local = decode_batch([ids[:a], ids[:b], ids[s:a], *(ids[s : i + 1] for i in range(a, b))])
+    last, base, *local = decode_batch([ids[:b], ids[s:a], *(ids[s : i + 1] for i in range(a, b))])
     if not all(t.startswith(base) for t in local) or head + local[-1][len(base):] != last:
-        return None
+        return None, last
     if "\ufffd" in base or any("\ufffd" in t for t in local):
-        return None  # a partial character: byte-fallback decoders spell a whole run of bytes as U+FFFD
+        return None, last  # a partial character: byte-fallback decoders spell a whole run of bytes as U+FFFD
     head_b = head.encode("utf-8")
     cp = _common_prefix(head_b, full)
     if cp < len(head_b):  # the text diverges inside the head: every prefix settles the same bytes
-        return [cp] * (b - a)
+        return [cp] * (b - a), last
     rest = full[len(head_b):]
-    return [len(head_b) + _common_prefix(t[len(base):].encode("utf-8"), rest) for t in local]
+    return [len(head_b) + _common_prefix(t[len(base):].encode("utf-8"), rest) for t in local], last
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:

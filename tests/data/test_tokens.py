@@ -25,6 +25,19 @@ def test_default_tokenizer_round_trips_exactly(tok) -> None:
     assert load_tokenizer(str(tok.path)).encode(text) == tok.encode(text)
 
 
+def test_decode_takes_any_sequence_of_ids_and_drops_padding(tok) -> None:
+    import numpy as np
+    import torch
+
+    ids = tok.encode("Owls hunt at night.")
+    want = tok.decode(ids)
+    padded = [tok.pad_id, *ids[:2], tok.pad_id, *ids[2:], tok.pad_id]
+    for form in (padded, tuple(padded), np.asarray(padded), np.asarray(padded, dtype=np.uint16),
+                 torch.tensor(padded), [np.int64(i) for i in padded], [float(i) for i in padded]):
+        assert tok.decode(form) == want, type(form)
+    assert tok.decode([]) == "" and tok.decode([tok.pad_id]) == ""
+
+
 def test_token_store_layout_and_provenance(tok, tiny_corpus: Path, tmp_path: Path) -> None:
     docs = list(read_corpus([tiny_corpus], CorpusConfig()))
     store = write_token_store(tmp_path / "store", docs, tok)

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from burrow.artefacts import atomic_path, config_hash, file_sha256
 from burrow.errors import BurrowError
 from burrow.hub import resolve_hf_base
@@ -83,7 +85,16 @@ class Tokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids``; pad ids are dropped."""
-        ids = [int(i) for i in ids if int(i) != self.pad_id]
+        pad = self.pad_id
+        seq = ids.tolist() if isinstance(ids, np.ndarray) else ids if isinstance(ids, list) else list(ids)
+        if pad in seq:  # a C-level scan: most sequences hold no padding, and then no Python loop runs
+            seq = [i for i in seq if i != pad]
+        try:
+            return self._decode(seq)
+        except TypeError:  # elements the backend does not take as ids (0-d tensors, floats that are ids)
+            return self._decode([int(i) for i in seq])
+
+    def _decode(self, ids: list[Any]) -> str:
         if self.kind == "sentencepiece":
             return str(self._backend.decode(ids))
         return str(self._backend.decode(ids, skip_special_tokens=False))
