@@ -3,8 +3,10 @@ leftovers are swept by the next write."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,9 +39,36 @@ def test_leftovers_of_gone_processes_of_this_host_are_swept(tmp_path: Path) -> N
     kept = [f".index.{_host()}-1.x3.tmp",  # a live process (init) may still be writing
             ".index.otherhost-12.x4.tmp",  # another machine on a shared disk
             f".index2.{_host()}-{gone}.x5.tmp"]  # another folder's
+    recent = f".index.{_host()}-{gone}.x6.tmp"  # a process gone here, but its files still change: another
+    kept.append(recent)                          # PID namespace under the same host name may be writing
     for name in leftovers + kept:
         (tmp_path / name).mkdir()
         (tmp_path / name / "part").write_text("x")
+        if name != recent:
+            for p in (tmp_path / name / "part", tmp_path / name):
+                os.utime(p, (time.time() - 3600, time.time() - 3600))  # untouched for an hour
     with atomic_dir(tmp_path / "index") as tmp:
         (tmp / "a").write_text("1")
     assert _hidden(tmp_path) == sorted(kept)
+
+
+def test_a_failed_move_puts_the_previous_folder_back(tmp_path: Path, monkeypatch) -> None:
+    import burrow.artefacts as artefacts
+
+    dest = tmp_path / "index"
+    with atomic_dir(dest) as tmp:
+        (tmp / "a").write_text("1")
+    real = os.replace
+    calls = []
+
+    def second_fails(src, dst):
+        calls.append(src)
+        if len(calls) == 2:  # the new folder onto its place
+            raise OSError("disk gone")
+        real(src, dst)
+
+    monkeypatch.setattr(artefacts.os, "replace", second_fails)
+    with pytest.raises(OSError, match="disk gone"), atomic_dir(dest) as tmp:
+        (tmp / "b").write_text("2")
+    monkeypatch.setattr(artefacts.os, "replace", real)
+    assert sorted(p.name for p in dest.iterdir()) == ["a"]

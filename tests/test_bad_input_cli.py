@@ -200,15 +200,17 @@ def test_a_rerun_redoes_a_truncated_index_and_neighbour_table(world, tmp_path, b
     code, _, err = burrow_cli("memory", "search", mem, "owls hunt at night")
     assert code == 0, err
     # the chunk table and the token store's files likewise; the keys are not encoded again
-    from burrow.memory.encode import FrozenEncoder
-
-    monkeypatch.setattr(FrozenEncoder, "encode", lambda self, texts: pytest.fail("keys encoded again"))
+    encoded: list[int] = []  # texts the (stand-in) encoder was given
+    real = reliability.ENCODER.encode
+    monkeypatch.setattr(reliability.ENCODER, "encode", lambda texts: encoded.append(len(texts)) or real(texts))
     for name in ("chunks.npz", "tokens/tokens.bin", "tokens/offsets.npy", "tokens/documents.jsonl"):
         want = (mem / name).read_bytes()
         _truncate(mem / name)
         caplog.clear()
+        encoded.clear()
         code, out, err = burrow_cli(*build)
         assert code == 0, err
+        assert not encoded, f"{name}: the keys were encoded again"
         assert "damaged" in caplog.text and name.split("/")[-1] in caplog.text  # said, on stderr for a user
         assert (mem / name).read_bytes() == want, name
         code, _, err = burrow_cli("memory", "search", mem, "owls hunt at night")

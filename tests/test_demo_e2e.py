@@ -116,7 +116,7 @@ def test_demo_without_data_is_one_clear_error(tmp_path: Path, monkeypatch) -> No
     assert proc.stderr.startswith("error: no data folder") and "Traceback" not in proc.stderr
 
 
-def test_a_rerun_reuses_the_evaluation_only_when_nothing_it_read_changed(tmp_path: Path) -> None:
+def test_a_rerun_reuses_the_evaluation_only_when_nothing_it_read_changed(tmp_path: Path, monkeypatch) -> None:
     """The key covers the weights, the memory, the evaluation file and the settings; a summary whose report
     files are gone, or that cannot be read, is scored again."""
     from types import SimpleNamespace
@@ -145,6 +145,12 @@ def test_a_rerun_reuses_the_evaluation_only_when_nothing_it_read_changed(tmp_pat
     changed.append(_evaluation_key(cfg, SimpleNamespace(dir=memory.dir, manifest={"n_chunks": 11}), data,
                                    MethodsConfig()))
     changed.append(_evaluation_key(DemoConfig(out=tmp_path, quick=True, k=1), memory, data, MethodsConfig()))
+    import burrow.demo
+
+    real = burrow.demo._code_fingerprint
+    monkeypatch.setattr(burrow.demo, "_code_fingerprint", lambda: "edited")  # a changed scorer
+    changed.append(_evaluation_key(cfg, memory, data, MethodsConfig()))
+    monkeypatch.setattr(burrow.demo, "_code_fingerprint", real)
     data.write_text("other text, longer\n", encoding="utf-8")
     changed.append(_evaluation_key(cfg, memory, data, MethodsConfig()))
     assert key not in changed and len(set(changed)) == len(changed)

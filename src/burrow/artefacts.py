@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,16 +45,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_dir(dest: str | Path) -> Iterator[Path]:
     """Yield a new empty folder beside ``dest``; on success it replaces ``dest`` as a whole.
 
-    A killed writer leaves the previous ``dest`` (or none), never half of one. Its leftovers are hidden
-    folders named after this host and process; the next ``atomic_dir`` of the same ``dest`` removes those
-    of processes of this host that are gone (another host's may still be writing on a shared disk).
+    A killed writer leaves the previous ``dest`` (or, killed between the two renames, none), never half
+    of one. Its leftovers are hidden folders named after this host and process; the next ``atomic_dir``
+    of the same ``dest`` removes those whose process is gone from this host and in which nothing has
+    been written for ``_STALE_SECONDS`` (another host's, or another PID namespace's under one host
+    name, may still be writing on a shared disk: their files keep changing).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{_host()}-{os.getpid()}"
     for p in dest.parent.glob(f".{dest.name}.{_host()}-*"):
         pid = p.name[len(f".{dest.name}.{_host()}-"):].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not _alive(int(pid)) and time.time() - _newest_mtime(p) > _STALE_SECONDS:
             shutil.rmtree(p, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{tag}.", suffix=".tmp", dir=dest.parent))
     try:
@@ -62,11 +65,29 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
         if dest.exists():  # os.replace cannot overwrite a non-empty folder: move it aside first
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{tag}.", suffix=".old", dir=dest.parent))
             os.replace(dest, old)
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except BaseException:
+            if old is not None:
+                os.replace(old, dest)  # the previous folder back in place
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: A dead writer's leftovers are swept once nothing in them has changed for this long.
+_STALE_SECONDS = 600.0
+
+
+def _newest_mtime(folder: Path) -> float:
+    """The latest modification time of ``folder`` and everything in it (0 when it vanished meanwhile)."""
+    newest = 0.0
+    for p in (folder, *folder.rglob("*")):
+        with contextlib.suppress(OSError):
+            newest = max(newest, p.stat().st_mtime)
+    return newest
 
 
 def _host() -> str:

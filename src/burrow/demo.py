@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -195,6 +196,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     with timed(stages, "evaluate"):
         summary = _reusable(summary_path, key)
         if summary is None:
+            # The report is rewritten now and the summary last: a run stopped in between must not leave the
+            # old summary vouching, by its key, for the new report.
+            summary_path.unlink(missing_ok=True)
             result = evaluate({**model_entries("baseline", base), **model_entries("retro", retro)}, memory,
                               [str(data / split)], cfg.eval, cache_dir=cfg.out / f"eval-{cfg.eval_split}",
                               methods=methods)
@@ -215,13 +219,22 @@ def _evaluation_key(cfg: DemoConfig, memory: Memory, eval_file: Path, methods: M
     """What the evaluation (and the readable example) read: both models' weights, the memory, the evaluation
     file, every setting, burrow's version. A re-run with the same key reuses the last summary and report."""
     runs = [read_manifest(cfg.out / "runs" / name / "final", "model") for name in ("baseline", "retro")]
-    bm25 = read_manifest(memory.dir / "bm25", "bm25") if "incontext" in cfg.methods else None
+    bm25 = read_manifest(memory.dir / "bm25", "bm25")  # in-context scoring, and the readable example's passages
     stat = eval_file.stat()
     return config_hash({
         "models": [(m or {}).get("weights_sha256") for m in runs], "memory": memory.manifest,
         "bm25": (bm25 or {}).get("inputs"), "data": [str(eval_file.resolve()), stat.st_size, int(stat.st_mtime)],
         "eval": dataclasses.asdict(cfg.eval), "methods": dataclasses.asdict(methods), "readable": cfg.readable,
-        "readable_lm": [READABLE_LM, READABLE_PROMPT], "version": __version__})
+        "readable_lm": [READABLE_LM, READABLE_PROMPT], "version": __version__, "code": _code_fingerprint()})
+
+
+def _code_fingerprint() -> str:
+    """Hash of burrow's own source files: a changed scorer (a developer's edit, an upgrade) scores again."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _reusable(path: Path, key: str) -> dict[str, Any] | None:

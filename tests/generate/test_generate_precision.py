@@ -72,9 +72,18 @@ def test_the_precast_copy_follows_the_models_training(gen_memory, retro_dir) -> 
     before = gen.generate("Owls hunt", greedy)
     copy = gen.model
     assert gen.generate("Owls hunt", greedy).tokens == before.tokens and gen.model is copy  # unchanged: kept
+    model.train()  # a training loop's mode; the copy still decodes in eval mode
     with torch.no_grad():
         model.head.weight.mul_(-1.0)  # what an optimizer step does: an in-place write
     after = gen.generate("Owls hunt", greedy)
     assert gen.model is not copy
     assert torch.equal(gen.model.head.weight, model.head.weight.to(torch.bfloat16))
-    assert after.tokens != before.tokens
+    assert after.tokens != before.tokens and not gen.model.training
+    import gc
+    import weakref
+
+    copy, held = gen.model, weakref.ref(model)
+    del model
+    gc.collect()
+    assert held() is None  # the generator does not keep the caller's fp32 model alive
+    assert gen.generate("Owls hunt", greedy).tokens == after.tokens and gen.model is copy

@@ -57,9 +57,10 @@ class TokenStore:
         self.n_tokens = int(self.manifest["n_tokens"])
         self.n_docs = int(self.manifest["n_docs"])
         docs_bytes = self.manifest.get("documents_bytes")  # absent in stores written before it was recorded
-        if docs_bytes is not None and _size(self.dir / "documents.jsonl") != docs_bytes:
-            raise BurrowError(f"{self.dir / 'documents.jsonl'} is damaged ({_size(self.dir / 'documents.jsonl')} "
-                              f"bytes, not {docs_bytes}); rebuild it (re-run the command that made it)")
+        size = _size(self.dir / "documents.jsonl")
+        if docs_bytes is not None and size != docs_bytes:
+            what = "is missing" if size is None else f"is damaged ({size} bytes, not {docs_bytes})"
+            raise BurrowError(f"{self.dir / 'documents.jsonl'} {what}; rebuild it (re-run the command that made it)")
         with damaged(self.dir / "offsets.npy"):
             self.offsets = np.load(self.dir / "offsets.npy")[: self.n_docs + 1]
         if len(self.offsets) != self.n_docs + 1 or int(self.offsets[-1]) != self.n_tokens:

@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import os
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,9 +108,9 @@ class DoneEvent:
 Event = TokenEvent | AttributionEvent | DoneEvent
 
 
-def _versions(model: RetrievalLM) -> tuple[int, ...]:
-    """Each parameter's in-place write counter: what changed since a pre-cast copy was taken."""
-    return tuple(p._version for p in model.parameters())
+def _versions(model: RetrievalLM) -> tuple[tuple[int, int], ...]:
+    """Each parameter's identity and in-place write counter: what changed since a pre-cast copy was taken."""
+    return tuple((id(p), p._version) for p in model.parameters())
 
 
 class Generator:
@@ -132,7 +133,8 @@ class Generator:
         # Under autocast: a copy with each linear weight pre-cast (same values, half the bytes per step),
         # a snapshot of ``model`` as it is now; without autocast, ``model`` itself.
         self.model = autocast_weights(model, self.dtype)
-        self._source, self._versions = model, _versions(model)
+        # Weakly held: a caller who keeps no reference (the CLI) does not keep an fp32 copy alive beside it.
+        self._source, self._versions = weakref.ref(model), _versions(model)
         self.config = model.config
         self._check_compatible()
         self.start_id = start_token(self.tokenizer)
@@ -151,9 +153,10 @@ class Generator:
 
     def stream(self, prompt: str, config: GenerationConfig | None = None) -> Iterator[Event]:
         """Generate a continuation of ``prompt``: token events, attribution events, then one done event."""
-        if self.model is not self._source and _versions(self._source) != self._versions:
-            self.model = autocast_weights(self._source, self.dtype)  # the copy is stale: trained since
-            self._versions = _versions(self._source)
+        source = self._source()
+        if source is not None and self.model is not source and _versions(source) != self._versions:
+            self.model = autocast_weights(source, self.dtype).eval()  # the copy is stale: trained since
+            self._versions = _versions(source)
         return _Decoding(self, prompt, config or GenerationConfig()).events()
 
     def generate(self, prompt: str, config: GenerationConfig | None = None) -> GenerationResult:
