@@ -186,31 +186,27 @@ class _Builder:
         self.timings.append(StageTiming("tokens", time.perf_counter() - t0, store.n_tokens, "tokens"))
         return TokenStore(self.out / "tokens")
 
-    def chunks(self, store: TokenStore) -> str:
+    def chunks(self, store: TokenStore) -> tuple[str, ChunkTable]:
         inputs = config_hash({"tokens": store.manifest["inputs"], "m": self.config.chunk_size})
         if self._fresh("chunks", inputs) is not None:
             try:
                 with damaged(self.out / "chunks.npz"):
-                    ChunkTable.load(self.out / "chunks.npz")
-            except BurrowError as e:
+                    return inputs, ChunkTable.load(self.out / "chunks.npz")
+            except BurrowError as e:  # cut short after its manifest was written: cut again (below)
                 log.warning("%s; cutting the chunks again", e)
-                manifest_path(self.out, "chunks").unlink()
-        if self._fresh("chunks", inputs) is None:
-            self._invalidate_after("chunks")
-            t0 = time.perf_counter()
-            table = chunk_table(store, self.config.chunk_size)
-            table.save(self.out / "chunks.npz")
-            write_manifest(self.out, "chunks", inputs=inputs, n_chunks=len(table), chunk_size=table.chunk_size,
-                           short_chunks=int((table.lengths < table.chunk_size).sum()),
-                           padding="short chunks and continuations past a document's end are right-padded "
-                                   "with the tokenizer's pad id")
-            self.timings.append(StageTiming("chunks", time.perf_counter() - t0, len(table), "chunks"))
-        return inputs
+        self._invalidate_after("chunks")
+        t0 = time.perf_counter()
+        table = chunk_table(store, self.config.chunk_size)
+        table.save(self.out / "chunks.npz")
+        write_manifest(self.out, "chunks", inputs=inputs, n_chunks=len(table), chunk_size=table.chunk_size,
+                       short_chunks=int((table.lengths < table.chunk_size).sum()),
+                       padding="short chunks and continuations past a document's end are right-padded "
+                               "with the tokenizer's pad id")
+        self.timings.append(StageTiming("chunks", time.perf_counter() - t0, len(table), "chunks"))
+        return inputs, table
 
-    def embeddings(self, store: TokenStore, tok: Tokenizer, chunks_fp: str,
+    def embeddings(self, store: TokenStore, tok: Tokenizer, chunks_fp: str, table: ChunkTable,
                    encoder: FrozenEncoder) -> tuple[list[Path], str]:
-
-        table = ChunkTable.load(self.out / "chunks.npz")
         inputs = config_hash({"chunks": chunks_fp, "encoder": encoder.fingerprint(),
                               "shard": encoder.config.shard_size})
         emb_dir = self.out / "embeddings"
@@ -298,10 +294,10 @@ def _build(inputs: Sequence[str], out: Path, config: MemoryConfig, force: bool, 
     b.shard_encoder = shard_encoder
     tok = b.tokenizer()
     store = b.tokens(tok)
-    chunks_fp = b.chunks(store)
+    chunks_fp, table = b.chunks(store)
     encoder = encoder or FrozenEncoder(config.encoder)
-    shards, emb_fp = b.embeddings(store, tok, chunks_fp, encoder)
-    index_m = b.index(shards, emb_fp, encoder.dim, int(read_json(manifest_path(b.out, "chunks"))["n_chunks"]))
+    shards, emb_fp = b.embeddings(store, tok, chunks_fp, table, encoder)
+    index_m = b.index(shards, emb_fp, encoder.dim, len(table))
     fields = dict(
         tokenizer=tok.fingerprint(), tokenizer_file=tok.path.name,
         encoder=encoder.fingerprint(), encoder_config=asdict(config.encoder), chunk_size=config.chunk_size,
