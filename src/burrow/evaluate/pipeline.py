@@ -186,15 +186,13 @@ def _check_models(models: Mapping[str, ModelEntry], memory: Memory | None, confi
         check_mode(model, mode)
         if mode == "on" and memory is None:
             raise BurrowError(f"{name}: RETRO[ON] needs a memory (--memory)")
-        if mode == "on" and memory is not None:
+        if memory is not None:
             try:
-                memory.check_model(model.config)
+                memory.check_vocab(getattr(model.config, "vocab_size", None))
+                if mode == "on":
+                    memory.check_model(model.config)
             except BurrowError as e:
                 raise BurrowError(f"{name}: {e}") from None
-        vocab = getattr(model.config, "vocab_size", None)
-        if memory is not None and vocab is not None and memory.tokenizer.vocab_size > vocab:
-            raise BurrowError(f"{name}: the memory's tokenizer has {memory.tokenizer.vocab_size} tokens but the model "
-                              f"only {vocab}; evaluate it with the memory it was trained on")
 
 
 def _as_data(data: EvalData | TokenStore | Sequence[str | Path], memory: Memory | None, m: int | None,

@@ -167,10 +167,7 @@ class Generator:
         raise RuntimeError("generation ended without a result")  # pragma: no cover
 
     def _check_compatible(self) -> None:
-        vocab = self.tokenizer.vocab_size
-        if vocab > self.config.vocab_size:
-            raise BurrowError(f"the memory's tokenizer has {vocab} tokens but the model only {self.config.vocab_size}; "
-                              "use the memory the model was trained with")
+        self.memory.check_vocab(self.config.vocab_size)
         self.memory.check_model(self.config)
 
     def _banned_tokens(self) -> Tensor:

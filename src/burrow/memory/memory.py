@@ -142,6 +142,13 @@ class Memory:
             raise BurrowError(f"model chunk size {config.chunk_size} / retrieved length {config.retrieved_len} "
                               f"do not match the memory's {self.chunk_size} / {self.retrieved_len}")
 
+    def check_vocab(self, vocab_size: int | None) -> None:
+        """One-line error when this memory's tokenizer has ids past a model's vocabulary of ``vocab_size``
+        (None: not known); any model that reads the memory's text needs it, baseline or RETRO."""
+        if vocab_size is not None and self.tokenizer.vocab_size > vocab_size:
+            raise BurrowError(f"the memory's tokenizer has {self.tokenizer.vocab_size} tokens but the model only "
+                              f"{vocab_size}; use the memory the model was trained with")
+
     @cached_property
     def index(self) -> Any:
         """The FAISS index (search parameters applied)."""

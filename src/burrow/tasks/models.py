@@ -56,9 +56,10 @@ def check_memory(label: str, path: Path, model: RetrievalLM, memory: Memory) -> 
     if trained is not None and trained != memory.tokenizer.fingerprint():
         raise BurrowError(f"{label}: the memory {memory.dir} has tokenizer {memory.tokenizer.fingerprint()}, but the "
                           f"model was trained with tokenizer {trained}; pass the memory the model was trained with")
-    if memory.tokenizer.vocab_size > model.config.vocab_size:
-        raise BurrowError(f"{label}: the memory's tokenizer has {memory.tokenizer.vocab_size} tokens but the model "
-                          f"only {model.config.vocab_size}; pass the memory the model was trained with")
+    try:
+        memory.check_vocab(model.config.vocab_size)
+    except BurrowError as e:
+        raise BurrowError(f"{label}: {e}") from None
     try:
         memory.check_model(model.config)
     except BurrowError as e:
