@@ -53,17 +53,18 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{_host()}-{os.getpid()}"
-    for p in dest.parent.glob(f".{dest.name}.{_host()}-*"):
-        pid = p.name[len(f".{dest.name}.{_host()}-"):].split(".")[0]
+    ours = f".{dest.name}.{_host()}-"  # this host's writers; then the process id
+    for p in dest.parent.glob(ours + "*"):
+        pid = p.name[len(ours):].split(".")[0]
         if pid.isdigit() and not _alive(int(pid)) and time.time() - _newest_mtime(p) > _STALE_SECONDS:
             shutil.rmtree(p, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{tag}.", suffix=".tmp", dir=dest.parent))
+    tag = f"{ours}{os.getpid()}."
+    tmp = Path(tempfile.mkdtemp(prefix=tag, suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
         old = None
         if dest.exists():  # os.replace cannot overwrite a non-empty folder: move it aside first
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{tag}.", suffix=".old", dir=dest.parent))
+            old = Path(tempfile.mkdtemp(prefix=tag, suffix=".old", dir=dest.parent))
             os.replace(dest, old)
         try:
             os.replace(tmp, dest)

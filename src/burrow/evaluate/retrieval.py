@@ -20,7 +20,6 @@ the leakage analysis reuse the same cached neighbours.
 from __future__ import annotations
 
 import logging
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from burrow.artefacts import atomic_path, config_hash, read_manifest, write_manifest
+from burrow.artefacts import atomic_path, config_hash, damaged, read_manifest, write_manifest
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import Retrieved
 from burrow.evaluate.data import EvalData
@@ -70,9 +69,10 @@ def _load_cached(cache_dir: Path | None, kind: str, key: str) -> QueryNeighbours
     if read_manifest(cache_dir, name) is None or not path.exists():
         return None
     try:
-        z = np.load(path)
-        return QueryNeighbours(z["keys"], z["ids"], z["distances"])
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile):
+        with damaged(path):  # the one list of what a damaged artefact file raises
+            z = np.load(path)
+            return QueryNeighbours(z["keys"], z["ids"], z["distances"])
+    except BurrowError:
         log.warning("cached neighbours %s are damaged: computing them again", path)
         return None
 
