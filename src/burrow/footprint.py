@@ -8,7 +8,9 @@ Each call appends one record to ``DIR/footprint.json`` (written atomically): the
 energy (kWh, CPU + RAM + GPU as codecarbon estimates them), emissions (kg CO₂-eq, from the energy and
 the carbon intensity of the configured country or region), and the FLOPs the caller counted. A
 resumed command adds a record for each call; a call that did nothing (``stage.skipped = True``)
-adds none; a call that fails records what it used up to then (``interrupted``).
+adds none; a call that fails records what it used up to then (``interrupted``). The tracker starts in a
+background thread (its hardware detection takes ~2 s), so energy is measured from
+``energy_from_seconds`` into the call.
 
 codecarbon's ``OfflineEmissionsTracker`` needs no network: the country comes from
 ``$BURROW_CO2_COUNTRY`` (ISO 3166 alpha-3, default ``USA``), optionally a region from
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -94,6 +97,48 @@ def _stop_tracker(tracker: Any) -> dict[str, Any]:
             "gpu_model": d.gpu_model or None, "tracker": f"codecarbon {d.codecarbon_version} (offline)"}
 
 
+class _BackgroundStart:
+    """codecarbon's tracker, started beside the command rather than before it.
+
+    Its hardware detection runs py-cpuinfo, which starts a Python subprocess (~2 s here): every tracked
+    command waited that long before its first step, an error on bad input too. Started in a thread, the
+    tracker begins measuring ``delay`` seconds into the command; a command that ends sooner and records
+    nothing abandons it, and the thread stops the tracker as soon as it has started, so none is left
+    sampling in a long-lived process.
+    """
+
+    WAIT_SECONDS = 60.0  # how long a finished command that records its footprint waits for the start
+
+    def __init__(self, config: FootprintConfig) -> None:
+        self._t0 = time.perf_counter()
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self.tracker: Any = None
+        self.why: str | None = "codecarbon did not start before the command ended"
+        self.delay: float | None = None
+        self._thread = threading.Thread(target=self._run, args=(config,), name="burrow-footprint", daemon=True)
+        self._thread.start()
+
+    def _run(self, config: FootprintConfig) -> None:
+        tracker, why = _start_tracker(config)
+        with self._lock:
+            if not self._abandoned:
+                self.tracker, self.why, self.delay = tracker, why, time.perf_counter() - self._t0
+                return
+        if tracker is not None:  # nobody will read it: do not leave it sampling
+            _stop_tracker(tracker)
+
+    def result(self, wait: bool) -> tuple[Any, str | None, float | None]:
+        """(tracker or None, why not, seconds into the command it started); ``wait=False`` abandons a start
+        still under way."""
+        self._thread.join(self.WAIT_SECONDS if wait else 0.0)
+        with self._lock:
+            if self._thread.is_alive() and self.delay is None:
+                self._abandoned = True
+                return None, self.why, None
+            return self.tracker, self.why, self.delay
+
+
 @contextlib.contextmanager
 def track(directory: str | Path, stage: str, config: FootprintConfig | None = None) -> Iterator[Stage]:
     """Measure the block and append its record to ``directory/footprint.json`` (see the module docstring)."""
@@ -102,17 +147,21 @@ def track(directory: str | Path, stage: str, config: FootprintConfig | None = No
     if not config.enabled:
         yield st
         return
-    tracker, why = _start_tracker(config)
+    start = _BackgroundStart(config)
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
     interrupted = True
     try:
         yield st
         interrupted = False
     finally:
+        records = not st.skipped and Path(directory).is_dir()
+        tracker, why, delay = start.result(wait=records)
         energy = _stop_tracker(tracker) if tracker is not None else {"energy_error": why}
-        if not st.skipped and Path(directory).is_dir():
+        if records:
+            # codecarbon measures from its start: the energy covers the command from ``energy_from_seconds``
             record = {"stage": stage, "started": started, "seconds": time.perf_counter() - t0, **energy,
-                      "flops": st.flops, "flops_formula": st.flops_formula, "interrupted": interrupted, **st.extra}
+                      "energy_from_seconds": delay, "flops": st.flops, "flops_formula": st.flops_formula,
+                      "interrupted": interrupted, **st.extra}
             try:
                 append_record(directory, record)
             except (OSError, BurrowError) as e:  # the footprint is a by-product: never fail the command for it
