@@ -480,6 +480,21 @@ def test_disk_full_while_saving_training_state(world, tmp_path, monkeypatch, bur
     assert code == 0, err
 
 
+def test_running_commands_again_in_one_process_registers_them_once(monkeypatch, capsys) -> None:
+    """main() registers the command groups on every run: a second run must not add them again (each run
+    built every copy: in the test session, late CLI calls took ~2 s to parse their arguments)."""
+    from burrow.cli import app
+
+    counts = []
+    for _ in range(2):
+        monkeypatch.setattr(sys, "argv", ["burrow", "no-such-command"])
+        with pytest.raises(SystemExit):
+            main()
+        counts.append((len(app.registered_commands), len(app.registered_groups)))
+    assert counts[0] == counts[1] and counts[0][0] > 0, counts
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("argv", [["demo", "--no-such-option"], ["no-such-command"], ["train"]])
 def test_usage_errors_are_a_usage_line_not_a_traceback(argv, monkeypatch, capsys) -> None:
     # typer >= 0.22 raises its vendored click's exceptions: main() must recognise them as well as click's.

@@ -35,7 +35,11 @@ app = typer.Typer(
 
 def _register() -> None:
     """Add every command group to the root app (explicitly: a missing module is an import error, not a
-    silently absent command)."""
+    silently absent command), once: :func:`main` calls it on every run, and a process that runs several
+    commands (a test session, a notebook) would otherwise register each command again per run, building
+    them all again on every later run."""
+    if app.registered_commands or app.registered_groups:
+        return
     app.add_typer(memory_cli.app, name="memory")
     for module in (corpus_cli, train_cli, evaluate_cli, retrofit_cli, generate_cli, demo_cli, tasks_cli, risks_cli):
         module.register(app)
