@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from burrow.cli import _register, app
+from burrow.cli import app
 from burrow.data.shared import find_data
 from burrow.errors import BurrowError
 
@@ -63,7 +63,6 @@ def _check_report(summary: dict, output: str) -> None:
 @pytest.mark.e2e
 def test_quick_demo_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     _data()
-    _register()
     caplog.set_level(logging.INFO, logger="burrow")
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--quick", "-o", str(out)])

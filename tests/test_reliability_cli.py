@@ -480,19 +480,36 @@ def test_disk_full_while_saving_training_state(world, tmp_path, monkeypatch, bur
     assert code == 0, err
 
 
-def test_running_commands_again_in_one_process_registers_them_once(monkeypatch, capsys) -> None:
-    """main() registers the command groups on every run: a second run must not add them again (each run
-    built every copy: in the test session, late CLI calls took ~2 s to parse their arguments)."""
-    from burrow.cli import app
+def test_the_root_help_lists_each_command_with_its_own_help_line() -> None:
+    """`burrow --help` reads the commands' help lines from COMMANDS (importing no command module): each must be
+    the first paragraph of the command's own help, and every command a module registers must be listed."""
+    import importlib
 
-    counts = []
-    for _ in range(2):
-        monkeypatch.setattr(sys, "argv", ["burrow", "no-such-command"])
-        with pytest.raises(SystemExit):
-            main()
-        counts.append((len(app.registered_commands), len(app.registered_groups)))
-    assert counts[0] == counts[1] and counts[0][0] > 0, counts
-    capsys.readouterr()
+    import typer
+
+    from burrow.cli import COMMANDS, load_command
+
+    for name, (_, line) in COMMANDS.items():
+        assert (load_command(name).help or "").split("\n\n")[0] == line, name
+    for module in {m for m, _ in COMMANDS.values()}:
+        holder = typer.Typer()
+        holder.callback()(lambda: None)
+        importlib.import_module(f"burrow.cli.{module}").register(holder)
+        assert {n for n, (m, _) in COMMANDS.items() if m == module} == set(typer.main.get_group(holder).commands)
+
+
+def test_the_root_help_and_a_mistyped_command_import_no_command_module() -> None:
+    """The modules import torch and FAISS (~2.5 s): `burrow --help` and `burrow trian` answer without them."""
+    import subprocess
+
+    code = ("import sys; from burrow.cli import main\n"
+            "for argv in (['--help'], ['trian']):\n"
+            "    sys.argv = ['burrow', *argv]\n"
+            "    try:\n        main()\n    except SystemExit:\n        pass\n"
+            "print('torch' in sys.modules, 'faiss' in sys.modules, 'burrow.cli.train' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "False False False", proc.stdout + proc.stderr
+    assert "train     Train a baseline" in proc.stdout and "Did you mean 'train'?" in proc.stderr
 
 
 @pytest.mark.parametrize("argv", [["demo", "--no-such-option"], ["no-such-command"], ["train"]])

@@ -246,9 +246,8 @@ def test_rules_can_be_switched_off(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cli_app():  # type: ignore[no-untyped-def]
-    from burrow.cli import _register, app
+    from burrow.cli import app
 
-    _register()
     return app
 
 

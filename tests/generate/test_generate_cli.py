@@ -6,11 +6,10 @@ import json
 
 from typer.testing import CliRunner
 
-from burrow.cli import _register, app
+from burrow.cli import app
 from burrow.generate import PREAMBLE, ChatConfig, ChatSession, Generator
 from burrow.model import load_model
 
-_register()
 runner = CliRunner()
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from burrow.cli import _register, app
-
-_register()
+from burrow.cli import app
 
 
 def test_serve_builds_the_app_with_limits_on_loopback(retro_dir, gen_memory, monkeypatch) -> None:

@@ -8,12 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from burrow.cli import _register, app
+from burrow.cli import app
 from burrow.generate.readable import lm_generator
 from burrow.model import load_model
 from burrow.serve import ServeConfig, create_app
-
-_register()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from burrow.artefacts import read_json, write_json
-from burrow.cli import _register, app, main
+from burrow.cli import app, main
 from burrow.memory import Memory
 from burrow.model import load_model
 
@@ -19,8 +19,6 @@ COMMON = ["--seq-len", "32", "--batch-size", "2", "--eval-every", "0", "--precis
 
 
 def _app():
-    if not any(c.name == "train" for c in app.registered_commands):
-        _register()
     return app
 
 

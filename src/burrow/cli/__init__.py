@@ -1,28 +1,91 @@
 """burrow's command line: a thin typer layer; each command parses, validates and calls one library function.
 
-Sub-command groups live in their own modules (``memory``, ``corpus``, ``train`` …) and are
-registered here. User errors (:class:`burrow.BurrowError`) print one line and exit 2; a full disk
-prints one line and exits 1; Ctrl-C prints how to resume and exits 130 (docs/reliability.md).
+Sub-command groups live in their own modules (``memory``, ``corpus``, ``train`` …), each with a
+``register(app)``. The root imports a command's module only when that command runs or shows its own help:
+the modules import torch and FAISS (~2.5 s), which ``burrow --help`` and a mistyped command do not need.
+User errors (:class:`burrow.BurrowError`) print one line and exit 2; a full disk prints one line and exits 1;
+Ctrl-C prints how to resume and exits 130 (docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from burrow.cli import corpus as corpus_cli
-from burrow.cli import demo as demo_cli
-from burrow.cli import evaluate as evaluate_cli
-from burrow.cli import generate as generate_cli
-from burrow.cli import memory as memory_cli
-from burrow.cli import retrofit as retrofit_cli
-from burrow.cli import risks as risks_cli
-from burrow.cli import tasks as tasks_cli
-from burrow.cli import train as train_cli
 from burrow.errors import BurrowError
+
+#: Every command: name -> (its module under burrow.cli, the help line `burrow --help` lists). The lines are
+#: the first paragraphs of the commands' own help, kept here so that listing them imports nothing;
+#: tests/test_reliability_cli.py fails when one differs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train", "Train a baseline (any token store) or RETRO (a memory's chunks + precomputed neighbours)."),
+    "eval": ("evaluate", "Bits-per-byte of RUN... on whole documents of --data, side by side; leakage, sweeps and "
+                         "retrieval\nmethods (kNN-LM, in-context retrieval, controls) on request."),
+    "retrofit": ("retrofit", "Freeze BASE, add fresh CCA layers and a retrieval encoder, and train only those on "
+                             "MEMORY."),
+    "generate": ("generate", "Continue PROMPT, streaming the text; then each generated chunk's sources, copied "
+                             "spans highlighted."),
+    "chat": ("generate", "Chat with the model (one message per line on stdin; /quit ends). Works with piped "
+                         "input."),
+    "serve": ("generate", "Serve the model over HTTP: /v1/generate, /v1/search, /v1/score, /health, /docs and a "
+                          "web page at /."),
+    "demo": ("demo", "Hygiene → memory → train baseline and RETRO → bits-per-byte, leakage and sweeps → one "
+                     "table."),
+    "risks": ("risks", "One row per risk of the taxonomy: measured, proxy, or not automatically measurable "
+                       "(with reasons)."),
+    "memory": ("memory", "Build, inspect and search a retrieval memory (chunks, keys, FAISS index, "
+                         "neighbours)."),
+    "corpus": ("corpus", "Prepare corpora: clean, deduplicate, decontaminate."),
+    "tasks": ("tasks", "Task accuracy (Gopher's suite) of burrow runs and HF LMs, through "
+                       "lm-evaluation-harness."),
+}
+
+
+def load_command(name: str) -> Any:
+    """The click command (or group) ``name``, built from its module's ``register``."""
+    module = importlib.import_module(f"burrow.cli.{COMMANDS[name][0]}")
+    holder = typer.Typer()
+    holder.callback()(lambda: None)  # a group even when the module registers one command
+    module.register(holder)
+    return typer.main.get_group(holder).commands[name]
+
+
+class _LazyGroup(TyperGroup):
+    """The root group: commands come from :data:`COMMANDS`, each module imported when its command is
+    resolved; while the root's own help is written, a command is a stand-in holding its help line."""
+
+    _listing = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = {name: TyperCommand(name, help=line) for name, (_, line) in COMMANDS.items()}
+        self._loaded: dict[str, Any] = {}
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in COMMANDS:
+            return None
+        if self._listing:
+            return self.commands[cmd_name]
+        if cmd_name not in self._loaded:
+            self._loaded[cmd_name] = load_command(cmd_name)
+        return self._loaded[cmd_name]
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
 
 app = typer.Typer(
     name="burrow",
@@ -30,19 +93,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_LazyGroup,
 )
-
-
-def _register() -> None:
-    """Add every command group to the root app (explicitly: a missing module is an import error, not a
-    silently absent command), once: :func:`main` calls it on every run, and a process that runs several
-    commands (a test session, a notebook) would otherwise register each command again per run, building
-    them all again on every later run."""
-    if app.registered_commands or app.registered_groups:
-        return
-    app.add_typer(memory_cli.app, name="memory")
-    for module in (corpus_cli, train_cli, evaluate_cli, retrofit_cli, generate_cli, demo_cli, tasks_cli, risks_cli):
-        module.register(app)
 
 
 @app.callback()
@@ -60,7 +112,6 @@ INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIG
 def main() -> None:
     """Console-script entry point."""
     try:
-        _register()
         # In non-standalone mode typer turns Ctrl-C into a returned 130 and an Exit into its code.
         code = app(standalone_mode=False)
     except BurrowError as e:

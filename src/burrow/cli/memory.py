@@ -209,3 +209,8 @@ def neighbours(
     path, m = compute_neighbours(Memory(directory), k=k, target=tokens, name=name, force=force)
     typer.echo(f"neighbours {m['name']} k={k}: {m['n_chunks']:,} chunks → {path} "
                f"(same-document exclusion: {m['exclude_same_document']}, missing: {m['missing']})")
+
+
+def register(root_app: typer.Typer) -> None:
+    """Add the ``memory`` command group to the root ``burrow`` app."""
+    root_app.add_typer(app, name="memory")
