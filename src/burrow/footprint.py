@@ -112,31 +112,40 @@ class _BackgroundStart:
     def __init__(self, config: FootprintConfig) -> None:
         self._t0 = time.perf_counter()
         self._lock = threading.Lock()
+        self._done = False  # the start has finished, started or not (under the lock)
         self._abandoned = False
         self.tracker: Any = None
-        self.why: str | None = "codecarbon did not start before the command ended"
+        self.why: str | None = None
         self.delay: float | None = None
         self._thread = threading.Thread(target=self._run, args=(config,), name="burrow-footprint", daemon=True)
         self._thread.start()
 
     def _run(self, config: FootprintConfig) -> None:
-        tracker, why = _start_tracker(config)
+        try:
+            tracker, why = _start_tracker(config)
+        except Exception as e:  # e.g. codecarbon's own imports failing: one reason in the record, no traceback
+            tracker, why = None, f"codecarbon could not start ({type(e).__name__}: {e})"
         with self._lock:
+            self._done = True
             if not self._abandoned:
-                self.tracker, self.why, self.delay = tracker, why, time.perf_counter() - self._t0
+                self.tracker, self.why = tracker, why
+                self.delay = time.perf_counter() - self._t0 if tracker is not None else None
                 return
         if tracker is not None:  # nobody will read it: do not leave it sampling
             _stop_tracker(tracker)
 
     def result(self, wait: bool) -> tuple[Any, str | None, float | None]:
-        """(tracker or None, why not, seconds into the command it started); ``wait=False`` abandons a start
-        still under way."""
-        self._thread.join(self.WAIT_SECONDS if wait else 0.0)
-        with self._lock:
-            if self._thread.is_alive() and self.delay is None:
-                self._abandoned = True
-                return None, self.why, None
-            return self.tracker, self.why, self.delay
+        """(tracker or None, why not, seconds into the command it started); a start still under way after
+        the wait (none with ``wait=False``; an interrupted wait too) is abandoned."""
+        try:
+            self._thread.join(self.WAIT_SECONDS if wait else 0.0)
+        finally:
+            with self._lock:
+                if not self._done:
+                    self._abandoned = True
+                    self.why = (f"codecarbon did not start within {self.WAIT_SECONDS:.0f} s" if wait
+                                else "codecarbon did not start before the command ended")
+        return self.tracker, self.why, self.delay
 
 
 @contextlib.contextmanager

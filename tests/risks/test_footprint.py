@@ -69,6 +69,20 @@ def test_the_command_does_not_wait_for_the_tracker_to_start(tmp_path: Path, monk
     assert fake2.stopped.is_set() and call["energy_kwh"] == 1e-6 and call["energy_from_seconds"] >= 0.2
 
 
+def test_a_tracker_that_fails_to_start_is_a_reason_in_the_record(tmp_path: Path, monkeypatch, capsys) -> None:
+    import burrow.footprint as fp
+
+    def broken(config):
+        raise ValueError("numpy.dtype size changed")  # e.g. one of codecarbon's imports failing
+
+    monkeypatch.setattr(fp, "_start_tracker", broken)
+    with track(tmp_path, "train", FootprintConfig(enabled=True)):
+        pass
+    (call,) = read_footprint(tmp_path)["calls"]
+    assert call["energy_error"] == "codecarbon could not start (ValueError: numpy.dtype size changed)"
+    assert call["energy_from_seconds"] is None and "Traceback" not in capsys.readouterr().err
+
+
 def test_disabled_and_bad_country(tmp_path: Path) -> None:
     with track(tmp_path, "x", FootprintConfig(enabled=False)):
         pass
