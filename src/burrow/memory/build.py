@@ -184,7 +184,7 @@ class _Builder:
         self.corpus_stats = stats
         log.info(stats.summary())
         self.timings.append(StageTiming("tokens", time.perf_counter() - t0, store.n_tokens, "tokens"))
-        return TokenStore(self.out / "tokens")
+        return store  # write_token_store opened it after its manifest was written
 
     def chunks(self, store: TokenStore) -> tuple[str, ChunkTable]:
         inputs = config_hash({"tokens": store.manifest["inputs"], "m": self.config.chunk_size})
