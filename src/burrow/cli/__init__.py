@@ -47,13 +47,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def load_command(name: str) -> Any:
-    """The click command (or group) ``name``, built from its module's ``register``."""
-    module = importlib.import_module(f"burrow.cli.{COMMANDS[name][0]}")
+def module_commands(module: str) -> dict[str, Any]:
+    """The click commands (and groups) that ``burrow.cli.<module>``'s ``register`` adds, by name."""
     holder = typer.Typer()
     holder.callback()(lambda: None)  # a group even when the module registers one command
-    module.register(holder)
-    return typer.main.get_group(holder).commands[name]
+    importlib.import_module(f"burrow.cli.{module}").register(holder)
+    return dict(typer.main.get_group(holder).commands)
+
+
+def load_command(name: str) -> Any:
+    """The click command (or group) ``name``, built from its module's ``register``."""
+    return module_commands(COMMANDS[name][0])[name]
 
 
 class _LazyGroup(TyperGroup):
