@@ -199,7 +199,8 @@ def test_a_rerun_redoes_a_truncated_index_and_neighbour_table(world, tmp_path, b
     assert np.array_equal(np.load(ids), want_ids)
     code, _, err = burrow_cli("memory", "search", mem, "owls hunt at night")
     assert code == 0, err
-    # the chunk table and the token store's files likewise; the keys are not encoded again
+    # the chunk table and the token store's files likewise; they are cut again as they were, so the keys are
+    # not encoded again and the index built from them is not rebuilt
     encoded: list[int] = []  # texts the (stand-in) encoder was given
     real = reliability.ENCODER.encode
     monkeypatch.setattr(reliability.ENCODER, "encode", lambda texts: encoded.append(len(texts)) or real(texts))
@@ -211,6 +212,8 @@ def test_a_rerun_redoes_a_truncated_index_and_neighbour_table(world, tmp_path, b
         code, out, err = burrow_cli(*build)
         assert code == 0, err
         assert not encoded, f"{name}: the keys were encoded again"
+        assert "up to date" not in stage(out, name.split("/")[0].removesuffix(".npz")), name
+        assert "up to date" in stage(out, "index"), f"{name}: the index was rebuilt"
         assert "damaged" in caplog.text and name.split("/")[-1] in caplog.text  # said, on stderr for a user
         assert (mem / name).read_bytes() == want, name
         code, _, err = burrow_cli("memory", "search", mem, "owls hunt at night")

@@ -3,6 +3,10 @@
 Each stage writes its outputs atomically and then its manifest, which records a hash of what it was
 built from. A re-run skips every stage whose manifest matches, resumes the key encoding from its
 completed shards, and redoes the rest; ``force`` redoes everything.
+
+A stage's hash chains the hashes of the stages before it, so a stage whose inputs changed makes every
+later one stale by itself. A stage redone with the same inputs (its file damaged, its manifest lost)
+writes the same content again, so the later stages built from it stay valid and are not redone.
 """
 
 from __future__ import annotations
@@ -121,11 +125,6 @@ class _Builder:
         m = read_manifest(directory or self.out, kind)
         return m if m is not None and m.get("inputs") == inputs else None
 
-    def _invalidate_after(self, kind: str) -> None:
-        order = ("tokenizer", "tokens", "chunks", "embeddings", "index", "memory")
-        for later in order[order.index(kind):]:
-            manifest_path(self.out / "tokens" if later == "tokens" else self.out, later).unlink(missing_ok=True)
-
     def _bar(self, total: int | None, unit: str, desc: str) -> tqdm:
         return tqdm(total=total, unit=unit, desc=desc, disable=not self.progress, unit_scale=True,
                     dynamic_ncols=True, leave=True)
@@ -137,7 +136,6 @@ class _Builder:
         if m is not None:
             self.timings.append(StageTiming("tokenizer", 0.0, 0, "docs", skipped=True))
             return load_tokenizer(str(self.out / m["file"]))
-        self._invalidate_after("tokenizer")
         t0 = time.perf_counter()
         stats = CorpusStats()
         if cfg.source is None:
@@ -173,7 +171,6 @@ class _Builder:
             else:
                 self.timings.append(StageTiming("tokens", 0.0, int(m["n_tokens"]), "tokens", skipped=True))
                 return kept
-        self._invalidate_after("tokens")
         t0 = time.perf_counter()
         bar = self._bar(None, "doc", "tokenize")
         stats = CorpusStats()
@@ -194,7 +191,6 @@ class _Builder:
                     return inputs, ChunkTable.load(self.out / "chunks.npz")
             except BurrowError as e:  # cut short after its manifest was written: cut again (below)
                 log.warning("%s; cutting the chunks again", e)
-        self._invalidate_after("chunks")
         t0 = time.perf_counter()
         table = chunk_table(store, self.config.chunk_size)
         table.save(self.out / "chunks.npz")
@@ -220,7 +216,6 @@ class _Builder:
         if m is not None:
             self.timings.append(StageTiming("embeddings", 0.0, n, "chunks", skipped=True))
             return [emb_dir / p for p in m["shards"]], inputs
-        self._invalidate_after("embeddings")
         progress_file = emb_dir / "progress.json"
         if emb_dir.exists() and (not progress_file.exists() or read_json(progress_file).get("inputs") != inputs):
             shutil.rmtree(emb_dir)  # shards of other chunks or another encoder: never mix
@@ -255,7 +250,6 @@ class _Builder:
         if m is not None and _complete(self.out / "index.faiss", m):
             self.timings.append(StageTiming("index", 0.0, n, "chunks", skipped=True))
             return m
-        self._invalidate_after("index")
         t0 = time.perf_counter()
         index, factory, params = build_index(shards, dim, n, self.config.index)
         save_index(index, self.out / "index.faiss")
