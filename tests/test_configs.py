@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from burrow.cli.options import default_of
+from burrow.defaults import DEFAULT_K, K_MAX
 from burrow.demo import DEMO_TRAINING, QUICK_TRAINING, DemoConfig
 from burrow.errors import BurrowError
 from burrow.evaluate import EvalConfig
 from burrow.generate import ChatConfig, GenerationConfig
-from burrow.memory import DEFAULT_K, K_MAX
 from burrow.serve.schemas import GenerateRequest, ScoreRequest, SearchRequest
 from burrow.train import TrainConfig
 from burrow.train.retrofit import RETROFIT_TRAINING, RetrofitConfig

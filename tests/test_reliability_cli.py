@@ -506,6 +506,28 @@ def test_the_root_help_and_a_mistyped_command_import_no_command_module() -> None
     # adds "Did you mean 'train'?")
 
 
+def test_every_command_help_imports_neither_torch_nor_faiss() -> None:
+    """A command's --help reads only config defaults (burrow.defaults, the components' config modules, lazy
+    package namespaces): it answers in ~0.5 s, not the ~3 s of importing torch and FAISS."""
+    import subprocess
+
+    from burrow.cli import COMMANDS, module_commands
+
+    argvs = [[name, "--help"] for name in COMMANDS]
+    for name, (module, _) in COMMANDS.items():
+        group = module_commands(module)[name]
+        argvs += [[name, sub, "--help"] for sub in getattr(group, "commands", {})]
+    assert len(argvs) > len(COMMANDS)  # the groups' sub-commands are covered too
+    code = ("import sys; from burrow.cli import main\n"
+            f"for argv in {argvs!r}:\n"
+            "    sys.argv = ['burrow', *argv]\n"
+            "    try:\n        main()\n    except SystemExit as e:\n        assert not e.code, (argv, e.code)\n"
+            "print(*(m in sys.modules for m in ('torch', 'faiss', 'lm_eval', 'fastapi', 'sentence_transformers')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False False False False False", proc.stdout[-2000:] + proc.stderr
+
+
 @pytest.mark.parametrize("argv", [["demo", "--no-such-option"], ["no-such-command"], ["train"]])
 def test_usage_errors_are_a_usage_line_not_a_traceback(argv, monkeypatch, capsys) -> None:
     # typer >= 0.22 raises its vendored click's exceptions: main() must recognise them as well as click's.

@@ -24,7 +24,7 @@ from burrow.data.clean import RULES, CleanConfig, clean_corpus, report_paths
 from burrow.data.corpus import CorpusConfig
 from burrow.data.shared import VITAL_SUMMARIES, WIKITEXT_TEST, WIKITEXT_TRAIN, WIKITEXT_VALID, find_data
 from burrow.data.tokenizer import TokenizerConfig
-from burrow.device import DEFAULT_DEVICE
+from burrow.defaults import DEFAULT_DEVICE, DEFAULT_K
 from burrow.errors import BurrowError
 from burrow.evaluate import (
     DEFAULT_SWEEP_K,
@@ -40,7 +40,7 @@ from burrow.evaluate.knnlm import KnnLMConfig
 from burrow.evaluate.methods import MethodsConfig
 from burrow.evaluate.pipeline import timed
 from burrow.generate.readable import readable_example
-from burrow.memory import DEFAULT_K, Memory
+from burrow.memory import Memory
 from burrow.memory.bm25 import build_bm25
 from burrow.memory.build import MemoryConfig, build_memory, compute_neighbours
 from burrow.memory.neighbours import retrieval_width

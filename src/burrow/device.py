@@ -19,10 +19,6 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M")
 
-#: Device when nobody says: CUDA when present, else the CPU (every config and command defaults to it).
-DEFAULT_DEVICE = "auto"
-#: Autocast when nobody says: bf16 on CUDA or a CPU with fast bf16, else none.
-DEFAULT_PRECISION = "auto"
 
 
 def pick_device(requested: str | None = None) -> torch.device:

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from burrow.cli.options import Device, out_option
-from burrow.device import DEFAULT_DEVICE
+from burrow.defaults import DEFAULT_DEVICE
 
 
 def register(app: typer.Typer) -> None:

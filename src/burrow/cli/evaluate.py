@@ -7,9 +7,7 @@ from pathlib import Path
 import typer
 
 from burrow.cli.options import DEFAULT_K, Device, K, MaybeSeqLen, Precision, default_of, out_option
-from burrow.evaluate.knnlm import KnnLMConfig
-from burrow.evaluate.pipeline import EvalConfig
-from burrow.evaluate.sweeps import DEFAULT_SWEEP_K
+from burrow.evaluate.config import DEFAULT_SWEEP_K, EvalConfig, KnnLMConfig
 
 
 def eval_command(
@@ -49,7 +47,6 @@ def eval_command(
     methods (kNN-LM, in-context retrieval, controls) on request."""
     from burrow.evaluate import DEFAULT_SWEEP_MEMORY, evaluate_runs, format_table
     from burrow.evaluate.incontext import InContextConfig
-    from burrow.evaluate.knnlm import KnnLMConfig
     from burrow.evaluate.methods import MethodsConfig
 
     config = EvalConfig(seq_len=seq_len, k=k, leakage=leakage, max_docs=max_docs, device=device,

@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from burrow.cli.options import Device, K, Precision, default_of
-from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION
-from burrow.generate.attribution import ChunkAttribution
-from burrow.generate.chat import ChatConfig
-from burrow.generate.config import GenerationConfig
-from burrow.generate.generator import Generator
-from burrow.serve.service import ServeConfig
+from burrow.defaults import DEFAULT_DEVICE, DEFAULT_PRECISION
+from burrow.generate.config import ChatConfig, GenerationConfig
+from burrow.serve.config import ServeConfig
+
+if TYPE_CHECKING:
+    from burrow.generate.attribution import ChunkAttribution
 
 RUN = typer.Argument(None, help="Training run directory (its final/ or newest checkpoint) or a model directory "
                                 "(optional with --lm).")
@@ -36,7 +36,7 @@ def _generator(run: Path | None, memory: Path, device: str, precision: str, lm: 
                retriever: str = "bm25", stride: int = 32, query_tokens: int = 32) -> Any:
     from burrow.errors import BurrowError
     from burrow.evaluate.runs import check_trained_tokenizer
-    from burrow.generate import load_generation_model
+    from burrow.generate import Generator, load_generation_model
     from burrow.memory import Memory
 
     if lm is not None:
@@ -163,7 +163,7 @@ def chat_command(
     With --lm the LM's own chat template is used when its tokenizer has one (SmolLM2-Instruct has).
     """
     from burrow.errors import BurrowError
-    from burrow.generate import ChatConfig, TokenEvent
+    from burrow.generate import TokenEvent
     from burrow.generate.lmchat import chat_session
 
     session = chat_session(_generator(run, memory, device, precision, lm, retriever, stride, query_tokens),
@@ -228,7 +228,7 @@ def serve_command(
     from burrow.errors import BurrowError
     from burrow.generate import load_generation_model
     from burrow.memory import Memory
-    from burrow.serve import ServeConfig, create_app, run_server
+    from burrow.serve import create_app, run_server
 
     if run is None and lm is None:
         raise BurrowError("give a RUN directory, an --lm (e.g. --lm smollm2), or both")

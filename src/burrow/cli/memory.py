@@ -12,8 +12,7 @@ from burrow.cli.options import DEFAULT_K, Force, Precision, default_of, out_opti
 from burrow.data.corpus import CorpusConfig
 from burrow.data.tokenizer import TokenizerConfig
 from burrow.errors import BurrowError
-from burrow.memory.build import MemoryConfig
-from burrow.memory.encode import DEFAULT_ENCODER, EncoderConfig
+from burrow.memory.config import DEFAULT_ENCODER, EncoderConfig, MemoryConfig
 from burrow.memory.index import IndexConfig
 
 app = typer.Typer(help="Build, inspect and search a retrieval memory (chunks, keys, FAISS index, neighbours).",

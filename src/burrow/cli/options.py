@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from burrow.artefacts import check_out_dir
-from burrow.memory import DEFAULT_K
+from burrow.defaults import DEFAULT_K
 
 
 def default_of(config: type, name: str) -> Any:

@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from burrow.cli.options import DEFAULT_K, Device, Force, K, NoProgress, Precision, SeqLen, default_of, out_option
-from burrow.train.config import TrainConfig
-from burrow.train.retrofit import RETROFIT_TRAINING
+from burrow.train.config import RETROFIT_TRAINING, TrainConfig
 
 
 def register(app: typer.Typer) -> None:

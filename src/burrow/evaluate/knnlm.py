@@ -41,6 +41,7 @@ from burrow.data.layout import document_inputs, start_token, target_offset
 from burrow.device import autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import ModelScore, scored_spans, token_bits
+from burrow.evaluate.config import KnnLMConfig
 from burrow.evaluate.data import EvalData
 from burrow.evaluate.knnmix import KnnQueries, mixture_bits, subset, tune
 from burrow.memory.neighbours import search_excluding
@@ -51,36 +52,6 @@ FORMAT_VERSION = 1
 INDEX_KIND = "ivf-fp16"  # what the IVF lists hold; part of the inputs, so an IVF-Flat datastore (before it) is rebuilt
 
 
-@dataclass
-class KnnLMConfig:
-    """How the kNN-LM datastore is built and searched, and how λ and T are chosen."""
-
-    k: int = 32  # neighbours per query (the paper uses 1024; far fewer work at our sizes)
-    flat_below: int = 300_000  # exact search below this many entries, IVF (fp16 lists) above
-    nlist: int | None = None  # IVF lists; None: about 4·sqrt(N), at most 4096
-    nprobe: int = 16  # IVF lists visited per query
-    train_sample: int = 200_000  # keys the IVF quantizer is trained on
-    lam: float | None = None  # fixed λ (with ``temperature``): no tuning
-    temperature: float | None = None  # fixed T
-    lambdas: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)  # λ grid for tuning
-    temperatures: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0)  # T grid for tuning
-    batch_tokens: int = 8192  # tokens per forward batch
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # autocast: auto (bf16 where fast) | bf16 | fp32
-    progress: bool = True  # progress bars while building the datastore
-
-    def __post_init__(self) -> None:
-        self.lambdas, self.temperatures = tuple(self.lambdas), tuple(self.temperatures)
-        if self.k < 1 or self.nprobe < 1:
-            raise BurrowError("kNN-LM k and nprobe must be ≥ 1")
-        if (self.lam is None) != (self.temperature is None):
-            raise BurrowError("give both λ and T (fixed), or neither (tuned by cross-fitting)")
-        if self.lam is not None and not 0.0 <= self.lam <= 1.0:
-            raise BurrowError(f"λ must be in [0, 1], got {self.lam}")
-        if self.temperature is not None and self.temperature <= 0:
-            raise BurrowError(f"T must be > 0, got {self.temperature}")
-        if any(not 0 <= x <= 1 for x in self.lambdas) or any(t <= 0 for t in self.temperatures):
-            raise BurrowError("λ grid must lie in [0, 1] and T grid must be > 0")
 
 
 def output_layer(model: Any) -> torch.nn.Module:

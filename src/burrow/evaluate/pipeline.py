@@ -20,16 +20,17 @@ import numpy as np
 
 from burrow.data.layout import window_length
 from burrow.data.tokens import TokenStore
-from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION, autocast_dtype, pick_device
+from burrow.device import autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import MODES, BatchObserver, Gain, ModelScore, bootstrap_gain, check_mode, score_model
+from burrow.evaluate.config import EvalConfig
 from burrow.evaluate.data import EvalData, from_store, load_eval_data
 from burrow.evaluate.knnlm import LMPass
-from burrow.evaluate.leakage import DEFAULT_ALPHAS, Leakage, bpb_alpha, measure_leakage
+from burrow.evaluate.leakage import Leakage, bpb_alpha, measure_leakage
 from burrow.evaluate.methods import MethodsConfig, add_methods
 from burrow.evaluate.retrieval import eval_neighbours, retrieved_from_ids, values_of
 from burrow.evaluate.sweeps import MemorySubset, sweep_k, sweep_memory
-from burrow.memory import DEFAULT_K, K_MAX, Memory
+from burrow.memory import Memory
 from burrow.model.io import load_named_model
 from burrow.model.protocol import RetrievalLM
 
@@ -41,44 +42,6 @@ REPORT_ALPHA = 0.125  # the paper's headline leakage threshold: r(C) ≤ 0.125, 
 ModelEntry = tuple[RetrievalLM, str]
 
 
-@dataclass
-class EvalConfig:
-    """How to evaluate: windows, neighbours, precision, and which analyses to run."""
-
-    seq_len: int | None = None  # n; None: the shortest max_seq_len of the models, down to a multiple of 2m
-    k: int = DEFAULT_K  # neighbours per chunk for RETRO[ON] (the paper trains with 2)
-    k_max: int = K_MAX  # neighbours retrieved once and cached; leakage uses them all (§2.6: 10), k ≤ k_max
-    batch_tokens: int = 8192  # tokens per forward batch (windows of equal length are stacked)
-    device: str = DEFAULT_DEVICE  # auto | cpu | cuda
-    precision: str = DEFAULT_PRECISION  # autocast: auto (bf16 where fast, else fp16 on CUDA) | bf16 | fp16 | fp32
-    leakage: bool = False  # r(C) and bpb(α) (needs a memory)
-    alphas: tuple[float, ...] = DEFAULT_ALPHAS  # α grid of bpb(α)
-    sweep_k: tuple[int, ...] = ()  # k values for the neighbours sweep, e.g. (1, 2, 4, 10)
-    sweep_memory: tuple[float, ...] = ()  # memory fractions for the size sweep, e.g. (1/16, …, 1)
-    memory_seed: int = 0  # seed of the document subset of the memory-size sweep
-    sweep_k_docs: int | None = None  # the k sweep scores only the first N documents (None: all), its every k
-    max_docs: int | None = None  # score only the first N documents (quick runs)
-    bootstrap_samples: int = 2000  # resamples of documents for gain intervals
-
-    def __post_init__(self) -> None:
-        self.alphas, self.sweep_k = tuple(self.alphas), tuple(self.sweep_k)
-        self.sweep_memory = tuple(self.sweep_memory)
-        if not 1 <= self.k <= self.k_max:
-            raise BurrowError(f"k must be in [1, k_max={self.k_max}], got {self.k}")
-        if any(not 1 <= k <= self.k_max for k in self.sweep_k):
-            raise BurrowError(f"sweep k values must be in [1, {self.k_max}], got {list(self.sweep_k)}")
-        if any(not 0 < f <= 1 for f in self.sweep_memory):
-            raise BurrowError(f"memory fractions must be in (0, 1], got {list(self.sweep_memory)}")
-        if any(not 0 <= a <= 1 for a in self.alphas) or not self.alphas:
-            raise BurrowError("alphas must be a non-empty grid inside [0, 1]")
-        if self.seq_len is not None and self.seq_len < 2:
-            raise BurrowError(f"seq_len must be ≥ 2, got {self.seq_len}")
-        if self.batch_tokens < 1 or self.bootstrap_samples < 1:
-            raise BurrowError("batch_tokens and bootstrap_samples must be ≥ 1")
-        if self.max_docs is not None and self.max_docs < 1:
-            raise BurrowError(f"max_docs must be ≥ 1, got {self.max_docs}")
-        if self.sweep_k_docs is not None and self.sweep_k_docs < 1:
-            raise BurrowError(f"sweep_k_docs must be ≥ 1, got {self.sweep_k_docs}")
 
 
 @dataclass

@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from burrow.artefacts import atomic_path, config_hash, damaged, read_manifest, write_manifest
+from burrow.defaults import K_MAX
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import Retrieved
 from burrow.evaluate.data import EvalData
-from burrow.memory import K_MAX, Memory
+from burrow.memory import Memory
 from burrow.memory.chunks import neighbour_values
 
 log = logging.getLogger(__name__)

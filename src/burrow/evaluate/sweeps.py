@@ -20,12 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from burrow.errors import BurrowError
-from burrow.memory import K_MAX, Memory
+from burrow.memory import Memory
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SWEEP_K = (1, 2, 4, K_MAX)
-DEFAULT_SWEEP_MEMORY = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 
 #: Scores one RETRO[ON] model given input-chunk neighbour ids (q_in, ≥k) and k; returns bpb.
 ScoreFn = Callable[[np.ndarray, int], float]

@@ -11,25 +11,32 @@ Attribution of a generated chunk: the neighbours it attended to, and the longest
 from them (docs/serving.md).
 """
 
-from pathlib import Path
+from __future__ import annotations
 
-from burrow.generate.attribution import ChunkAttribution, CopiedSpan, NeighbourInfo, longest_run
-from burrow.generate.chat import PREAMBLE, ChatConfig, ChatSession
-from burrow.generate.config import GenerationConfig
-from burrow.generate.generator import (
-    AttributionEvent,
-    DoneEvent,
-    Event,
-    GenerationResult,
-    Generator,
-    TokenEvent,
-)
-from burrow.model.io import load_named_model
-from burrow.model.protocol import RetrievalLM
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from burrow.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from burrow.generate.attribution import ChunkAttribution, CopiedSpan, NeighbourInfo, longest_run
+    from burrow.generate.chat import ChatSession
+    from burrow.generate.config import PREAMBLE, ChatConfig, GenerationConfig
+    from burrow.generate.generator import (
+        AttributionEvent,
+        DoneEvent,
+        Event,
+        GenerationResult,
+        Generator,
+        TokenEvent,
+    )
+    from burrow.model.protocol import RetrievalLM
 
 
 def load_generation_model(path: str | Path) -> RetrievalLM:
     """A model from a training run directory (``final/`` or its newest checkpoint) or a model directory."""
+    from burrow.model.io import load_named_model
+
     return load_named_model(path)[1]
 
 
@@ -38,3 +45,10 @@ __all__ = [
     "Event", "GenerationConfig", "GenerationResult", "Generator", "NeighbourInfo", "TokenEvent",
     "load_generation_model", "longest_run",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "attribution": ["ChunkAttribution", "CopiedSpan", "NeighbourInfo", "longest_run"],
+    "chat": ["ChatSession"],
+    "config": ["PREAMBLE", "ChatConfig", "GenerationConfig"],
+    "generator": ["AttributionEvent", "DoneEvent", "Event", "GenerationResult", "Generator", "TokenEvent"],
+})

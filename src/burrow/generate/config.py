@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from burrow.defaults import DEFAULT_K
 from burrow.errors import BurrowError
-from burrow.memory import DEFAULT_K
 
 
 @dataclass
@@ -58,3 +58,52 @@ class GenerationConfig:
     def is_greedy(self) -> bool:
         """True when sampling reduces to argmax."""
         return self.greedy or self.temperature == 0.0
+
+
+# Chat (burrow.generate.chat): the structure of Dialogue-Prompted Gopher, our wording.
+ASSISTANT = "Burrow"
+USER = "User"
+
+PREAMBLE = """\
+The following is a conversation between a person, the User, and an AI assistant called Burrow. \
+Burrow is respectful, polite and inclusive, and treats every person and group fairly. Burrow is \
+truthful: it answers from what it knows and from the passages it retrieves, it says plainly when it \
+does not know something, and it never makes up facts or sources. Burrow keeps its answers short and \
+clear, and it declines to help with anything that could hurt someone.
+
+User: Hello Burrow, what can you do?
+Burrow: Hello! I can answer questions, explain ideas and point you to the texts I have read. \
+If I do not know something, I will say so.
+User: What is the capital of France?
+Burrow: The capital of France is Paris.
+User: Who will win next year's chess world championship?
+Burrow: I don't know. Nobody can know that before the games are played.
+"""
+
+
+@dataclass
+class ChatConfig:
+    """How a chat samples and what it starts from."""
+
+    # The dialogue preamble (description of the assistant + scripted exchange), ending in a newline.
+    preamble: str = PREAMBLE
+    # Nucleus sampling p (Dialogue-Prompted Gopher: 0.8).
+    top_p: float = 0.8
+    # Sampling temperature.
+    temperature: float = 1.0
+    # Most tokens per reply.
+    max_new_tokens: int = 128
+    # Neighbours retrieved per chunk.
+    k: int = DEFAULT_K
+    # Seed of the first reply (reply i uses seed + i); None: a fresh seed per reply.
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.preamble.endswith("\n"):
+            self.preamble += "\n"
+
+    def generation(self, turn: int) -> GenerationConfig:
+        """The generation config of reply ``turn``: stops at the next "User:" line."""
+        seed = None if self.seed is None else self.seed + turn
+        return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                top_p=self.top_p, k=self.k, seed=seed, stop=(f"\n{USER}:",))

@@ -30,7 +30,8 @@ import torch
 from torch import Tensor
 
 from burrow.data.layout import prefix, start_token
-from burrow.device import DEFAULT_PRECISION, autocast, autocast_dtype, autocast_weights, pick_device
+from burrow.defaults import DEFAULT_PRECISION
+from burrow.device import autocast, autocast_dtype, autocast_weights, pick_device
 from burrow.errors import BurrowError
 from burrow.generate.attribution import ChunkAttribution, NeighbourInfo, best_span, copied_span
 from burrow.generate.config import GenerationConfig

@@ -16,7 +16,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +37,20 @@ from burrow.artefacts import (
 from burrow.data.corpus import CorpusConfig, CorpusStats, expand_inputs, no_documents, read_corpus
 from burrow.data.tokenizer import (
     Tokenizer,
-    TokenizerConfig,
     load_tokenizer,
     tokenizer_manifest,
     train_tokenizer,
 )
 from burrow.data.tokens import TokenStore, write_token_store
+from burrow.defaults import DEFAULT_K
 from burrow.errors import BurrowError
 from burrow.memory.chunks import ChunkTable, chunk_table, chunk_tokens
-from burrow.memory.encode import EncoderConfig, FrozenEncoder, encode_sharded, load_shards, shard_problem
-from burrow.memory.index import IndexConfig, build_index, save_index
+from burrow.memory.config import MemoryConfig
+from burrow.memory.encode import FrozenEncoder, encode_sharded, load_shards, shard_problem
+from burrow.memory.index import build_index, save_index
 from burrow.memory.keys import key_shard_paths
 from burrow.memory.memory import Memory
-from burrow.memory.neighbours import DEFAULT_K, neighbour_table_paths, store_table_name
+from burrow.memory.neighbours import neighbour_table_paths, store_table_name
 from burrow.memory.sources import corpus_roots
 
 log = logging.getLogger(__name__)
@@ -67,20 +68,6 @@ ShardEncoder = Callable[[int, Path, Callable[[int], Any]], list[Path]]
 NeighbourSearcher = Callable[[Memory, int, Path, Callable[[int], Any]], tuple[np.ndarray, np.ndarray]]
 
 
-@dataclass
-class MemoryConfig:
-    """Everything that defines a memory; each component gets only its own part."""
-
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    index: IndexConfig = field(default_factory=IndexConfig)
-    chunk_size: int = 64  # m: tokens per chunk (the paper's 64)
-    keep_embeddings: bool = True  # keep key shards after indexing (needed to add to / rebuild the index)
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.chunk_size <= 4096:
-            raise BurrowError(f"chunk_size must be in [1, 4096], not {self.chunk_size}")
 
 
 @dataclass

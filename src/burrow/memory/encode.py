@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +21,13 @@ from burrow.artefacts import atomic_path
 from burrow.data.tokenizer import valid_text
 from burrow.device import autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
+from burrow.memory.config import DEFAULT_ENCODER, EncoderConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 PROGRESS_STEP = 1024  # texts per encode call: enough for length-sorted batching, often enough for the bar
 
 
-@dataclass
-class EncoderConfig:
-    """Which frozen encoder makes the keys, and how it runs."""
-
-    model: str = DEFAULT_ENCODER  # sentence-transformers name or path; the default loads from its PyPI package
-    batch_size: int = 64  # 64 beats 16 and 256 on this CPU (STACK.md)
-    precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
-    device: str = "auto"  # auto | cpu | cuda
-    shard_size: int = 8192  # chunks per embedding shard (the resume granularity)
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.shard_size < 1:
-            raise BurrowError("encoder batch_size and shard_size must be ≥ 1")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise BurrowError(f"encoder precision must be auto, bf16 or fp32, not {self.precision!r}")
 
 
 def resolve_model_path(name: str) -> str:

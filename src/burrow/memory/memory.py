@@ -25,13 +25,14 @@ from burrow.artefacts import damaged, read_json, require_manifest
 from burrow.data.layout import retrieved_length
 from burrow.data.tokenizer import Tokenizer, load_tokenizer
 from burrow.data.tokens import TokenStore
+from burrow.defaults import DEFAULT_K
 from burrow.errors import BurrowError
 from burrow.memory.bm25 import RETRIEVERS, bm25_status, search_bm25
 from burrow.memory.chunks import ChunkTable, chunk_tokens, neighbour_values
 from burrow.memory.encode import EncoderConfig, FrozenEncoder, shard_problem
 from burrow.memory.index import load_index, search
 from burrow.memory.keys import stored_keys
-from burrow.memory.neighbours import DEFAULT_K, neighbour_table_paths, search_excluding
+from burrow.memory.neighbours import neighbour_table_paths, search_excluding
 
 log = logging.getLogger(__name__)
 

@@ -15,16 +15,11 @@ from typing import Any
 import numpy as np
 
 from burrow.artefacts import config_hash
+from burrow.defaults import K_MAX
 from burrow.memory.index import list_order, search
 
 log = logging.getLogger(__name__)
 
-#: Neighbours per chunk when nobody says otherwise: the paper trains and evaluates RETRO with k = 2.
-#: Every config, CLI option and request schema reads this one value.
-DEFAULT_K = 2
-#: Neighbours retrieved once per query and cached; any k ≤ K_MAX is a slice (the leakage analysis of
-#: RETRO §2.6 uses 10).
-K_MAX = 10
 
 
 def retrieval_width(k: int) -> int:

@@ -6,11 +6,24 @@ chunked cross-attention), with a KV cache for generation and safetensors persist
     logits = model(tokens, neighbours=nb)                   # (b, n) [, (b, l, k, r)] -> (b, n, v)
 """
 
-from burrow.model.cache import ModelCache
-from burrow.model.config import ModelConfig
-from burrow.model.io import load_model, load_named_model, load_run, save_model
-from burrow.model.protocol import RetrievalLM
-from burrow.model.transformer import Transformer, build_model
+from typing import TYPE_CHECKING
+
+from burrow.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from burrow.model.cache import ModelCache
+    from burrow.model.config import ModelConfig
+    from burrow.model.io import load_model, load_named_model, load_run, save_model
+    from burrow.model.protocol import RetrievalLM
+    from burrow.model.transformer import Transformer, build_model
 
 __all__ = ["ModelCache", "ModelConfig", "RetrievalLM", "Transformer", "build_model", "load_model", "load_named_model",
            "load_run", "save_model"]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "cache": ["ModelCache"],
+    "config": ["ModelConfig"],
+    "io": ["load_model", "load_named_model", "load_run", "save_model"],
+    "protocol": ["RetrievalLM"],
+    "transformer": ["Transformer", "build_model"],
+})

@@ -11,8 +11,19 @@ privacy (verbatim memorisation, PII patterns), retrieval copying, misinformation
 :mod:`burrow.tasks`) and the environmental footprint (:mod:`burrow.footprint`). docs/risks.md.
 """
 
-from burrow.risks.config import RisksConfig
-from burrow.risks.run import MEASUREMENTS, RisksReport, run_risks
-from burrow.risks.taxonomy import Risk, load_taxonomy, select
+from typing import TYPE_CHECKING
+
+from burrow.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from burrow.risks.config import RisksConfig
+    from burrow.risks.run import MEASUREMENTS, RisksReport, run_risks
+    from burrow.risks.taxonomy import Risk, load_taxonomy, select
 
 __all__ = ["MEASUREMENTS", "Risk", "RisksConfig", "RisksReport", "load_taxonomy", "run_risks", "select"]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "config": ["RisksConfig"],
+    "run": ["MEASUREMENTS", "RisksReport", "run_risks"],
+    "taxonomy": ["Risk", "load_taxonomy", "select"],
+})

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION
+from burrow.defaults import DEFAULT_DEVICE, DEFAULT_PRECISION
 from burrow.errors import BurrowError
 
 #: ../shared/data relative to the repository; overridden by ``--data-dir`` or $BURROW_DATA.

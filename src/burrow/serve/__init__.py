@@ -7,17 +7,16 @@
 API, limits and the page: docs/serving.md.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from burrow.serve.service import ServeConfig, Service
+from burrow.lazy import lazy_exports
+from burrow.serve.config import ServeConfig
+
+if TYPE_CHECKING:
+    from burrow.serve.app import create_app, run_server
+    from burrow.serve.service import Service
 
 __all__ = ["ServeConfig", "Service", "create_app", "run_server"]
 
-
-def __getattr__(name: str) -> Any:
-    """``create_app`` and ``run_server`` import FastAPI on first use, not when the CLI reads ServeConfig."""
-    if name in ("create_app", "run_server"):
-        from burrow.serve import app
-
-        return getattr(app, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: The service imports torch and FAISS, the app FastAPI: both load on first use, not when the CLI reads ServeConfig.
+__getattr__, __dir__ = lazy_exports(__name__, {"app": ["create_app", "run_server"], "service": ["Service"]})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from burrow.defaults import DEFAULT_K
 from burrow.generate import GenerationConfig
-from burrow.memory import DEFAULT_K
 
 
 class _Strict(BaseModel):

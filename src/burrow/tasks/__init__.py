@@ -12,8 +12,9 @@
 * :mod:`~burrow.tasks.runner`: :func:`run_tasks`, per-task resumable results; :mod:`~burrow.tasks.report`.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from burrow.lazy import lazy_exports
 from burrow.tasks.catalog import CATEGORIES, MMLU_SUBJECTS, TASKS, TaskSpec, get_task, parse_tasks
 from burrow.tasks.config import LMConfig, TasksConfig
 
@@ -25,19 +26,10 @@ if TYPE_CHECKING:
 __all__ = ["CATEGORIES", "MMLU_SUBJECTS", "MODEL_NAME", "TASKS", "BurrowEvalLM", "LMConfig", "OpenModel", "TaskSpec",
            "TasksConfig", "get_task", "load_lm", "open_model", "parse_tasks", "register", "run_tasks"]
 
-#: Names whose modules import lm-evaluation-harness (~0.35 s): loaded on first use, so that every `burrow`
-#: command, which reads TasksConfig for `burrow tasks`' options, does not pay for it.
-_LAZY = {"BurrowEvalLM": "harness_lm", "MODEL_NAME": "models", "OpenModel": "models", "load_lm": "models",
-         "open_model": "models", "register": "models", "run_tasks": "runner"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"burrow.tasks.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+#: Names whose modules import lm-evaluation-harness (~0.35 s) load on first use: every `burrow` command that
+#: reads TasksConfig for `burrow tasks`' options would otherwise pay for it.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "harness_lm": ["BurrowEvalLM"],
+    "models": ["MODEL_NAME", "OpenModel", "load_lm", "open_model", "register"],
+    "runner": ["run_tasks"],
+})

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION
+from burrow.defaults import DEFAULT_DEVICE, DEFAULT_K, DEFAULT_PRECISION, K_MAX
 from burrow.errors import BurrowError
-from burrow.memory import DEFAULT_K, K_MAX
 
 
 @dataclass

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION
+from burrow.defaults import DEFAULT_DEVICE, DEFAULT_K, DEFAULT_PRECISION
 from burrow.errors import BurrowError
-from burrow.memory import DEFAULT_K, Memory
+from burrow.memory import Memory
 from burrow.model.io import RETROFIT_FILE, load_named_model
 from burrow.model.protocol import RetrievalLM
 from burrow.tasks.backends import Backend, BurrowBackend, HFBackend

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from burrow.data.layout import retrieved_length
-from burrow.device import DEFAULT_DEVICE, DEFAULT_PRECISION
+from burrow.defaults import DEFAULT_DEVICE, DEFAULT_K, DEFAULT_PRECISION
 from burrow.errors import BurrowError
 from burrow.fieldtypes import check_field_types
-from burrow.memory import DEFAULT_K
 from burrow.model import ModelConfig
 from burrow.presets import get_preset
 
@@ -210,3 +209,8 @@ def resolve_model_config(spec: str, vocab_size: int, chunk_size: int | None, seq
     if cfg.retro and "pad_id" not in explicit:
         updates["pad_id"] = pad_id
     return dataclasses.replace(cfg, **updates)
+
+
+#: Where RETRO-fitting trains differently from :class:`TrainConfig`'s defaults: a short run (the paper
+#: retro-fits for ~3% of pre-training) of fresh modules at a higher peak rate, validated more often.
+RETROFIT_TRAINING: dict[str, Any] = {"steps": 200, "lr": 1e-3, "eval_every": 50}

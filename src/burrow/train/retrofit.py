@@ -45,7 +45,7 @@ from burrow.model.io import (
     save_hf_retrofit,
 )
 from burrow.model.protocol import RetrievalLM
-from burrow.train.config import TrainConfig
+from burrow.train.config import RETROFIT_TRAINING, TrainConfig
 from burrow.train.loop import ModelSetup, TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,6 @@ PAPER_ENCODER_WIDTH = 896  # the paper's encoder width at every model size
 __all__ = ["RETROFIT_FILE", "BaseRef", "RetrofitConfig", "RetrofitResult", "default_cca_layers", "freeze_base",
            "load_retrofit", "load_retrofit_dir", "parameter_split", "resolve_base", "retrofit",
            "retrofit_model_config", "save_hf_retrofit"]
-
-
-#: Where RETRO-fitting trains differently from :class:`TrainConfig`'s defaults: a short run (the paper
-#: retro-fits for ~3% of pre-training) of fresh modules at a higher peak rate, validated more often.
-RETROFIT_TRAINING: dict[str, Any] = {"steps": 200, "lr": 1e-3, "eval_every": 50}
 
 
 @dataclass(init=False)
