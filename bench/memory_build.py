@@ -21,8 +21,9 @@ import numpy as np
 from burrow.data.corpus import CorpusConfig
 from burrow.data.shared import VITAL_SUMMARIES, WIKITEXT_TRAIN, find_data
 from burrow.memory.build import MemoryConfig, build_memory
-from burrow.memory.encode import EncoderConfig, FrozenEncoder, load_shards
+from burrow.memory.encode import EncoderConfig, FrozenEncoder
 from burrow.memory.index import IndexConfig, build_index, search
+from burrow.memory.keys import load_shards
 
 
 def raw_encoder_rate(encoder: FrozenEncoder, texts: list[str]) -> float:

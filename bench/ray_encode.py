@@ -24,8 +24,8 @@ import numpy as np
 from burrow.data.shared import WIKITEXT_TRAIN, find_data
 from burrow.data.tokenizer import TokenizerConfig
 from burrow.memory.build import MemoryConfig, build_memory
-from burrow.memory.encode import EncoderConfig, FrozenEncoder, load_shards
-from burrow.memory.keys import key_shard_paths
+from burrow.memory.encode import EncoderConfig, FrozenEncoder
+from burrow.memory.keys import key_shard_paths, load_shards
 from burrow.memory.ray_engine import RayConfig, build_memory_ray, init_ray
 
 

@@ -14,8 +14,7 @@ from burrow.errors import BurrowError
 from burrow.memory import Memory
 from burrow.memory.build import build_memory, compute_neighbours
 from burrow.memory.chunks import ChunkTable
-from burrow.memory.encode import load_shards
-from burrow.memory.keys import key_shard_paths
+from burrow.memory.keys import key_shard_paths, load_shards
 
 ray = pytest.importorskip("ray")
 

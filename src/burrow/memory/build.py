@@ -46,9 +46,9 @@ from burrow.defaults import DEFAULT_K
 from burrow.errors import BurrowError
 from burrow.memory.chunks import ChunkTable, chunk_table, chunk_tokens
 from burrow.memory.config import MemoryConfig
-from burrow.memory.encode import FrozenEncoder, encode_sharded, load_shards, shard_problem
+from burrow.memory.encode import FrozenEncoder, encode_sharded
 from burrow.memory.index import build_index, save_index
-from burrow.memory.keys import key_shard_paths
+from burrow.memory.keys import key_shard_paths, load_shards, shard_problem
 from burrow.memory.memory import Memory
 from burrow.memory.neighbours import neighbour_table_paths, store_table_name
 from burrow.memory.sources import corpus_roots

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -29,10 +29,13 @@ from burrow.defaults import DEFAULT_K
 from burrow.errors import BurrowError
 from burrow.memory.bm25 import RETRIEVERS, bm25_status, search_bm25
 from burrow.memory.chunks import ChunkTable, chunk_tokens, neighbour_values
-from burrow.memory.encode import EncoderConfig, FrozenEncoder, shard_problem
+from burrow.memory.config import EncoderConfig
 from burrow.memory.index import load_index, search
-from burrow.memory.keys import stored_keys
+from burrow.memory.keys import shard_problem, stored_keys
 from burrow.memory.neighbours import neighbour_table_paths, search_excluding
+
+if TYPE_CHECKING:
+    from burrow.memory.encode import FrozenEncoder
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +164,9 @@ class Memory:
     def encoder(self) -> FrozenEncoder:
         """The frozen encoder that made the keys (loaded on first use and checked)."""
         if self._encoder is None:
-            cfg = EncoderConfig(**self.manifest["encoder_config"])
-            self._encoder = FrozenEncoder(cfg)
+            from burrow.memory.encode import FrozenEncoder  # torch: only when keys are made, not to open a memory
+
+            self._encoder = FrozenEncoder(EncoderConfig(**self.manifest["encoder_config"]))
         if self._checked_encoder is not self._encoder:  # once per encoder: the fingerprint reads 4 MB of weights
             if self._encoder.fingerprint() != self.manifest["encoder"]:
                 raise BurrowError(
