@@ -191,3 +191,40 @@ def test_no_op_rerun_keeps_the_memory_manifest(built: Memory, tiny_corpus: Path,
     before = (built.dir / "memory.manifest.json").read_bytes()
     build_memory([str(tiny_corpus)], built.dir, memory_config, progress=False, encoder=encoder)
     assert (built.dir / "memory.manifest.json").read_bytes() == before  # runs fingerprint it
+
+
+def test_a_rebuild_with_other_inputs_stopped_partway_leaves_no_memory_that_opens(
+        built: Memory, tiny_corpus: Path, memory_config, encoder, monkeypatch) -> None:
+    """Another chunk length re-cuts the chunks and re-encodes the keys; stopped before the index, the
+    folder holds new chunks beside the old index, so it must not open as a memory until the build ends."""
+    import dataclasses
+
+    import burrow.memory.build
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(burrow.memory.build, "build_index", stopped)
+    other = dataclasses.replace(memory_config, chunk_size=16)
+    with pytest.raises(KeyboardInterrupt):
+        build_memory([str(tiny_corpus)], built.dir, other, progress=False, encoder=encoder)
+    with pytest.raises(BurrowError, match="memory"):
+        Memory(built.dir)
+    monkeypatch.undo()
+    memory, _ = build_memory([str(tiny_corpus)], built.dir, other, progress=False, encoder=encoder)
+    assert memory.chunk_size == 16 and len(memory) == len(memory.chunks)
+
+
+def test_a_lost_key_manifest_is_not_encoded_again_when_keys_are_not_kept(
+        tiny_corpus: Path, tmp_path: Path, memory_config, encoder, monkeypatch) -> None:
+    """Without kept keys the finished index is all the keys stage fed: losing its manifest costs no encode."""
+    import dataclasses
+
+    config = dataclasses.replace(memory_config, keep_embeddings=False)
+    build_memory([str(tiny_corpus)], tmp_path / "mem", config, progress=False, encoder=encoder)
+    (tmp_path / "mem" / "embeddings.manifest.json").unlink()
+    monkeypatch.setattr(encoder, "encode", lambda texts: pytest.fail("keys encoded again"))
+    memory, timings = build_memory([str(tiny_corpus)], tmp_path / "mem", config, progress=False, encoder=encoder)
+    assert all(t.skipped for t in timings) and not (tmp_path / "mem" / "embeddings").exists()
+    monkeypatch.undo()
+    assert memory.search(["owls"], k=1).ids.shape == (1, 1)

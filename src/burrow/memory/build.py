@@ -4,9 +4,10 @@ Each stage writes its outputs atomically and then its manifest, which records a 
 built from. A re-run skips every stage whose manifest matches, resumes the key encoding from its
 completed shards, and redoes the rest; ``force`` redoes everything.
 
-A stage's hash chains the hashes of the stages before it, so a stage whose inputs changed makes every
-later one stale by itself. A stage redone with the same inputs (its file damaged, its manifest lost)
-writes the same content again, so the later stages built from it stay valid and are not redone.
+A stage whose inputs changed (a hash chains the hashes of the stages before it) removes its own manifest
+and every later one before it starts, so a rebuild that stops partway never leaves a memory that opens
+with parts of two builds. A stage redone with the same inputs (its file damaged, its manifest lost) writes
+the same content again, so the later stages built from it stay valid and are not redone.
 """
 
 from __future__ import annotations
@@ -112,6 +113,17 @@ class _Builder:
         m = read_manifest(directory or self.out, kind)
         return m if m is not None and m.get("inputs") == inputs else None
 
+    def _stage(self, kind: str, inputs: str, directory: Path | None = None) -> dict[str, Any] | None:
+        """Stage ``kind``'s manifest when it was built from ``inputs``, else None; when it was built from
+        other inputs, its manifest and every later stage's are removed now (see the module docstring)."""
+        m = read_manifest(directory or self.out, kind)
+        if m is not None and m.get("inputs") != inputs:
+            order = ("tokenizer", "tokens", "chunks", "embeddings", "index", "memory")
+            for later in order[order.index(kind):]:
+                manifest_path(self.out / "tokens" if later == "tokens" else self.out, later).unlink(missing_ok=True)
+            return None
+        return m
+
     def _bar(self, total: int | None, unit: str, desc: str) -> tqdm:
         return tqdm(total=total, unit=unit, desc=desc, disable=not self.progress, unit_scale=True,
                     dynamic_ncols=True, leave=True)
@@ -119,7 +131,7 @@ class _Builder:
     def tokenizer(self) -> Tokenizer:
         cfg = self.config.tokenizer
         inputs = config_hash({"corpus": self.corpus_fp, "tok": asdict(cfg)})
-        m = self._fresh("tokenizer", inputs)
+        m = self._stage("tokenizer", inputs)
         if m is not None:
             self.timings.append(StageTiming("tokenizer", 0.0, 0, "docs", skipped=True))
             return load_tokenizer(str(self.out / m["file"]))
@@ -149,7 +161,7 @@ class _Builder:
 
     def tokens(self, tok: Tokenizer) -> TokenStore:
         inputs = config_hash({"corpus": self.corpus_fp, "tok": tok.fingerprint()})
-        m = self._fresh("tokens", inputs, self.out / "tokens")
+        m = self._stage("tokens", inputs, self.out / "tokens")
         if m is not None:
             try:
                 kept = TokenStore(self.out / "tokens")
@@ -172,7 +184,7 @@ class _Builder:
 
     def chunks(self, store: TokenStore) -> tuple[str, ChunkTable]:
         inputs = config_hash({"tokens": store.manifest["inputs"], "m": self.config.chunk_size})
-        if self._fresh("chunks", inputs) is not None:
+        if self._stage("chunks", inputs) is not None:
             try:
                 with damaged(self.out / "chunks.npz"):
                     return inputs, ChunkTable.load(self.out / "chunks.npz")
@@ -193,16 +205,17 @@ class _Builder:
         inputs = config_hash({"chunks": chunks_fp, "encoder": encoder.fingerprint(),
                               "shard": encoder.config.shard_size})
         emb_dir = self.out / "embeddings"
-        m = self._fresh("embeddings", inputs)
+        m = self._stage("embeddings", inputs)
         n = len(table)
-        if m is not None and self._keys_needed(inputs):
+        needed = self._keys_needed(inputs)
+        if m is not None and needed:
             problem = shard_problem(emb_dir, m)
             if problem is not None:  # a deleted or damaged shard: re-encode what is missing, keep the rest
                 log.warning("%s; re-encoding the missing keys", problem)
                 m = None
-        if m is not None:
+        if m is not None or not needed:  # (not needed: keys not kept and the index built from them is complete)
             self.timings.append(StageTiming("embeddings", 0.0, n, "chunks", skipped=True))
-            return [emb_dir / p for p in m["shards"]], inputs
+            return [emb_dir / p for p in (m or {}).get("shards", [])], inputs
         progress_file = emb_dir / "progress.json"
         if emb_dir.exists() and (not progress_file.exists() or read_json(progress_file).get("inputs") != inputs):
             shutil.rmtree(emb_dir)  # shards of other chunks or another encoder: never mix
@@ -233,7 +246,7 @@ class _Builder:
 
     def index(self, shards: list[Path], emb_fp: str, dim: int, n: int) -> dict[str, Any]:
         inputs = config_hash({"emb": emb_fp, "index": asdict(self.config.index)})
-        m = self._fresh("index", inputs)
+        m = self._stage("index", inputs)
         if m is not None and _complete(self.out / "index.faiss", m):
             self.timings.append(StageTiming("index", 0.0, n, "chunks", skipped=True))
             return m
