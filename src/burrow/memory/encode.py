@@ -51,24 +51,39 @@ def _quiet_transformers() -> None:
 
 
 class FrozenEncoder:
-    """A loaded sentence-transformers model with burrow's precision policy."""
+    """A loaded sentence-transformers model with burrow's precision policy.
+
+    A local BERT folder with mean pooling (the default all-MiniLM-L6-v2) runs in plain torch
+    (:mod:`burrow.memory.bert`: the same keys without importing sentence-transformers and transformers,
+    ~8 s here); any other model loads through sentence-transformers (``plain`` is then None).
+    """
 
     def __init__(self, config: EncoderConfig):
-        from sentence_transformers import SentenceTransformer
+        from burrow.memory.bert import load_plain_bert
 
-        _quiet_transformers()
         self.config = config
         self.path = resolve_model_path(config.model)
         self.device = pick_device(config.device)
-        try:
-            self.model = SentenceTransformer(self.path, device=str(self.device))
-        except Exception as e:
-            raise BurrowError(f"cannot load encoder {config.model!r}: {e}") from None
-        self.model.eval()
+        self.model: Any = None  # the SentenceTransformer, where the plain path does not apply
+        self.plain = load_plain_bert(self.path, self.device)
+        if self.plain is not None:
+            self.dim = self.plain.dim
+        else:
+            self.model = self._load_sentence_transformer()
+            get_dim = getattr(self.model, "get_embedding_dimension", None) or \
+                self.model.get_sentence_embedding_dimension
+            self.dim = int(get_dim() or 0)
         self.dtype = autocast_dtype(self.device, config.precision)
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or \
-            self.model.get_sentence_embedding_dimension
-        self.dim = int(get_dim() or 0)
+
+    def _load_sentence_transformer(self) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        _quiet_transformers()
+        try:
+            model = SentenceTransformer(self.path, device=str(self.device))
+        except Exception as e:
+            raise BurrowError(f"cannot load encoder {self.config.model!r}: {e}") from None
+        return model.eval()
 
     def fingerprint(self) -> str:
         """Identifies the encoder's weights (keys from different encoders must never mix)."""
@@ -97,16 +112,25 @@ class FrozenEncoder:
         with autocast(self.device, self.dtype):
             for s in range(0, len(texts), size):
                 rows = order[s:s + size]
-                out[rows] = self.model.encode([texts[i] for i in rows], batch_size=size, convert_to_numpy=True,
-                                              show_progress_bar=False)
+                batch = [texts[i] for i in rows]
+                if self.plain is not None:
+                    out[rows] = self.plain.encode(batch).float().cpu().numpy()
+                else:
+                    out[rows] = self.model.encode(batch, batch_size=size, convert_to_numpy=True,
+                                                  show_progress_bar=False)
         return out
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Each text's token count (its special tokens not counted)."""
+        if self.plain is not None:
+            return self.plain.token_counts(list(texts))
+        return [len(t) for t in self.model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
     def length_order(self, texts: Sequence[str]) -> np.ndarray:
         """Indices of ``texts`` sorted by their token count (stable), the order :meth:`encode` batches in."""
         if not texts:
             return np.zeros(0, dtype=np.int64)
-        ids = self.model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return np.argsort(np.array([len(t) for t in ids]), kind="stable")
+        return np.argsort(np.array(self.token_counts(texts)), kind="stable")
 
 
 def encode_sharded(
