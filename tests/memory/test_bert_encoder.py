@@ -52,18 +52,44 @@ def test_plain_keys_equal_sentence_transformers(sentence_transformer, precision)
 
 def test_another_model_shape_falls_back_to_sentence_transformers(tmp_path: Path) -> None:
     """CLS pooling is not what the plain path computes: such a folder loads sentence-transformers."""
-    src = Path(resolve_model_path("all-MiniLM-L6-v2"))
-    assert plain_bert_spec(src) is not None
-    dst = tmp_path / "cls-pooled"
-    shutil.copytree(src, dst)
-    pooling = dst / "1_Pooling" / "config.json"
-    cfg = json.loads(pooling.read_text())
-    cfg.update(pooling_mode_cls_token=True, pooling_mode_mean_tokens=False)
-    pooling.write_text(json.dumps(cfg))
+    dst = _folder_copy(tmp_path / "cls-pooled")
+    _edit(dst / "1_Pooling" / "config.json", pooling_mode_cls_token=True, pooling_mode_mean_tokens=False)
     assert plain_bert_spec(dst) is None
     enc = FrozenEncoder(EncoderConfig(model=str(dst)))
     assert enc.plain is None and enc.model is not None
     assert enc.encode(["owls hunt at night"]).shape == (1, 384)
+
+
+def _folder_copy(dst: Path) -> Path:
+    """The packaged MiniLM folder, its weights linked (plain_bert_spec reads only the small files)."""
+    src = Path(resolve_model_path("all-MiniLM-L6-v2"))
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors"))
+    (dst / "model.safetensors").symlink_to(src / "model.safetensors")
+    return dst
+
+
+def _edit(path: Path, **fields) -> None:
+    cfg = json.loads(path.read_text())
+    cfg.update(fields)
+    path.write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("file, fields", [
+    ("tokenizer_config.json", {"do_lower_case": False}),  # transformers rebuilds the normaliser from this
+    ("tokenizer_config.json", {"truncation_side": "left"}),
+    ("tokenizer_config.json", {"tokenizer_class": "RobertaTokenizer"}),
+    ("sentence_bert_config.json", {"do_lower_case": True}),
+    ("sentence_bert_config.json", {"tokenizer_args": {"model_max_length": 128}}),
+    ("config.json", {"is_decoder": True}),
+    ("config.json", {"torch_dtype": "float16"}),
+    ("config.json", {"hidden_act": "gelu_new"}),
+    ("1_Pooling/config.json", {"pooling_mode": "cls"}),  # sentence-transformers 6: wins over the old keys
+])
+def test_folders_whose_keys_would_differ_are_left_to_sentence_transformers(tmp_path: Path, file, fields) -> None:
+    folder = _folder_copy(tmp_path / "model")
+    assert plain_bert_spec(folder) is not None
+    _edit(folder / file, **fields)
+    assert plain_bert_spec(folder) is None
 
 
 def test_making_a_key_imports_neither_sentence_transformers_nor_transformers() -> None:

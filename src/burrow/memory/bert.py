@@ -15,6 +15,7 @@ anything else (another architecture or pooling, a prompt, a hub name) returns No
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,45 +23,80 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+log = logging.getLogger(__name__)
+
 _MODULES = "sentence_transformers.models."
 
 
 def plain_bert_spec(path: str | Path) -> dict[str, Any] | None:
-    """The BERT config and ``max_seq_length`` of the folder ``path`` when this module can run it: a
-    sentence-transformers Transformer → mean Pooling (→ Normalize) over a BERT with absolute positions and
-    exact GELU, no lower-casing or prompt of its own, a ``tokenizer.json`` and ``model.safetensors``; else None."""
+    """The BERT config and ``max_seq_length`` of the folder ``path`` when this module computes what
+    sentence-transformers (6.x, transformers 5.x) computes for it, else None. Accepted: modules
+    Transformer → mean Pooling (→ Normalize) in the folder's root; an fp32 BERT encoder (not a decoder) with
+    absolute positions and exact GELU; a ``tokenizer.json`` whose BERT normaliser agrees with
+    ``tokenizer_config.json`` (which transformers rebuilds it from), right-side truncation and padding;
+    ``model.safetensors``; no lower-casing, prompt or extra loading options of sentence-transformers' own."""
     root = Path(path)
     try:
         modules = json.loads((root / "modules.json").read_text(encoding="utf-8"))
         types = [m["type"].removeprefix(_MODULES) for m in modules]
         if types not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
             return None
-        if modules[0].get("path", "") != "" or not (root / "tokenizer.json").is_file():
+        if modules[0].get("path", "") != "" or not (root / "model.safetensors").is_file():
             return None
-        if not (root / "model.safetensors").is_file():
-            return None
-        pooling = json.loads((root / modules[1]["path"] / "config.json").read_text(encoding="utf-8"))
-        modes = {k: v for k, v in pooling.items() if k.startswith("pooling_mode_")}
-        if modes.get("pooling_mode_mean_tokens") is not True or any(v for k, v in modes.items()
-                                                                     if k != "pooling_mode_mean_tokens"):
+        if not _mean_pooling(json.loads((root / modules[1]["path"] / "config.json").read_text(encoding="utf-8"))):
             return None
         st = json.loads((root / "sentence_bert_config.json").read_text(encoding="utf-8"))
-        if st.get("do_lower_case") or not isinstance(st.get("max_seq_length"), int):
-            return None
+        if not isinstance(st.get("max_seq_length"), int) or any(v for k, v in st.items() if k != "max_seq_length"):
+            return None  # do_lower_case, tokenizer/processor/config/model kwargs: sentence-transformers' own
         extra = root / "config_sentence_transformers.json"
         if extra.is_file():
             ext = json.loads(extra.read_text(encoding="utf-8"))
             if ext.get("default_prompt_name") or any(ext.get("prompts", {}).values()):
                 return None
         config = json.loads((root / "config.json").read_text(encoding="utf-8"))
+        if not _plain_bert_config(config) or not _bert_tokenizer(root):
+            return None
+        max_len = min(st["max_seq_length"], int(config.get("max_position_embeddings", 512)))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if config.get("model_type") != "bert" or config.get("hidden_act") != "gelu":
-        return None
-    if config.get("position_embedding_type", "absolute") != "absolute":
-        return None
-    max_len = min(st["max_seq_length"], int(config["max_position_embeddings"]))
     return {"config": config, "max_seq_length": max_len, "normalize": len(types) == 3}
+
+
+def _mean_pooling(pooling: dict[str, Any]) -> bool:
+    """Whether a Pooling module's config means plain mean pooling (``pooling_mode`` wins where present)."""
+    if "pooling_mode" in pooling:
+        return bool(pooling["pooling_mode"] == "mean")
+    modes = {k: v for k, v in pooling.items() if k.startswith("pooling_mode_")}
+    return modes.get("pooling_mode_mean_tokens") is True and not any(
+        v for k, v in modes.items() if k != "pooling_mode_mean_tokens")
+
+
+def _plain_bert_config(config: dict[str, Any]) -> bool:
+    """A BERT encoder this module runs as transformers does (fp32 weights loaded as they are stored)."""
+    dtype = config.get("dtype", config.get("torch_dtype"))
+    return (config.get("model_type") == "bert" and config.get("hidden_act") == "gelu"
+            and config.get("position_embedding_type", "absolute") == "absolute"
+            and not config.get("is_decoder") and dtype in (None, "float32"))
+
+
+def _bert_tokenizer(root: Path) -> bool:
+    """Whether ``tokenizer.json`` alone tokenizes as transformers' BertTokenizer of this folder does."""
+    tok = json.loads((root / "tokenizer.json").read_text(encoding="utf-8"))
+    cfg_file = root / "tokenizer_config.json"
+    cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.is_file() else {}
+    norm = tok.get("normalizer") or {}
+    if cfg.get("tokenizer_class", "BertTokenizer") not in ("BertTokenizer", "BertTokenizerFast"):
+        return False
+    if norm.get("type") != "BertNormalizer" or (tok.get("pre_tokenizer") or {}).get("type") != "BertPreTokenizer":
+        return False
+    agree = (norm.get("lowercase") == cfg.get("do_lower_case", True)
+             and norm.get("strip_accents") == cfg.get("strip_accents")
+             and norm.get("handle_chinese_chars") == cfg.get("tokenize_chinese_chars", True)
+             and cfg.get("do_basic_tokenize", True) and not cfg.get("never_split"))
+    sides = (cfg.get("truncation_side", "right"), cfg.get("padding_side", "right"),
+             ((tok.get("truncation") or {}).get("direction") or "Right").lower(),
+             ((tok.get("padding") or {}).get("direction") or "Right").lower())
+    return bool(agree) and all(side == "right" for side in sides)
 
 
 class _Layer(nn.Module):
@@ -89,7 +125,7 @@ class PlainBert(nn.Module):
         super().__init__()
         d, eps = int(config["hidden_size"]), float(config.get("layer_norm_eps", 1e-12))
         self.word = nn.Embedding(int(config["vocab_size"]), d)
-        self.position = nn.Embedding(int(config["max_position_embeddings"]), d)
+        self.position = nn.Embedding(int(config.get("max_position_embeddings", 512)), d)
         self.token_type = nn.Embedding(int(config.get("type_vocab_size", 2)), d)
         self.embed_norm = nn.LayerNorm(d, eps=eps)
         self.layers = nn.ModuleList(
@@ -106,8 +142,8 @@ class PlainBert(nn.Module):
         keep = mask.bool()[:, None, None, :]  # (b, 1, 1, s): every query sees the text's real tokens
         for layer in self.layers:
             x = layer(x, keep)
-        m = mask.to(x.dtype).unsqueeze(-1)
-        pooled = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        m = mask.to(torch.float32).unsqueeze(-1)  # summed in fp32, as sentence-transformers pools
+        pooled = (x.float() * m).sum(1) / m.sum(1).clamp(min=1e-9)
         return F.normalize(pooled, p=2, dim=1) if self.normalize else pooled
 
     def load_bert_weights(self, state: dict[str, torch.Tensor]) -> None:
@@ -145,9 +181,12 @@ class PlainBertEncoder:
         self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
-        self.pad_id = int(spec["config"].get("pad_token_id", 0))
+        self.pad_id = int(spec["config"].get("pad_token_id") or 0)
         self.model = PlainBert(spec["config"], spec["normalize"])
-        self.model.load_bert_weights(load_file(str(root / "model.safetensors")))
+        weights = load_file(str(root / "model.safetensors"))
+        if any(w.is_floating_point() and w.dtype != torch.float32 for w in weights.values()):
+            raise ValueError("half-precision weights: transformers would run them as stored")
+        self.model.load_bert_weights(weights)
         self.model.to(device).eval()
         self.device = device
         self.dim = self.model.dim
@@ -176,7 +215,8 @@ def load_plain_bert(path: str | Path, device: torch.device) -> PlainBertEncoder 
         return None
     try:
         return PlainBertEncoder(path, spec, device)
-    except (KeyError, RuntimeError, OSError, ValueError):  # weights of another layout: sentence-transformers
+    except Exception as e:  # weights of another layout or dtype, a file that does not parse: sentence-transformers
+        log.info("encoder %s: %s; loading it through sentence-transformers", path, e)
         return None
 
 

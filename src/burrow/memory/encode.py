@@ -121,7 +121,8 @@ class FrozenEncoder:
         return out
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
-        """Each text's token count (its special tokens not counted)."""
+        """Each text's token count (its special tokens not counted; on the plain path capped at the encoder's
+        ``max_seq_length``, what a batch computes)."""
         if self.plain is not None:
             return self.plain.token_counts(list(texts))
         return [len(t) for t in self.model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
