@@ -35,21 +35,22 @@ TEMPERATURE = typer.Option(default_of(GenerationConfig, "temperature"), "--tempe
 def _generator(run: Path | None, memory: Path, device: str, precision: str, lm: str | None = None,
                retriever: str = "bm25", stride: int = 32, query_tokens: int = 32) -> Any:
     from burrow.errors import BurrowError
-    from burrow.evaluate.runs import check_trained_tokenizer
-    from burrow.generate import Generator, load_generation_model
     from burrow.memory import Memory
 
+    if (lm is None) == (run is None):
+        raise BurrowError("give a RUN directory or --lm (e.g. --lm smollm2)" if lm is None else
+                          "give either a RUN or --lm, not both (`burrow serve` takes both)")
+    mem = Memory(memory)  # a wrong path is one line before torch and the model code load (~3 s)
+    gen: Any
     if lm is not None:
-        if run is not None:
-            raise BurrowError("give either a RUN or --lm, not both (`burrow serve` takes both)")
         from burrow.generate.readable import lm_generator
 
-        gen: Any = lm_generator(lm, Memory(memory), retriever=retriever, stride=stride, query_tokens=query_tokens,
-                                device=device, precision=precision)
-    else:
-        if run is None:
-            raise BurrowError("give a RUN directory or --lm (e.g. --lm smollm2)")
-        mem = Memory(memory)
+        gen = lm_generator(lm, mem, retriever=retriever, stride=stride, query_tokens=query_tokens,
+                           device=device, precision=precision)
+    elif run is not None:
+        from burrow.evaluate.runs import check_trained_tokenizer
+        from burrow.generate import Generator, load_generation_model
+
         check_trained_tokenizer(run, mem)
         gen = Generator(load_generation_model(run), mem, device=device, precision=precision)
     gen.warm_up()  # the encoder and index load now: a generation's seconds (tokens/s) time generating
@@ -84,7 +85,6 @@ def generate_command(
     `burrow generate RUN PROMPT --memory MEM`, or `burrow generate PROMPT --lm smollm2 --memory MEM`.
     """
     from burrow.errors import BurrowError
-    from burrow.generate import AttributionEvent, GenerationConfig, TokenEvent
 
     if prompt is None:  # `burrow generate --lm smollm2 PROMPT`: the one positional is the prompt
         if run is None or lm is None:
@@ -93,6 +93,8 @@ def generate_command(
     config = GenerationConfig(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                               greedy=greedy, seed=seed, k=k, retrieval=not no_retrieval, min_copy=min_copy)
     generator = _generator(run, memory, device, precision, lm, retriever, stride, query_tokens)
+    from burrow.generate import AttributionEvent, TokenEvent
+
     if as_json:
         typer.echo(json.dumps(generator.generate(prompt, config).to_json(), indent=2, ensure_ascii=False))
         return
