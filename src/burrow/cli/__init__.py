@@ -3,8 +3,8 @@
 Sub-command groups live in their own modules (``memory``, ``corpus``, ``train`` …), each with a
 ``register(app)``. The modules import neither torch nor FAISS (a command's body imports what it runs), and
 the root imports only the module of the command that runs (every module for ``burrow --help`` and a
-mistyped command's suggestion): a
-command's ``--help`` answers in ~0.4 s, the root's in ~0.5 s (docs/architecture.md).
+mistyped command's suggestion): a command's ``--help`` answers in ~0.5–1 s, the root's in ~0.7 s on a
+2-core CPU, where importing torch alone takes ~2 s (docs/architecture.md, docs/speed.md).
 User errors (:class:`burrow.BurrowError`) print one line and exit 2; a full disk prints one line and exits 1;
 Ctrl-C prints how to resume and exits 130 (docs/reliability.md).
 """

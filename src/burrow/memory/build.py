@@ -69,8 +69,6 @@ ShardEncoder = Callable[[int, Path, Callable[[int], Any]], list[Path]]
 NeighbourSearcher = Callable[[Memory, int, Path, Callable[[int], Any]], tuple[np.ndarray, np.ndarray]]
 
 
-
-
 @dataclass
 class StageTiming:
     """What one stage did and how long it took."""

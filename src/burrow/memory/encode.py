@@ -172,7 +172,3 @@ def _shard_ok(path: Path, rows: int, dim: int) -> bool:
     except (ValueError, OSError):
         return False
     return arr.shape == (rows, dim)
-
-
-
-
