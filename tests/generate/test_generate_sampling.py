@@ -9,7 +9,7 @@ import torch
 
 from burrow.errors import BurrowError
 from burrow.generate import GenerationConfig, Generator
-from burrow.generate.sampling import filter_logits, sample_next
+from burrow.generate.sampling import _least_kept_numpy, _least_kept_torch, filter_logits, sample_next
 from burrow.model import load_model
 
 
@@ -37,6 +37,54 @@ def test_filters_keep_exactly_top_k_and_the_nucleus() -> None:
     assert float(probs[0]) > 0.5
     scaled = filter_logits(logits, GenerationConfig(temperature=2.0))
     torch.testing.assert_close(scaled, logits / 2)
+
+
+def _nucleus_by_full_sort(logits: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference: sort the whole vocabulary, drop a token once the ones before it reach top_p.
+    Also returns each token's mass before it (v,), to tell float rounding from a real difference."""
+    sorted_logits, order = torch.sort(logits, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    before = torch.cumsum(probs, dim=-1) - probs
+    kept = logits.masked_fill(torch.zeros_like(before, dtype=torch.bool).scatter(0, order, before >= top_p),
+                              float("-inf"))
+    return kept, torch.zeros_like(before).scatter(0, order, before)
+
+
+def _same_nucleus(got: torch.Tensor, logits: torch.Tensor, top_p: float) -> bool:
+    """``got`` keeps what a full sort keeps, except where the mass before a token is within float
+    rounding of top_p (summing thousands of float32 probabilities; either choice is a valid nucleus)
+    and for tokens exactly as likely as the least likely one kept (a sort orders ties arbitrarily;
+    burrow keeps them all)."""
+    want, before = _nucleus_by_full_sort(logits, top_p)
+    differ = torch.isfinite(got) != torch.isfinite(want)
+    probs = torch.softmax(logits, dim=-1)
+    tied = probs == probs[torch.isfinite(want)].min()
+    return bool((((before - top_p).abs() < 1e-5) | tied)[differ].all())
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 3.0, 8.0, 30.0])
+def test_nucleus_from_candidates_equals_a_full_sort(scale: float) -> None:
+    # Peaked and flat distributions: the flat ones need more than the first 64 (and 512) candidates.
+    gen = torch.Generator().manual_seed(int(scale * 100))
+    for trial in range(40):
+        v = [5, 64, 65, 700, 8192][trial % 5]
+        logits = torch.randn(v, generator=gen) * scale
+        if trial % 3 == 0:  # banned or top-k-filtered tokens
+            logits[torch.randperm(v, generator=gen)[: v // 3]] = float("-inf")
+        for top_p in (0.05, 0.5, 0.9, 0.99, 0.999999):
+            cfg = GenerationConfig(top_p=top_p)
+            got = filter_logits(logits, cfg)
+            assert _same_nucleus(got, logits, top_p), (scale, v, top_p)
+            probs = torch.softmax(logits, dim=-1)  # the GPU's path finds the same least kept token
+            assert float(_least_kept_torch(probs, top_p)) == float(_least_kept_numpy(probs.numpy(), top_p))
+            assert torch.equal(got[torch.isfinite(got)], logits[torch.isfinite(got)])
+            assert torch.isfinite(got).any()
+    # Combined with top-k and temperature, as sample_next applies them.
+    logits = torch.randn(8192, generator=gen) * scale
+    cfg = GenerationConfig(temperature=0.7, top_k=300, top_p=0.9)
+    scaled = logits / 0.7
+    scaled = scaled.masked_fill(scaled < torch.topk(scaled, 300).values[-1], float("-inf"))
+    assert _same_nucleus(filter_logits(logits, cfg), scaled, 0.9)
 
 
 def test_greedy_and_degenerate_sampling_take_the_argmax() -> None:
