@@ -543,6 +543,32 @@ def test_memory_info_opens_a_memory_without_torch(world) -> None:
     assert "chunks" in proc.stdout and proc.stdout.strip().splitlines()[-1] == "False False", proc.stdout
 
 
+def test_wrong_paths_are_one_line_before_torch_loads(world, tmp_path) -> None:
+    """A mistyped memory, token store or RUN is refused by the torch-free open of what the command reads
+    (~0.4 s), not after importing torch and the model code (~3 s); training leaves no run directory."""
+    import subprocess
+
+    missing, mem = str(tmp_path / "missing"), str(world["mem_a"])
+    argvs = [["train", "--model", "retro-tiny", "--memory", missing, "-o", str(tmp_path / "run")],
+             ["train", "--model", "tiny", "--tokens", missing, "-o", str(tmp_path / "run")],
+             ["generate", missing, "Owls", "-m", mem], ["chat", missing, "-m", mem], ["serve", missing, "-m", mem]]
+    code = ("import sys; from burrow.cli import main\n"
+            f"for argv in {argvs!r}:\n"
+            "    sys.argv = ['burrow', *argv]\n"
+            "    try:\n        main()\n    except SystemExit as e:\n        assert e.code == 2, (argv, e.code)\n"
+            "    else:\n        raise AssertionError(argv)\n"
+            "print('torch' in sys.modules, 'faiss' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False False", proc.stdout + proc.stderr
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == len(argvs) and "Traceback" not in proc.stderr, proc.stderr
+    assert "is not a memory directory" in errors[0] and "has no complete tokens" in errors[1]
+    assert all("no such model or run directory" in line for line in errors[2:]), errors
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("argv", [["demo", "--no-such-option"], ["no-such-command"], ["train"]])
 def test_usage_errors_are_a_usage_line_not_a_traceback(argv, monkeypatch, capsys) -> None:
     # typer >= 0.22 raises its vendored click's exceptions: main() must recognise them as well as click's.

@@ -48,10 +48,9 @@ def _generator(run: Path | None, memory: Path, device: str, precision: str, lm: 
         gen = lm_generator(lm, mem, retriever=retriever, stride=stride, query_tokens=query_tokens,
                            device=device, precision=precision)
     elif run is not None:
-        from burrow.evaluate.runs import check_trained_tokenizer
+        mem.check_trained_on(run)  # a wrong RUN too is one line before torch loads
         from burrow.generate import Generator, load_generation_model
 
-        check_trained_tokenizer(run, mem)
         gen = Generator(load_generation_model(run), mem, device=device, precision=precision)
     gen.warm_up()  # the encoder and index load now: a generation's seconds (tokens/s) time generating
     return gen
@@ -165,11 +164,13 @@ def chat_command(
     With --lm the LM's own chat template is used when its tokenizer has one (SmolLM2-Instruct has).
     """
     from burrow.errors import BurrowError
+
+    gen = _generator(run, memory, device, precision, lm, retriever, stride, query_tokens)  # wrong paths fail here
     from burrow.generate import TokenEvent
     from burrow.generate.lmchat import chat_session
 
-    session = chat_session(_generator(run, memory, device, precision, lm, retriever, stride, query_tokens),
-                           ChatConfig(top_p=top_p, temperature=temperature, max_new_tokens=max_tokens, k=k, seed=seed))
+    session = chat_session(gen, ChatConfig(top_p=top_p, temperature=temperature, max_new_tokens=max_tokens, k=k,
+                                           seed=seed))
     console, interactive, warned = _console(), sys.stdin.isatty(), False
     if interactive:
         console.print("Chat with Burrow. Type /quit to leave.", style="dim")
@@ -228,17 +229,18 @@ def serve_command(
     RUN and --lm together serve both; the page then offers a model/method picker.
     """
     from burrow.errors import BurrowError
-    from burrow.generate import load_generation_model
     from burrow.memory import Memory
-    from burrow.serve import create_app, run_server
 
     if run is None and lm is None:
         raise BurrowError("give a RUN directory, an --lm (e.g. --lm smollm2), or both")
     config = ServeConfig(max_prompt_chars=max_prompt_chars, max_new_tokens=max_tokens,
                          max_concurrent=max_concurrent, device=device, precision=precision)
-    from burrow.evaluate.runs import check_trained_tokenizer
-
     mem = Memory(memory)
+    if run is not None:
+        mem.check_trained_on(run)  # wrong paths are one line before torch and the server code load
+    from burrow.generate import load_generation_model
+    from burrow.serve import create_app, run_server
+
     generators = {}
     if lm is not None:
         from burrow.generate.readable import lm_generator
@@ -246,10 +248,7 @@ def serve_command(
         gen = lm_generator(lm, mem, retriever=retriever, stride=stride, query_tokens=query_tokens, device=device,
                            precision=precision)
         generators[f"{gen.name}+{retriever}"] = gen
-    model = None
-    if run is not None:
-        check_trained_tokenizer(run, mem)
-        model = load_generation_model(run)
+    model = load_generation_model(run) if run is not None else None
     app = create_app(model, mem, config, generators)
     del model  # the server's generator holds what it decodes from (a pre-cast copy under autocast)
     typer.echo(f"serving on http://{host}:{port}/ (API docs at /docs)")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from burrow.cli.options import Force, MaybeDevice, MaybeK, MaybePrecision, MaybeSeqLen, NoProgress, out_option
 from burrow.errors import BurrowError
+
+if TYPE_CHECKING:
+    from burrow.train.config import TrainConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -52,7 +56,6 @@ def train(
     fsdp); gloo on the CPU, NCCL on CUDA. Re-run the command (with any N) to resume.
     """
     from burrow.train import TrainConfig
-    from burrow.train import train as run_training
 
     options = dict(model=model, out=out, memory=memory, tokens=tokens, valid_tokens=valid_tokens, steps=steps,
                    batch_size=batch_size, seq_len=seq_len, lr=lr, warmup=warmup, k=k, grad_accum=grad_accum,
@@ -67,7 +70,9 @@ def train(
         if model is None or out is None:
             raise typer.BadParameter("--model and -o/--out are required (or give --config)")
         cfg = TrainConfig(**given)  # type: ignore[arg-type]
+    _open_data(cfg)
     from burrow.footprint import FootprintConfig, track, training_flops
+    from burrow.train import train as run_training
 
     rank = int(os.environ.get("RANK", "0"))
     footprint = FootprintConfig()
@@ -92,3 +97,16 @@ def train(
     val = f", val loss {result.val_loss:.4f}" if result.val_loss is not None else ""
     typer.echo(f"trained {result.steps} steps{resumed}: {loss}{val}, "
                f"{result.tokens_per_second:,.0f} tokens/s → {result.model_dir}")
+
+
+def _open_data(cfg: TrainConfig) -> None:
+    """Open the memory and token stores as training will: a wrong path is one line before torch and the
+    training code load (~2.5 s)."""
+    from burrow.data.tokens import TokenStore
+    from burrow.memory.memory import Memory
+
+    if cfg.memory is not None:
+        Memory(cfg.memory)
+    for store in (cfg.tokens, cfg.valid_tokens):
+        if store is not None:
+            TokenStore(store)

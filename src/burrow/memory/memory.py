@@ -237,6 +237,28 @@ class Memory:
         """(c, e) keys of memory chunks as stored at build time (key shards, else the flat index)."""
         return stored_keys(self.dir, self.index, np.asarray(chunk_ids, dtype=np.int64))
 
+    def check_trained_on(self, path: str | Path) -> None:
+        """One-line error when there is nothing at ``path`` (a model directory, a run, ``RUN/final`` or a
+        checkpoint), or when its run's config.json records training with another tokenizer than this
+        memory's (a bare model directory has no record; then only the vocabulary size can be checked, by
+        the caller). Reads no weights: a wrong path fails before torch and the model code load."""
+        p = Path(path)
+        if not p.exists():
+            raise BurrowError(f"{p}: no such model or run directory")
+        p = p.parent if p.is_file() else p
+        for run in (p, p.parent, p.parent.parent):  # the run dir, RUN/final, RUN/checkpoints/step_N
+            try:
+                record = read_json(run / "config.json") if (run / "config.json").is_file() else None
+            except BurrowError:
+                continue  # a damaged record: loading the model reports what is wrong
+            if not isinstance(record, dict) or not isinstance(record.get("data"), dict) or "train" not in record:
+                continue
+            trained, have = record["data"].get("tokenizer"), self.manifest["tokenizer"]
+            if trained is not None and trained != have:
+                raise BurrowError(f"{path} was trained with tokenizer {trained} but memory {self.dir} uses {have}; "
+                                  "use the memory it was trained with (or build one with that memory's --tokenizer)")
+            return
+
     def warm_up(self, retriever: str = "dense") -> None:
         """Open the lazily loaded parts now (tokenizer, chunks, token store, and through one search the
         encoder and index, or BM25): a caller's first search, and whatever it times, then pays none of it."""

@@ -15,7 +15,6 @@ from typing import Any
 
 from burrow.artefacts import config_hash, read_json
 from burrow.errors import BurrowError
-from burrow.evaluate.runs import check_trained_tokenizer
 from burrow.memory import Memory
 from burrow.model.io import load_named_model
 from burrow.model.protocol import RetrievalLM
@@ -117,7 +116,7 @@ def load_arms(ctx: Context) -> None:
         names: set[str] = set()
         for run in ctx.runs:
             if memory is not None:
-                check_trained_tokenizer(run, memory)
+                memory.check_trained_on(run)
             name, model = load_named_model(run)
             while name in names:
                 name += "'"
