@@ -543,6 +543,26 @@ def test_memory_info_opens_a_memory_without_torch(world) -> None:
     assert "chunks" in proc.stdout and proc.stdout.strip().splitlines()[-1] == "False False", proc.stdout
 
 
+@pytest.mark.parametrize("device", ["cuda:99", "banana"])
+def test_an_unusable_device_is_one_line_and_training_writes_nothing(world, tmp_path, burrow_cli, device) -> None:
+    """`--device cuda` on a CPU-only torch, a GPU index past the last, a typo: one `error:` line (it was a
+    torch traceback in every command), and training leaves no run directory (it wrote config.json)."""
+    from burrow.device import pick_device
+    from burrow.errors import BurrowError
+
+    with pytest.raises(BurrowError, match="device"):
+        pick_device(device)
+    for args in (["train", "--model", world["model"], "--tokens", world["mem_a"] / "tokens", "-o", tmp_path / "run",
+                  "--steps", "1", "--device", device, *TRAIN],
+                 ["generate", world["run"], "Owls", "-m", world["mem_a"], "--max-tokens", "2", "--device", device],
+                 ["eval", world["run"], "-m", world["mem_a"], "-d", world["valid"], "-o", tmp_path / "ev",
+                  "--seq-len", "64", "--device", device]):
+        code, _, err = burrow_cli(*args)
+        assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, (args[0], err)
+        assert "device" in err and "use " in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_wrong_paths_are_one_line_before_torch_loads(world, tmp_path) -> None:
     """A mistyped memory, token store or RUN is refused by the torch-free open of what the command reads
     (~0.4 s), not after importing torch and the model code (~3 s); training leaves no run directory."""

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from burrow.errors import BurrowError, first_line
+
 log = logging.getLogger(__name__)
 
 M = TypeVar("M")
@@ -22,10 +24,32 @@ M = TypeVar("M")
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    """``requested`` if given (``cpu``, ``cuda``, ``cuda:1``), else CUDA when available, else CPU."""
-    if requested and requested != "auto":
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``requested`` if given (``cpu``, ``cuda``, ``cuda:1``), else CUDA when available, else CPU.
+
+    A device this machine cannot use (a typo, ``cuda`` on a CPU-only torch or machine, a GPU index past
+    the last, ``mps`` off Apple) is a :class:`BurrowError` saying so, before anything is loaded onto it.
+    """
+    if not requested or requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise BurrowError(f"unknown device {requested!r}: use auto, cpu, cuda or cuda:N") from None
+    why = None
+    if device.type == "cuda":  # checked without touching a GPU: torchrun's ranks pick theirs after this
+        if not torch.cuda.is_available():
+            why = "no CUDA GPU is visible" if torch.backends.cuda.is_built() else "this torch is built without CUDA"
+        elif device.index is not None and device.index >= torch.cuda.device_count():
+            why = f"{torch.cuda.device_count()} GPU(s) visible"
+    elif device.type != "cpu":
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError) as e:
+            why = first_line(e).split(". ")[0][:100]  # torch's MPS message runs to a page
+    if why is not None:
+        here = "cuda" if torch.cuda.is_available() else "cpu"
+        raise BurrowError(f"device {requested!r} is not usable here ({why}); use --device {here} or auto")
+    return device
 
 
 @functools.cache

@@ -101,7 +101,7 @@ def train(
 
 def _open_data(cfg: TrainConfig) -> None:
     """Open the memory and token stores as training will: a wrong path is one line before torch and the
-    training code load (~2.5 s)."""
+    training code load (~2.5 s). Then check the device, before the run directory holds anything."""
     from burrow.data.tokens import TokenStore
     from burrow.memory.memory import Memory
 
@@ -110,3 +110,7 @@ def _open_data(cfg: TrainConfig) -> None:
     for store in (cfg.tokens, cfg.valid_tokens):
         if store is not None:
             TokenStore(store)
+    if cfg.device not in (None, "auto", "cpu"):
+        from burrow.device import pick_device
+
+        pick_device(cfg.device)

@@ -88,6 +88,7 @@ class ModelSetup:
 def train(config: TrainConfig, setup: ModelSetup | None = None) -> TrainResult:
     """Train (or resume, or skip when finished) the run described by ``config`` (and ``setup``, if given)."""
     paths = RunPaths(config.out)
+    device = pick_device(config.device)  # an unusable device is refused before the run directory is written
     sources = open_sources(config)
     if setup is not None:
         model_cfg = setup.config
@@ -103,7 +104,6 @@ def train(config: TrainConfig, setup: ModelSetup | None = None) -> TrainResult:
         return TrainResult(paths.root, paths.final, done["steps"], done.get("loss"), done.get("val_loss"),
                            0.0, 0.0, skipped=True)
     data = build_data(sources, config, model_cfg.chunk_size, model_cfg.retro)
-    device = pick_device(config.device)
     dtype = autocast_dtype(device, config.precision)
     torch.manual_seed(config.seed)
     built = setup.build() if setup is not None else build_model(model_cfg)
