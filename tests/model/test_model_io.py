@@ -60,3 +60,27 @@ def test_weights_of_another_shape_than_config_json_are_one_error(tmp_path: Path)
     with pytest.raises(BurrowError, match="does not match its config.json .*size mismatch") as info:
         load_model(tmp_path / "m")
     assert "\n" not in str(info.value)
+
+
+def test_weights_changed_in_place_are_found_by_their_recorded_hash(tmp_path: Path) -> None:
+    """Bytes overwritten inside model.safetensors without changing its size loaded silently and failed later
+    (NaN probabilities in generate, "window plan is broken" in eval); the SHA-256 recorded at save time
+    finds them, and NaN or infinite weights are refused where there is no record to compare with."""
+    from safetensors.torch import save_model as save_weights
+
+    cfg = get_preset("tiny", vocab_size=64, d_model=32, n_layers=1, n_heads=2, head_dim=16, max_seq_len=32)
+    model = build_model(cfg)
+    d = save_model(model, tmp_path / "m")
+    load_model(d)  # as saved: loads
+    weights = d / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-64:] = b"\x7f" * 64  # inside the last tensor's data: the header still parses
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BurrowError, match="damaged or truncated .*SHA-256"):
+        load_model(d)
+    (d / "model.manifest.json").unlink()  # no record: the values themselves are checked
+    with torch.no_grad():
+        model.norm.weight[0] = float("nan")
+    save_weights(model, str(weights))
+    with pytest.raises(BurrowError, match="norm.weight holds NaN or infinite values"):
+        load_model(d)
