@@ -228,3 +228,28 @@ def test_a_lost_key_manifest_is_not_encoded_again_when_keys_are_not_kept(
     assert all(t.skipped for t in timings) and not (tmp_path / "mem" / "embeddings").exists()
     monkeypatch.undo()
     assert memory.search(["owls"], k=1).ids.shape == (1, 1)
+
+
+def test_a_build_from_other_inputs_into_a_memory_needs_force(built: Memory, tiny_corpus: Path, memory_config,
+                                                            encoder) -> None:
+    """A mistyped corpus path replaced a built memory silently (and left its neighbour tables listed as
+    valid): other inputs are refused without --force and the memory is kept; the same inputs with changed
+    contents still refresh it; --force rebuilds it and drops the tables of the memory it replaces."""
+    compute_neighbours(built, k=2, progress=False)
+    before = (built.dir / "memory.manifest.json").read_bytes()
+    files = [str(p) for p in sorted(tiny_corpus.glob("*.txt"))]  # named otherwise: other inputs
+    with pytest.raises(BurrowError, match=r"holds a memory built from .*--force"):
+        build_memory(files[:1], built.dir, memory_config, progress=False, encoder=encoder)
+    assert (built.dir / "memory.manifest.json").read_bytes() == before
+    assert len(Memory(built.dir).neighbour_table("self", 2)[0]) == len(built)
+    with open(files[0], "a", encoding="utf-8") as f:  # the same inputs, changed: a refresh
+        f.write("Owls also nest in barns and old church towers.\n")
+    refreshed, _ = build_memory([str(tiny_corpus)], built.dir, memory_config, progress=False, encoder=encoder)
+    assert refreshed.manifest["n_tokens"] > built.manifest["n_tokens"]
+    assert not list((built.dir / "neighbours").glob("*.manifest.json"))  # made from the memory it replaced
+    with pytest.raises(BurrowError, match="neighbours"):
+        refreshed.neighbour_table("self", 2)
+    with pytest.raises(BurrowError, match="--force"):
+        build_memory(files, built.dir, memory_config, progress=False, encoder=encoder)
+    rebuilt, _ = build_memory(files, built.dir, memory_config, progress=False, encoder=encoder, force=True)
+    assert rebuilt.manifest["n_docs"] == refreshed.manifest["n_docs"]

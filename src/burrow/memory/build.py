@@ -101,11 +101,31 @@ class _Builder:
         self.timings: list[StageTiming] = []
         self.shard_encoder: ShardEncoder | None = None  # None: encode in this process
         self.corpus_stats = CorpusStats()
+        self.given = sorted(str(Path(i).resolve()) for i in self.inputs)  # the inputs as named
+        if not force:
+            self._check_same_inputs()
         self.out.mkdir(parents=True, exist_ok=True)
         if force:
             for kind in (*STAGES, "tokens"):
                 manifest_path(self.out / ("tokens" if kind == "tokens" else ""), kind).unlink(missing_ok=True)
         self.corpus_fp = _inputs_fingerprint(self.inputs, config.corpus)
+
+    def _check_same_inputs(self) -> None:
+        """A folder holding a memory (or a build's finished stages) made from other inputs than these is
+        refused without --force: going on would replace it, and a mistyped path would cost its encoding.
+        The same inputs with changed contents refresh it, as designed."""
+        try:
+            m = read_manifest(self.out, "tokenizer") if self.out.is_dir() else None
+        except BurrowError:
+            return  # a damaged record: the stages redo what they must
+        before = (m or {}).get("given")
+        if before is not None and before != self.given:
+            def named(paths: list[str]) -> str:
+                return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+            raise BurrowError(f"{self.out} holds a memory built from {named(before)}; this build reads "
+                              f"{named(self.given)}. Give another -o, or --force to rebuild it from these inputs "
+                              "(runs trained on it will no longer match it)")
 
     def _fresh(self, kind: str, inputs: str, directory: Path | None = None) -> dict[str, Any] | None:
         m = read_manifest(directory or self.out, kind)
@@ -153,7 +173,7 @@ class _Builder:
         sample = next(iter(read_corpus(self.inputs, self.config.corpus)), None)
         fields = tokenizer_manifest(tok, cfg, sample.text if sample is not None else None)
         fields["file"] = tok.path.name
-        write_manifest(self.out, "tokenizer", inputs=inputs, **fields)
+        write_manifest(self.out, "tokenizer", inputs=inputs, given=self.given, **fields)
         self.timings.append(StageTiming("tokenizer", time.perf_counter() - t0, 1, "tokenizer"))
         return tok
 
@@ -300,6 +320,8 @@ def _build(inputs: Sequence[str], out: Path, config: MemoryConfig, force: bool, 
     old = read_manifest(b.out, "memory")
     # Rewrite only on change: runs and caches fingerprint this manifest, a no-op re-run must keep it.
     if old is None or {k: old.get(k) for k in fields} != json.loads(json.dumps(fields, default=str)):
+        for stale in (b.out / "neighbours").glob("*.manifest.json"):  # tables of the memory this one replaces
+            stale.unlink()
         write_manifest(b.out, "memory", **fields)
     return Memory(b.out, encoder=encoder), b.timings
 
