@@ -127,6 +127,21 @@ def test_out_of_range_k_is_a_usage_line(argv, monkeypatch, capsys) -> None:
     assert "Traceback" not in err and "-k" in err
 
 
+@pytest.mark.parametrize("argv", [["generate", "r", "q", "-m", "m", "--precision", "fp8"],
+                                  ["serve", "r", "-m", "m", "--precision", "half"],
+                                  ["train", "--model", "tiny", "--tokens", "t", "-o", "o", "--precision", "fp8"]])
+def test_an_unknown_precision_is_a_usage_line(argv, monkeypatch, capsys) -> None:
+    """generate and serve ran with --precision fp8 as if it were auto."""
+    from burrow.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["burrow", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--precision" in err and "auto, bf16, fp16, fp32" in err
+
+
 @pytest.mark.parametrize("content", [b"\xff\xfe\x00\x01", b"[1, 2]"])
 def test_a_manifest_that_is_not_a_json_object_is_one_error_line(tmp_path, burrow_cli, content) -> None:
     (tmp_path / "memory.manifest.json").write_bytes(content)

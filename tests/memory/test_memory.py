@@ -253,3 +253,13 @@ def test_a_build_from_other_inputs_into_a_memory_needs_force(built: Memory, tiny
         build_memory(files, built.dir, memory_config, progress=False, encoder=encoder)
     rebuilt, _ = build_memory(files, built.dir, memory_config, progress=False, encoder=encoder, force=True)
     assert rebuilt.manifest["n_docs"] == refreshed.manifest["n_docs"]
+
+
+@pytest.mark.parametrize("name", ["../../evil", "a/b", ".hidden", ""])
+def test_a_neighbour_table_name_that_is_a_path_is_refused(tmp_path: Path, name: str) -> None:
+    """`memory neighbours --name ../../evil` wrote its tables outside the memory folder."""
+    from burrow.memory.neighbours import neighbour_table_paths
+
+    with pytest.raises(BurrowError, match="plain name"):
+        neighbour_table_paths(tmp_path, name, 2)
+    assert neighbour_table_paths(tmp_path, "valid-set_1", 2)[2] == "valid-set_1.k2"

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+
+import pytest
 from typer.testing import CliRunner
 
 from burrow.cli import app
+from burrow.errors import BurrowError
+from burrow.serve.config import check_listen
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_serve_builds_the_app_with_limits_on_loopback(retro_dir, gen_memory, monkeypatch) -> None:
@@ -12,9 +23,38 @@ def test_serve_builds_the_app_with_limits_on_loopback(retro_dir, gen_memory, mon
 
     seen = {}
     monkeypatch.setattr(burrow.serve, "run_server", lambda a, host, port: seen.update(app=a, host=host, port=port))
-    out = CliRunner().invoke(app, ["serve", str(retro_dir), "--memory", str(gen_memory.dir), "--port", "8123",
+    port = _free_port()
+    out = CliRunner().invoke(app, ["serve", str(retro_dir), "--memory", str(gen_memory.dir), "--port", str(port),
                                    "--max-concurrent", "3", "--max-tokens", "50", "--device", "cpu"])
     assert out.exit_code == 0, out.output
-    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    assert seen["host"] == "127.0.0.1" and seen["port"] == port
     limiter, service = seen["app"].state.limiter, seen["app"].state.service
     assert limiter.limit == 3 and service.config.max_new_tokens == 50 and service.generator.retro
+
+
+def test_a_port_or_host_the_server_cannot_listen_on_is_one_line_before_loading() -> None:
+    """uvicorn reported these after the model loaded, in its own log format (a port out of range as three
+    tracebacks), and `serve` had already printed "serving on ..."."""
+    with pytest.raises(BurrowError, match="not a TCP port"):
+        check_listen("127.0.0.1", 99999)
+    with pytest.raises(BurrowError, match="not an address of this machine"):
+        check_listen("999.1.1.1", 8000)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(BurrowError, match="use another --port"):
+            check_listen("127.0.0.1", busy.getsockname()[1])
+    check_listen("127.0.0.1", _free_port())  # a free one passes
+
+
+def test_serve_refuses_a_busy_port_before_loading_the_model(retro_dir, gen_memory, monkeypatch) -> None:
+    import burrow.generate
+
+    monkeypatch.setattr(burrow.generate, "load_generation_model", lambda *a: pytest.fail("model loaded"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        out = CliRunner().invoke(app, ["serve", str(retro_dir), "--memory", str(gen_memory.dir),
+                                       "--port", str(busy.getsockname()[1])])
+    assert isinstance(out.exception, BurrowError) and "use another --port" in str(out.exception)  # main() prints it
+    assert "serving on" not in out.output

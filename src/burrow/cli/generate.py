@@ -12,7 +12,7 @@ import typer
 from burrow.cli.options import Device, K, Precision, default_of
 from burrow.defaults import DEFAULT_DEVICE, DEFAULT_PRECISION
 from burrow.generate.config import ChatConfig, GenerationConfig
-from burrow.serve.config import ServeConfig
+from burrow.serve.config import ServeConfig, check_listen
 
 if TYPE_CHECKING:
     from burrow.generate.attribution import ChunkAttribution
@@ -235,6 +235,7 @@ def serve_command(
         raise BurrowError("give a RUN directory, an --lm (e.g. --lm smollm2), or both")
     config = ServeConfig(max_prompt_chars=max_prompt_chars, max_new_tokens=max_tokens,
                          max_concurrent=max_concurrent, device=device, precision=precision)
+    check_listen(host, port)  # a busy port or unknown host: before the models load, not after
     mem = Memory(memory)
     if run is not None:
         mem.check_trained_on(run)  # wrong paths are one line before torch and the server code load

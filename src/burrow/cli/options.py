@@ -35,7 +35,17 @@ def out_option(default: Any, help: str) -> Any:
 
 
 _DEVICE = typer.Option("--device", help="auto | cpu | cuda | cuda:N.")
-_PRECISION = typer.Option("--precision", help="Autocast: auto | bf16 | fp16 | fp32.")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def _check_precision(value: str | None) -> str | None:
+    """``--precision`` is one of :data:`PRECISIONS` (``generate`` and ``serve`` ran with ``fp8`` as auto)."""
+    if value is not None and value not in PRECISIONS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(PRECISIONS)}")
+    return value
+
+
+_PRECISION = typer.Option("--precision", callback=_check_precision, help="Autocast: auto | bf16 | fp16 | fp32.")
 _K = typer.Option("-k", "--k", min=1, help=f"Neighbours retrieved per chunk (default {DEFAULT_K}).")
 _SEQ_LEN = typer.Option("--seq-len", help="Tokens per sequence (training) or window (evaluation), a multiple of "
                         "the chunk length.")

@@ -16,6 +16,7 @@ import numpy as np
 
 from burrow.artefacts import config_hash
 from burrow.defaults import K_MAX
+from burrow.errors import BurrowError
 from burrow.memory.index import list_order, search
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,13 @@ def store_table_name(store_dir: str | Path) -> str:
 
 
 def neighbour_table_paths(memory_dir: Path, name: str, k: int) -> tuple[Path, Path, str]:
-    """(ids path, distances path, manifest kind) of neighbour table ``name`` with ``k`` neighbours."""
+    """(ids path, distances path, manifest kind) of neighbour table ``name`` with ``k`` neighbours.
+
+    ``name`` is a file name inside the memory's ``neighbours/`` folder: a path (``../x``) is refused.
+    """
+    if not name or name != Path(name).name or name.startswith("."):
+        raise BurrowError(f"neighbour table name {name!r} must be a plain name (letters, digits, - or _), "
+                          "not a path")
     kind = f"{name}.k{k}"
     d = memory_dir / "neighbours"
     return d / f"{kind}.ids.npy", d / f"{kind}.dist.npy", kind

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 from burrow.defaults import DEFAULT_DEVICE, DEFAULT_PRECISION, K_MAX
@@ -31,3 +32,23 @@ class ServeConfig:
         for name in ("max_prompt_chars", "max_new_tokens", "max_concurrent", "max_k", "max_score_chars"):
             if int(getattr(self, name)) < 1:
                 raise BurrowError(f"serve config {name} must be ≥ 1, got {getattr(self, name)}")
+
+
+def check_listen(host: str, port: int) -> None:
+    """A :class:`BurrowError` when the server could not listen on ``host``:``port`` (an unknown host, a port
+    in use or out of range, an address not on this machine); checked before the model loads, as uvicorn
+    would otherwise report it after loading, in its own log format, without saying what to do."""
+    if not 0 <= port <= 65535:
+        raise BurrowError(f"--port {port} is not a TCP port (0-65535)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise BurrowError(f"--host {host!r} is not an address of this machine ({e}); use 127.0.0.1, "
+                          "0.0.0.0 or a local interface's address") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+        try:
+            sock.bind(address)
+        except OSError as e:
+            fix = "use another --port" if e.errno == 98 else "check --host and --port"  # 98: EADDRINUSE
+            raise BurrowError(f"cannot listen on {host}:{port} ({e.strerror}); {fix}") from None
