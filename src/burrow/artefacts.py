@@ -163,6 +163,8 @@ def damaged(path: str | Path, fix: str = "rebuild it (re-run the command that ma
     try:
         yield
     except (ValueError, OSError, EOFError, RuntimeError, KeyError, IndexError, zipfile.BadZipFile) as e:
+        if not Path(path).exists():  # a library's own "could not open" (FAISS: a RuntimeError) is no damage
+            raise BurrowError(f"{path} is missing; {fix}") from None
         if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
             raise BurrowError(f"cannot read {path}: {e.strerror or e}") from None
         raise BurrowError(f"{path} is damaged ({first_line(e)[:120]}); {fix}") from None

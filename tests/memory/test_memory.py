@@ -263,3 +263,29 @@ def test_a_neighbour_table_name_that_is_a_path_is_refused(tmp_path: Path, name: 
     with pytest.raises(BurrowError, match="plain name"):
         neighbour_table_paths(tmp_path, name, 2)
     assert neighbour_table_paths(tmp_path, "valid-set_1", 2)[2] == "valid-set_1.k2"
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_lost_or_damaged_tokenizer_says_to_rebuild_and_a_rebuild_makes_it_again(
+        built: Memory, tiny_corpus: Path, memory_config, encoder, damage: str) -> None:
+    """A deleted tokenizer.model was looked up on the Hugging Face hub ("couldn't connect"), a truncated one
+    gave protobuf's message, and a plain re-run of the build failed the same way (only --force repaired it)."""
+    path = built.dir / built.manifest["tokenizer_file"]
+    want = built.tokenizer.encode("Owls hunt at night.")
+    if damage == "delete":
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(BurrowError, match="re-run the `burrow memory build`") as info:
+        Memory(built.dir).tokenizer
+    assert "huggingface" not in str(info.value).lower()
+    memory, _ = build_memory([str(tiny_corpus)], built.dir, memory_config, progress=False, encoder=encoder)
+    assert memory.tokenizer.encode("Owls hunt at night.") == want
+
+
+def test_a_missing_tokenizer_path_is_not_looked_up_on_the_hub(tmp_path: Path) -> None:
+    from burrow.data.tokenizer import load_tokenizer
+
+    for source in (str(tmp_path / "nope.model"), "./nope", "nonexist.json"):
+        with pytest.raises(BurrowError, match="no such tokenizer file or folder"):
+            load_tokenizer(source)

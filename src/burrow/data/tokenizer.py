@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from burrow.artefacts import atomic_path, config_hash, file_sha256
-from burrow.errors import BurrowError
+from burrow.errors import BurrowError, first_line
 from burrow.hub import resolve_hf_base
 
 log = logging.getLogger(__name__)
@@ -146,8 +146,9 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, config: Tokenizer
             unk_id=0, bos_id=1, eos_id=2, pad_id=3, num_threads=2, minloglevel=2,
             max_sentence_length=16384, hard_vocab_limit=False,
         )
-    except RuntimeError as e:
-        raise BurrowError(f"SentencePiece training failed: {e} (try a smaller --vocab-size)") from None
+    except RuntimeError as e:  # too small a vocabulary for the corpus's characters, or too large for its text
+        fix = "a larger --vocab-size" if "smaller than required_chars" in str(e) else "a smaller --vocab-size"
+        raise BurrowError(f"SentencePiece training failed: {first_line(e)} (try {fix})") from None
     dest = Path(out_dir) / SP_FILE
     with atomic_path(dest) as tmp:
         tmp.write_bytes(model.getvalue())
@@ -187,6 +188,9 @@ def load_tokenizer(source: str, gguf_file: str | None = None) -> Tokenizer:
         return _load_sentencepiece(p)
     if p.is_file() and p.suffix == ".json":
         return _load_hf_json(p)
+    if not p.exists() and (p.suffix in (".model", ".json", ".gguf") or source.startswith((".", "/", "~"))):
+        raise BurrowError(f"{source}: no such tokenizer file or folder (a local path; a Hugging Face name is "
+                          "ORG/NAME)")  # not the hub's "couldn't connect" for a mistyped path
     return _load_hf_auto(source.removeprefix("hf:"), gguf_file)
 
 

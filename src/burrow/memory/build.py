@@ -151,8 +151,13 @@ class _Builder:
         inputs = config_hash({"corpus": self.corpus_fp, "tok": asdict(cfg)})
         m = self._stage("tokenizer", inputs)
         if m is not None:
-            self.timings.append(StageTiming("tokenizer", 0.0, 0, "docs", skipped=True))
-            return load_tokenizer(str(self.out / m["file"]))
+            try:
+                tok = load_tokenizer(str(self.out / m["file"]))
+            except BurrowError as e:  # deleted or damaged after its manifest was written: make it again
+                log.warning("%s; making the tokenizer again", e)
+            else:
+                self.timings.append(StageTiming("tokenizer", 0.0, 0, "docs", skipped=True))
+                return tok
         t0 = time.perf_counter()
         stats = CorpusStats()
         if cfg.source is None:

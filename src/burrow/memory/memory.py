@@ -105,7 +105,14 @@ class Memory:
     @cached_property
     def tokenizer(self) -> Tokenizer:
         """The memory's tokenizer; queries and training data must use it."""
-        tok = load_tokenizer(str(self.dir / self.manifest["tokenizer_file"]))
+        path = self.dir / self.manifest["tokenizer_file"]
+        fix = "re-run the `burrow memory build` command that made it (it trains the tokenizer again)"
+        if not path.exists():
+            raise BurrowError(f"memory {self.dir}: its tokenizer {path.name} is missing; {fix}")
+        try:
+            tok = load_tokenizer(str(path))
+        except BurrowError as e:
+            raise BurrowError(f"memory {self.dir}: {e}; {fix}") from None
         if tok.fingerprint() != self.manifest["tokenizer"]:
             raise BurrowError(f"{self.dir}: tokenizer file does not match the manifest; rebuild with --force")
         return tok
@@ -157,7 +164,8 @@ class Memory:
     def index(self) -> Any:
         """The FAISS index (search parameters applied)."""
         m = require_manifest(self.dir, "index")
-        with damaged(self.dir / "index.faiss", f"rebuild it: burrow memory build … -o {self.dir} --force"):
+        with damaged(self.dir / "index.faiss", "re-run the `burrow memory build` command that made the memory: "
+                                               "it builds the index again"):
             return load_index(self.dir / "index.faiss", m.get("search_params", ""))
 
     @property

@@ -59,7 +59,7 @@ def save_model(model: Transformer, path: str | Path) -> Path:
     write_manifest(directory, "model", config=model.config.to_dict(),
                    parameters=model.num_parameters(non_embedding=False),
                    weights_sha256=file_sha256(directory / WEIGHTS_FILE))
-    log.info("saved %s model to %s", model.config.name or "burrow", directory)
+    log.debug("saved %s model to %s", model.config.name or "burrow", directory)  # often a temporary folder
     return directory
 
 
@@ -86,6 +86,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transfor
     """Rebuild a model saved by :func:`save_model` from its directory (or its weights file)."""
     directory = Path(path)
     if directory.is_file():
+        if directory.name != WEIGHTS_FILE:
+            raise BurrowError(f"{directory} is a file, not a model or run directory")
         directory = directory.parent
     weights = directory / WEIGHTS_FILE
     if not weights.exists():

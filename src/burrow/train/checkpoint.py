@@ -116,4 +116,5 @@ def write_model_atomically(model: Transformer, dest: Path, save: SaveFn = save_m
     """``save`` (default ``save_model``) into a temporary directory, then move it onto ``dest``."""
     with atomic_dir(dest) as tmp:
         save(model, tmp)
+    log.info("saved the model to %s", dest)  # its place, not the temporary folder it was written in
     return dest
