@@ -233,3 +233,9 @@ def test_a_rerun_redoes_a_truncated_index_and_neighbour_table(world, tmp_path, b
         assert (mem / name).read_bytes() == want, name
         code, _, err = burrow_cli("memory", "search", mem, "owls hunt at night")
         assert code == 0, err
+
+
+def test_an_empty_search_query_is_one_error_line(burrow_cli, tmp_path) -> None:
+    """An empty query's key is the encoder's bias alone: its "nearest" chunks were arbitrary."""
+    code, _, err = burrow_cli("memory", "search", tmp_path, "  ")
+    assert code == 2 and "query is empty" in one_error(err)

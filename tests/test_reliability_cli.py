@@ -571,7 +571,9 @@ def test_wrong_paths_are_one_line_before_torch_loads(world, tmp_path) -> None:
     missing, mem = str(tmp_path / "missing"), str(world["mem_a"])
     argvs = [["train", "--model", "retro-tiny", "--memory", missing, "-o", str(tmp_path / "run")],
              ["train", "--model", "tiny", "--tokens", missing, "-o", str(tmp_path / "run")],
-             ["generate", missing, "Owls", "-m", mem], ["chat", missing, "-m", mem], ["serve", missing, "-m", mem]]
+             ["generate", missing, "Owls", "-m", mem], ["chat", missing, "-m", mem], ["serve", missing, "-m", mem],
+             ["risks", missing, "-m", mem, "-o", str(tmp_path / "risks")],
+             ["risks", missing, "-o", str(tmp_path / "risks")]]
     code = ("import sys; from burrow.cli import main\n"
             f"for argv in {argvs!r}:\n"
             "    sys.argv = ['burrow', *argv]\n"
@@ -586,7 +588,7 @@ def test_wrong_paths_are_one_line_before_torch_loads(world, tmp_path) -> None:
     assert len(errors) == len(argvs) and "Traceback" not in proc.stderr, proc.stderr
     assert "is not a memory directory" in errors[0] and "has no complete tokens" in errors[1]
     assert all("no such model or run directory" in line for line in errors[2:]), errors
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "risks").exists()  # no report of "not measured" rows
 
 
 @pytest.mark.parametrize("argv", [["demo", "--no-such-option"], ["no-such-command"], ["train"]])

@@ -277,7 +277,7 @@ def test_a_lost_or_damaged_tokenizer_says_to_rebuild_and_a_rebuild_makes_it_agai
     else:
         path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(BurrowError, match="re-run the `burrow memory build`") as info:
-        Memory(built.dir).tokenizer
+        _ = Memory(built.dir).tokenizer
     assert "huggingface" not in str(info.value).lower()
     memory, _ = build_memory([str(tiny_corpus)], built.dir, memory_config, progress=False, encoder=encoder)
     assert memory.tokenizer.encode("Owls hunt at night.") == want

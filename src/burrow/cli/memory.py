@@ -143,11 +143,15 @@ def search(
     query: list[str] = typer.Argument(..., help="Query text(s)."),
     k: int = typer.Option(4, "-k", min=1, help="Neighbours per query."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
-    width: int = typer.Option(240, "--width", help="Characters of each neighbour's text to show."),
+    width: int = typer.Option(240, "--width", min=1, help="Characters of each neighbour's text to show."),
     retriever: str = typer.Option("dense", "--retriever", help="dense (encoder keys, FAISS) or bm25."),
 ) -> None:
     """Nearest chunks of QUERY: rank, distance (squared L2, or −BM25 score), source, chunk and continuation."""
+    from burrow.errors import BurrowError
     from burrow.memory import Memory
+
+    if any(not q.strip() for q in query):  # an empty query's key is the encoder's bias: arbitrary chunks
+        raise BurrowError("a query is empty; give the text to search for")
 
     res = Memory(directory).search(list(query), k=k, retriever=retriever)
     records = res.to_json()

@@ -265,7 +265,15 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> RetrievalLM
             log.warning("%s; trying an earlier checkpoint", e)
             errors.append(e)
             continue
-        log.warning("%s has not finished; loading its newest intact checkpoint (step %d)", run, step)
+        try:
+            finished = read_manifest(paths.root, "train") is not None
+        except BurrowError:
+            finished = False
+        if finished:  # but final/ was deleted or moved
+            log.warning("%s finished but its final/ model is missing; loading its newest intact checkpoint "
+                        "(step %d)", run, step)
+        else:
+            log.warning("%s has not finished; loading its newest intact checkpoint (step %d)", run, step)
         return model
     raise BurrowError(f"{run} has not finished and none of its checkpoints can be loaded (the newest: {errors[0]})")
 
