@@ -44,6 +44,16 @@ def test_tokenize_refuses_the_memorys_own_token_store(world, tmp_path, burrow_cl
     assert (mem / "tokens" / "tokens.bin").read_bytes() == before
 
 
+def test_tokenize_of_empty_input_names_it_and_leaves_nothing(world, tmp_path, burrow_cli) -> None:
+    """It said only "every input was empty or skipped", on the progress bar's line, and left a 0-byte
+    tokens.bin in a folder it had created."""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    code, _, err = burrow_cli("memory", "tokenize", world["mem_a"], empty, "-o", tmp_path / "tk")
+    assert code == 2 and "empty.txt" in one_error(err) and "empty" in one_error(err)
+    assert not (tmp_path / "tk").exists()
+
+
 @pytest.mark.parametrize("command", ["memory build", "train", "eval", "memory tokenize"])
 def test_an_output_that_is_a_file_is_refused_before_any_work(world, tmp_path, burrow_cli, command) -> None:
     afile = tmp_path / "afile"

@@ -151,6 +151,10 @@ def write_token_store(
                                              "bytes": nbytes}, ensure_ascii=False) + "\n")
             if progress is not None:
                 progress(len(batch), sum(len(s) for s in ids))
+    if len(offsets) == 1:
+        if old is None:
+            (directory / "tokens.bin").unlink()  # nothing was written: no empty file left looking like a start
+        raise BurrowError("no documents to tokenize: every input was empty or skipped")
     _finish(directory, np.asarray(offsets, dtype=np.int64), doc_lines, n_tokens, total_bytes, tok, dtype,
             extra() if extra is not None else {})
     return TokenStore(directory)
@@ -169,8 +173,6 @@ def _batches(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
 
 def _finish(directory: Path, offsets: np.ndarray, doc_lines: list[str], n_tokens: int, total_bytes: int,
             tok: Tokenizer, dtype: np.dtype, extra: dict[str, Any]) -> None:
-    if len(offsets) == 1:
-        raise BurrowError("no documents to tokenize: every input was empty or skipped")
     with atomic_path(directory / "offsets.npy") as tmp:
         with open(tmp, "wb") as f:
             np.save(f, offsets)

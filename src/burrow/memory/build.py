@@ -402,11 +402,14 @@ def tokenize_store(memory: Memory, inputs: Sequence[str], out: str | Path,
         raise BurrowError("no input files given")
     if Path(out).resolve() in (memory.dir.resolve(), (memory.dir / "tokens").resolve()):
         raise BurrowError(f"{out} is the memory's own folder or token store; give another -o")
-    bar = tqdm(unit="doc", desc="tokenize", disable=not progress)
     stats = CorpusStats()
-    with removing_new_folders(out):
-        store = write_token_store(out, read_corpus(inputs, corpus or CorpusConfig(), stats), memory.tokenizer,
-                                  progress=lambda d, t: bar.update(d))
-    bar.close()
+    with removing_new_folders(out), tqdm(unit="doc", desc="tokenize", disable=not progress) as bar:
+        try:  # (the bar closes first, so an error starts on its own line)
+            store = write_token_store(out, read_corpus(inputs, corpus or CorpusConfig(), stats), memory.tokenizer,
+                                      progress=lambda d, t: bar.update(d))
+        except BurrowError:
+            if stats.documents == 0:  # say what was skipped and why, as `memory build` does
+                raise no_documents(inputs, stats) from None
+            raise
     log.info(stats.summary())
     return store
