@@ -94,6 +94,7 @@ def test_greedy_and_degenerate_sampling_take_the_argmax() -> None:
     assert sample_next(logits, GenerationConfig(temperature=0.0), None) == 1
     assert all(sample_next(logits, GenerationConfig(top_k=1), gen) == 1 for _ in range(20))
     assert all(sample_next(logits, GenerationConfig(top_p=1e-6), gen) == 1 for _ in range(20))
+    assert all(sample_next(logits, GenerationConfig(top_p=1e-17), gen) == 1 for _ in range(5))  # below float64's step
 
 
 @pytest.mark.parametrize("bad", [dict(max_new_tokens=0), dict(temperature=-1), dict(top_k=-1), dict(top_p=0.0),

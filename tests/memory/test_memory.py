@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -231,7 +232,7 @@ def test_a_lost_key_manifest_is_not_encoded_again_when_keys_are_not_kept(
 
 
 def test_a_build_from_other_inputs_into_a_memory_needs_force(built: Memory, tiny_corpus: Path, memory_config,
-                                                            encoder) -> None:
+                                                            encoder, tmp_path: Path) -> None:
     """A mistyped corpus path replaced a built memory silently (and left its neighbour tables listed as
     valid): other inputs are refused without --force and the memory is kept; the same inputs with changed
     contents still refresh it; --force rebuilds it and drops the tables of the memory it replaces."""
@@ -253,9 +254,13 @@ def test_a_build_from_other_inputs_into_a_memory_needs_force(built: Memory, tiny
         build_memory(files, built.dir, memory_config, progress=False, encoder=encoder)
     rebuilt, _ = build_memory(files, built.dir, memory_config, progress=False, encoder=encoder, force=True)
     assert rebuilt.manifest["n_docs"] == refreshed.manifest["n_docs"]
+    moved = tiny_corpus.parent / "moved" / tiny_corpus.name  # a moved project: the same inputs by name
+    shutil.copytree(tiny_corpus, moved)
+    build_memory([str(moved)], tmp_path / "mem2", memory_config, progress=False, encoder=encoder)
+    build_memory([str(tiny_corpus)], tmp_path / "mem2", memory_config, progress=False, encoder=encoder)
 
 
-@pytest.mark.parametrize("name", ["../../evil", "a/b", ".hidden", ""])
+@pytest.mark.parametrize("name", ["../../evil", "a/b", "..", ""])
 def test_a_neighbour_table_name_that_is_a_path_is_refused(tmp_path: Path, name: str) -> None:
     """`memory neighbours --name ../../evil` wrote its tables outside the memory folder."""
     from burrow.memory.neighbours import neighbour_table_paths
@@ -263,6 +268,7 @@ def test_a_neighbour_table_name_that_is_a_path_is_refused(tmp_path: Path, name: 
     with pytest.raises(BurrowError, match="plain name"):
         neighbour_table_paths(tmp_path, name, 2)
     assert neighbour_table_paths(tmp_path, "valid-set_1", 2)[2] == "valid-set_1.k2"
+    assert neighbour_table_paths(tmp_path, ".valid-725725b0", 2)[2] == ".valid-725725b0.k2"  # a store in .valid/
 
 
 @pytest.mark.parametrize("damage", ["delete", "truncate"])

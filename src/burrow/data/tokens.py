@@ -47,6 +47,10 @@ class DocInfo:
     bytes: int  # UTF-8 bytes of the document's text (the bits-per-byte denominator)
 
 
+class NoDocuments(BurrowError):
+    """Nothing to write: every input document was empty or skipped (callers say which and why)."""
+
+
 class TokenStore:
     """Read side of a token store (memory-mapped); create or extend with :func:`write_token_store`."""
 
@@ -154,7 +158,7 @@ def write_token_store(
     if len(offsets) == 1:
         if old is None:
             (directory / "tokens.bin").unlink()  # nothing was written: no empty file left looking like a start
-        raise BurrowError("no documents to tokenize: every input was empty or skipped")
+        raise NoDocuments("no documents to tokenize: every input was empty or skipped")
     _finish(directory, np.asarray(offsets, dtype=np.int64), doc_lines, n_tokens, total_bytes, tok, dtype,
             extra() if extra is not None else {})
     return TokenStore(directory)

@@ -44,14 +44,16 @@ def _least_kept_numpy(probs: np.ndarray, top_p: float) -> np.float32:
     """The probability of the least likely token in the nucleus of ``probs`` (v,)."""
     asc = np.sort(probs)
     upto = np.cumsum(asc, dtype=np.float64)  # the mass ahead of asc[j] (descending) is upto[-1] - upto[j]
-    return asc[int(np.searchsorted(upto, upto[-1] - top_p, side="right"))]  # type: ignore[no-any-return]
+    at = int(np.searchsorted(upto, upto[-1] - top_p, side="right"))  # v when top_p is below float64's step
+    return asc[min(at, len(asc) - 1)]  # type: ignore[no-any-return]  # (NaN logits: multinomial says so)
 
 
 def _least_kept_torch(probs: Tensor, top_p: float) -> Tensor:
     """:func:`_least_kept_numpy` on any device (a GPU sorts fast), as a 0-d tensor."""
     desc = torch.sort(probs, descending=True).values
-    ahead = torch.cumsum(desc, dim=-1, dtype=torch.float64) - desc.double()  # (v,), non-decreasing
-    return desc[int((ahead < top_p).sum()) - 1]  # nothing is ahead of the first: at least one is kept
+    acc = torch.float32 if desc.device.type == "mps" else torch.float64  # MPS has no float64
+    ahead = torch.cumsum(desc, dim=-1, dtype=acc) - desc.to(acc)  # (v,), non-decreasing
+    return desc[max(int((ahead < top_p).sum()), 1) - 1]  # nothing is ahead of the first: at least one is kept
 
 
 def sample_next(logits: Tensor, config: GenerationConfig, generator: torch.Generator | None) -> int:

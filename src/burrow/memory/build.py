@@ -42,7 +42,7 @@ from burrow.data.tokenizer import (
     tokenizer_manifest,
     train_tokenizer,
 )
-from burrow.data.tokens import TokenStore, write_token_store
+from burrow.data.tokens import NoDocuments, TokenStore, write_token_store
 from burrow.defaults import DEFAULT_K
 from burrow.errors import BurrowError
 from burrow.memory.chunks import ChunkTable, chunk_table, chunk_tokens
@@ -93,6 +93,12 @@ def _inputs_fingerprint(inputs: Sequence[str], corpus: CorpusConfig) -> str:
     return config_hash({"files": files, "corpus": asdict(corpus)})
 
 
+def _given(inputs: Sequence[str]) -> list[str]:
+    """The inputs as named: a hub dataset's name, a file's or folder's own name. Not the whole path, so a
+    moved project (or demo folder) or a re-pointed link still refreshes its memory; a mistyped path does not."""
+    return sorted(i if i.startswith("hf:") else (Path(i).name or i) for i in inputs)
+
+
 class _Builder:
     """One build: holds paths, config and timings; each stage is one method."""
 
@@ -101,7 +107,7 @@ class _Builder:
         self.timings: list[StageTiming] = []
         self.shard_encoder: ShardEncoder | None = None  # None: encode in this process
         self.corpus_stats = CorpusStats()
-        self.given = sorted(str(Path(i).resolve()) for i in self.inputs)  # the inputs as named
+        self.given = _given(self.inputs)
         if not force:
             self._check_same_inputs()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -403,13 +409,12 @@ def tokenize_store(memory: Memory, inputs: Sequence[str], out: str | Path,
     if Path(out).resolve() in (memory.dir.resolve(), (memory.dir / "tokens").resolve()):
         raise BurrowError(f"{out} is the memory's own folder or token store; give another -o")
     stats = CorpusStats()
+    tok = memory.tokenizer
     with removing_new_folders(out), tqdm(unit="doc", desc="tokenize", disable=not progress) as bar:
         try:  # (the bar closes first, so an error starts on its own line)
-            store = write_token_store(out, read_corpus(inputs, corpus or CorpusConfig(), stats), memory.tokenizer,
+            store = write_token_store(out, read_corpus(inputs, corpus or CorpusConfig(), stats), tok,
                                       progress=lambda d, t: bar.update(d))
-        except BurrowError:
-            if stats.documents == 0:  # say what was skipped and why, as `memory build` does
-                raise no_documents(inputs, stats) from None
-            raise
+        except NoDocuments:  # say what was skipped and why, as `memory build` does
+            raise no_documents(inputs, stats) from None
     log.info(stats.summary())
     return store

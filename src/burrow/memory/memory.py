@@ -315,6 +315,8 @@ class Memory:
         """A precomputed neighbour table: (ids (chunks, k) int64, distances) memory-mapped."""
         ids_p, dist_p, _ = neighbour_table_paths(self.dir, name, k)
         require_manifest(ids_p.parent, ids_p.name.removesuffix(".ids.npy"))
-        with damaged(ids_p.parent / ids_p.name.removesuffix(".ids.npy"),
-                     f"recompute it: burrow memory neighbours {self.dir} -k {k} --force"):
-            return np.load(ids_p, mmap_mode="r"), np.load(dist_p, mmap_mode="r")
+        fix = f"recompute it: burrow memory neighbours {self.dir} -k {k} --force"
+        with damaged(ids_p, fix):
+            ids = np.load(ids_p, mmap_mode="r")
+        with damaged(dist_p, fix):
+            return ids, np.load(dist_p, mmap_mode="r")

@@ -101,9 +101,8 @@ def neighbour_table_paths(memory_dir: Path, name: str, k: int) -> tuple[Path, Pa
 
     ``name`` is a file name inside the memory's ``neighbours/`` folder: a path (``../x``) is refused.
     """
-    if not name or name != Path(name).name or name.startswith("."):
-        raise BurrowError(f"neighbour table name {name!r} must be a plain name (letters, digits, - or _), "
-                          "not a path")
+    if name in ("", ".", "..") or name != Path(name).name:  # (store_table_name may start one with a dot)
+        raise BurrowError(f"neighbour table name {name!r} must be a plain name (a file name), not a path")
     kind = f"{name}.k{k}"
     d = memory_dir / "neighbours"
     return d / f"{kind}.ids.npy", d / f"{kind}.dist.npy", kind

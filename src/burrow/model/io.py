@@ -265,17 +265,22 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> RetrievalLM
             log.warning("%s; trying an earlier checkpoint", e)
             errors.append(e)
             continue
-        try:
-            finished = read_manifest(paths.root, "train") is not None
-        except BurrowError:
-            finished = False
-        if finished:  # but final/ was deleted or moved
+        if _finished(paths):  # but final/ was deleted or moved
             log.warning("%s finished but its final/ model is missing; loading its newest intact checkpoint "
                         "(step %d)", run, step)
         else:
             log.warning("%s has not finished; loading its newest intact checkpoint (step %d)", run, step)
         return model
-    raise BurrowError(f"{run} has not finished and none of its checkpoints can be loaded (the newest: {errors[0]})")
+    state = "has no final/ model" if _finished(paths) else "has not finished"
+    raise BurrowError(f"{run} {state} and none of its checkpoints can be loaded (the newest: {errors[0]})")
+
+
+def _finished(paths: RunPaths) -> bool:
+    """Whether the run recorded its end (train.manifest.json), whatever became of its final/ since."""
+    try:
+        return read_manifest(paths.root, "train") is not None
+    except BurrowError:
+        return False
 
 
 def load_named_model(path: str | Path) -> tuple[str, RetrievalLM]:

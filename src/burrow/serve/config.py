@@ -41,7 +41,8 @@ def check_listen(host: str, port: int) -> None:
     if not 0 <= port <= 65535:
         raise BurrowError(f"--port {port} is not a TCP port (0-65535)")
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]  # "": every interface
     except (socket.gaierror, UnicodeError) as e:
         raise BurrowError(f"--host {host!r} is not an address of this machine ({e}); use 127.0.0.1, "
                           "0.0.0.0 or a local interface's address") from None
