@@ -27,7 +27,15 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from burrow.artefacts import atomic_path, file_sha256, read_json, read_manifest, write_json, write_manifest
+from burrow.artefacts import (
+    atomic_path,
+    file_sha256,
+    manifest_path,
+    read_json,
+    read_manifest,
+    write_json,
+    write_manifest,
+)
 from burrow.errors import BurrowError, first_line
 from burrow.hub import resolve_hf_base
 from burrow.model.config import ModelConfig
@@ -52,6 +60,7 @@ def save_model(model: Transformer, path: str | Path) -> Path:
     """Write ``model`` into directory ``path`` (created if needed); returns the directory."""
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
+    manifest_path(directory, "model").unlink(missing_ok=True)  # an old record never vouches for new weights
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         # save_model (not save_file) handles tied embedding/head weights.
         safetensors.torch.save_model(model, str(tmp))
