@@ -56,8 +56,8 @@ from burrow.memory.sources import corpus_roots
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MemoryConfig", "StageTiming", "build_memory", "compute_neighbours", "neighbour_table_paths",
-           "tokenize_store"]
+__all__ = ["MemoryConfig", "StageTiming", "build_memory", "check_same_inputs", "compute_neighbours",
+           "neighbour_table_paths", "tokenize_store"]
 
 STAGES = ("tokenizer", "chunks", "embeddings", "index", "memory")
 
@@ -99,6 +99,24 @@ def _given(inputs: Sequence[str]) -> list[str]:
     return sorted(i if i.startswith("hf:") else (Path(i).name or i) for i in inputs)
 
 
+def check_same_inputs(inputs: Sequence[str], out: Path) -> None:
+    """A folder holding a memory (or a build's finished stages) made from other inputs than ``inputs`` is
+    refused without --force: going on would replace it, and a mistyped path would cost its encoding.
+    The same inputs with changed contents refresh it, as designed."""
+    try:
+        m = read_manifest(out, "tokenizer") if out.is_dir() else None
+    except BurrowError:
+        return  # a damaged record: the stages redo what they must
+    before, given = (m or {}).get("given"), _given(inputs)
+    if before is not None and before != given:
+        def named(paths: list[str]) -> str:
+            return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+        raise BurrowError(f"{out} holds a memory built from {named(before)}; this build reads {named(given)}. "
+                          "Give another -o, or --force to rebuild it from these inputs (runs trained on it will "
+                          "no longer match it)")
+
+
 class _Builder:
     """One build: holds paths, config and timings; each stage is one method."""
 
@@ -109,29 +127,12 @@ class _Builder:
         self.corpus_stats = CorpusStats()
         self.given = _given(self.inputs)
         if not force:
-            self._check_same_inputs()
+            check_same_inputs(self.inputs, self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         if force:
             for kind in (*STAGES, "tokens"):
                 manifest_path(self.out / ("tokens" if kind == "tokens" else ""), kind).unlink(missing_ok=True)
         self.corpus_fp = _inputs_fingerprint(self.inputs, config.corpus)
-
-    def _check_same_inputs(self) -> None:
-        """A folder holding a memory (or a build's finished stages) made from other inputs than these is
-        refused without --force: going on would replace it, and a mistyped path would cost its encoding.
-        The same inputs with changed contents refresh it, as designed."""
-        try:
-            m = read_manifest(self.out, "tokenizer") if self.out.is_dir() else None
-        except BurrowError:
-            return  # a damaged record: the stages redo what they must
-        before = (m or {}).get("given")
-        if before is not None and before != self.given:
-            def named(paths: list[str]) -> str:
-                return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-
-            raise BurrowError(f"{self.out} holds a memory built from {named(before)}; this build reads "
-                              f"{named(self.given)}. Give another -o, or --force to rebuild it from these inputs "
-                              "(runs trained on it will no longer match it)")
 
     def _fresh(self, kind: str, inputs: str, directory: Path | None = None) -> dict[str, Any] | None:
         m = read_manifest(directory or self.out, kind)

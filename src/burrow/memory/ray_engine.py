@@ -28,7 +28,7 @@ import numpy as np
 
 from burrow.artefacts import atomic_path, read_json
 from burrow.errors import BurrowError
-from burrow.memory.build import MemoryConfig, StageTiming, build_memory, compute_neighbours
+from burrow.memory.build import MemoryConfig, StageTiming, build_memory, check_same_inputs, compute_neighbours
 from burrow.memory.encode import EncoderConfig, _shard_ok
 from burrow.memory.keys import key_shard_paths
 from burrow.memory.memory import Memory
@@ -164,6 +164,8 @@ def build_memory_ray(inputs: Sequence[str], out: str | Path, config: MemoryConfi
 
     config = config or MemoryConfig()
     ray_config = ray_config or RayConfig()
+    if not force:
+        check_same_inputs(inputs, Path(out))  # before Ray starts and the encoder loads
     _ray()  # no Ray: say so before any work is done
     if ray_config.address:
         _check_reachable(ray_config.address)
