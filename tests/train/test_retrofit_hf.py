@@ -133,6 +133,12 @@ def test_tiny_hf_retrofit_is_exact_and_keeps_the_base_frozen(tiny_llama: Path, t
         cache = loaded.new_cache(2, SEQ)
         steps = [loaded(tokens[:, :9], neighbours=nb, cache=cache), loaded(tokens[:, 9:], neighbours=nb, cache=cache)]
     torch.testing.assert_close(torch.cat(steps, 1), trained_on, atol=1e-4, rtol=1e-4)
+    weights = final / "model.safetensors"  # new weights overwritten in place (same size): refused by their hash
+    data = bytearray(weights.read_bytes())
+    data[-16:] = b"\x7f" * 16
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BurrowError, match="SHA-256"):
+        load_run(tmp_path / "run")
 
 
 @needs_smollm2

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,11 +122,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transfor
             f"{weights} does not match its config.json (missing {sorted(missing)[:3]}, "
             f"unexpected {sorted(unexpected)[:3]}); re-save the model"
         )
-    bad = next((name for name, p in model.state_dict().items()
-                if p.is_floating_point() and not bool(torch.isfinite(p).all())), None)
-    if bad is not None:  # bytes overwritten in a file too large to hash, or saved that way
-        raise damaged_model_file(weights, f"{bad} holds NaN or infinite values")
+    _check_finite(model.state_dict().items(), weights)
     return model.to(device)
+
+
+def _check_finite(tensors: Iterable[tuple[str, torch.Tensor]], path: Path) -> None:
+    """No NaN or infinite weight: bytes overwritten in a file too large to hash (or saved that way)."""
+    bad = next((name for name, p in tensors if p.is_floating_point() and not bool(torch.isfinite(p).all())), None)
+    if bad is not None:
+        raise damaged_model_file(path, f"{bad} holds NaN or infinite values")
 
 
 #: Weights files up to this size are checked against the SHA-256 recorded when they were saved (~40 ms for
@@ -165,6 +170,7 @@ def save_hf_retrofit(model: RetrievalLM, directory: Path, ref: BaseRef) -> Path:
     """Write a HF retrofit's new weights, its RETRO config and the base reference into ``directory``."""
     assert isinstance(model, HFRetro)
     directory.mkdir(parents=True, exist_ok=True)
+    manifest_path(directory, "model").unlink(missing_ok=True)  # an old record never vouches for new weights
     weights = {k: v.detach().contiguous() for k, v in model.new_state_dict().items()}
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         safetensors.torch.save_file(weights, str(tmp))
@@ -177,11 +183,14 @@ def save_hf_retrofit(model: RetrievalLM, directory: Path, ref: BaseRef) -> Path:
 
 
 def load_new_weights(model: HFRetro, directory: Path) -> None:
-    """Load a HF retrofit's new weights (CCA layers + encoder) from ``directory`` into ``model``."""
+    """Load a HF retrofit's new weights (CCA layers + encoder) from ``directory`` into ``model`` (checked as
+    :func:`load_model` checks a model's: the recorded SHA-256, and no NaN or infinite value)."""
+    _check_recorded_hash(directory, directory / WEIGHTS_FILE)
     try:
         weights = safetensors.torch.load_file(str(directory / WEIGHTS_FILE))
     except (safetensors.SafetensorError, OSError) as e:  # truncated or overwritten weights
         raise damaged_model_file(directory / WEIGHTS_FILE, str(e)) from None
+    _check_finite(weights.items(), directory / WEIGHTS_FILE)
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as e:
