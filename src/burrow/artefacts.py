@@ -214,6 +214,15 @@ def read_manifest(directory: str | Path, kind: str) -> dict[str, Any] | None:
     return manifest
 
 
+def require_model_path(path: str | Path) -> Path:
+    """``path`` as a Path; a :class:`BurrowError` when nothing is there (a mistyped model or run directory),
+    said the same way by every command, with or without torch loaded."""
+    p = Path(path)
+    if not p.exists():
+        raise BurrowError(f"{p}: no such model or run directory")
+    return p
+
+
 def require_manifest(directory: str | Path, kind: str) -> dict[str, Any]:
     """Like :func:`read_manifest` but a missing stage is an error that says what to run."""
     manifest = read_manifest(directory, kind)

@@ -46,6 +46,7 @@ def risks_command(
 
     --quick caps every sample size (5×3 toxicity samples, 200 CrowS-Pairs pairs, 12 documents, 8 leads per topic,
     20 TruthfulQA questions) for a run of about three minutes on a laptop CPU."""
+    from burrow.artefacts import require_model_path
     from burrow.errors import BurrowError
     from burrow.memory.memory import Memory
 
@@ -54,8 +55,8 @@ def risks_command(
     for run in runs or []:
         if mem is not None:
             mem.check_trained_on(run)
-        elif not run.exists():
-            raise BurrowError(f"{run}: no such model or run directory")
+        else:
+            require_model_path(run)
     from burrow.risks import run_risks
 
     config = RisksConfig(risks=tuple(r.strip() for item in risks for r in item.split(",") if r.strip()),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from burrow.artefacts import damaged, read_json, require_manifest
+from burrow.artefacts import damaged, read_json, require_manifest, require_model_path
 from burrow.data.layout import retrieved_length
 from burrow.data.tokenizer import Tokenizer, load_tokenizer
 from burrow.data.tokens import TokenStore
@@ -250,9 +250,7 @@ class Memory:
         checkpoint), or when its run's config.json records training with another tokenizer than this
         memory's (a bare model directory has no record; then only the vocabulary size can be checked, by
         the caller). Reads no weights: a wrong path fails before torch and the model code load."""
-        p = Path(path)
-        if not p.exists():
-            raise BurrowError(f"{p}: no such model or run directory")
+        p = require_model_path(path)
         p = p.parent if p.is_file() else p
         for run in (p, p.parent, p.parent.parent):  # the run dir, RUN/final, RUN/checkpoints/step_N
             try:

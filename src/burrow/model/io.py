@@ -34,6 +34,7 @@ from burrow.artefacts import (
     manifest_path,
     read_json,
     read_manifest,
+    require_model_path,
     write_json,
     write_manifest,
 )
@@ -310,6 +311,4 @@ def load_named_model(path: str | Path) -> tuple[str, RetrievalLM]:
     if (p / WEIGHTS_FILE).exists() or p.is_file():
         name = p.parent.name if p.name == "final" or p.is_file() else p.name
         return name, load_model(p)
-    if not p.is_dir():
-        raise BurrowError(f"{p}: no such model or run directory")
-    return p.name, load_run(p)
+    return require_model_path(p).name, load_run(p)
