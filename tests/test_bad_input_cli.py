@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -126,29 +125,19 @@ def test_lone_surrogates_in_jsonl_are_repaired_or_skipped(tmp_path) -> None:
 
 @pytest.mark.parametrize("argv", [["memory", "search", "m", "q", "-k", "-1"], ["memory", "neighbours", "m", "-k", "0"],
                                   ["eval", "r", "-d", "x", "-o", "o", "-k", "0"]])
-def test_out_of_range_k_is_a_usage_line(argv, monkeypatch, capsys) -> None:
-    from burrow.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["burrow", *argv])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+def test_out_of_range_k_is_a_usage_line(argv, burrow_cli) -> None:
+    code, _, err = burrow_cli(*argv)
+    assert code == 2
     assert "Traceback" not in err and "-k" in err
 
 
 @pytest.mark.parametrize("argv", [["generate", "r", "q", "-m", "m", "--precision", "fp8"],
                                   ["serve", "r", "-m", "m", "--precision", "half"],
                                   ["train", "--model", "tiny", "--tokens", "t", "-o", "o", "--precision", "fp8"]])
-def test_an_unknown_precision_is_a_usage_line(argv, monkeypatch, capsys) -> None:
+def test_an_unknown_precision_is_a_usage_line(argv, burrow_cli) -> None:
     """generate and serve ran with --precision fp8 as if it were auto."""
-    from burrow.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["burrow", *argv])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+    code, _, err = burrow_cli(*argv)
+    assert code == 2
     assert "Traceback" not in err and "--precision" in err and "auto, bf16, fp16, fp32" in err
 
 
