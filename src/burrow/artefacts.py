@@ -231,6 +231,13 @@ def require_manifest(directory: str | Path, kind: str) -> dict[str, Any]:
     return manifest
 
 
+def file_as_recorded(path: str | Path, record: dict[str, Any] | None) -> bool:
+    """Whether ``path`` is a file of the size its manifest ``record`` wrote (a record from before sizes were
+    recorded trusts the file)."""
+    path = Path(path)
+    return record is not None and path.is_file() and record.get("bytes", path.stat().st_size) == path.stat().st_size
+
+
 def file_sha256(path: str | Path, limit: int | None = None) -> str:
     """Hex SHA-256 of a file (of its first ``limit`` bytes when given)."""
     h = hashlib.sha256()

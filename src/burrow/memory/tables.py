@@ -1,0 +1,126 @@
+"""What a built memory makes for other corpora and for training: neighbour tables (k neighbours for every
+chunk of the memory's own token store, or of another store) and token stores of other corpora in the
+memory's tokenizer. Each table is written atomically, then its manifest, which records the memory and store
+it was made from; a re-run with the same inputs reuses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from burrow.artefacts import (
+    atomic_path,
+    config_hash,
+    file_as_recorded,
+    manifest_path,
+    read_manifest,
+    removing_new_folders,
+    write_manifest,
+)
+from burrow.data.corpus import CorpusConfig, CorpusStats, no_documents, read_corpus
+from burrow.data.tokens import NoDocuments, TokenStore, write_token_store
+from burrow.defaults import DEFAULT_K
+from burrow.errors import BurrowError
+from burrow.memory.chunks import ChunkTable, chunk_table, chunk_tokens
+from burrow.memory.encode import encode_sharded
+from burrow.memory.keys import key_shard_paths, load_shards
+from burrow.memory.memory import Memory
+from burrow.memory.neighbours import neighbour_table_paths, store_table_name
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NeighbourSearcher", "compute_neighbours", "tokenize_store"]
+
+#: Another engine's neighbour search over the memory's own kept keys: ``(memory, k, work dir, progress) ->
+#: (dists, ids)``, same-document neighbours excluded.
+NeighbourSearcher = Callable[[Memory, int, Path, Callable[[int], Any]], tuple[np.ndarray, np.ndarray]]
+
+
+def compute_neighbours(memory: Memory, k: int = DEFAULT_K, target: str | Path | None = None, name: str | None = None,
+                       progress: bool = True, force: bool = False,
+                       searcher: NeighbourSearcher | None = None) -> tuple[Path, dict[str, Any]]:
+    """Precompute ``k`` neighbours for every chunk of ``target`` (default: the memory's own token store).
+
+    The memory's own chunks exclude neighbours from their own document; another store's do not
+    (its documents are not in the memory). Returns the ids table path and its manifest. ``searcher``
+    searches the memory's own kept keys elsewhere (the Ray engine); other targets are searched here.
+    """
+    own = target is None or Path(target).resolve() == (memory.dir / "tokens").resolve()
+    store = memory.store if own else TokenStore(target)  # type: ignore[arg-type]
+    if not own:
+        store.check_tokenizer(memory.tokenizer)
+    name = name or ("self" if own else store_table_name(str(target)))
+    ids_p, dist_p, kind = neighbour_table_paths(memory.dir, name, k)
+    inputs = config_hash({"memory": memory.manifest, "store": store.manifest.get("inputs", store.manifest),
+                          "k": k, "m": memory.chunk_size})
+    m = read_manifest(ids_p.parent, kind)
+    files = (m or {}).get("files", {})
+    if m is not None and m.get("inputs") == inputs and not force and file_as_recorded(ids_p, files.get("ids", {})) \
+            and file_as_recorded(dist_p, files.get("distances", {})):
+        return ids_p, m
+    manifest_path(ids_p.parent, kind).unlink(missing_ok=True)
+    table = memory.chunks if own else chunk_table(store, memory.chunk_size)
+    if own and searcher is not None and key_shard_paths(memory.dir) is not None:
+        with tqdm(total=len(table), unit="chunk", desc=f"neighbours k={k}", disable=not progress,
+                  unit_scale=True) as bar:
+            parts = ids_p.parent / f".{kind}.{inputs}.parts"  # finished blocks of this very search (resume)
+            if force:
+                shutil.rmtree(parts, ignore_errors=True)
+            dists, ids = searcher(memory, k, parts, bar.update)
+    else:
+        keys = _query_keys(memory, store, table, own, ids_p.parent / f"{kind}.keys", progress)
+        bar = tqdm(total=len(table), unit="chunk", desc=f"neighbours k={k}", disable=not progress, unit_scale=True)
+        dists, ids = memory.search_keys(keys, k, exclude_docs=table.docs if own else None, progress=bar.update)
+        bar.close()
+    for path, arr in ((ids_p, ids), (dist_p, dists)):
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, arr)
+    if not own:  # before the manifest: a table marked complete has its chunks file
+        table.save(ids_p.parent / f"{name}.chunks.npz")
+    m = write_manifest(ids_p.parent, kind, inputs=inputs, name=name, k=k, n_chunks=len(table),
+                       target=str(store.dir), exclude_same_document=own, chunk_size=memory.chunk_size,
+                       missing=int((ids < 0).sum()),
+                       files={"ids": {"bytes": ids_p.stat().st_size}, "distances": {"bytes": dist_p.stat().st_size}})
+    return ids_p, m
+
+
+def _query_keys(memory: Memory, store: TokenStore, table: ChunkTable, own: bool, key_dir: Path,
+                progress: bool) -> np.ndarray:
+    shards = key_shard_paths(memory.dir) if own else None
+    if shards is not None:
+        return load_shards(shards)
+    tok = memory.tokenizer
+    bar = tqdm(total=len(table), unit="chunk", desc="encode queries", disable=not progress, unit_scale=True)
+    paths = encode_sharded(memory.encoder, lambda a, b: tok.decode_batch(
+        chunk_tokens(store, table, np.arange(a, b)).tolist()), len(table), key_dir, progress=bar.update)
+    bar.close()
+    keys = load_shards(paths)
+    shutil.rmtree(key_dir, ignore_errors=True)
+    return keys
+
+
+def tokenize_store(memory: Memory, inputs: Sequence[str], out: str | Path,
+                   corpus: CorpusConfig | None = None, progress: bool = True) -> TokenStore:
+    """Tokenize another corpus (e.g. a validation set) with the memory's tokenizer into a token store."""
+    if not inputs:
+        raise BurrowError("no input files given")
+    if Path(out).resolve() in (memory.dir.resolve(), (memory.dir / "tokens").resolve()):
+        raise BurrowError(f"{out} is the memory's own folder or token store; give another -o")
+    stats = CorpusStats()
+    tok = memory.tokenizer
+    with removing_new_folders(out), tqdm(unit="doc", desc="tokenize", disable=not progress) as bar:
+        try:  # (the bar closes first, so an error starts on its own line)
+            store = write_token_store(out, read_corpus(inputs, corpus or CorpusConfig(), stats), tok,
+                                      progress=lambda d, t: bar.update(d))
+        except NoDocuments:  # say what was skipped and why, as `memory build` does
+            raise no_documents(inputs, stats) from None
+    log.info(stats.summary())
+    return store
