@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 from burrow.artefacts import read_json
-from burrow.cli import main
 from burrow.data.tokenizer import TokenizerConfig
 from burrow.memory import Memory
 from burrow.memory.build import MemoryConfig, build_memory
@@ -480,69 +479,6 @@ def test_disk_full_while_saving_training_state(world, tmp_path, monkeypatch, bur
     assert code == 0, err
 
 
-def test_the_root_lists_every_command_its_modules_register() -> None:
-    """COMMANDS names each command's module; every command a module registers must be listed there."""
-    from burrow.cli import COMMANDS, module_commands
-
-    for module in set(COMMANDS.values()):
-        assert {n for n, m in COMMANDS.items() if m == module} == set(module_commands(module)), module
-
-
-def test_the_root_help_and_a_mistyped_command_import_neither_torch_nor_faiss() -> None:
-    """`burrow --help` and `burrow trian` read the commands' own help lines and names from modules that
-    import neither torch nor FAISS (~2.5 s); the typo still gets typer's suggestion."""
-    import subprocess
-
-    import typer
-
-    code = ("import sys; from burrow.cli import main\n"
-            "for argv in (['--help'], ['trian']):\n"
-            "    sys.argv = ['burrow', *argv]\n"
-            "    try:\n        main()\n    except SystemExit:\n        pass\n"
-            "print('torch' in sys.modules, 'faiss' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.stdout.strip().splitlines()[-1] == "False False", proc.stdout + proc.stderr
-    assert "train     Train a baseline" in proc.stdout and "No such command 'trian'" in proc.stderr
-    if tuple(int(x) for x in typer.__version__.split(".")[:2]) >= (0, 20):  # typer's suggestions
-        assert "Did you mean 'train'?" in proc.stderr, proc.stderr
-
-
-def test_every_command_help_imports_neither_torch_nor_faiss() -> None:
-    """A command's --help reads only config defaults (burrow.defaults, the components' config modules, lazy
-    package namespaces): it answers in ~0.5 s, not the ~3 s of importing torch and FAISS."""
-    import subprocess
-
-    from burrow.cli import COMMANDS, module_commands
-
-    argvs = [[name, "--help"] for name in COMMANDS]
-    for name, module in COMMANDS.items():
-        group = module_commands(module)[name]
-        argvs += [[name, sub, "--help"] for sub in getattr(group, "commands", {})]
-    assert len(argvs) > len(COMMANDS)  # the groups' sub-commands are covered too
-    code = ("import sys; from burrow.cli import main\n"
-            f"for argv in {argvs!r}:\n"
-            "    sys.argv = ['burrow', *argv]\n"
-            "    try:\n        main()\n    except SystemExit as e:\n        assert not e.code, (argv, e.code)\n"
-            "print(*(m in sys.modules for m in ('torch', 'faiss', 'lm_eval', 'fastapi', 'sentence_transformers')))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "False False False False False", proc.stdout[-2000:] + proc.stderr
-
-
-def test_memory_info_opens_a_memory_without_torch(world) -> None:
-    """Opening a memory (its manifests, token store, chunk table, key-shard checks) needs no encoder: the
-    encoder, and torch with it, loads when keys are made. `burrow memory info` answers in ~0.7 s, not ~3."""
-    import subprocess
-
-    code = ("import sys; from burrow.cli import main\n"
-            f"sys.argv = ['burrow', 'memory', 'info', {str(world['mem_a'])!r}]\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print('torch' in sys.modules, 'faiss' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "chunks" in proc.stdout and proc.stdout.strip().splitlines()[-1] == "False False", proc.stdout
-
-
 @pytest.mark.parametrize("device", ["cuda:99", "banana"])
 def test_an_unusable_device_is_one_line_and_training_writes_nothing(world, tmp_path, burrow_cli, device) -> None:
     """`--device cuda` on a CPU-only torch, a GPU index past the last, a typo: one `error:` line (it was a
@@ -561,42 +497,3 @@ def test_an_unusable_device_is_one_line_and_training_writes_nothing(world, tmp_p
         assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, (args[0], err)
         assert "device" in err and "use " in err, err
     assert not (tmp_path / "run").exists()
-
-
-def test_wrong_paths_are_one_line_before_torch_loads(world, tmp_path) -> None:
-    """A mistyped memory, token store or RUN is refused by the torch-free open of what the command reads
-    (~0.4 s), not after importing torch and the model code (~3 s); training leaves no run directory."""
-    import subprocess
-
-    missing, mem = str(tmp_path / "missing"), str(world["mem_a"])
-    argvs = [["train", "--model", "retro-tiny", "--memory", missing, "-o", str(tmp_path / "run")],
-             ["train", "--model", "tiny", "--tokens", missing, "-o", str(tmp_path / "run")],
-             ["generate", missing, "Owls", "-m", mem], ["chat", missing, "-m", mem], ["serve", missing, "-m", mem],
-             ["risks", missing, "-m", mem, "-o", str(tmp_path / "risks")],
-             ["risks", missing, "-o", str(tmp_path / "risks")]]
-    code = ("import sys; from burrow.cli import main\n"
-            f"for argv in {argvs!r}:\n"
-            "    sys.argv = ['burrow', *argv]\n"
-            "    try:\n        main()\n    except SystemExit as e:\n        assert e.code == 2, (argv, e.code)\n"
-            "    else:\n        raise AssertionError(argv)\n"
-            "print('torch' in sys.modules, 'faiss' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "False False", proc.stdout + proc.stderr
-    errors = proc.stderr.strip().splitlines()
-    assert len(errors) == len(argvs) and "Traceback" not in proc.stderr, proc.stderr
-    assert "is not a memory directory" in errors[0] and "has no complete tokens" in errors[1]
-    assert all("no such model or run directory" in line for line in errors[2:]), errors
-    assert not (tmp_path / "run").exists() and not (tmp_path / "risks").exists()  # no report of "not measured" rows
-
-
-@pytest.mark.parametrize("argv", [["demo", "--no-such-option"], ["no-such-command"], ["train"]])
-def test_usage_errors_are_a_usage_line_not_a_traceback(argv, monkeypatch, capsys) -> None:
-    # typer >= 0.22 raises its vendored click's exceptions: main() must recognise them as well as click's.
-    monkeypatch.setattr(sys, "argv", ["burrow", *argv])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and "Error:" in err
