@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from burrow.cli import app
@@ -71,3 +72,28 @@ def test_chat_forgets_old_turns_to_fit_the_context(retro_dir, gen_memory) -> Non
     prompt = session.prompt_for("latest")
     assert "question 9" in prompt and "question 0" not in prompt
     assert len(gen_memory.tokenizer.encode(prompt)) < 1024
+
+
+def test_chat_refuses_bad_options_and_a_context_without_room_at_the_start(retro_dir, gen_memory, burrow_cli,
+                                                                          monkeypatch) -> None:
+    """A bad --max-tokens or --top-p was an `error:` per message and exit 0; now one line before the model
+    loads, exit 2. A model whose context the preamble fills is said once, not at every message."""
+    import burrow.cli.generate
+    import burrow.generate.chat
+    from burrow.errors import BurrowError
+
+    monkeypatch.setattr(burrow.cli.generate, "_generator", lambda *a: pytest.fail("loaded the model first"))
+    for option in (["--max-tokens", "0"], ["--top-p", "0"], ["--temperature", "inf"], ["--seed", "-1"]):
+        code, _, err = burrow_cli("chat", retro_dir, "--memory", gen_memory.dir, *option)
+        assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, (option, err)
+    gen = Generator(load_model(retro_dir), gen_memory, device="cpu")
+    with pytest.raises(BurrowError, match="preamble leaves no room"):
+        ChatSession(gen, ChatConfig(preamble="words " * 2000))
+    assert burrow.generate.chat.ChatSession(gen, ChatConfig()).prompt_for("Hi").endswith("User: Hi\nBurrow:")
+
+
+def test_chat_with_stdin_closed_ends_like_an_empty_input(retro_dir, gen_memory, burrow_cli, monkeypatch) -> None:
+    """`burrow chat <&-`: Python's sys.stdin is None (it was an AttributeError traceback)."""
+    monkeypatch.setattr("sys.stdin", None)
+    code, out, err = burrow_cli("chat", retro_dir, "--memory", gen_memory.dir, "--max-tokens", "4")
+    assert code == 0 and "Traceback" not in err and "Burrow:" not in out, err

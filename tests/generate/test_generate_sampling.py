@@ -97,7 +97,20 @@ def test_greedy_and_degenerate_sampling_take_the_argmax() -> None:
     assert all(sample_next(logits, GenerationConfig(top_p=1e-17), gen) == 1 for _ in range(5))  # below float64's step
 
 
-@pytest.mark.parametrize("bad", [dict(max_new_tokens=0), dict(temperature=-1), dict(top_k=-1), dict(top_p=0.0),
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-45, 1e-38, 1e38, 1e308])
+def test_extreme_temperatures_sample_instead_of_failing(temperature: float) -> None:
+    """float32 over- or underflows at these (x / 1e-300 is inf, -inf / 1e308 NaN): multinomial refused the NaN
+    probabilities with a traceback (an HTTP 500 in `serve`). Tiny temperatures are the argmax, huge ones
+    every token that is not banned."""
+    logits = torch.tensor([0.1, 5.0, -2.0, 4.0, float("-inf")])
+    gen = torch.Generator().manual_seed(0)
+    tokens = {sample_next(logits, GenerationConfig(temperature=temperature, top_p=p), gen)
+              for p in (1.0, 0.9) for _ in range(40)}
+    assert tokens == {1} if temperature < 1 else (tokens <= {0, 1, 2, 3} and len(tokens) > 1), tokens
+
+
+@pytest.mark.parametrize("bad", [dict(max_new_tokens=0), dict(temperature=-1), dict(temperature=float("inf")),
+                                 dict(temperature=float("nan")), dict(top_k=-1), dict(top_p=0.0),
                                  dict(top_p=1.5), dict(k=0), dict(stop=("",))])
 def test_bad_generation_options_are_clear_errors(bad: dict) -> None:
     with pytest.raises(BurrowError):

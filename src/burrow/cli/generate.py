@@ -165,13 +165,13 @@ def chat_command(
     """
     from burrow.errors import BurrowError
 
+    config = ChatConfig(top_p=top_p, temperature=temperature, max_new_tokens=max_tokens, k=k, seed=seed)  # checked
     gen = _generator(run, memory, device, precision, lm, retriever, stride, query_tokens)  # wrong paths fail here
     from burrow.generate import TokenEvent
     from burrow.generate.lmchat import chat_session
 
-    session = chat_session(gen, ChatConfig(top_p=top_p, temperature=temperature, max_new_tokens=max_tokens, k=k,
-                                           seed=seed))
-    console, interactive, warned = _console(), sys.stdin.isatty(), False
+    session = chat_session(gen, config)  # a preamble that leaves no room for a message fails here
+    console, interactive, warned = _console(), sys.stdin is not None and sys.stdin.isatty(), False
     if interactive:
         console.print("Chat with Burrow. Type /quit to leave.", style="dim")
     while True:
@@ -196,7 +196,10 @@ def chat_command(
 
 
 def _read_line() -> tuple[str, bool]:
-    """One line of stdin whatever its bytes, and whether it was valid UTF-8 (if not, bad bytes become U+FFFD)."""
+    """One line of stdin whatever its bytes, and whether it was valid UTF-8 (if not, bad bytes become U+FFFD).
+    A closed stdin (``<&-``) reads as its end."""
+    if sys.stdin is None:
+        return "", True
     buffer = getattr(sys.stdin, "buffer", None)
     raw = buffer.readline() if buffer is not None else \
         sys.stdin.readline().encode("utf-8", errors="surrogatepass")

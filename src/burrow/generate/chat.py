@@ -30,10 +30,20 @@ class ChatSession:
     config: ChatConfig = field(default_factory=ChatConfig)
     turns: list[tuple[str, str]] = field(default_factory=list)  # (user message, assistant reply)
 
+    def __post_init__(self) -> None:
+        try:  # a preamble that leaves no room for any message is said once, at the start
+            self.prompt_for("")
+        except BurrowError:
+            raise BurrowError(f"the chat preamble leaves no room for a message in this model's context "
+                              f"({int(self.generator.config.max_seq_len)} tokens); use a model with a longer "
+                              "max_seq_len (or --lm)") from None
+
     def prompt_for(self, message: str) -> str:
         """Preamble + the most recent turns that fit the model + the new message, ending in "Burrow:"."""
         tail = f"{USER}: {message.strip()}\n{ASSISTANT}:"
-        limit = int(self.generator.config.max_seq_len) - 1 - min(self.config.max_new_tokens, 32)
+        # a burrow model reads its prompt after a one-chunk document start (generator.py)
+        head = int(self.generator.config.chunk_size) if isinstance(self.generator, Generator) else 0
+        limit = int(self.generator.config.max_seq_len) - 1 - head - min(self.config.max_new_tokens, 32)
         turns = list(self.turns)
         while True:
             history = "".join(f"{USER}: {u}\n{ASSISTANT}: {a}\n" for u, a in turns)

@@ -39,8 +39,8 @@ class GenerationConfig:
         self.stop = tuple(self.stop)
         if self.max_new_tokens < 1:
             raise BurrowError(f"max_new_tokens must be ≥ 1, got {self.max_new_tokens}")
-        if not self.temperature >= 0:  # NaN too
-            raise BurrowError(f"temperature must be ≥ 0, got {self.temperature}")
+        if not 0 <= self.temperature < float("inf"):  # NaN too
+            raise BurrowError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {self.temperature}")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise BurrowError(f"seed must be in [0, 2^63), got {self.seed}")
         if self.top_k < 0:
@@ -101,6 +101,7 @@ class ChatConfig:
     def __post_init__(self) -> None:
         if not self.preamble.endswith("\n"):
             self.preamble += "\n"
+        self.generation(0)  # refuses a bad temperature, top-p, length, k or seed before the first turn
 
     def generation(self, turn: int) -> GenerationConfig:
         """The generation config of reply ``turn``: stops at the next "User:" line."""
