@@ -121,3 +121,33 @@ def test_a_baseline_model_serves_without_attributions(base_dir, gen_memory) -> N
     events = events_of(client.post("/v1/generate", json={"prompt": "Owls", "max_tokens": 20}))
     assert events[-1]["type"] == "done" and not any(e["type"] == "attribution" for e in events)
     assert client.post("/v1/score", json={"text": "Owls hunt."}).json()["mode"] == "baseline"
+
+
+@pytest.mark.parametrize("body", [b'{"prompt": "a", "temperature": NaN}', b'{"prompt": "a", "top_p": NaN}',
+                                  b'{"prompt": "a", "temperature": Infinity}', b'{"prompt": "a", "\\ud800": 1}'])
+def test_a_request_whose_error_cannot_echo_its_input_is_still_a_422(client: TestClient, body: bytes) -> None:
+    """FastAPI's 422 echoes the bad input; NaN, Infinity or a lone surrogate there could not be written as JSON,
+    so the answer was a plain-text 500."""
+    r = client.post("/v1/generate", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"][0] == "body" and "input" not in r.json()["detail"][0]
+
+
+def test_lone_surrogates_in_request_text_read_as_replacement_characters(client: TestClient) -> None:
+    """A JSON "\\ud800" escape in a prompt, query or text was a 500 when the answer echoed or continued it."""
+    for path, body in (("/v1/search", b'{"query": "owls \\ud800 hunt"}'), ("/v1/score", b'{"text": "a\\ud800b"}'),
+                       ("/v1/generate", b'{"prompt": "Owls \\ud800", "max_tokens": 3, "stream": false, "seed": 0}')):
+        r = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 200, (path, r.text)
+    r = client.post("/v1/search", content=b'{"query": "owls \\ud800 hunt"}',
+                    headers={"content-type": "application/json"})
+    assert r.json()["query"] == "owls \ufffd hunt"
+
+
+def test_a_blank_search_query_and_a_body_sent_without_its_content_type_are_explained(client: TestClient) -> None:
+    for query in ("   ", "\n"):
+        r = client.post("/v1/search", json={"query": query})
+        assert r.status_code == 422 and "query is empty" in r.text, r.text  # the CLI refuses it too
+    r = client.post("/v1/search", content=b'{"query": "owls"}', headers={"content-type": "text/plain"})
+    assert r.status_code == 422 and "Content-Type: application/json" in r.text, r.text
+    assert '"owls"' not in r.text  # the body is not echoed back

@@ -58,3 +58,20 @@ def test_serve_refuses_a_busy_port_before_loading_the_model(retro_dir, gen_memor
                                        "--port", str(busy.getsockname()[1])])
     assert isinstance(out.exception, BurrowError) and "use another --port" in str(out.exception)  # main() prints it
     assert "serving on" not in out.output
+
+
+@pytest.mark.parametrize("command", ["serve", "generate", "chat"])
+def test_in_context_options_and_limits_are_checked_before_anything_loads(command, retro_dir, gen_memory,
+                                                                         burrow_cli, monkeypatch) -> None:
+    """`--stride 0`, `--query-tokens -1` and `--retriever foo` were ignored without --lm and refused only after
+    SmolLM2's ~40 s load with it; `serve --max-tokens 0` named the config field, not the option."""
+    import burrow.generate
+
+    monkeypatch.setattr(burrow.generate, "load_generation_model", lambda *a: pytest.fail("model loaded"))
+    prompt = ["a prompt"] if command == "generate" else []
+    for option in (["--stride", "0"], ["--query-tokens", "-1"], ["--retriever", "foo"]):
+        code, _, err = burrow_cli(command, retro_dir, *prompt, "--memory", gen_memory.dir, "--lm", "smollm2", *option)
+        assert code == 2 and option[0] in err and "Traceback" not in err, (option, err)
+    if command == "serve":
+        code, _, err = burrow_cli("serve", retro_dir, "--memory", gen_memory.dir, "--max-tokens", "0")
+        assert code == 2 and err.startswith("error: --max-tokens must be ≥ 1"), err

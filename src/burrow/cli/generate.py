@@ -21,9 +21,22 @@ RUN = typer.Argument(None, help="Training run directory (its final/ or newest ch
                                 "(optional with --lm).")
 LM = typer.Option(None, "--lm", help="A pretrained causal LM reading the memory in context: smollm2, a local "
                                      "Hugging Face folder, or a hub id (offline unless HF_HUB_OFFLINE=0).")
-RETRIEVER = typer.Option("bm25", "--retriever", help="With --lm: bm25 (needs `burrow memory bm25`) or dense.")
-STRIDE = typer.Option(32, "--stride", help="With --lm: generated tokens between retrievals (s).")
-QUERY = typer.Option(32, "--query-tokens", help="With --lm: the last q tokens of prompt + text form the query.")
+
+
+def _check_retriever(value: str) -> str:
+    """``--retriever`` is known before a model loads (with --lm it was refused after SmolLM2's ~40 s load)."""
+    from burrow.memory.bm25 import RETRIEVERS
+
+    if value not in RETRIEVERS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(RETRIEVERS)}")
+    return value
+
+
+RETRIEVER = typer.Option("bm25", "--retriever", callback=_check_retriever,
+                         help="With --lm: bm25 (needs `burrow memory bm25`) or dense.")
+STRIDE = typer.Option(32, "--stride", min=1, help="With --lm: generated tokens between retrievals (s).")
+QUERY = typer.Option(32, "--query-tokens", min=1,
+                     help="With --lm: the last q tokens of prompt + text form the query.")
 MIN_COPY = typer.Option(default_of(GenerationConfig, "min_copy"), "--min-copy",
                         help="Shortest copied span (tokens) reported and highlighted.")
 MEMORY = typer.Option(..., "--memory", "-m", help="Memory directory (its tokenizer; RETRO's neighbours).")

@@ -15,11 +15,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from burrow.data.tokenizer import valid_text
 from burrow.errors import BurrowError
 from burrow.generate import DoneEvent, Event
 from burrow.memory import Memory
@@ -64,6 +66,7 @@ def create_app(model: RetrievalLM | None, memory: Memory, config: ServeConfig | 
     limiter = Limiter(config.max_concurrent)
     app = FastAPI(title="burrow", version="1", description="Retrieval-enhanced generation with attribution.")
     app.state.service, app.state.limiter = service, limiter
+    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -122,6 +125,19 @@ def _add_page(app: FastAPI) -> None:
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with where and what (``loc``, ``msg``, ``type``) but not the offending input: FastAPI's own answer
+    echoes it, and a NaN or a lone surrogate there cannot be written as JSON (a 500 instead of the 422)."""
+    detail = []
+    for error in exc.errors():
+        loc, msg = [str(part) for part in error.get("loc", ())], str(error.get("msg", "invalid"))
+        if loc == ["body"] and "json" not in request.headers.get("content-type", ""):
+            msg += "; send the body as a JSON object with the header Content-Type: application/json"
+        detail.append({"loc": [valid_text(part) for part in loc], "msg": valid_text(msg),
+                       "type": str(error.get("type", ""))})
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 def _check_text(name: str, text: str, limit: int) -> None:

@@ -29,9 +29,11 @@ class ServeConfig:
     precision: str = DEFAULT_PRECISION
 
     def __post_init__(self) -> None:
-        for name in ("max_prompt_chars", "max_new_tokens", "max_concurrent", "max_k", "max_score_chars"):
-            if int(getattr(self, name)) < 1:
-                raise BurrowError(f"serve config {name} must be ≥ 1, got {getattr(self, name)}")
+        for name, option in (("max_prompt_chars", "--max-prompt-chars"), ("max_new_tokens", "--max-tokens"),
+                             ("max_concurrent", "--max-concurrent"), ("max_k", "max_k"),
+                             ("max_score_chars", "max_score_chars")):
+            if int(getattr(self, name)) < 1:  # named as `burrow serve` spells it
+                raise BurrowError(f"{option} must be ≥ 1, got {getattr(self, name)}")
 
 
 def check_listen(host: str, port: int) -> None:

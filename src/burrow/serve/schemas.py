@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from burrow.data.tokenizer import valid_text
 from burrow.defaults import DEFAULT_K
 from burrow.generate import GenerationConfig
 
@@ -12,6 +15,17 @@ class _Strict(BaseModel):
     # strict: "5" is not an int and 1 is not a bool; forbid: a misspelt option is an error, not a no-op.
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        """A JSON ``"\\ud800"`` escape (a lone surrogate) becomes U+FFFD, as the CLI reads bad bytes: the
+        response echoes or continues the text, and a lone surrogate cannot be encoded as UTF-8."""
+        if isinstance(value, str):
+            return valid_text(value)
+        if isinstance(value, list):
+            return [valid_text(v) if isinstance(v, str) else v for v in value]
+        return value
+
 
 class GenerateRequest(_Strict):
     """POST /v1/generate."""
@@ -19,9 +33,9 @@ class GenerateRequest(_Strict):
     prompt: str = Field(description="Text to continue (read as the start of a document).")
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate; default 64, or the server's "
                                                           "limit when that is lower.")
-    temperature: float = Field(1.0, ge=0.0, description="Softmax temperature; 0 is greedy.")
+    temperature: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="Softmax temperature; 0 is greedy.")
     top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens; 0 is off.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling p; 1 is off.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False, description="Nucleus sampling p; 1 is off.")
     greedy: bool = Field(False, description="Always take the most likely token.")
     seed: int | None = Field(None, description="Sampler seed; the response reports the one used.")
     k: int = Field(DEFAULT_K, ge=1, description="Neighbours retrieved per chunk.")
@@ -47,6 +61,13 @@ class SearchRequest(_Strict):
 
     query: str = Field(min_length=1, description="Query text, encoded like a memory chunk.")
     k: int = Field(DEFAULT_K, ge=1, description="Neighbours to return.")
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, query: str) -> str:
+        if not query.strip():  # `burrow memory search` refuses it too: the nearest chunks of nothing are arbitrary
+            raise ValueError("the query is empty (only spaces); give the text to search for")
+        return query
 
 
 class ScoreRequest(_Strict):
