@@ -144,8 +144,16 @@ def test_cli_retrofit_prints_the_trainable_share(train_memory: Memory, base_run:
     assert result.exit_code == 0, result.output
     assert "trainable:" in result.output and "retro-fitted 2 steps" in result.output
     assert load_run(tmp_path / "run").config.cca_layers == (1, 2)
-    bad = CliRunner(env={"COLUMNS": "300"}).invoke(app, [*args[:-7], "--cca-layers", "x"])
-    assert bad.exit_code == 2 and "comma-separated" in bad.output  # a usage error, before any work
+    for layers in ("x", ",", " , "):  # "," named no layer and ran with the default placement
+        bad = CliRunner(env={"COLUMNS": "300"}).invoke(app, [*args[:-7], "--cca-layers", layers])
+        assert bad.exit_code == 2 and "comma-separated" in bad.output  # a usage error, before any work
+    final = base_run / "final"  # -o the base's own model folder: the run's config.json replaced the model's
+    before = {f.name: f.read_bytes() for f in final.iterdir()}
+    with pytest.raises(BurrowError, match="give -o a new folder"):
+        retrofit(base_run, train_memory.dir, final, _config(steps=1))
+    assert {f.name: f.read_bytes() for f in final.iterdir()} == before
+    with pytest.raises(BurrowError, match="is a memory, not a model"):
+        retrofit(train_memory.dir, train_memory.dir, tmp_path / "fit", _config(steps=1))
 
 
 def test_killed_retrofit_resumes_to_the_uninterrupted_result(train_memory: Memory, base_run: Path, tmp_path: Path,

@@ -62,3 +62,24 @@ def test_run_made_with_another_memory_is_a_one_line_error(train_memory: Memory, 
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "another memory" in err[0]
+
+
+def test_an_out_folder_holding_a_model_or_a_memory_is_refused_and_left_as_it_was(
+        train_memory: Memory, model_toml, tmp_path: Path, burrow_cli) -> None:
+    """`-o RUN/final` (or a checkpoint, or a memory) wrote the run's config.json over the model's and left it
+    unusable; a bad --seed or a --seq-len that is not a multiple of m left config.json in a new -o."""
+    model = model_toml(tmp_path / "base.toml", retro=False, chunk_size=8)
+    args = ["--model", model, "--tokens", str(train_memory.store.dir), "--steps", "1", *COMMON]
+    code, _, err = burrow_cli("train", *args, "-o", tmp_path / "run")
+    assert code == 0, err
+    final = tmp_path / "run" / "final"
+    before = {p.name: p.read_bytes() for p in final.iterdir()}
+    for out in (final, train_memory.dir):
+        code, _, err = burrow_cli("train", *args, "-o", out)
+        assert code == 2 and err.startswith("error: ") and "give -o a new folder" in err, err
+    assert {p.name: p.read_bytes() for p in final.iterdir()} == before
+    assert not (train_memory.dir / "config.json").exists()
+    for bad, needle in ((["--seed", "-1"], "seed"), (["--seq-len", "36"], "multiple of the chunk length")):
+        code, _, err = burrow_cli("train", *args, *bad, "-o", tmp_path / "new")
+        assert code == 2 and needle in err and "Traceback" not in err, err
+        assert not (tmp_path / "new").exists()

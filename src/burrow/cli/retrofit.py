@@ -20,9 +20,12 @@ def _layers(value: str | None) -> tuple[int, ...]:
     if not value:
         return ()
     try:
-        return tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+        layers = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
     except ValueError:
-        raise typer.BadParameter(f"--cca-layers takes comma-separated layer numbers, not {value!r}") from None
+        layers = ()
+    if not layers:  # "," named no layer: it ran with the default placement
+        raise typer.BadParameter(f"--cca-layers takes comma-separated layer numbers, not {value!r}")
+    return layers
 
 
 def retrofit(

@@ -104,7 +104,9 @@ def _open_data(cfg: TrainConfig) -> None:
     training code load (~2.5 s). Then check the device, before the run directory holds anything."""
     from burrow.data.tokens import TokenStore
     from burrow.memory.memory import Memory
+    from burrow.train.config import check_run_out
 
+    check_run_out(Path(cfg.out))  # not a saved model's or a memory's folder (before footprint.json goes there)
     if cfg.memory is not None:
         Memory(cfg.memory)
     for store in (cfg.tokens, cfg.valid_tokens):

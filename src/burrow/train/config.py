@@ -137,6 +137,8 @@ class TrainConfig:
             raise BurrowError(f"valid_fraction must be in (0, 0.5), got {self.valid_fraction}")
         if self.precision not in PRECISIONS:
             raise BurrowError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if not 0 <= self.seed < 2**63:  # numpy's and torch's seeds (a negative one was numpy's traceback)
+            raise BurrowError(f"seed must be in [0, 2^63), got {self.seed}")
 
     @property
     def micro_batch(self) -> int:
@@ -175,6 +177,17 @@ def _read_toml(path: str | Path) -> dict[str, Any]:
         raise BurrowError(f"{path} is not valid TOML: not UTF-8 text") from None
     except IsADirectoryError:
         raise BurrowError(f"{path} is a folder, not a TOML file") from None
+
+
+def check_run_out(root: Path) -> None:
+    """-o is a run directory or a new folder: a run written into a saved model's folder (a run's ``final/``, a
+    checkpoint, a Hugging Face folder) or a memory replaced its ``config.json`` and left it unusable."""
+    for what, marks in (("a saved model", ("model.manifest.json", "model.safetensors", "pytorch_model.bin")),
+                        ("a memory", ("memory.manifest.json",))):
+        found = next((m for m in marks if (root / m).is_file()), None)
+        if found is not None:
+            raise BurrowError(f"{root} holds {what} ({found}); a run writes config.json, checkpoints/ and final/ "
+                              "there and would overwrite it: give -o a new folder")
 
 
 def resolve_model_config(spec: str, vocab_size: int, chunk_size: int | None, seq_len: int,

@@ -263,10 +263,17 @@ def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def build_data(sources: DataSources, config: TrainConfig, chunk_size: int, retro: bool) -> TrainData:
-    """Cut the stores into sequences of ``config.seq_len`` tokens and, for RETRO, attach neighbours."""
+def check_data(sources: DataSources, config: TrainConfig, chunk_size: int, retro: bool) -> None:
+    """What :func:`build_data` refuses before it reads anything (training checks it before writing its run)."""
     if retro and sources.memory is None:
         raise BurrowError("a RETRO model needs --memory (its neighbours come from there)")
+    if config.seq_len % chunk_size:
+        raise BurrowError(f"seq-len ({config.seq_len}) must be a multiple of the chunk length m = {chunk_size}")
+
+
+def build_data(sources: DataSources, config: TrainConfig, chunk_size: int, retro: bool) -> TrainData:
+    """Cut the stores into sequences of ``config.seq_len`` tokens and, for RETRO, attach neighbours."""
+    check_data(sources, config, chunk_size, retro)
     store = sources.store
     table = _table(sources, store, chunk_size)
     start = sources.start_id

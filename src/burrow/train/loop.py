@@ -42,8 +42,8 @@ from burrow.train.checkpoint import (
     set_rng_state,
     write_model_atomically,
 )
-from burrow.train.config import RESUMABLE_FIELDS, TrainConfig, resolve_model_config
-from burrow.train.dataset import IGNORE, Batch, Split, TrainData, build_data, open_sources
+from burrow.train.config import RESUMABLE_FIELDS, TrainConfig, check_run_out, resolve_model_config
+from burrow.train.dataset import IGNORE, Batch, Split, TrainData, build_data, check_data, open_sources
 from burrow.train.optim import build_optimizer, lr_at, set_lr
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ class ModelSetup:
 def train(config: TrainConfig, setup: ModelSetup | None = None) -> TrainResult:
     """Train (or resume, or skip when finished) the run described by ``config`` (and ``setup``, if given)."""
     paths = RunPaths(config.out)
+    check_run_out(paths.root)
     device = pick_device(config.device)  # an unusable device is refused before the run directory is written
     sources = open_sources(config)
     if setup is not None:
@@ -95,6 +96,7 @@ def train(config: TrainConfig, setup: ModelSetup | None = None) -> TrainResult:
     else:
         model_cfg = resolve_model_config(config.model, sources.vocab_size, sources.chunk_size, config.seq_len,
                                          sources.store.pad_id)
+    check_data(sources, config, int(model_cfg.chunk_size), bool(model_cfg.retro))  # before the run is written
     record = {"train": config.to_dict(), "model": model_cfg.to_dict(), "data": sources.fingerprint,
               **(setup.record if setup is not None else {})}
     resume = _prepare_run(paths, record, config.force)

@@ -178,6 +178,9 @@ def parameter_split(model: nn.Module) -> tuple[int, int]:
 def resolve_base(base: str | Path, gguf_file: str | None = None) -> BaseRef:
     """A burrow run/model directory is a burrow base; anything else is a Hugging Face model."""
     p = Path(base)
+    if (p / "memory.manifest.json").is_file():  # not "Unrecognized model ... model_type" from transformers
+        raise BurrowError(f"{p} is a memory, not a model: give a burrow run or model directory, or a Hugging Face "
+                          "model, as BASE (and the memory as --memory)")
     if p.is_dir() and _is_burrow_dir(p):
         if gguf_file:
             raise BurrowError("--gguf-file applies to Hugging Face bases, not to a burrow run")
