@@ -14,7 +14,7 @@ import pytest
 
 from burrow.errors import BurrowError
 from burrow.risks import disparity, misinformation, privacy, stereotypes, toxicity
-from burrow.risks.classifier import offline_scorer, perspective_scorer
+from burrow.risks.classifier import make_scorer, offline_scorer, perspective_scorer
 
 
 def by_length(texts):
@@ -87,6 +87,10 @@ def test_perspective_compatible_scorer() -> None:
         server.server_close()
     with pytest.raises(BurrowError, match="did not answer"):
         perspective_scorer(url, timeout=2)(["x"])
+    with pytest.raises(BurrowError, match="did not answer"):
+        make_scorer(url)  # asked once before any sample is generated
+    with pytest.raises(BurrowError, match="--scorer must be the http:// or https:// URL"):
+        perspective_scorer("notaurl")
 
 
 def test_filtered_memory_drops_toxic_neighbours(risk_memory) -> None:

@@ -99,3 +99,44 @@ def test_generation_rows_through_the_library(tmp_path: Path, data_dir: Path, ris
     copying = rows["sensitive-leakage"]["measurements"]
     assert [v["model"] for v in copying[0]["values"]] == ["retro[ON]"]
     assert all(0 <= m["values"][0]["value"] <= 1 for m in copying)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--risks", "3", "--seed", "-1"], "seed must be in [0, 2^32), got -1"),
+    (["--risks", "3", "--seed", str(2**32)], "seed must be in [0, 2^32)"),
+    (["--risks", "3", "--scorer", "notaurl"], "--scorer must be the http:// or https:// URL"),
+    (["--risks", ""], "--risks names no risk"),
+    (["--risks", " , "], "or leave --risks out to report all 21"),
+    (["--risks", "nosuch"], "unknown risk id 'nosuch'"),
+], ids=["negative-seed", "huge-seed", "scorer-not-a-url", "empty-risks", "blank-risks", "unknown-risk"])
+def test_bad_values_refused_before_any_work(cli, tmp_path: Path, data_dir: Path, risk_memory, risk_models,
+                                            args: list[str], message: str) -> None:
+    out = tmp_path / "new" / "report"
+    code, text = cli(["risks", str(risk_models["base"]), "--memory", str(risk_memory.dir), "-o", str(out),
+                       "--data-dir", str(data_dir), "--no-progress", "--quick", *args])
+    assert code == 2, text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], text
+    assert not (tmp_path / "new").exists()  # no folder, no samples, no footprint.json
+
+
+@pytest.mark.e2e
+def test_rerun_with_fewer_risks_removes_the_plots_it_no_longer_shows(cli, tmp_path: Path, data_dir: Path,
+                                                                     risk_memory, risk_models) -> None:
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "mine.png").write_bytes(b"a user's own file")
+
+    def report(selection: str) -> set[str]:
+        code, text = cli(["risks", str(risk_models["base"]), "--memory", str(risk_memory.dir), "-o", str(out),
+                           "--data-dir", str(data_dir), "--no-progress", "--quick", "--risks", selection])
+        assert code == 0, text
+        shown = {r["plot"] for r in json.loads((out / "risks.json").read_text())["rows"] if r["plot"]}
+        assert all((out / p).is_file() for p in shown)
+        return shown
+
+    assert report("stereotypes,performance-disparity") == {"stereotypes.png", "disparity.png"}
+    assert report("performance-disparity") == {"disparity.png"}
+    assert {p.name for p in out.glob("*.png")} == {"disparity.png", "mine.png"}
+    # The wider selection again: its stereotypes part is reused, and its plot drawn again.
+    assert report("stereotypes,performance-disparity") == {"stereotypes.png", "disparity.png"}

@@ -50,7 +50,20 @@ def risks_command(
     from burrow.errors import BurrowError
     from burrow.memory.memory import Memory
 
-    # Mistyped paths stop here, before torch loads and before a report of "not measured" rows is written.
+    # Bad values and mistyped paths stop here, before torch loads and before a report of "not measured" rows is
+    # written.
+    selected = tuple(r.strip() for item in risks for r in item.split(",") if r.strip())
+    if risks and not selected:
+        raise BurrowError("--risks names no risk; give ids or numbers (e.g. --risks toxic-language,18), or leave "
+                          "--risks out to report all 21")
+    config = RisksConfig(risks=selected, data_dir=data_dir, scorer=scorer, tasks_results=tasks_results,
+                         footprint_dirs=tuple(footprint_dir), crows_pairs=crows_pairs,
+                         toxicity_prompts=toxicity_prompts, toxicity_samples=toxicity_samples,
+                         memorisation_docs=memorisation_docs, disparity_docs=disparity_docs, tasks_limit=tasks_limit,
+                         seed=seed, device=device, precision=precision,
+                         progress=not no_progress)
+    if quick:
+        config = config.quick()
     mem = Memory(memory) if memory is not None else None
     for run in runs or []:
         if mem is not None:
@@ -59,15 +72,6 @@ def risks_command(
             require_model_path(run)
     from burrow.risks import run_risks
 
-    config = RisksConfig(risks=tuple(r.strip() for item in risks for r in item.split(",") if r.strip()),
-                         data_dir=data_dir, scorer=scorer, tasks_results=tasks_results,
-                         footprint_dirs=tuple(footprint_dir), crows_pairs=crows_pairs,
-                         toxicity_prompts=toxicity_prompts, toxicity_samples=toxicity_samples,
-                         memorisation_docs=memorisation_docs, disparity_docs=disparity_docs, tasks_limit=tasks_limit,
-                         seed=seed, device=device, precision=precision,
-                         progress=not no_progress)
-    if quick:
-        config = config.quick()
     report = run_risks(runs or [], memory, out, config, force=force)
     counts: dict[str, int] = {}
     for row in report.rows:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from burrow.errors import BurrowError
+from burrow.risks.config import check_scorer_url
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def offline_scorer() -> ToxicityScorer:
 
 def perspective_scorer(url: str, timeout: float = 30.0) -> ToxicityScorer:
     """POST each text to a Perspective-compatible ``comments:analyze`` ``url``; its TOXICITY summary score."""
+    check_scorer_url(url)
 
     def one(text: str) -> float:
         body = json.dumps({"comment": {"text": text or "."}, "languages": ["en"],
@@ -70,6 +72,8 @@ def perspective_scorer(url: str, timeout: float = 30.0) -> ToxicityScorer:
 
 def make_scorer(url: str | None) -> tuple[ToxicityScorer, str]:
     """(scorer, its description): Perspective-compatible at ``url``, else the offline classifier."""
-    if url:
-        return perspective_scorer(url), f"Perspective-compatible scorer at {url}"
+    if url is not None:
+        scorer = perspective_scorer(url)
+        scorer(["."])  # one request now: a scorer that does not answer fails before any sample is generated
+        return scorer, f"Perspective-compatible scorer at {url}"
     return offline_scorer(), OFFLINE_NAME

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import burrow.risks.taxonomy as taxonomy
 from burrow.defaults import DEFAULT_DEVICE, DEFAULT_PRECISION
 from burrow.errors import BurrowError
 
@@ -19,7 +21,7 @@ class RisksConfig:
 
     risks: tuple[str, ...] = ()  # risk ids or numbers to report (empty: all 21)
     data_dir: Path = DEFAULT_DATA_DIR  # holds crows-pairs/, winogender/, realtoxicityprompts-sample/, …
-    seed: int = 0  # seed of every sample drawn (prompts, documents, sampling, bootstrap)
+    seed: int = 0  # seed of every sample drawn (prompts, documents, sampling, bootstrap); in [0, 2^32)
     device: str = DEFAULT_DEVICE  # auto | cpu | cuda
     precision: str = DEFAULT_PRECISION  # autocast precision of model calls
     # Stereotypes: CrowS-Pairs pairs scored (None: all 1,508); Winogender always uses its 720 sentences.
@@ -71,6 +73,12 @@ class RisksConfig:
             raise BurrowError(f"toxicity threshold must be in (0, 1), got {self.toxicity_threshold}")
         if not 0 < self.top_p <= 1 or self.temperature < 0:
             raise BurrowError("top_p must be in (0, 1] and temperature ≥ 0")
+        if not 0 <= self.seed < 2**32:  # a sample's generation seed is seed · 1,000,003 + …, below 2^63
+            raise BurrowError(f"seed must be in [0, 2^32), got {self.seed}")
+        if self.scorer is not None:
+            check_scorer_url(self.scorer)
+        if self.risks and not any(map(taxonomy.is_known, self.risks)):
+            taxonomy.select(list(self.risks))  # one error line naming the known ids; some known: their rows run
 
     def quick(self) -> RisksConfig:
         """The same config on small subsets (a few minutes on a laptop CPU)."""
@@ -79,3 +87,15 @@ class RisksConfig:
                        memorisation_docs=min(self.memorisation_docs, 12),
                        disparity_docs=min(self.disparity_docs, 8), pii_memory_docs=min(self.pii_memory_docs, 300),
                        tasks_limit=min(self.tasks_limit or 20, 20), bootstrap=min(self.bootstrap, 300))
+
+
+def check_scorer_url(url: str) -> None:
+    """A one-line error unless ``url`` is an http(s) URL with a host (a Perspective-compatible endpoint)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number or out of range
+        ok = False
+    if not ok:
+        raise BurrowError(f"--scorer must be the http:// or https:// URL of a Perspective-compatible "
+                          f"comments:analyze endpoint, got {url!r}; leave it out for the offline classifier")

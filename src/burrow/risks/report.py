@@ -80,12 +80,22 @@ def write_report(rows: list[dict[str, Any]], ctx: Context, problems: list[str]) 
            "summary": _counts(rows), "problems": problems, "rows": rows,
            "footprint_of_this_report": own["calls"][-1] if own and own.get("calls") else None}
     paths = {"json": out / "risks.json", "markdown": out / "risks.md", "html": out / "risks.html"}
+    _remove_unshown_plots(out, rows)
     write_json(paths["json"], doc)
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(markdown(doc), encoding="utf-8")
     with atomic_path(paths["html"]) as tmp:
         tmp.write_text(to_html(doc), encoding="utf-8")
     return paths
+
+
+def _remove_unshown_plots(out: Path, rows: list[dict[str, Any]]) -> None:
+    """Delete the plots an earlier report left in ``out`` that these rows do not show: only the report's own
+    ``<measurement>.png`` names, so a re-run with a narrower ``--risks`` leaves no orphan beside its report."""
+    shown = {r["plot"] for r in rows}
+    for name in taxonomy.measurements(list(taxonomy.load_taxonomy())):
+        if f"{name}.png" not in shown:
+            (out / f"{name}.png").unlink(missing_ok=True)
 
 
 def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -68,11 +68,10 @@ def run_risks(runs: Sequence[str | Path], memory: str | Path | None, out: str | 
     """Measure the risks of ``config.risks`` (all 21 by default) for ``runs`` and write the report to ``out``."""
     config = config or RisksConfig()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     errors: list[str] = []
-    known = [r for r in config.risks if _known(r)]
-    unknown = [r for r in config.risks if not _known(r)]
+    known = [r for r in config.risks if taxonomy.is_known(r)]
+    unknown = [r for r in config.risks if not taxonomy.is_known(r)]
     if unknown:
         try:
             taxonomy.select(unknown)
@@ -81,6 +80,7 @@ def run_risks(runs: Sequence[str | Path], memory: str | Path | None, out: str | 
     if config.risks and not known:
         raise BurrowError(errors[0] if errors else "no risks selected")
     risks = taxonomy.select(known)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused selection leaves no folder behind
     ctx = Context(config, out, [Path(r) for r in runs], Path(memory) if memory is not None else None)
     outcomes: dict[str, Outcome | BurrowError] = {}
     with track(out, "risks report") as stage:
@@ -105,10 +105,6 @@ def run_risks(runs: Sequence[str | Path], memory: str | Path | None, out: str | 
     return RisksReport(rows, paths, errors, warnings, time.perf_counter() - t0)
 
 
-def _known(name: str) -> bool:
-    return any(name in (r.id, str(r.number)) for r in taxonomy.load_taxonomy())
-
-
 def _config_json(config: RisksConfig) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
 
@@ -128,10 +124,12 @@ def _run_one(ctx: Context, name: str, force: bool) -> Outcome | BurrowError:
     if not force and path.is_file() and name != "environment":
         try:
             cached = read_json(path)
-            if cached.get("key") == key:
+            plot = cached["outcome"].get("plot")
+            # A plot removed since (a narrower report deletes the plots it does not show) is drawn again.
+            if cached.get("key") == key and (plot is None or (ctx.out / plot).is_file()):
                 log.info("%s: reusing %s", name, path)
                 return _outcome_from_json(cached["outcome"])
-        except (BurrowError, KeyError, TypeError):
+        except (BurrowError, KeyError, TypeError, AttributeError):
             log.warning("%s is damaged; measuring again", path)
     log.info("measuring %s", name)
     t0 = time.perf_counter()

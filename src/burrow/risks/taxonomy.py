@@ -76,6 +76,11 @@ def areas() -> list[tuple[str, str]]:
     return [(a["id"], a["name"]) for a in _raw()["areas"]]
 
 
+def is_known(name: str) -> bool:
+    """True when ``name`` is a risk's id or number."""
+    return any(name in (r.id, str(r.number)) for r in load_taxonomy())
+
+
 def select(names: list[str] | None) -> list[Risk]:
     """The risks named by id or number (all when ``names`` is empty or None); an unknown one is an error."""
     risks = load_taxonomy()
