@@ -31,6 +31,9 @@ def test_clean_refuses_to_write_over_its_input(tmp_path, burrow_cli) -> None:
     assert src.read_text(encoding="utf-8") == rows
     code, _, err = burrow_cli("corpus", "clean", tmp_path, "-o", tmp_path / "in.jsonl")  # the folder holds it
     assert code == 2 and src.read_text(encoding="utf-8") == rows
+    for name in ("out.txt.gz", "out.txt", "out"):  # JSON lines under a name read back as plain text
+        code, _, err = burrow_cli("corpus", "clean", src, "-o", tmp_path / name)
+        assert code == 2 and "ending in .jsonl" in one_error(err) and not (tmp_path / name).exists(), err
 
 
 def test_tokenize_refuses_the_memorys_own_token_store(world, tmp_path, burrow_cli) -> None:

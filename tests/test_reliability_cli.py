@@ -285,14 +285,20 @@ def test_resume_falls_back_past_a_truncated_checkpoint(world, tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("errors", ["surrogateescape", "strict"])  # a C locale's stdin, a UTF-8 locale's
-def test_chat_survives_non_utf8_input(world, monkeypatch, burrow_cli, one_thread, errors) -> None:
+def test_chat_survives_non_utf8_input(world, tmp_path, monkeypatch, burrow_cli, one_thread, errors) -> None:
+    import dataclasses
+
+    from burrow.model import build_model, load_run, save_model
+
+    trained = load_run(world["run"])  # its 32-token context holds no chat preamble: the same model, longer
+    model = save_model(build_model(dataclasses.replace(trained.config, max_seq_len=1024)), tmp_path / "model")
     raw = b"caf\xe9 au lait \xff\xfe\nBread?\n/quit\n"
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", errors=errors))
-    code, out, err = burrow_cli("chat", world["run"], "--memory", world["mem_a"],
+    code, out, err = burrow_cli("chat", model, "--memory", world["mem_a"],
                                 "--max-tokens", "4", "--seed", "0", "--precision", "fp32")
     assert code == 0, err
     assert "Traceback" not in err
-    assert out.count("Burrow:") == 2  # both messages answered
+    assert out.count("Burrow:") == 2 and "error" not in out  # both messages answered (not an error each)
 
 
 # 6. A corpus that yields no documents: one error line (and no empty output folder left behind).

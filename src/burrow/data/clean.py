@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from burrow.artefacts import atomic_path, removing_new_folders, write_json
-from burrow.data.corpus import CorpusConfig, CorpusStats, Document, expand_inputs, no_documents, read_corpus
+from burrow.data.corpus import (
+    JSONL_SUFFIXES,
+    CorpusConfig,
+    CorpusStats,
+    Document,
+    expand_inputs,
+    no_documents,
+    read_corpus,
+)
 from burrow.data.dedup import (
     DEDUP_RULES,
     Decontaminator,
@@ -273,6 +281,9 @@ def clean_corpus(
     config = config or CleanConfig()
     corpus_config = corpus_config or CorpusConfig()
     output = Path(output)
+    if Path(output.name.removesuffix(".gz")).suffix.lower() not in JSONL_SUFFIXES:  # read back by its name
+        raise BurrowError(f"{output}: clean writes JSON lines; give -o a name ending in .jsonl or .jsonl.gz, so "
+                          "that reading it back (memory build, clean) takes it as JSONL, not as plain text")
     written = {p.resolve() for p in (output, *report_paths(output))}
     for given in expand_inputs([*inputs, *against]):
         if not given.startswith("hf:") and Path(given).resolve() in written:
