@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +14,11 @@ ALL = "wikitext,lambada,nq_closed,nq_open,triviaqa_closed,triviaqa_open,truthful
       "arc_challenge,piqa,winogrande,mmlu"  # the catalogue's order
 
 
-def _burrow(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "burrow", *args], capture_output=True, text=True, timeout=600)
+def _burrow(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``burrow ARGS`` in a fresh interpreter; with ``cwd``, there and outside any git repository."""
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(cwd.parent)} if cwd is not None else None
+    return subprocess.run([sys.executable, "-m", "burrow", *args], capture_output=True, text=True, timeout=600,
+                          cwd=cwd, env=env)
 
 
 QUICK = "lambada,truthfulqa_mc2,nq_open"  # the full catalogue runs in the slow test below
@@ -25,8 +30,9 @@ def test_tasks_run_writes_the_contract_and_the_report_and_resumes(task_runs, tas
     out = tmp_path / "out"
     args = ["tasks", "run", str(task_runs["retro"]), "--memory", str(task_memory.dir), "--tasks", QUICK,
             "--data", str(task_data), "--limit", "2", "-o", str(out), "--precision", "fp32"]
-    done = _burrow(*args)
+    done = _burrow(*args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "not a git repository" not in done.stderr  # lm-eval's `git describe` for its record, silenced
     results = json.loads((out / "results.json").read_text())
     _check_contract(results, ["retro[OFF]", "retro[ON]"], QUICK.split(","))
     assert results["tasks"]["truthfulqa_mc2"]["chance"] == pytest.approx(2 / 3)

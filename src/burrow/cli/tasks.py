@@ -73,16 +73,18 @@ def configs_command(
 ) -> None:
     """Write the offline lm-eval task configs, for lm-eval's own CLI (`python -m burrow.tasks.harness`)."""
     from burrow.data.shared import find_data
-    from burrow.memory import Memory
     from burrow.tasks.catalog import parse_tasks
     from burrow.tasks.configs import write_configs
+    from burrow.tasks.datasets import check_data
+    from burrow.tasks.models import open_memory
     from burrow.tasks.openbook import build_passages
 
     specs = parse_tasks(tasks)
     root = find_data(data, needs=specs[0].files)
+    check_data(specs, root)
     found = {}
     if memory is not None:
-        mem = Memory(memory)
+        mem = open_memory(memory)
         found = {s.name: build_passages(s, root, mem, out / "passages", TasksConfig.passages, limit)
                  for s in specs if s.needs_memory}
     write_configs(specs, root, out, found)
@@ -94,10 +96,9 @@ def report_command(
     out: Path = typer.Argument(..., help="A `burrow tasks run` output folder (its results.json)."),
 ) -> None:
     """Rewrite report.md/json/png from results.json and print the table."""
-    from burrow.artefacts import read_json
-    from burrow.tasks.report import report_json, report_markdown, write_report
+    from burrow.tasks.report import read_results, report_json, report_markdown, write_report
 
-    results = read_json(out / "results.json")
+    results = read_results(out)
     write_report(results, out)
     typer.echo(report_markdown(report_json(results)))
 

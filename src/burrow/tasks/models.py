@@ -35,6 +35,32 @@ def is_burrow_dir(source: str) -> bool:
     return p.is_dir() and any((p / name).exists() for name in _BURROW_MARKERS)
 
 
+def check_source(source: str) -> None:
+    """One-line error unless ``source`` can name a model: a directory (burrow or Hugging Face) or a HF name."""
+    p = Path(source)
+    if p.is_file():
+        hint = f" (here: {p.parent})" if _model_dir(p.parent) else ""
+        raise BurrowError(f"{source} is a file; pass a model directory{hint}: a burrow run/model directory or a "
+                          "Hugging Face model folder, or a Hugging Face name")
+    if p.is_dir() and not _model_dir(p):
+        raise BurrowError(f"{source} is neither a burrow run/model directory nor a Hugging Face model folder")
+
+
+def _model_dir(path: Path) -> bool:
+    return is_burrow_dir(str(path)) or (path / "config.json").exists()
+
+
+def open_memory(path: str | Path) -> Memory:
+    """The memory at ``path`` with its tokenizer read; a model or run directory given instead is one line saying so."""
+    p = Path(path)
+    if not (p / "memory.manifest.json").exists() and _model_dir(p):
+        raise BurrowError(f"{path} is a model/run directory, not a memory; pass --memory the folder `burrow memory "
+                          "build` wrote")
+    memory = Memory(path)
+    memory.tokenizer  # noqa: B018 - fail on a damaged memory before any scoring
+    return memory
+
+
 def run_tokenizer(path: Path) -> str | None:
     """The tokenizer fingerprint a burrow run was trained with (its ``config.json``), if recorded."""
     for d in (path, path.parent, path.parent.parent):
@@ -89,12 +115,11 @@ class OpenModel:
 
 def open_model(source: str, memory: str | Path | Memory | None = None) -> OpenModel:
     """Load ``source`` (a burrow run/model directory, or a HF name) for task runs."""
-    mem = Memory(memory) if isinstance(memory, str | Path) else memory
+    mem = open_memory(memory) if isinstance(memory, str | Path) else memory
+    check_source(source)
     if not is_burrow_dir(source):
         from burrow.lm import load_hf_lm
 
-        if Path(source).is_dir() and not (Path(source) / "config.json").exists():
-            raise BurrowError(f"{source} is neither a burrow run/model directory nor a Hugging Face model folder")
         lm = load_hf_lm(source)
         label = Path(source).name if Path(source).is_dir() else source.removeprefix("hf:")
         return OpenModel(label, source, HFBackend(lm), ("baseline",), mem)

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from burrow.artefacts import atomic_path, read_manifest, write_manifest
+from burrow.errors import BurrowError
 from burrow.memory import Memory
 from burrow.tasks.catalog import TaskSpec
 from burrow.tasks.datasets import data_file, load_qa
@@ -30,7 +31,10 @@ def build_passages(spec: TaskSpec, data_dir: Path, memory: Memory, out_dir: Path
     info = {"memory": str(memory.dir.resolve()), "memory_tokenizer": memory.tokenizer.fingerprint(), "k": k,
             "questions": len(questions), "source": spec.files[0]}
     path, kind = out_dir / f"{spec.name}.jsonl", f"{spec.name}.passages"
-    found = read_manifest(out_dir, kind)
+    try:
+        found = read_manifest(out_dir, kind)
+    except BurrowError:  # damaged: the passages are retrieved again and the manifest rewritten
+        found = None
     if found is not None and path.exists() and {key: found.get(key) for key in info} == info:
         return path
     log.info("%s: retrieving %d passages for each of %d questions", spec.name, k, len(questions))

@@ -9,10 +9,12 @@ so that positive means retrieval helps (bits per byte: [OFF] − [ON]).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from burrow.artefacts import atomic_path, write_json
+from burrow.artefacts import atomic_path, damaged, write_json
+from burrow.errors import BurrowError
 from burrow.tasks.catalog import CATEGORIES, TASKS
 
 _RAW = ("bits_per_byte", "perplexity")  # metrics shown as they are, not in percent
@@ -29,6 +31,47 @@ def _fmt(metric: str, value: float | None, stderr: float | None = None) -> str:
         return f"{value:.3f}" if metric == "bits_per_byte" else f"{value:.2f}"
     text = f"{100 * value:.1f}"
     return f"{text} ± {100 * stderr:.1f}" if stderr is not None else text
+
+
+def read_results(out: Path) -> dict[str, Any]:
+    """``out/results.json`` of a ``burrow tasks run``, checked against its contract before anything is written."""
+    fix = f"re-run `burrow tasks run … -o {out}`: it reuses the finished per-task results and writes results.json again"
+    if not out.is_dir():
+        raise BurrowError(f"{out} is not a folder; pass the output folder (-o) of a `burrow tasks run`")
+    path = out / "results.json"
+    with damaged(path, fix):
+        results = json.loads(path.read_text(encoding="utf-8"))
+    problem = _problem(results)
+    if problem is not None:
+        raise BurrowError(f"{path} is not a `burrow tasks run` result ({problem}); {fix}")
+    return results
+
+
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _problem(results: Any) -> str | None:
+    """What in ``results`` breaks the results.json contract (:mod:`burrow.tasks.runner`), or None."""
+    if not (isinstance(results, dict) and isinstance(results.get("models"), dict)
+            and isinstance(results.get("tasks"), dict)):
+        return 'expected {"models": {label: {task: metrics}}, "tasks": {task: info}}'
+    if not results["tasks"] or not results["models"]:
+        return "no tasks or no models"
+    for task, info in results["tasks"].items():
+        if task not in TASKS:
+            return f"unknown task {task!r}"
+        metrics = info.get("metrics") if isinstance(info, dict) else None
+        if not (isinstance(metrics, list) and metrics and all(isinstance(m, str) for m in metrics)
+                and info.get("category") in CATEGORIES and _number(info.get("chance"))):
+            return f"task {task}: expected category, metrics and chance"
+    for label, per_task in results["models"].items():
+        if not isinstance(per_task, dict):
+            return f"model {label}: expected task -> metrics"
+        for task, metrics in per_task.items():
+            if not isinstance(metrics, dict) or not all(_number(v) for v in metrics.values()):
+                return f"model {label}, task {task}: expected metric -> number"
+    return None
 
 
 def retro_pairs(labels: list[str]) -> list[tuple[str, str, str]]:

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from tqdm import tqdm
 
@@ -38,9 +39,9 @@ from burrow.memory import Memory
 from burrow.tasks.catalog import MMLU_SUBJECTS, TaskSpec, lm_eval_names, parse_tasks
 from burrow.tasks.config import TasksConfig
 from burrow.tasks.configs import VERSION, write_configs
-from burrow.tasks.datasets import chance_of, check_files
+from burrow.tasks.datasets import chance_of, check_data
 from burrow.tasks.harness_lm import BurrowEvalLM
-from burrow.tasks.models import OpenModel, is_burrow_dir, open_model
+from burrow.tasks.models import OpenModel, check_source, is_burrow_dir, open_memory, open_model
 from burrow.tasks.openbook import build_passages
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def _plan(models: list[str], memory: Memory | None) -> list[_Job]:
     jobs: list[_Job] = []
     seen: set[str] = set()
     for source in models:
+        check_source(source)
         if is_burrow_dir(source):
             om = open_model(source, memory)
             pairs = [(mode, om.mode_label(mode)) for mode in om.modes]
@@ -152,20 +154,24 @@ class TaskRun:
             found = read_json(path)
         except BurrowError:
             return None
-        return found["metrics"] if found.get("key") == self.key(job, spec) else None
+        return found["metrics"] if isinstance(found, dict) and found.get("key") == self.key(job, spec) else None
 
     def score(self, job: _Job, lm: BurrowEvalLM, spec: TaskSpec) -> dict[str, Any]:
         """Run ``spec`` on ``lm`` through lm-eval and store the result."""
         import lm_eval
+        import lm_eval.evaluator
 
         key = self.key(job, spec)
         cache = None
         if self.config.lm_cache:
             cache = str(self.out / "lm_cache" / f"{job.label}-{config_hash(key)}")
         t0 = time.perf_counter()
-        results = lm_eval.simple_evaluate(model=lm, tasks=lm_eval_names(spec), task_manager=self.task_manager,
-                                          limit=self.config.limit, use_cache=cache,
-                                          bootstrap_iters=self.config.bootstrap_iters, verbosity="ERROR")
+        # lm-eval records the working directory's git commit by running `git describe`, which prints
+        # "fatal: not a git repository" outside one; burrow keeps only the metrics, so it asks for none
+        with mock.patch.object(lm_eval.evaluator, "get_git_commit_hash", lambda: None, create=True):
+            results = lm_eval.simple_evaluate(model=lm, tasks=lm_eval_names(spec), task_manager=self.task_manager,
+                                              limit=self.config.limit, use_cache=cache,
+                                              bootstrap_iters=self.config.bootstrap_iters, verbosity="ERROR")
         if results is None:  # pragma: no cover - only on non-zero ranks
             raise RuntimeError("lm-eval returned no results")
         metrics = extract(spec, results)
@@ -187,11 +193,8 @@ def run_tasks(models: list[str], tasks: list[str], out: Path, memory: Path | Non
         raise BurrowError("no models given; pass RUN directories or HF names (e.g. smollm2)")
     specs = parse_tasks(tasks)
     data = find_data(data_dir, needs=specs[0].files)
-    for spec in specs:
-        check_files(spec, data)
-    mem = Memory(memory) if memory is not None else None
-    if mem is not None:
-        mem.tokenizer  # noqa: B018 - fail on a damaged memory before any scoring
+    check_data(specs, data)  # a missing or damaged task file fails here, before anything is written
+    mem = open_memory(memory) if memory is not None else None
     jobs = _plan(list(models), mem)
     out = Path(out)
     (out / "tasks.manifest.json").unlink(missing_ok=True)  # complete again only when this run finishes
