@@ -158,3 +158,30 @@ def test_a_rerun_reuses_the_evaluation_only_when_nothing_it_read_changed(tmp_pat
     assert _reusable(summary, key) is None
     summary.write_text("{not json", encoding="utf-8")
     assert _reusable(summary, key) is None
+
+
+@pytest.mark.parametrize("args, needle", [(["--split", "foo"], "--split must be valid or test"),
+                                          (["--retro", "tiny"], "--retro tiny is not a RETRO model"),
+                                          (["--baseline", "retro-tiny"], "--baseline retro-tiny is a RETRO model"),
+                                          (["--baseline", "nosuch"], "nosuch")])
+def test_bad_demo_settings_are_one_line_before_any_work(args, needle, tmp_path: Path, burrow_cli) -> None:
+    """`--split foo` was a ValueError traceback; `--retro tiny` trained and evaluated both models for ~100 s, then
+    a KeyError; `--baseline nosuch` was refused after ~45 s of hygiene and memory building."""
+    code, _, err = burrow_cli("demo", "--quick", "-o", tmp_path / "demo", *args)
+    assert code == 2 and err.startswith("error: ") and needle in err and "Traceback" not in err, err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_a_demo_run_of_another_model_says_how_to_start_it_again(tmp_path: Path, monkeypatch) -> None:
+    """Training's "use another -o or --force" named an option `burrow demo` does not have."""
+    import burrow.demo
+    from burrow.demo import DemoConfig, _train
+
+    def refuse(config):
+        raise BurrowError(f"{config.out} holds a run of another model (differs in ['d_model']); use another -o or "
+                          "--force")
+
+    monkeypatch.setattr(burrow.demo, "train", refuse)
+    with pytest.raises(BurrowError, match=r"differs in \['d_model'\]\); delete .*retro to train it again") as e:
+        _train(DemoConfig(out=tmp_path, quick=True), "retro-tiny", tmp_path / "memory", tmp_path / "runs" / "retro")
+    assert "--force" not in str(e.value)

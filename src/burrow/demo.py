@@ -46,6 +46,7 @@ from burrow.memory.build import MemoryConfig, build_memory, compute_neighbours
 from burrow.memory.neighbours import retrieval_width
 from burrow.model import RetrievalLM, load_run
 from burrow.train import TrainConfig, train
+from burrow.train.config import read_model_spec
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,12 @@ class DemoConfig:
                  readable: bool | None = None, memory_sweep: bool = False,
                  knn_fixed: tuple[float, float] | None = None, **train_fields: Any) -> None:
         if eval_split not in ("valid", "test"):
-            raise ValueError(f"eval_split must be valid or test, not {eval_split!r}")
+            raise BurrowError(f"--split must be valid or test, not {eval_split!r}")
+        for option, spec, retro_wanted in (("--baseline", baseline, False), ("--retro", retro, True)):
+            if bool(read_model_spec(spec)[0].retro) != retro_wanted:  # before ~1 min of work, not after
+                raise BurrowError(f"{option} {spec} is {'not ' if retro_wanted else ''}a RETRO model; give a "
+                                  f"{'RETRO' if retro_wanted else 'baseline'} preset or model TOML (e.g. "
+                                  f"{'retro-tiny' if retro_wanted else 'tiny'})")
         self.out, self.data, self.quick, self.eval_split, self.sweeps = Path(out), data, quick, eval_split, sweeps
         self.baseline, self.retro = baseline, retro
         self.methods = tuple(methods)
@@ -165,7 +171,13 @@ def hygiene(inputs: list[str], against: list[str], out: Path) -> tuple[Path, dic
 
 
 def _train(cfg: DemoConfig, preset: str, memory_dir: Path, out: Path) -> RetrievalLM:
-    train(cfg.train_config(preset, memory_dir, out))
+    try:
+        train(cfg.train_config(preset, memory_dir, out))
+    except BurrowError as e:  # "…; use another -o or --force": the demo has no --force
+        head, _, fix = str(e).rpartition("; ")
+        if not head or "--force" not in fix:
+            raise
+        raise BurrowError(f"{head}; delete {out} to train it again, or give the demo another -o") from None
     return load_run(out)
 
 

@@ -87,3 +87,16 @@ def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("a,b\n", encoding="utf-8")
     with pytest.raises(BurrowError, match="no readable corpus files"):
         read([tmp_path])
+
+
+def test_an_empty_path_or_a_bare_string_is_refused_not_read(tmp_path, monkeypatch) -> None:
+    """Path("") is the working folder: `eval -d ''` read every file in it; a bare string was read one character
+    at a time (`build_memory("corpus", …)`: "c: no such file or folder")."""
+    from burrow.data.corpus import expand_inputs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("Owls hunt at night.\n", encoding="utf-8")
+    for bad, needle in (([""], "empty"), (["  "], "empty"), ("notes.txt", "not one string")):
+        with pytest.raises(BurrowError, match=needle):
+            expand_inputs(bad)
+    assert expand_inputs(["notes.txt"]) == ["notes.txt"]

@@ -28,9 +28,13 @@ PARQUET_SUFFIXES = {".parquet"}
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
     """Expand folders into their readable files (sorted, recursive); keep ``hf:`` names as they are."""
+    if isinstance(inputs, str | Path):  # a bare string would be read one character at a time
+        raise BurrowError(f"give a list of corpus files or folders, not one string ({str(inputs)!r})")
     out: list[str] = []
     for item in inputs:
         s = str(item)
+        if not s.strip():  # Path("") is the working folder: `-d ''` read everything in it
+            raise BurrowError("an input path is empty; give a file or folder")
         if s.startswith("hf:"):
             out.append(s)
             continue

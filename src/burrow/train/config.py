@@ -190,6 +190,16 @@ def check_run_out(root: Path) -> None:
                               "there and would overwrite it: give -o a new folder")
 
 
+def read_model_spec(spec: str) -> tuple[ModelConfig, dict[str, Any]]:
+    """The ModelConfig that ``spec`` (a preset name or a model TOML) names, and the fields a TOML sets itself."""
+    if spec.endswith(".toml") or Path(spec).is_file():
+        data = _read_toml(spec)
+        section = dict(data.get("model", data))
+        preset = section.pop("preset", None) or data.get("preset")
+        return (get_preset(preset, **section) if preset else ModelConfig.from_dict(section)), section
+    return get_preset(spec), {}
+
+
 def resolve_model_config(spec: str, vocab_size: int, chunk_size: int | None, seq_len: int,
                          pad_id: int | None = None) -> ModelConfig:
     """The ModelConfig for ``spec`` (a preset name or a model TOML), sized for this data.
@@ -199,15 +209,7 @@ def resolve_model_config(spec: str, vocab_size: int, chunk_size: int | None, seq
     sets one of these to a value the data contradicts is an error, never silently changed. A RETRO
     model masks the store's ``pad_id`` in its neighbours (unless the TOML sets ``pad_id`` itself).
     """
-    explicit: dict[str, Any] = {}
-    if spec.endswith(".toml") or Path(spec).is_file():
-        data = _read_toml(spec)
-        section = dict(data.get("model", data))
-        preset = section.pop("preset", None) or data.get("preset")
-        explicit = section
-        cfg = get_preset(preset, **section) if preset else ModelConfig.from_dict(section)
-    else:
-        cfg = get_preset(spec)
+    cfg, explicit = read_model_spec(spec)
     chunk_size = cfg.chunk_size if chunk_size is None else chunk_size
     wanted = {"vocab_size": vocab_size, "chunk_size": chunk_size, "retrieved_len": retrieved_length(chunk_size)}
     for name, value in wanted.items():
