@@ -20,13 +20,23 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from burrow.artefacts import atomic_dir, config_hash, damaged, read_json, read_manifest, write_manifest
+from burrow.artefacts import (
+    atomic_dir,
+    config_hash,
+    damaged,
+    file_as_recorded,
+    read_json,
+    read_manifest,
+    write_manifest,
+)
 from burrow.errors import BurrowError
+from burrow.memory.checks import check_k, check_queries
 
 if TYPE_CHECKING:
     from burrow.memory.memory import Memory, SearchResult
@@ -119,12 +129,24 @@ def bm25_inputs(memory: Memory) -> str:
                         "params": PARAMS})
 
 
+def damaged_file(directory: Path, manifest: dict[str, Any]) -> Path | None:
+    """The first index file in ``directory`` that is missing or not of the size its manifest recorded, else
+    None (a manifest from before sizes were recorded trusts its files)."""
+    for name, record in (manifest.get("files") or {}).items():
+        if not file_as_recorded(directory / name, record):
+            return directory / name
+    return None
+
+
 def bm25_status(memory: Memory) -> dict[str, Any] | None:
-    """The BM25 manifest with ``up_to_date`` added, or ``None`` when the memory has no BM25 index."""
-    manifest = read_manifest(memory.dir / BM25_DIR, "bm25")
+    """The BM25 manifest with ``up_to_date`` added (the memory's chunks unchanged since and the index files
+    as written), or ``None`` when the memory has no BM25 index."""
+    directory = memory.dir / BM25_DIR
+    manifest = read_manifest(directory, "bm25")
     if manifest is None:
         return None
-    return {**manifest, "up_to_date": manifest.get("inputs") == bm25_inputs(memory)}
+    fresh = manifest.get("inputs") == bm25_inputs(memory) and damaged_file(directory, manifest) is None
+    return {**manifest, "up_to_date": fresh}
 
 
 def chunk_texts(memory: Memory, progress: bool = False) -> list[str]:
@@ -141,7 +163,8 @@ def chunk_texts(memory: Memory, progress: bool = False) -> list[str]:
 
 
 def build_bm25(memory: Memory, force: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Index ``memory``'s chunks with BM25 into ``MEMDIR/bm25/``; skipped when up to date unless ``force``.
+    """Index ``memory``'s chunks with BM25 into ``MEMDIR/bm25/``; skipped when up to date (the same chunks,
+    every index file of the size written) unless ``force``, which also replaces a damaged manifest.
 
     Returns the index's manifest. The new index is written to a temporary folder (manifest last)
     and moved into place, so a killed build leaves the previous index or none, never half of one.
@@ -149,11 +172,11 @@ def build_bm25(memory: Memory, force: bool = False, progress: bool = True) -> di
     import bm25s
 
     out = memory.dir / BM25_DIR
-    inputs = bm25_inputs(memory)
-    current = read_manifest(out, "bm25")
-    if current is not None and current.get("inputs") == inputs and not force:
+    current = None if force else bm25_status(memory)
+    if current is not None and current.pop("up_to_date"):
         log.info("BM25 index of %s is up to date (%d chunks)", memory.dir, current["n_chunks"])
         return current
+    inputs = bm25_inputs(memory)
     t0 = time.perf_counter()
     texts = chunk_texts(memory, progress)
     terms = bm25s.tokenize(texts, lower=PARAMS["lower"], stopwords=PARAMS["stopwords"],
@@ -162,7 +185,8 @@ def build_bm25(memory: Memory, force: bool = False, progress: bool = True) -> di
     retriever.index(terms, show_progress=progress)
     with atomic_dir(out) as tmp:
         retriever.save(str(tmp), show_progress=False)
-        manifest = write_manifest(tmp, "bm25", inputs=inputs, n_chunks=len(texts), params=PARAMS,
+        files = {p.name: {"bytes": p.stat().st_size} for p in sorted(tmp.iterdir()) if p.is_file()}
+        manifest = write_manifest(tmp, "bm25", inputs=inputs, n_chunks=len(texts), params=PARAMS, files=files,
                                   vocab_size=len(retriever.vocab_dict), seconds=round(time.perf_counter() - t0, 2),
                                   distances="negated BM25 score (smaller is nearer); score 0 is no neighbour")
     _LOADED.pop(memory, None)
@@ -189,8 +213,15 @@ def load_bm25(memory: Memory) -> BM25Index:
     if manifest.get("inputs") != inputs:
         raise BurrowError(f"memory {memory.dir} has no up-to-date BM25 index (its chunks changed since); "
                           f"run `burrow memory bm25 {memory.dir}`")
-    with damaged(directory, f"rebuild it: burrow memory bm25 {memory.dir} --force"):
-        retriever = bm25s.BM25.load(str(directory), show_progress=False)
+    fix = f"rebuild it: burrow memory bm25 {memory.dir} --force"
+    bad = damaged_file(directory, manifest)
+    if bad is not None:
+        raise BurrowError(f"{bad} is {'damaged' if bad.exists() else 'missing'}; {fix}")
+    with damaged(directory, fix):
+        try:
+            retriever = bm25s.BM25.load(str(directory), show_progress=False)
+        except FileNotFoundError as e:  # an index from before file sizes were recorded: name the file
+            raise BurrowError(f"{e.filename or directory} is missing; {fix}") from None
     index = BM25Index(retriever, manifest)
     _LOADED[memory] = index
     return index
@@ -202,8 +233,8 @@ def search_bm25(memory: Memory, queries: list[str] | np.ndarray, k: int = 2,
 
     ``distances`` are negated BM25 scores (smaller is nearer); -1 / inf where fewer than k chunks match.
     """
-    texts = memory.tokenizer.decode_batch(np.asarray(queries).tolist()) if isinstance(queries, np.ndarray) \
-        else list(queries)
+    queries, k = check_queries(queries), check_k(k)
+    texts = memory.tokenizer.decode_batch(queries.tolist()) if isinstance(queries, np.ndarray) else queries
     docs = None if exclude_docs is None else np.asarray(exclude_docs, dtype=np.int64)
     scores, ids = load_bm25(memory).search(texts, k, docs, memory.chunks.docs)
     dists = np.where(ids < 0, np.inf, -scores).astype(np.float32)  # (q, k)

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from burrow.artefacts import (
+    check_out_dir,
     config_hash,
     damaged,
     file_as_recorded,
@@ -45,6 +46,7 @@ from burrow.data.tokenizer import (
 )
 from burrow.data.tokens import TokenStore, write_token_store
 from burrow.errors import BurrowError
+from burrow.memory.checks import check_directory, check_inputs
 from burrow.memory.chunks import ChunkTable, chunk_table, chunk_tokens
 from burrow.memory.config import MemoryConfig
 from burrow.memory.encode import FrozenEncoder, encode_sharded
@@ -294,11 +296,15 @@ def build_memory(inputs: Sequence[str], out: str | Path, config: MemoryConfig | 
                  force: bool = False, progress: bool = True,
                  encoder: FrozenEncoder | None = None,
                  shard_encoder: ShardEncoder | None = None) -> tuple[Memory, list[StageTiming]]:
-    """Build (or resume, or refresh) the memory at ``out`` from corpus ``inputs``.
+    """Build (or resume, or refresh) the memory at ``out`` from corpus ``inputs``: a list of files, folders or
+    ``hf:NAME`` (a bare string is refused, not read as one input per character).
 
     ``shard_encoder`` encodes the key shards elsewhere (the Ray engine); every other stage, the layout and
     the manifests are the same either way.
     """
+    inputs = check_inputs(inputs)
+    check_directory(out, "the output folder")
+    check_out_dir(out)
     config = config or MemoryConfig()
     with removing_new_folders(out):
         return _build(inputs, Path(out), config, force, progress, encoder, shard_encoder)

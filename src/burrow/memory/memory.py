@@ -28,6 +28,7 @@ from burrow.data.tokens import TokenStore
 from burrow.defaults import DEFAULT_K
 from burrow.errors import BurrowError
 from burrow.memory.bm25 import RETRIEVERS, bm25_status, search_bm25
+from burrow.memory.checks import check_directory, check_k, check_queries
 from burrow.memory.chunks import ChunkTable, chunk_tokens, neighbour_values
 from burrow.memory.config import EncoderConfig
 from burrow.memory.index import load_index, search
@@ -57,11 +58,12 @@ class SearchResult:
     ids: np.ndarray  # (q, k) int64 memory chunk ids, -1 where fewer than k exist
     distances: np.ndarray  # (q, k) float32 squared L2 (dense) or negated BM25 score (bm25); inf where missing
     tokens: np.ndarray  # (q, k, r) int64 [chunk, continuation], padded with the pad id
+    # Per neighbour; "" where it is missing (id -1):
     texts: list[list[str]] = field(default_factory=list)  # decoded [chunk, continuation] per neighbour
     chunk_texts: list[list[str]] = field(default_factory=list)  # decoded chunk alone
     sources: list[list[str]] = field(default_factory=list)  # document title, else "file:line N" under the corpus root
     doc_ids: list[list[str]] = field(default_factory=list)  # document ids
-    offsets: np.ndarray | None = None  # (q, k) token offset of each chunk inside its document
+    offsets: np.ndarray | None = None  # (q, k) token offset of each chunk inside its document; -1 where missing
 
     def to_json(self) -> list[list[dict[str, Any]]]:
         """Per query, per neighbour: a JSON-ready record."""
@@ -85,6 +87,7 @@ class Memory:
     """A built memory directory: tokenizer, token store, chunks, keys index, neighbour tables."""
 
     def __init__(self, directory: str | Path, encoder: FrozenEncoder | None = None):
+        check_directory(directory)
         self.dir = Path(directory)
         if not self.dir.is_dir():
             raise BurrowError(f"{self.dir} is not a memory directory (build one with `burrow memory build`)")
@@ -226,6 +229,7 @@ class Memory:
         restricts the search to those chunks: an exact search over their stored keys. Missing
         neighbours are -1 / inf.
         """
+        k = check_k(k)
         if within is None:
             return search_excluding(self.index, keys, k, exclude_docs, self.chunks.docs, progress=progress)
         if exclude_docs is not None:
@@ -273,7 +277,8 @@ class Memory:
 
     def search(self, queries: list[str] | np.ndarray, k: int = DEFAULT_K, exclude_docs: np.ndarray | None = None,
                with_text: bool = True, retriever: str = "dense") -> SearchResult:
-        """Nearest chunks of ``queries`` (texts, or token chunks (q, ≤m)) with tokens, text and provenance.
+        """Nearest chunks of ``queries`` (a list of texts, or token chunks (q, ≤m)) with tokens, text
+        and provenance. A bare string is refused (give ``[text]``): it is not read as one query per character.
 
         ``exclude_docs`` as in :meth:`search_keys`. ``retriever`` is ``dense`` (the encoder's keys in
         the FAISS index) or ``bm25`` (:mod:`burrow.memory.bm25`, built with ``burrow memory bm25``;
@@ -281,6 +286,7 @@ class Memory:
         """
         if retriever not in RETRIEVERS:
             raise BurrowError(f"retriever must be one of {', '.join(RETRIEVERS)}, not {retriever!r}")
+        queries, k = check_queries(queries), check_k(k)
         if retriever == "bm25":
             return search_bm25(self, queries, k, exclude_docs, with_text)
         if isinstance(queries, np.ndarray):
@@ -291,18 +297,24 @@ class Memory:
         return self.result(ids, dists, with_text=with_text)
 
     def result(self, ids: np.ndarray, dists: np.ndarray, with_text: bool = True) -> SearchResult:
-        """Build a :class:`SearchResult` (tokens, text, provenance) for neighbour ids."""
+        """Build a :class:`SearchResult` (tokens, text, provenance) for neighbour ids; a missing neighbour
+        (id -1) has offset -1 and empty text, source and document id."""
         tokens = neighbour_values(self.store, self.chunks, ids)  # (q, k, r)
         res = SearchResult(ids=ids, distances=dists, tokens=tokens)
-        safe = np.where(ids < 0, 0, ids)
+        found = ids >= 0
+        safe = np.where(found, ids, 0)
         docs = self.chunks.docs[safe]
-        res.offsets = self.chunks.starts[safe] - self.store.offsets[docs]
+        res.offsets = np.where(found, self.chunks.starts[safe] - self.store.offsets[docs], -1)
         if with_text:
             m = self.chunk_size
-            res.texts = [[self.tokenizer.decode(t) for t in row] for row in tokens]
-            res.chunk_texts = [[self.tokenizer.decode(t[:m]) for t in row] for row in tokens]
-            res.sources = [[self.display_sources[d] for d in row] for row in docs]
-            res.doc_ids = [[self.store.docs[d].id for d in row] for row in docs]
+
+            def each(value: Callable[[int, int], str]) -> list[list[str]]:
+                return [[value(q, j) if found[q, j] else "" for j in range(ids.shape[1])] for q in range(len(ids))]
+
+            res.texts = each(lambda q, j: self.tokenizer.decode(tokens[q, j].tolist()))
+            res.chunk_texts = each(lambda q, j: self.tokenizer.decode(tokens[q, j, :m].tolist()))
+            res.sources = each(lambda q, j: self.display_sources[docs[q, j]])
+            res.doc_ids = each(lambda q, j: self.store.docs[docs[q, j]].id)
         return res
 
     def chunk_tokens(self, ids: np.ndarray) -> np.ndarray:

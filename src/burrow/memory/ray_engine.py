@@ -29,6 +29,7 @@ import numpy as np
 from burrow.artefacts import atomic_path, read_json
 from burrow.errors import BurrowError
 from burrow.memory.build import MemoryConfig, StageTiming, build_memory, check_same_inputs, compute_neighbours
+from burrow.memory.checks import check_inputs
 from burrow.memory.encode import EncoderConfig, _shard_ok
 from burrow.memory.keys import key_shard_paths
 from burrow.memory.memory import Memory
@@ -162,6 +163,7 @@ def build_memory_ray(inputs: Sequence[str], out: str | Path, config: MemoryConfi
     """``build_memory`` with the key shards encoded on Ray (same directory, manifests and resume rules)."""
     from burrow.memory.encode import FrozenEncoder
 
+    inputs = check_inputs(inputs)
     config = config or MemoryConfig()
     ray_config = ray_config or RayConfig()
     if not force:

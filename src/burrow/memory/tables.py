@@ -28,6 +28,7 @@ from burrow.data.corpus import CorpusConfig, CorpusStats, no_documents, read_cor
 from burrow.data.tokens import NoDocuments, TokenStore, write_token_store
 from burrow.defaults import DEFAULT_K
 from burrow.errors import BurrowError
+from burrow.memory.checks import check_directory, check_inputs, check_k
 from burrow.memory.chunks import ChunkTable, chunk_table, chunk_tokens
 from burrow.memory.encode import encode_sharded
 from burrow.memory.keys import key_shard_paths, load_shards
@@ -43,15 +44,18 @@ __all__ = ["NeighbourSearcher", "compute_neighbours", "tokenize_store"]
 NeighbourSearcher = Callable[[Memory, int, Path, Callable[[int], Any]], tuple[np.ndarray, np.ndarray]]
 
 
-def compute_neighbours(memory: Memory, k: int = DEFAULT_K, target: str | Path | None = None, name: str | None = None,
-                       progress: bool = True, force: bool = False,
+def compute_neighbours(memory: Memory | str | Path, k: int = DEFAULT_K, target: str | Path | None = None,
+                       name: str | None = None, progress: bool = True, force: bool = False,
                        searcher: NeighbourSearcher | None = None) -> tuple[Path, dict[str, Any]]:
     """Precompute ``k`` neighbours for every chunk of ``target`` (default: the memory's own token store).
 
     The memory's own chunks exclude neighbours from their own document; another store's do not
     (its documents are not in the memory). Returns the ids table path and its manifest. ``searcher``
     searches the memory's own kept keys elsewhere (the Ray engine); other targets are searched here.
+    ``memory`` is a :class:`Memory` or its directory; ``k`` must be >= 1.
     """
+    k = check_k(k)
+    memory = memory if isinstance(memory, Memory) else Memory(memory)
     own = target is None or Path(target).resolve() == (memory.dir / "tokens").resolve()
     store = memory.store if own else TokenStore(target)  # type: ignore[arg-type]
     if not own:
@@ -109,9 +113,10 @@ def _query_keys(memory: Memory, store: TokenStore, table: ChunkTable, own: bool,
 
 def tokenize_store(memory: Memory, inputs: Sequence[str], out: str | Path,
                    corpus: CorpusConfig | None = None, progress: bool = True) -> TokenStore:
-    """Tokenize another corpus (e.g. a validation set) with the memory's tokenizer into a token store."""
-    if not inputs:
-        raise BurrowError("no input files given")
+    """Tokenize another corpus (e.g. a validation set: a list of files or folders) with the memory's tokenizer
+    into a token store."""
+    inputs = check_inputs(inputs)
+    check_directory(out, "the output folder")
     if Path(out).resolve() in (memory.dir.resolve(), (memory.dir / "tokens").resolve()):
         raise BurrowError(f"{out} is the memory's own folder or token store; give another -o")
     stats = CorpusStats()

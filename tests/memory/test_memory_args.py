@@ -1,0 +1,149 @@
+"""Wrong arguments to the memory API are one clear BurrowError, never a raw Python error or a silently wrong
+answer; padded (missing) neighbours carry no provenance; a damaged BM25 index is noticed and redone."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from burrow.errors import BurrowError
+from burrow.memory import Memory
+from burrow.memory.bm25 import build_bm25, load_bm25
+from burrow.memory.build import build_memory, compute_neighbours
+
+
+@pytest.fixture(scope="module")
+def built(make_memory) -> Memory:
+    return make_memory("args")
+
+
+@pytest.fixture
+def memory(built: Memory, tmp_path, encoder) -> Memory:
+    return Memory(shutil.copytree(built.dir, tmp_path / "mem"), encoder=encoder)
+
+
+@pytest.mark.parametrize("queries", ["the game", b"the game"])
+def test_search_refuses_a_bare_string(built: Memory, queries) -> None:
+    with pytest.raises(BurrowError, match="must be a list, not a single"):
+        built.search(queries, k=2)
+
+
+@pytest.mark.parametrize(("queries", "k", "match"), [
+    (["cats"], -1, "k must be a whole number >= 1"),
+    (["cats"], 0, "k must be a whole number >= 1"),
+    (["cats"], "2", "k must be a whole number >= 1"),
+    (["cats"], 1.5, "k must be a whole number >= 1"),
+    ([None], 2, "each query must be a text"),
+    ([b"cats"], 2, "each query must be a text"),
+    (None, 2, "queries must be a list"),
+    (np.zeros(4, dtype=np.int64), 2, "2-D array"),
+])
+@pytest.mark.parametrize("retriever", ["dense", "bm25"])
+def test_search_refuses_wrong_arguments(built: Memory, queries, k, match, retriever) -> None:
+    with pytest.raises(BurrowError, match=match):
+        built.search(queries, k=k, retriever=retriever)
+
+
+def test_missing_neighbours_carry_no_provenance(built: Memory) -> None:
+    k = len(built) + 5
+    res = built.search(["owls hunt at night"], k=k)
+    missing = res.ids[0] < 0
+    assert missing.sum() >= 5 and np.isinf(res.distances[0][missing]).all()
+    assert res.offsets is not None and (res.offsets[0][missing] == -1).all()
+    for field in (res.sources, res.doc_ids, res.texts, res.chunk_texts):
+        assert all(v == "" for v, miss in zip(field[0], missing, strict=True) if miss)
+        assert all(v for v, miss in zip(field[0], missing, strict=True) if not miss)
+    assert (res.offsets[0][~missing] >= 0).all()
+    assert len(res.to_json()[0]) == (~missing).sum()
+
+
+def test_memory_refuses_a_non_path(tmp_path) -> None:
+    for bad in (None, 123, ""):
+        with pytest.raises(BurrowError, match="memory directory must be a path"):
+            Memory(bad)  # type: ignore[arg-type]
+
+
+def test_build_memory_refuses_wrong_inputs_and_a_file_as_output(tmp_path, tiny_corpus) -> None:
+    with pytest.raises(BurrowError, match="must be a list, not a single str"):
+        build_memory("nosuchcorpus", tmp_path / "out")  # type: ignore[arg-type]
+    with pytest.raises(BurrowError, match="must be a list, not NoneType"):
+        build_memory(None, tmp_path / "out")  # type: ignore[arg-type]
+    with pytest.raises(BurrowError, match="no input files given"):
+        build_memory([], tmp_path / "out")
+    with pytest.raises(BurrowError, match="each input must be a path"):
+        build_memory([None], tmp_path / "out")  # type: ignore[list-item]
+    afile = tmp_path / "valid.txt"
+    afile.write_text("x")
+    with pytest.raises(BurrowError, match="is a file; the output must be a folder"):
+        build_memory([str(tiny_corpus)], afile)
+    assert afile.read_text() == "x" and not (tmp_path / "out").exists()
+
+
+def test_compute_neighbours_refuses_k_below_one_and_opens_a_path(memory: Memory) -> None:
+    for k in (0, -1):
+        with pytest.raises(BurrowError, match="k must be a whole number >= 1"):
+            compute_neighbours(memory, k=k, progress=False)
+    assert not list(memory.dir.glob("neighbours/*k0*")) and not memory.info()["neighbours"]
+    path, m = compute_neighbours(str(memory.dir), k=2, progress=False)  # a path opens the memory
+    assert m["k"] == 2 and np.load(path).shape == (len(memory), 2)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "vocab", "params"])
+def test_bm25_rerun_redoes_a_damaged_index(memory: Memory, damage: str) -> None:
+    build_bm25(memory, progress=False)
+    directory = memory.dir / "bm25"
+    if damage == "truncate":
+        with open(directory / "data.csc.index.npy", "r+b") as f:
+            f.truncate(100)
+    elif damage == "vocab":
+        (directory / "vocab.index.json").write_text("{not json")
+    else:
+        (directory / "params.index.json").unlink()
+    fresh = Memory(memory.dir, encoder=memory.encoder)
+    assert not fresh.info()["bm25"]["up_to_date"]
+    with pytest.raises(BurrowError, match=r"bm25/\S+ is (damaged|missing); rebuild it: burrow memory bm25 .* --force"):
+        fresh.search(["owls hunt at night"], retriever="bm25")
+    build_bm25(fresh, progress=False)  # no --force: the damage is noticed
+    assert fresh.info()["bm25"]["up_to_date"]
+    assert fresh.search(["owls hunt at night"], k=1, retriever="bm25").ids[0, 0] >= 0
+
+
+def test_bm25_manifest_without_sizes_trusts_its_files_and_names_a_missing_one(memory: Memory) -> None:
+    import json
+
+    build_bm25(memory, progress=False)
+    manifest = memory.dir / "bm25" / "bm25.manifest.json"
+    old = json.loads(manifest.read_text())
+    del old["files"]
+    manifest.write_text(json.dumps(old))
+    fresh = Memory(memory.dir, encoder=memory.encoder)
+    assert fresh.info()["bm25"]["up_to_date"]
+    assert build_bm25(fresh, progress=False)["seconds"] == old["seconds"]  # trusted: skipped
+    (memory.dir / "bm25" / "params.index.json").unlink()
+    with pytest.raises(BurrowError, match=r"params\.index\.json is missing; rebuild it: burrow memory bm25 .* --force"):
+        load_bm25(fresh)
+
+
+def test_bm25_force_replaces_a_corrupt_manifest(memory: Memory, burrow_cli) -> None:
+    build_bm25(memory, progress=False)
+    (memory.dir / "bm25" / "bm25.manifest.json").write_text("[]")
+    code, _, err = burrow_cli("memory", "bm25", memory.dir)
+    assert code == 2 and "re-run with --force" in err
+    code, out, err = burrow_cli("memory", "bm25", memory.dir, "--force")
+    assert code == 0, err
+    assert Memory(memory.dir).info()["bm25"]["up_to_date"]
+
+
+def test_cli_search_refuses_an_empty_query(built: Memory, burrow_cli) -> None:
+    code, _, err = burrow_cli("memory", "search", built.dir, "cats", " ")
+    assert code == 2 and err.strip().splitlines() == ["error: a query is empty; give the text to search for"]
+
+
+def test_tokenize_store_refuses_a_bare_string(built: Memory, tmp_path) -> None:
+    from burrow.memory.build import tokenize_store
+
+    with pytest.raises(BurrowError, match="must be a list, not a single str"):
+        tokenize_store(built, "valid.txt", tmp_path / "store")  # type: ignore[arg-type]
+    assert not (tmp_path / "store").exists()
