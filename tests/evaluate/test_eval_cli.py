@@ -159,3 +159,100 @@ def test_k_sweep_on_a_document_subset_scores_those_documents(setup) -> None:
     assert swept.sweep_k_docs == 1
     assert swept.sweep_k["retro [ON]"][2] == pytest.approx(first.bpb("retro [ON]"), rel=1e-9)
     assert swept.sweep_k["retro [ON]"][2] != pytest.approx(swept.bpb("retro [ON]"), rel=1e-9)  # not all docs
+
+
+def _digest(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_eval_refuses_a_memory_or_a_run_as_its_output_before_loading(setup, burrow_cli, monkeypatch, tmp_path) -> None:
+    """-o a memory or a run folder: the report would overwrite the memory's chunks.npz or land inside the run."""
+    import shutil
+
+    import burrow.evaluate.runs as runs
+
+    memory, valid, tmp = setup
+    monkeypatch.setattr(runs, "load_named_model", lambda run: pytest.fail("a model loaded before the refusal"))
+    mem = shutil.copytree(memory.dir, tmp_path / "memc")
+    for out, what in ((mem, "is a memory"), (tmp / "base-run", "is a run or model"),
+                      (tmp / "base-run" / "final", "is a run or model")):
+        before = _digest(out)
+        code, _, err = burrow_cli("eval", tmp / "base-run", "--memory", memory.dir, "-d", valid, "-o", out)
+        assert code == 2 and err.startswith("error: ") and what in err and len(err.strip().splitlines()) == 1, err
+        assert _digest(out) == before  # nothing written (no footprint.json either)
+
+
+def test_eval_runs_named_like_seeds_stay_separate_runs(setup, burrow_cli, tmp_path) -> None:
+    """Folders named ``c#1`` and ``c#2`` are two runs, not one arm of two seeds."""
+    memory, valid, tmp = setup
+    for name in ("c#1", "c#2"):
+        (tmp_path / name).symlink_to(tmp / "base-run")
+    code, out, err = burrow_cli("eval", tmp_path / "c#1", tmp_path / "c#2", "--memory", memory.dir, "-d", valid,
+                                "--precision", "fp32", "-o", tmp_path / "e")
+    assert code == 0, err
+    report = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert set(report["models"]) == {"c#1", "c#2"} and not report.get("seeds")
+    assert "seeds" not in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["A={base},,{base}"], "arm A has an empty run"),
+    (["A={base},{base}"], "lists"),
+    (["A={base}", "A={base}"], "arm name A is given twice"),
+    (["A={base},{retro}"], "mixes baseline and RETRO runs"),
+    (["{retro}", "--method", "knnlm"], "--method knnlm applies to baseline runs only"),
+    (["{base}", "--method", "random"], "--method random applies to RETRO runs only"),
+    (["{base}", "--method", "retro"], "--method retro applies to RETRO runs only"),
+    (["{base}", "--lm", "smollm2"], "add --method incontext, or drop --lm"),
+    (["{base}", "--method", ""], "--method has an empty entry"),
+    (["{base}", "--method", ","], "--method has an empty entry"),
+    (["{base}", "--method", "incontext"], "has no BM25 index"),
+    (["{base}", "--method", "incontext", "--retriever", "dense", "--stride", "100000"], "--stride 100000"),
+    (["{base}", "--method", "knnlm", "--max-docs", "1"], "at least 2 documents"),
+    (["{base}", "-d", "{tmp}/nosuch.txt"], "nosuch.txt"),
+    (["{base}", "-d", ""], "(--data) is empty"),
+    (["{base}", "--seq-len", "100"], "--seq-len 100 must be a positive multiple"),
+    (["{base}", "--seq-len", "1"], "--seq-len must be ≥ 2"),
+    (["{base}", "--batch-tokens", "0"], "--batch-tokens must be ≥ 1"),
+    (["{base}", "--max-docs", "0"], "--max-docs must be ≥ 1"),
+    (["{base}", "--knn-lambda", "0.5"], "--knn-temperature"),
+])
+def test_eval_refuses_bad_input_before_loading_any_model(setup, burrow_cli, monkeypatch, tmp_path, args,
+                                                         message) -> None:
+    """One ``error:`` line in the CLI's words, before a model loads, nothing written to -o."""
+    import burrow.evaluate.runs as runs
+
+    memory, valid, tmp = setup
+    monkeypatch.setattr(runs, "load_named_model", lambda run: pytest.fail("a model loaded before the refusal"))
+    (tmp / "c-plain.txt").write_text("one short document only.\n", encoding="utf-8")
+    fill = {"base": tmp / "base-run", "retro": tmp / "retro-model", "tmp": tmp}
+    argv = [a.format(**fill) for a in args]
+    if "-d" not in argv:
+        argv += ["-d", str(tmp / "c-plain.txt") if "--max-docs" in argv else str(valid)]
+    code, _, err = burrow_cli("eval", *argv, "--memory", memory.dir, "-o", tmp_path / "e")
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert message in err
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("args", [["{retro}"], ["{base}", "--leakage"], ["{base}", "--method", "knnlm"]])
+def test_eval_without_a_memory_is_refused_before_loading(setup, burrow_cli, monkeypatch, tmp_path, args) -> None:
+    import burrow.evaluate.runs as runs
+
+    memory, valid, tmp = setup
+    monkeypatch.setattr(runs, "load_named_model", lambda run: pytest.fail("a model loaded before the refusal"))
+    argv = [a.format(base=tmp / "base-run", retro=tmp / "retro-model") for a in args]
+    code, _, err = burrow_cli("eval", *argv, "-d", valid, "-o", tmp_path / "e")
+    assert code == 2 and "needs a memory (--memory)" in err and "EvalData" not in err, err
+
+
+def test_eval_rerun_removes_its_own_stale_plots_only(setup, burrow_cli, tmp_path) -> None:
+    """A re-run without --leakage into the same -o leaves no leakage.png of the earlier report; other files stay."""
+    memory, valid, tmp = setup
+    out = tmp_path / "e"
+    base = ["eval", tmp / "base-run", "--memory", memory.dir, "-d", valid, "--precision", "fp32", "-o", out]
+    assert burrow_cli(*base, "--leakage")[0] == 0
+    assert (out / "leakage.png").is_file()
+    (out / "notes.png").write_bytes(b"mine")
+    assert burrow_cli(*base)[0] == 0
+    assert not (out / "leakage.png").exists() and (out / "notes.png").read_bytes() == b"mine"

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from burrow.cli.options import DEFAULT_K, Device, K, MaybeSeqLen, Precision, default_of, out_option
+from burrow.errors import BurrowError
 from burrow.evaluate.config import DEFAULT_SWEEP_K, EvalConfig, KnnLMConfig
 
 
@@ -47,14 +48,26 @@ def eval_command(
     methods (kNN-LM, in-context retrieval, controls) on request."""
     from burrow.evaluate import DEFAULT_SWEEP_MEMORY, evaluate_runs, format_table
     from burrow.evaluate.incontext import InContextConfig
-    from burrow.evaluate.methods import MethodsConfig
+    from burrow.evaluate.methods import METHODS, MethodsConfig
+    from burrow.evaluate.runs import check_eval_out
 
+    check_eval_out(out)  # before anything is written there (the footprint too)
+    _check_positive({"--batch-tokens": batch_tokens, "--max-docs": max_docs, "--stride": stride,
+                     "--query-tokens": query_tokens, "--knn-k": knn_k})
+    if seq_len is not None and seq_len < 2:
+        raise BurrowError(f"--seq-len must be ≥ 2, got {seq_len}")
+    if (knn_lambda is None) != (knn_temperature is None):
+        raise BurrowError("give both --knn-lambda and --knn-temperature (fixed), or neither (tuned by cross-fitting)")
+    names = [m.strip() for item in method for m in item.split(",")]
+    if any(not m for m in names):
+        raise BurrowError(f"--method has an empty entry ({', '.join(map(repr, method))}); choose from "
+                          f"{', '.join(METHODS)}, repeated or comma-separated")
     config = EvalConfig(seq_len=seq_len, k=k, leakage=leakage, max_docs=max_docs, device=device,
                         precision=precision, batch_tokens=batch_tokens,
                         sweep_k=DEFAULT_SWEEP_K if sweep_k else (),
                         sweep_memory=DEFAULT_SWEEP_MEMORY if sweep_memory else ())
     methods = MethodsConfig(
-        methods=tuple(m.strip() for item in method for m in item.split(",") if m.strip()), lm=lm,
+        methods=tuple(names), lm=lm,
         knnlm=KnnLMConfig(k=knn_k, lam=knn_lambda, temperature=knn_temperature),
         incontext=InContextConfig(retriever=retriever, stride=stride, query_tokens=query_tokens, device=device,
                                   precision=precision))
@@ -69,6 +82,13 @@ def eval_command(
     typer.echo(format_table(result))
     for name, path in paths.items():
         typer.echo(f"  {name:<13} {path}")
+
+
+def _check_positive(options: dict[str, int | None]) -> None:
+    """Each given integer option is ≥ 1 (refused in the option's own name, before any work)."""
+    for flag, value in options.items():
+        if value is not None and value < 1:
+            raise BurrowError(f"{flag} must be ≥ 1, got {value}")
 
 
 def register(app: typer.Typer) -> None:

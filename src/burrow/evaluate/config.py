@@ -46,8 +46,10 @@ class EvalConfig:
             raise BurrowError("alphas must be a non-empty grid inside [0, 1]")
         if self.seq_len is not None and self.seq_len < 2:
             raise BurrowError(f"seq_len must be ≥ 2, got {self.seq_len}")
-        if self.batch_tokens < 1 or self.bootstrap_samples < 1:
-            raise BurrowError("batch_tokens and bootstrap_samples must be ≥ 1")
+        if self.batch_tokens < 1:
+            raise BurrowError(f"batch_tokens must be ≥ 1, got {self.batch_tokens}")
+        if self.bootstrap_samples < 1:
+            raise BurrowError(f"bootstrap_samples must be ≥ 1, got {self.bootstrap_samples}")
         if self.max_docs is not None and self.max_docs < 1:
             raise BurrowError(f"max_docs must be ≥ 1, got {self.max_docs}")
         if self.sweep_k_docs is not None and self.sweep_k_docs < 1:

@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 LN2 = math.log(2.0)
 
 
+MAX_CONTEXT = 1024  # C at most: tokens per forward, passages included (unless InContextConfig.max_context)
+
+
 @dataclass
 class InContextConfig:
     """How a frozen LM reads retrieved passages (defaults: In-Context RALM's, BM25 retrieval)."""
@@ -62,7 +65,7 @@ class InContextConfig:
     query_tokens: int | None = None  # q: LM tokens before the block that form the query; None: 32 bm25, 64 dense
     n_passages: int = 1  # retrieved [chunk, continuation] passages placed before the window, best first
     retriever: str = "bm25"  # "bm25" (lexical; best in the paper) or "dense" (the memory's encoder + FAISS)
-    max_context: int | None = None  # C: tokens per forward incl. passages; None: min(LM max length, 1024)
+    max_context: int | None = None  # C: tokens per forward incl. passages; None: min(LM max length, MAX_CONTEXT)
     batch_tokens: int = 4096  # about this many tokens per batched forward (windows are independent)
     device: str = "auto"  # cpu | cuda | auto
     precision: str = "auto"  # auto (bf16 autocast where fast) | bf16 | fp16 | fp32; log-probs are fp32
@@ -202,7 +205,7 @@ def document_bits(lm: InContextLM, texts: Sequence[str], doc_ids: Sequence[str],
     """
     device = pick_device(config.device)
     lm.to(device)
-    context = min(lm.max_length, 1024) if config.max_context is None else config.max_context
+    context = min(lm.max_length, MAX_CONTEXT) if config.max_context is None else config.max_context
     if context < config.stride + 2:
         raise BurrowError(f"the LM's context ({context}) must exceed the stride ({config.stride}) + 1")
     encoded = [lm.encode_with_offsets(t) for t in texts]

@@ -19,19 +19,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from burrow.errors import BurrowError
-from burrow.evaluate.incontext import BurrowLM, InContextConfig, load_hf_lm, score_incontext
+from burrow.evaluate.incontext import MAX_CONTEXT, BurrowLM, InContextConfig, load_hf_lm, score_incontext
 from burrow.evaluate.knnlm import KnnLMConfig, same_documents, score_knnlm
 
 log = logging.getLogger(__name__)
 
 METHODS = ("retro", "random", "knnlm", "incontext")
+
+#: method -> (the score modes it reads, what those are): a method applies to models of these modes only.
+APPLIES_TO = {"retro": (("on",), "RETRO runs"), "random": (("off",), "RETRO runs"),
+              "knnlm": (("baseline",), "baseline runs"), "incontext": (("baseline",), "baseline runs or --lm")}
 
 
 @dataclass
@@ -51,6 +55,69 @@ class MethodsConfig:
             raise BurrowError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
 
 
+def check_methods(config: MethodsConfig, modes: Collection[str] | None, memory: Any, data: Any = None,
+                  warn: bool = True) -> None:
+    """Refuse, before any scoring, methods that cannot run on models of ``modes`` ("baseline" | "off" | "on";
+    None: not known yet) with ``memory`` and ``data`` (an ``EvalData``; None: not tokenized yet)."""
+    asked = config.methods
+    if config.lm and "incontext" not in asked:
+        raise BurrowError(f"--lm {config.lm} is the LM of in-context retrieval: add --method incontext, or drop --lm")
+    if not asked:
+        return
+    if memory is None:
+        raise BurrowError("retrieval methods need a memory (--memory)")
+    for method in dict.fromkeys(asked):
+        wanted, what = APPLIES_TO[method]
+        if modes is None or (method == "incontext" and config.lm):
+            continue
+        if not any(mode in wanted for mode in modes):
+            raise BurrowError(f"--method {method} applies to {what} only, and none is given: drop it or add one")
+        if warn and any(mode not in wanted for mode in modes):
+            log.warning("--method %s applies to %s only: the other runs are scored without it", method, what)
+    if "incontext" in asked:
+        _check_incontext(config.incontext or InContextConfig(), memory)
+    knn = config.knnlm
+    if ("knnlm" in asked and knn.lam is None and data is not None and data.n_docs < 2
+            and (modes is None or "baseline" in modes)):
+        raise BurrowError(f"tuning kNN-LM λ and T by cross-fitting needs at least 2 documents, and the data has "
+                          f"{data.n_docs}: give more documents (--data, --max-docs), or fix --knn-lambda and "
+                          "--knn-temperature")
+
+
+def _check_incontext(cfg: InContextConfig, memory: Any) -> None:
+    """In-context retrieval's memory index and stride, refused before any LM loads."""
+    from burrow.artefacts import read_manifest
+    from burrow.memory.bm25 import BM25_DIR
+
+    if cfg.retriever == "bm25" and read_manifest(memory.dir / BM25_DIR, "bm25") is None:
+        raise BurrowError(f"memory {memory.dir} has no BM25 index for --method incontext: build it with "
+                          f"`burrow memory bm25 {memory.dir}`, or use --retriever dense")
+    context = cfg.max_context or MAX_CONTEXT
+    if context < cfg.stride + 2:
+        raise BurrowError(f"--stride {cfg.stride} leaves no context: an LM reads at most {context} tokens per "
+                          "forward, which must exceed the stride + 1")
+
+
+def incontext_lms(models: Mapping[str, tuple[Any, str]], memory: Any, config: MethodsConfig) -> list[tuple[str, Any]]:
+    """The LMs in-context retrieval reads with (each baseline, and ``config.lm`` loaded), their context checked
+    against the stride: before any scoring."""
+    if "incontext" not in config.methods:
+        return []
+    lms: list[tuple[str, Any]] = [(name, BurrowLM(model, memory.tokenizer, name=name))
+                                  for name, (model, mode) in models.items() if mode == "baseline"]
+    if config.lm:
+        lms.append((config.lm, load_hf_lm(config.lm)))
+    if not lms:
+        raise BurrowError("in-context retrieval needs a baseline run or an HF LM (--lm smollm2)")
+    cfg = config.incontext or InContextConfig()
+    for name, lm in lms:
+        context = min(lm.max_length, MAX_CONTEXT) if cfg.max_context is None else cfg.max_context
+        if context < cfg.stride + 2:
+            raise BurrowError(f"{name}: its context ({context} tokens) must exceed --stride ({cfg.stride}) + 1: "
+                              "give a smaller --stride")
+    return lms
+
+
 def random_ids(ids: np.ndarray, n_chunks: int, seed: int = 0) -> np.ndarray:
     """Neighbour ids of the same shape and count as ``ids``, drawn uniformly from the memory's chunks."""
     rng = np.random.default_rng(seed)
@@ -59,8 +126,10 @@ def random_ids(ids: np.ndarray, n_chunks: int, seed: int = 0) -> np.ndarray:
 
 
 def add_methods(result: Any, scorer: Any, models: Mapping[str, tuple[Any, str]], memory: Any,
-                input_ids: np.ndarray | None, config: MethodsConfig) -> None:
-    """Score each asked method and add it (and its base) to ``result`` (an ``EvalResult``)."""
+                input_ids: np.ndarray | None, config: MethodsConfig,
+                lms: Sequence[tuple[str, Any]] | None = None) -> None:
+    """Score each asked method and add it (and its base) to ``result`` (an ``EvalResult``); ``lms``: in-context
+    retrieval's LMs (:func:`incontext_lms`; None: loaded here)."""
     if config.methods and memory is None:
         raise BurrowError("retrieval methods need a memory (--memory)")
     for name, (model, mode) in models.items():
@@ -80,7 +149,8 @@ def add_methods(result: Any, scorer: Any, models: Mapping[str, tuple[Any, str]],
             result.bases[key] = name
             result.methods[key] = {"method": "knnlm", **info}
     if "incontext" in config.methods:
-        _add_incontext(result, models, memory, config)
+        for name, lm in (incontext_lms(models, memory, config) if lms is None else lms):
+            _score_incontext(result, name, lm, memory, config)
     for name, (_, mode) in models.items():  # RETRO[ON] is measured against its own [OFF]
         if mode == "on":
             off = name.replace("[ON]", "[OFF]")
@@ -92,20 +162,6 @@ def _knn_config(config: MethodsConfig, scorer: Any) -> KnnLMConfig:
     """The kNN-LM config on the evaluation's device and precision."""
     return dataclasses.replace(config.knnlm, device=scorer.config.device, precision=scorer.config.precision,
                                batch_tokens=scorer.config.batch_tokens)
-
-
-def _add_incontext(result: Any, models: Mapping[str, tuple[Any, str]], memory: Any, config: MethodsConfig) -> None:
-    """In-context retrieval for each baseline run (and the HF LM named by ``config.lm``)."""
-    lms: list[tuple[str, Any]] = []
-    for name, (model, mode) in models.items():
-        if mode == "baseline":
-            lms.append((name, BurrowLM(model, memory.tokenizer, name=name)))
-    if config.lm:
-        lms.append((config.lm, load_hf_lm(config.lm)))
-    if not lms:
-        raise BurrowError("in-context retrieval needs a baseline run or an HF LM (--lm smollm2)")
-    for name, lm in lms:
-        _score_incontext(result, name, lm, memory, config)
 
 
 def _score_incontext(result: Any, name: str, lm: Any, memory: Any, config: MethodsConfig) -> None:

@@ -27,7 +27,7 @@ from burrow.evaluate.config import EvalConfig
 from burrow.evaluate.data import EvalData, from_store, load_eval_data
 from burrow.evaluate.knnlm import LMPass
 from burrow.evaluate.leakage import Leakage, bpb_alpha, measure_leakage
-from burrow.evaluate.methods import MethodsConfig, add_methods
+from burrow.evaluate.methods import MethodsConfig, add_methods, check_methods, incontext_lms
 from burrow.evaluate.retrieval import eval_neighbours, retrieved_from_ids, values_of
 from burrow.evaluate.sweeps import MemorySubset, sweep_k, sweep_memory
 from burrow.memory import Memory
@@ -158,8 +158,9 @@ def _check_models(models: Mapping[str, ModelEntry], memory: Memory | None, confi
                 raise BurrowError(f"{name}: {e}") from None
 
 
-def _as_data(data: EvalData | TokenStore | Sequence[str | Path], memory: Memory | None, m: int | None,
-             config: EvalConfig) -> EvalData:
+def as_data(data: EvalData | TokenStore | Sequence[str | Path], memory: Memory | None, m: int | None,
+            config: EvalConfig) -> EvalData:
+    """``data`` as :class:`EvalData`: tokenized with the memory's tokenizer into chunks of ``m``."""
     if isinstance(data, EvalData):
         return data
     if memory is None or m is None:
@@ -217,7 +218,10 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Memory | None,
     config = config or EvalConfig()
     t0 = time.perf_counter()
     _check_models(models, memory, config)
-    data = _as_data(data, memory, _chunk_size(memory, data), config)
+    data = as_data(data, memory, _chunk_size(memory, data), config)
+    methods = methods or MethodsConfig()
+    check_methods(methods, [mode for _, mode in models.values()], memory, data)
+    lms = incontext_lms(models, memory, methods)  # loaded (and their context checked) before any scoring
     n = _seq_len(models, config, data.chunk_size)
     cache = Path(cache_dir) / "neighbours" if cache_dir is not None else None
     on = {name: model for name, (model, mode) in models.items() if mode == "on"}
@@ -228,12 +232,12 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Memory | None,
     score = _Scorer(data, memory, n, config)
     ids = input_nb.ids if input_nb is not None else None
     # A baseline's kNN-LM reads the pass that scores it (its queries: hidden states and ln p_LM per token).
-    knn = methods is not None and "knnlm" in methods.methods
+    knn = "knnlm" in methods.methods
     scores = {name: score(name, model, mode, ids, keep_pass=knn and mode == "baseline")
               for name, (model, mode) in models.items()}
     result = EvalResult(config, data, n, scores, memory=str(memory.dir) if memory is not None else None)
     with timed(timings, "methods"):
-        add_methods(result, score, models, memory, ids, methods or MethodsConfig())
+        add_methods(result, score, models, memory, ids, methods, lms)
     if config.leakage and memory is not None:  # _check_models refused leakage without a memory
         with timed(timings, "leakage"):
             _run_leakage(result, memory, cache)

@@ -231,20 +231,30 @@ def save_chunks(result: EvalResult, path: Path) -> Path:
     return path
 
 
+#: The report's plots by name; a re-run into the same folder removes those it no longer draws.
+PLOTS = {"leakage": "leakage.png", "sweep_k": "sweep_k.png", "sweep_memory": "sweep_memory.png"}
+
+
 def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write JSON, per-chunk arrays, plots and Markdown into ``out_dir``; returns name -> path."""
+    """Write JSON, per-chunk arrays, plots and Markdown into ``out_dir``; returns name -> path. Plots of an
+    earlier report there that this one does not draw are removed (nothing else is)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    earlier = (out / "eval.json").is_file()
     plots: dict[str, Path] = {}
     if result.leakage is not None:
-        plots["leakage"] = plot_leakage(result, out / "leakage.png")
+        plots["leakage"] = plot_leakage(result, out / PLOTS["leakage"])
     if result.sweep_k:
-        plots["sweep_k"] = plot_sweep_k(result, out / "sweep_k.png")
+        plots["sweep_k"] = plot_sweep_k(result, out / PLOTS["sweep_k"])
     if result.sweep_memory:
-        plots["sweep_memory"] = plot_sweep_memory(result, out / "sweep_memory.png")
+        plots["sweep_memory"] = plot_sweep_memory(result, out / PLOTS["sweep_memory"])
     paths = {"json": out / "eval.json", "chunks": save_chunks(result, out / "chunks.npz"), "markdown": out / "eval.md"}
     write_json(paths["json"], to_json(result))
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(markdown(result, plots), encoding="utf-8")
+    if earlier:  # an earlier report's plots that this one does not reference would read as its own
+        for name, file in PLOTS.items():
+            if name not in plots:
+                (out / file).unlink(missing_ok=True)
     log.info("evaluation report written to %s", out)
     return {**paths, **plots}

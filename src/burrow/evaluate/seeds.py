@@ -9,8 +9,7 @@ interval of their mean (``EvalResult.seeds``).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +18,6 @@ import numpy as np
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import ModelScore
 from burrow.evaluate.pipeline import EvalResult
-
-SEED_TAG = re.compile(r"#\d+")
 
 
 @dataclass(frozen=True)
@@ -32,15 +29,25 @@ class Arm:
 
 
 def parse_arms(specs: Sequence[str | Path]) -> list[Arm]:
-    """``RUN`` is one run; ``NAME=RUN1,RUN2,…`` an arm of several seeds."""
-    arms = []
+    """``RUN`` is one run; ``NAME=RUN1,RUN2,…`` an arm of several seeds (distinct runs, a name used once)."""
+    arms: list[Arm] = []
     for spec in specs:
         text = str(spec)
+        if not text.strip():
+            raise BurrowError("a run argument is empty: give a run or model directory, or NAME=RUN1,RUN2,…")
         if "=" in text and not Path(text).exists():
             name, _, runs = text.partition("=")
-            paths = tuple(Path(r) for r in runs.split(",") if r)
-            if not name or not paths or "#" in name:
+            entries = runs.split(",")
+            if not name or not runs or "#" in name:
                 raise BurrowError(f"an arm is NAME=RUN1,RUN2,… (no '#' in NAME), not {text!r}")
+            if any(not r.strip() for r in entries):
+                raise BurrowError(f"arm {name} has an empty run in {text!r}: separate its runs by single commas")
+            paths = tuple(Path(r) for r in entries)
+            same = next((p for i, p in enumerate(paths) if p.resolve() in {q.resolve() for q in paths[:i]}), None)
+            if same is not None:
+                raise BurrowError(f"arm {name} lists {same} twice: each seed is a different run")
+            if any(a.name == name for a in arms):
+                raise BurrowError(f"arm name {name} is given twice: give each arm its own NAME")
             arms.append(Arm(name, paths))
         else:
             arms.append(Arm(None, (Path(text),)))
@@ -59,17 +66,23 @@ def seed_interval(bpbs: Sequence[float], level: float = 0.95) -> dict[str, float
     return {"bpb": list(map(float, x)), "mean": mean, "low": mean - half, "high": mean + half, "seeds": len(x)}
 
 
-def combine_seeds(result: EvalResult) -> None:
-    """Replace ``NAME#i`` scores by one ``NAME`` score per arm (mean bits over seeds), in place."""
+def combine_seeds(result: EvalResult, seeds: Mapping[str, str]) -> None:
+    """Replace each seed's scores by one score per arm (mean bits over seeds), in place; ``seeds`` maps a
+    seed's model name (``NAME#i``) to its arm ``NAME``, and a score belongs to the seed its name starts with."""
+    if not seeds:
+        return
+
+    def arm_of(name: str) -> str:
+        seed = max((s for s in seeds if name == s or name.startswith(s + " ")), key=len, default=None)
+        return name if seed is None else seeds[seed] + name[len(seed):]
+
     groups: dict[str, list[str]] = {}
     for name in result.scores:
-        groups.setdefault(SEED_TAG.sub("", name), []).append(name)
-    if all(len(v) == 1 and v[0] == k for k, v in groups.items()):
-        return
+        groups.setdefault(arm_of(name), []).append(name)
     scores: dict[str, ModelScore] = {}
     for key, names in groups.items():
         parts = [result.scores[n] for n in names]
-        if len(parts) == 1 and names[0] == key:
+        if names == [key]:
             scores[key] = parts[0]
             continue
         first = parts[0]
@@ -77,8 +90,8 @@ def combine_seeds(result: EvalResult) -> None:
                                  np.mean([p.chunk_bits for p in parts], axis=0), first.doc_bytes)
         result.seeds[key] = seed_interval([p.bpb for p in parts])
     result.scores = scores
-    result.bases = {SEED_TAG.sub("", k): SEED_TAG.sub("", v) for k, v in result.bases.items()}
-    result.methods = {SEED_TAG.sub("", k): v for k, v in result.methods.items()}
-    result.sweep_k = {k: v for k, v in result.sweep_k.items() if not SEED_TAG.search(k)}
+    result.bases = {arm_of(k): arm_of(v) for k, v in result.bases.items()}
+    result.methods = {arm_of(k): v for k, v in result.methods.items()}
+    result.sweep_k = {k: v for k, v in result.sweep_k.items() if arm_of(k) == k}
     if result.leakage is not None:
         result.curves = {n: result.leakage.curve(result.data, s.chunk_bits) for n, s in scores.items()}
