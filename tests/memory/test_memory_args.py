@@ -59,6 +59,19 @@ def test_missing_neighbours_carry_no_provenance(built: Memory) -> None:
     assert len(res.to_json()[0]) == (~missing).sum()
 
 
+@pytest.mark.parametrize("retriever", ["dense", "bm25"])
+def test_a_blank_query_finds_no_neighbours(memory: Memory, retriever: str) -> None:
+    """A blank text's key is the encoder's bias, near arbitrary chunks (BM25 scores nothing): no neighbours,
+    while the other queries of the call are answered."""
+    if retriever == "bm25":
+        from burrow.memory.bm25 import build_bm25
+
+        build_bm25(memory)
+    res = memory.search(["  ", "owls hunt at night", ""], k=2, retriever=retriever)
+    assert (res.ids[[0, 2]] == -1).all() and np.isinf(res.distances[[0, 2]]).all()
+    assert (res.ids[1] >= 0).all()
+
+
 def test_memory_refuses_a_non_path(tmp_path) -> None:
     for bad in (None, 123, ""):
         with pytest.raises(BurrowError, match="memory directory must be a path"):
@@ -131,6 +144,8 @@ def test_bm25_force_replaces_a_corrupt_manifest(memory: Memory, burrow_cli) -> N
     (memory.dir / "bm25" / "bm25.manifest.json").write_text("[]")
     code, _, err = burrow_cli("memory", "bm25", memory.dir)
     assert code == 2 and "re-run with --force" in err
+    code, out, err = burrow_cli("memory", "info", memory.dir)  # the rest of the memory is still shown
+    assert code == 0 and "chunks" in out and "bm25        damaged" in out and "--force" in out, err
     code, out, err = burrow_cli("memory", "bm25", memory.dir, "--force")
     assert code == 0, err
     assert Memory(memory.dir).info()["bm25"]["up_to_date"]

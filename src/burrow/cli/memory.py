@@ -132,8 +132,11 @@ def info(directory: Path = typer.Argument(..., help="Memory directory."),
     bm = data.get("bm25")
     if bm is None:
         typer.echo(f"bm25        none (build it with `burrow memory bm25 {directory}`)")
+    elif "damaged" in bm:
+        typer.echo(f"bm25        damaged ({bm['damaged']}); rebuild it: burrow memory bm25 {directory} --force")
     else:
-        state = "up to date" if bm["up_to_date"] else "stale: the chunks changed; rebuild it"
+        state = "up to date" if bm["up_to_date"] else \
+            f"stale (the chunks changed) or a file damaged: rebuild it with `burrow memory bm25 {directory}`"
         typer.echo(f"bm25        {bm['n_chunks']:,} chunks, {bm['vocab_size']:,} terms ({state})")
 
 

@@ -33,8 +33,8 @@ def _items(value: Any, what: str) -> list[Any]:
 def check_queries(queries: Any) -> list[str] | np.ndarray:
     """Search queries: a list of texts, or token chunks (q, ≤m) as a 2-D integer array.
 
-    A blank text is searched as given (callers such as in-context retrieval may build one from a window of
-    spaces); the CLI and the server refuse one typed by a user, whose neighbours would be arbitrary chunks.
+    A blank text is allowed (in-context retrieval may build one from a window of spaces) and finds no
+    neighbours; the CLI and the server refuse one typed by a user.
     """
     if isinstance(queries, np.ndarray) and queries.dtype.kind in "iu":
         if queries.ndim != 2:

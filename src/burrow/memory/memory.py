@@ -198,7 +198,10 @@ class Memory:
             out[kind] = read_json(p) if p.exists() else None
         out["tokens"] = self.store.manifest
         out["neighbours"] = [read_json(p) for p in sorted((self.dir / "neighbours").glob("*.manifest.json"))]
-        out["bm25"] = bm25_status(self)
+        try:
+            out["bm25"] = bm25_status(self)
+        except BurrowError as e:  # a damaged BM25 manifest: the rest of the memory is still worth showing
+            out["bm25"] = {"damaged": str(e)}
         return out
 
     def encode_tokens(self, chunks: np.ndarray) -> np.ndarray:
@@ -279,6 +282,7 @@ class Memory:
                with_text: bool = True, retriever: str = "dense") -> SearchResult:
         """Nearest chunks of ``queries`` (a list of texts, or token chunks (q, ≤m)) with tokens, text
         and provenance. A bare string is refused (give ``[text]``): it is not read as one query per character.
+        A blank text has no neighbours (id -1): its key, the encoder's bias, is near arbitrary chunks.
 
         ``exclude_docs`` as in :meth:`search_keys`. ``retriever`` is ``dense`` (the encoder's keys in
         the FAISS index) or ``bm25`` (:mod:`burrow.memory.bm25`, built with ``burrow memory bm25``;
@@ -294,6 +298,9 @@ class Memory:
         else:
             keys = self.encoder.encode(list(queries))
         dists, ids = self.search_keys(keys, k, exclude_docs)
+        if not isinstance(queries, np.ndarray):
+            blank = np.array([not q.strip() for q in queries], dtype=bool)
+            ids[blank], dists[blank] = -1, np.inf  # nothing to search for: no neighbours (BM25 finds none either)
         return self.result(ids, dists, with_text=with_text)
 
     def result(self, ids: np.ndarray, dists: np.ndarray, with_text: bool = True) -> SearchResult:
