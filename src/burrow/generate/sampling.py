@@ -18,8 +18,10 @@ def filter_logits(logits: Tensor, config: GenerationConfig) -> Tensor:
     """Temperature-scaled logits (v,) with everything outside top-k / the top-p nucleus set to -inf."""
     out = logits.float() / config.temperature
     if not math.isfinite(float(out.max())):  # a temperature so small (or large) that float32 over/underflows
-        shifted = logits.double() - logits.max().double()  # in float64 by the float64 temperature: the most
-        out = (shifted / config.temperature).float()  # likely token(s) 0, the rest far below (or -inf)
+        # in float64 (on the CPU: MPS has none) by the float64 temperature: the most likely token(s) 0, the rest
+        # far below (or -inf)
+        shifted = logits.detach().to("cpu", torch.float64)
+        out = ((shifted - shifted.max()) / config.temperature).float().to(logits.device)
     if 0 < config.top_k < out.numel():
         kth = torch.topk(out, config.top_k).values[-1]
         out = out.masked_fill(out < kth, float("-inf"))
