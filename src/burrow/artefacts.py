@@ -16,7 +16,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +229,19 @@ def require_manifest(directory: str | Path, kind: str) -> dict[str, Any]:
     if manifest is None:
         raise BurrowError(f"{directory} has no complete {kind} (no {kind}.manifest.json); build it first")
     return manifest
+
+
+def check_out_not(path: str | Path, kinds: Sequence[tuple[str, Sequence[str]]], writes: str) -> Path:
+    """``path`` as an output folder, refused (before any work) where one of ``kinds``' marker files or folders
+    (``(what, names)``, e.g. ``("a memory", ("memory.manifest.json",))``) shows it is another artefact, which
+    what the command ``writes`` would overwrite (`train -o RUN/final` left the model unusable)."""
+    p = Path(path)
+    for what, marks in kinds:
+        found = next((m for m in marks if (p / m).exists()), None)
+        if found is not None:
+            raise BurrowError(f"{p} is {what} (it holds {found}); {writes} would overwrite its files: "
+                              "give -o a new folder")
+    return p
 
 
 def file_as_recorded(path: str | Path, record: dict[str, Any] | None) -> bool:

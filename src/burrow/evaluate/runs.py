@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from burrow.artefacts import read_json
+from burrow.artefacts import check_out_not, read_json
 from burrow.errors import BurrowError
 from burrow.evaluate.data import EvalData
 from burrow.evaluate.methods import MethodsConfig, check_methods
@@ -31,13 +31,7 @@ NOT_AN_OUTPUT = (("a memory", ("memory.manifest.json",)),
 
 def check_eval_out(out: str | Path) -> Path:
     """``out`` as the report's folder: refused where it is a memory, a run or a model folder."""
-    p = Path(out)
-    for what, marks in NOT_AN_OUTPUT:
-        found = next((m for m in marks if (p / m).exists()), None)
-        if found is not None:
-            raise BurrowError(f"{p} is {what} (it holds {found}); the report (eval.json, chunks.npz, eval.md, plots) "
-                              "would overwrite its files: give -o a new folder")
-    return p
+    return check_out_not(out, NOT_AN_OUTPUT, "the report (eval.json, chunks.npz, eval.md, plots)")
 
 
 def run_kind(run: str | Path) -> str | None:

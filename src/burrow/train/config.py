@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from burrow.artefacts import check_out_not
 from burrow.data.layout import retrieved_length
 from burrow.defaults import DEFAULT_DEVICE, DEFAULT_K, DEFAULT_PRECISION
 from burrow.errors import BurrowError
@@ -182,12 +183,8 @@ def _read_toml(path: str | Path) -> dict[str, Any]:
 def check_run_out(root: Path) -> None:
     """-o is a run directory or a new folder: a run written into a saved model's folder (a run's ``final/``, a
     checkpoint, a Hugging Face folder) or a memory replaced its ``config.json`` and left it unusable."""
-    for what, marks in (("a saved model", ("model.manifest.json", "model.safetensors", "pytorch_model.bin")),
-                        ("a memory", ("memory.manifest.json",))):
-        found = next((m for m in marks if (root / m).is_file()), None)
-        if found is not None:
-            raise BurrowError(f"{root} holds {what} ({found}); a run writes config.json, checkpoints/ and final/ "
-                              "there and would overwrite it: give -o a new folder")
+    check_out_not(root, (("a saved model", ("model.manifest.json", "model.safetensors", "pytorch_model.bin")),
+                         ("a memory", ("memory.manifest.json",))), "a run's config.json, checkpoints/ and final/")
 
 
 def read_model_spec(spec: str) -> tuple[ModelConfig, dict[str, Any]]:
