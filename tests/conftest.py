@@ -14,6 +14,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The energy tracker's first start costs ~2 s (hardware detection): off in tests, except those of the footprint.
 os.environ.setdefault("BURROW_FOOTPRINT", "0")
+# burrow's cache (converted GGUF copies, compiled kernels): one fresh folder per test session, never the user's.
+_SESSION_CACHE = None
+if "BURROW_CACHE" not in os.environ:
+    import tempfile
+
+    _SESSION_CACHE = os.environ["BURROW_CACHE"] = tempfile.mkdtemp(prefix="burrow-test-cache-")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_the_session_cache():
+    """The session's cache folder goes when the session ends (a converted SmolLM2 is ~0.5 GB)."""
+    yield
+    if _SESSION_CACHE is not None:
+        import shutil
+
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 TOPICS = {
     "cats": "Cats are small carnivorous mammals kept as pets. A cat hunts mice and birds at night. "

@@ -12,7 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: burrow's top-level packages and modules by floor (docs/architecture.md).
 FLOORS: dict[str, int] = {
-    "errors": 1, "defaults": 1, "lazy": 1, "device": 1, "artefacts": 1, "hub": 1, "footprint": 1, "fieldtypes": 1,
+    "errors": 1, "defaults": 1, "lazy": 1, "device": 1, "artefacts": 1, "hub": 1, "hfcache": 1, "footprint": 1,
+    "fieldtypes": 1,
     "data": 2, "model": 2,
     "memory": 3, "lm": 3,
     "train": 4, "evaluate": 4, "generate": 4, "methods": 4,

@@ -232,14 +232,13 @@ class HFLM(_TorchLM):
 
 def load_hf_lm(name: str, gguf_file: str | None = None) -> HFLM:
     """An :class:`HFLM` from ``smollm2``, a local folder or a hub id (offline unless allowed)."""
-    from transformers import AutoTokenizer
-
+    from burrow.hfcache import load_auto_tokenizer
     from burrow.model.hf import load_hf_causal_lm, resolve_hf_base
 
     model = load_hf_causal_lm(name, gguf_file)
     path, gguf = resolve_hf_base(name, gguf_file)
     try:
-        tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf) if gguf else AutoTokenizer.from_pretrained(path)
+        tok = load_auto_tokenizer(path, gguf)
     except Exception as e:
         raise BurrowError(f"cannot load the tokenizer of {name!r}: {e}") from None
     return HFLM(model, tok, name=name)

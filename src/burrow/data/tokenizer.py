@@ -238,13 +238,14 @@ def _load_hf_auto(name: str, gguf_file: str | None) -> Tokenizer:
     """Load through ``transformers.AutoTokenizer`` and convert to a local ``tokenizer.json``."""
     import tempfile
 
+    from burrow.hfcache import load_auto_tokenizer
+
     try:
-        from transformers import AutoTokenizer
+        import transformers  # noqa: F401
     except ImportError:
         raise BurrowError(f"loading tokenizer {name!r} needs transformers: pip install transformers") from None
     try:
-        hf = AutoTokenizer.from_pretrained(name, gguf_file=gguf_file) if gguf_file else \
-            AutoTokenizer.from_pretrained(name)
+        hf = load_auto_tokenizer(name, gguf_file)  # a GGUF is read once, then its converted copy
     except Exception as e:
         raise BurrowError(f"cannot load tokenizer {name!r}: {e}") from None
     if not getattr(hf, "is_fast", False):

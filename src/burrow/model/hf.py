@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from burrow.errors import BurrowError, first_line
+from burrow.hfcache import load_auto_tokenizer, load_causal_lm
 from burrow.hub import SMOLLM2 as SMOLLM2  # re-exported: the names used to live here
 from burrow.hub import SMOLLM2_GGUF as SMOLLM2_GGUF
 from burrow.hub import resolve_hf_base as resolve_hf_base
@@ -46,15 +47,14 @@ def load_hf_causal_lm(name: str, gguf_file: str | None = None) -> Any:
     """A Hugging Face causal LM in eval mode, fp32, every weight frozen; offline unless allowed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        from transformers import AutoModelForCausalLM
+        import transformers  # noqa: F401
     except ImportError:
         raise BurrowError("a Hugging Face base model needs transformers: pip install transformers gguf") from None
     path, gguf = resolve_hf_base(name, gguf_file)
     if _looks_like_a_path(str(path)) and not Path(path).exists():
         raise BurrowError(f"{name}: no such run or model folder (nor a Hugging Face name: those are owner/name)")
     try:
-        kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+        model = load_causal_lm(path, gguf, dtype=torch.float32)  # a GGUF is read once, then its converted copy
     except Exception as e:  # OSError, ValueError, ... from deep inside transformers: one clear line
         raise BurrowError(f"cannot load Hugging Face model {name!r} (gguf_file={gguf}): {first_line(e)}") from None
     model.eval()
@@ -64,11 +64,9 @@ def load_hf_causal_lm(name: str, gguf_file: str | None = None) -> Any:
 
 def load_hf_tokenizer_vocab(name: str, gguf_file: str | None = None) -> dict[str, int]:
     """The token -> id mapping of the base model's own tokenizer (to check a memory against)."""
-    from transformers import AutoTokenizer
-
     path, gguf = resolve_hf_base(name, gguf_file)
     try:
-        tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf) if gguf else AutoTokenizer.from_pretrained(path)
+        tok = load_auto_tokenizer(path, gguf)
     except Exception as e:
         raise BurrowError(f"cannot load the tokenizer of {name!r}: {e}") from None
     return dict(tok.get_vocab())
