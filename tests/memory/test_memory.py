@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -112,6 +113,26 @@ def test_neighbours_of_another_store_keep_same_named_docs(built: Memory, tmp_pat
     ids, _ = built.neighbour_table(m["name"], 2)
     assert not m["exclude_same_document"] and m["name"].startswith("val-")
     assert "bread" in built.store.docs[built.chunks.docs[ids[0, 0]]].id
+
+
+def test_a_token_store_of_other_inputs_is_replaced_only_with_force(built: Memory, tmp_path: Path) -> None:
+    """`memory tokenize -o` used to write over any store there: a mistyped -o lost it (and its tables)."""
+    for name, text in (("val.txt", "Bakers knead the dough."), ("test.txt", "Comets leave trails of dust.")):
+        (tmp_path / name).write_text(text + "\n", encoding="utf-8")
+    out = tmp_path / "store"
+    first = tokenize_store(built, [str(tmp_path / "val.txt")], out, progress=False)
+    again = tokenize_store(built, [str(tmp_path / "val.txt")], out, progress=False)  # same inputs: made again
+    assert again.n_tokens == first.n_tokens
+    before = (out / "tokens.bin").read_bytes()
+    with pytest.raises(BurrowError, match=r"holds tokens of val.txt; give another -o, or --force"):
+        tokenize_store(built, [str(tmp_path / "test.txt")], out, progress=False)
+    assert (out / "tokens.bin").read_bytes() == before and TokenStore(out).n_docs == 1
+    manifest = json.loads((out / "tokens.manifest.json").read_text())
+    (out / "tokens.manifest.json").write_text(json.dumps({**manifest, "tokenizer": "another"}))
+    with pytest.raises(BurrowError, match="holds tokens of another tokenizer"):
+        tokenize_store(built, [str(tmp_path / "val.txt")], out, progress=False)
+    replaced = tokenize_store(built, [str(tmp_path / "test.txt")], out, progress=False, force=True)
+    assert built.tokenizer.decode(replaced.document(0)).strip() == "Comets leave trails of dust."
 
 
 def test_two_stores_with_one_folder_name_keep_two_tables(built: Memory, tmp_path: Path, monkeypatch) -> None:

@@ -189,13 +189,15 @@ def tokenize(
     out: Path = out_option(..., "Token store directory to write."),
     text_field: str = TEXT_FIELD,
     txt_split: str = TXT_SPLIT,
+    force: bool = typer.Option(False, "--force", help="Replace a token store of other inputs at -o."),
 ) -> None:
     """Tokenize another corpus with the memory's tokenizer into a token store (for neighbours, eval)."""
     from burrow.memory import Memory
     from burrow.memory.build import tokenize_store
 
     store = tokenize_store(Memory(directory), corpus, out,
-                           CorpusConfig(text_field=text_field, txt_split=txt_split))  # type: ignore[arg-type]
+                           CorpusConfig(text_field=text_field, txt_split=txt_split),  # type: ignore[arg-type]
+                           force=force)
     typer.echo(f"token store {out}: {store.n_docs:,} documents, {store.n_tokens:,} tokens")
 
 

@@ -26,6 +26,13 @@ JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 PARQUET_SUFFIXES = {".parquet"}
 
 
+def given_inputs(inputs: Iterable[str]) -> list[str]:
+    """The inputs as named: a hub dataset's name, a file's or folder's own name. Not the whole path, so a
+    moved project (or demo folder) or a re-pointed link still refreshes what was made from them; a mistyped
+    path does not."""
+    return sorted(i if i.startswith("hf:") else (Path(i).name or i) for i in inputs)
+
+
 def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
     """Expand folders into their readable files (sorted, recursive); keep ``hf:`` names as they are."""
     if isinstance(inputs, str | Path):  # a bare string would be read one character at a time

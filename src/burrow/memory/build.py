@@ -37,7 +37,7 @@ from burrow.artefacts import (
     write_json,
     write_manifest,
 )
-from burrow.data.corpus import CorpusConfig, CorpusStats, expand_inputs, no_documents, read_corpus
+from burrow.data.corpus import CorpusConfig, CorpusStats, expand_inputs, given_inputs, no_documents, read_corpus
 from burrow.data.tokenizer import (
     Tokenizer,
     load_tokenizer,
@@ -93,12 +93,6 @@ def _inputs_fingerprint(inputs: Sequence[str], corpus: CorpusConfig) -> str:
     return config_hash({"files": files, "corpus": asdict(corpus)})
 
 
-def _given(inputs: Sequence[str]) -> list[str]:
-    """The inputs as named: a hub dataset's name, a file's or folder's own name. Not the whole path, so a
-    moved project (or demo folder) or a re-pointed link still refreshes its memory; a mistyped path does not."""
-    return sorted(i if i.startswith("hf:") else (Path(i).name or i) for i in inputs)
-
-
 def check_same_inputs(inputs: Sequence[str], out: Path) -> None:
     """A folder holding a memory (or a build's finished stages) made from other inputs than ``inputs`` is
     refused without --force: going on would replace it, and a mistyped path would cost its encoding.
@@ -107,7 +101,7 @@ def check_same_inputs(inputs: Sequence[str], out: Path) -> None:
         m = read_manifest(out, "tokenizer") if out.is_dir() else None
     except BurrowError:
         return  # a damaged record: the stages redo what they must
-    before, given = (m or {}).get("given"), _given(inputs)
+    before, given = (m or {}).get("given"), given_inputs(inputs)
     if before is not None and before != given:
         def named(paths: list[str]) -> str:
             return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
@@ -125,7 +119,7 @@ class _Builder:
         self.timings: list[StageTiming] = []
         self.shard_encoder: ShardEncoder | None = None  # None: encode in this process
         self.corpus_stats = CorpusStats()
-        self.given = _given(self.inputs)
+        self.given = given_inputs(self.inputs)
         if not force:
             check_same_inputs(self.inputs, self.out)
         self.out.mkdir(parents=True, exist_ok=True)

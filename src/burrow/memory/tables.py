@@ -24,7 +24,8 @@ from burrow.artefacts import (
     removing_new_folders,
     write_manifest,
 )
-from burrow.data.corpus import CorpusConfig, CorpusStats, no_documents, read_corpus
+from burrow.data.corpus import CorpusConfig, CorpusStats, given_inputs, no_documents, read_corpus
+from burrow.data.tokens import KIND as TOKENS_KIND
 from burrow.data.tokens import NoDocuments, TokenStore, write_token_store
 from burrow.defaults import DEFAULT_K
 from burrow.errors import BurrowError
@@ -112,20 +113,42 @@ def _query_keys(memory: Memory, store: TokenStore, table: ChunkTable, own: bool,
 
 
 def tokenize_store(memory: Memory, inputs: Sequence[str], out: str | Path,
-                   corpus: CorpusConfig | None = None, progress: bool = True) -> TokenStore:
+                   corpus: CorpusConfig | None = None, progress: bool = True, force: bool = False) -> TokenStore:
     """Tokenize another corpus (e.g. a validation set: a list of files or folders) with the memory's tokenizer
-    into a token store."""
+    into a token store. A store at ``out`` made from other inputs or with another tokenizer is replaced only
+    with ``force``; from the same inputs it is made again (their contents may have changed)."""
     inputs = check_inputs(inputs)
     check_directory(out, "the output folder")
     if Path(out).resolve() in (memory.dir.resolve(), (memory.dir / "tokens").resolve()):
         raise BurrowError(f"{out} is the memory's own folder or token store; give another -o")
-    stats = CorpusStats()
     tok = memory.tokenizer
+    if not force:
+        _check_same_store(Path(out), given_inputs(inputs), tok.fingerprint())
+    stats = CorpusStats()
     with removing_new_folders(out), tqdm(unit="doc", desc="tokenize", disable=not progress) as bar:
         try:  # (the bar closes first, so an error starts on its own line)
             store = write_token_store(out, read_corpus(inputs, corpus or CorpusConfig(), stats), tok,
-                                      progress=lambda d, t: bar.update(d))
+                                      progress=lambda d, t: bar.update(d),
+                                      extra=lambda: {"given": given_inputs(inputs)})
         except NoDocuments:  # say what was skipped and why, as `memory build` does
             raise no_documents(inputs, stats) from None
     log.info(stats.summary())
     return store
+
+
+def _check_same_store(out: Path, given: list[str], tokenizer: str) -> None:
+    """Refuse to replace a finished token store of other inputs or of another tokenizer (a mistyped -o would
+    lose it, and the neighbour tables and evaluations made from it)."""
+    try:
+        old = read_manifest(out, TOKENS_KIND) if out.is_dir() else None
+    except BurrowError:
+        return  # a damaged record: nothing finished to keep
+    if old is None:
+        return
+    if old.get("tokenizer") != tokenizer:
+        why = "tokens of another tokenizer"
+    elif old.get("given", given) != given:
+        why = f"tokens of {', '.join(old['given'][:3])}{' and more' if len(old['given']) > 3 else ''}"
+    else:
+        return
+    raise BurrowError(f"{out} holds {why}; give another -o, or --force to replace it")
