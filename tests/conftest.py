@@ -14,12 +14,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The energy tracker's first start costs ~2 s (hardware detection): off in tests, except those of the footprint.
 os.environ.setdefault("BURROW_FOOTPRINT", "0")
+def _fresh_session_cache() -> str:
+    """A new cache folder named after this process; first, those of killed sessions go (~0.5 GB each)."""
+    import shutil
+    import tempfile
+
+    for old in Path(tempfile.gettempdir()).glob("burrow-test-cache-*-*"):
+        try:
+            os.kill(int(old.name.split("-")[3]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except (OSError, ValueError):  # alive under another user, or not a name this made
+            pass
+    return tempfile.mkdtemp(prefix=f"burrow-test-cache-{os.getpid()}-")
+
+
 # burrow's cache (converted GGUF copies, compiled kernels): one fresh folder per test session, never the user's.
 _SESSION_CACHE = None
 if "BURROW_CACHE" not in os.environ:
-    import tempfile
-
-    _SESSION_CACHE = os.environ["BURROW_CACHE"] = tempfile.mkdtemp(prefix="burrow-test-cache-")
+    _SESSION_CACHE = os.environ["BURROW_CACHE"] = _fresh_session_cache()
 
 
 @pytest.fixture(scope="session", autouse=True)

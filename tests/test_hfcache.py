@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,56 @@ def test_a_damaged_copy_is_converted_again(gguf: Path, caplog: pytest.LogCapture
     assert again == "from GGUF weights v1" and "does not load" in caplog.text
     assert load_converted(str(gguf.parent), gguf.name, "model", loader.load, loader.save) == again
     assert loader.calls[-1] == (str(copy), {})
+
+
+def test_a_changed_gguf_leaves_no_older_copy_behind(gguf: Path, tmp_path: Path) -> None:
+    loader = Loader()
+    for kind in ("model", "tokenizer"):
+        load_converted(str(gguf.parent), gguf.name, kind, loader.load, loader.save)
+    old = copy_folder(str(gguf.parent), gguf.name, "model").parent
+    (gguf.parent / "other.gguf").write_bytes(b"another model")
+    load_converted(str(gguf.parent), "other.gguf", "model", loader.load, loader.save)
+    gguf.write_bytes(b"GGUF weights v2")
+    load_converted(str(gguf.parent), gguf.name, "model", loader.load, loader.save)
+    new = copy_folder(str(gguf.parent), gguf.name, "model").parent
+    assert new != old and (new / "model" / DONE).is_file()
+    assert not (old / "model").exists() and (old / "tokenizer" / DONE).is_file()  # the tokenizer goes when redone
+    load_converted(str(gguf.parent), gguf.name, "tokenizer", loader.load, loader.save)
+    assert not old.exists()
+    assert (copy_folder(str(gguf.parent), "other.gguf", "model") / DONE).is_file()  # another file's copy stays
+
+
+def test_a_gguf_file_in_the_working_folder_is_not_keyed_as_the_models(gguf: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers opens a gguf_file found in the working folder before directory/gguf_file."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / gguf.name).write_bytes(b"some other weights")
+    monkeypatch.chdir(work)
+    assert copy_folder(str(gguf.parent), gguf.name, "model") is None
+    monkeypatch.chdir(gguf.parent)  # the same file: keyed
+    assert copy_folder(str(gguf.parent), gguf.name, "model") is not None
+
+
+def test_a_save_that_fails_or_declines_costs_only_the_speed(gguf: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A full disk makes safetensors raise its own error (not an OSError): the load still succeeds."""
+    loader = Loader()
+
+    def full(obj: str, folder: Path) -> None:
+        (folder / "copy.txt").write_text(obj[:4])
+        raise RuntimeError("Error while serializing: I/O error: File too large")
+
+    def packed(obj: str, folder: Path) -> None:
+        raise hfcache.NoCopy("its weights stay packed")
+
+    with caplog.at_level(logging.INFO, logger="burrow.hfcache"):
+        assert load_converted(str(gguf.parent), gguf.name, "model", loader.load, full) == "from GGUF weights v1"
+        assert "could not keep a converted copy" in caplog.text and "File too large" in caplog.text
+        caplog.clear()
+        assert load_converted(str(gguf.parent), gguf.name, "model", loader.load, packed) == "from GGUF weights v1"
+    assert [r.levelno for r in caplog.records] == [logging.INFO] and "stay packed" in caplog.text
+    copy = copy_folder(str(gguf.parent), gguf.name, "model")
+    assert not copy.exists() and not list(copy.parent.iterdir())
 
 
 def test_a_conversion_stopped_partway_leaves_no_copy(gguf: Path) -> None:
@@ -173,9 +224,16 @@ def test_smollm2_from_its_copy_is_the_same_model(tmp_path: Path, monkeypatch: py
 
     from burrow.model.hf import load_hf_causal_lm
 
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    direct = load_hf_causal_lm("smollm2")
-    copied = load_hf_causal_lm("smollm2")
-    ours, theirs = direct.state_dict(), copied.state_dict()
-    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-    assert os.path.isdir(copied.name_or_path) and "quantization_config" not in copied.config.to_dict()
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    try:
+        direct = load_hf_causal_lm("smollm2")
+        copied = load_hf_causal_lm("smollm2")
+        ours, theirs = direct.state_dict(), copied.state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+        assert os.path.isdir(copied.name_or_path) and "quantization_config" not in copied.config.to_dict()
+        ids = torch.tensor([[1, 504, 3458, 282, 18, 1019, 30]])
+        with torch.no_grad():
+            assert torch.equal(direct(ids).logits, copied(ids).logits)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)  # ~0.5 GB; pytest keeps tmp_path for a few sessions

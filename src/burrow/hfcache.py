@@ -5,20 +5,23 @@ config, once for the weights), building a tensor-name map per tensor and de-quan
 SmolLM2-135M-Instruct's Q4_1 file takes ~43 s to become a model and ~6 s to become a tokenizer on this
 2-core CPU (docs/speed.md). The first load keeps what it made, the fp32 weights as safetensors with their
 config and the fast tokenizer's files; later loads read those in ~0.3 s and ~0.5 s: the same weights bit
-for bit, the same tokens.
+for bit, the same full-forward logits and the same tokens (a cached one-token step may differ from the
+GGUF-loaded model's in the last float bits, as another kernel path would).
 
 The cache folder is ``$BURROW_CACHE`` (``off`` keeps no copies), else ``$XDG_CACHE_HOME/burrow``, else
 ``~/.cache/burrow``. Copies live in ``gguf/<file stem>-<key>/{model,tokenizer}``; the key hashes the GGUF
 file's resolved path, size and modification time and transformers' version, so a changed file or another
-transformers converts again. A copy is written to a temporary folder and moved into place whole (a killed
-load leaves none that looks complete); a copy that fails to load is removed and the GGUF read again; a
-cache that cannot be written (read-only home, full disk) costs only the speed: one warning, then the GGUF
-is read as before. A GGUF named on the hub (``--gguf-file`` with an ``owner/name``) is not copied:
-transformers keeps the download, and burrow cannot key a file it has not seen.
+transformers converts again (and the older copy of the same file is removed). A copy is written to a
+temporary folder and moved into place whole (a killed load leaves none that looks complete); a copy that
+fails to load is converted again; a cache that cannot be written (read-only home, full disk) costs only
+the speed: a warning at each load, which reads the GGUF as before. Weights that stay packed after loading
+(transformers' newer GGUF loader) are not copied. Nor is a GGUF named on the hub (``--gguf-file`` with an
+``owner/name``): transformers keeps the download, and burrow cannot key a file it has not seen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from burrow.artefacts import atomic_dir, write_json
+from burrow.artefacts import atomic_dir, read_json, write_json
 from burrow.errors import BurrowError, first_line
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,9 @@ def copy_folder(directory: str, gguf_file: str, kind: str) -> Path | None:
     gguf = Path(directory).expanduser() / gguf_file
     if root is None or not gguf.is_file():
         return None
+    here = Path(gguf_file).expanduser()
+    if here.is_file() and here.resolve() != gguf.resolve():
+        return None  # transformers reads a gguf_file in the working folder first: not the file keyed here
     import transformers
 
     stat = gguf.stat()
@@ -84,26 +90,57 @@ def load_converted(directory: str, gguf_file: str | None, kind: str, load: Calla
     if (copy / DONE).is_file():
         try:
             return load(str(copy), {})
-        except Exception as e:  # damaged on disk (truncated, edited): read the GGUF again below
+        except Exception as e:  # damaged on disk (truncated, edited): converted again below, replacing it whole
             log.warning("the converted copy %s does not load (%s): converting %s again", copy, first_line(e),
                         gguf_file)
-            shutil.rmtree(copy, ignore_errors=True)
     obj = load(directory, {"gguf_file": gguf_file})
+    source = str((Path(directory).expanduser() / gguf_file).resolve())
     try:
         with atomic_dir(copy) as tmp:
             save(obj, tmp)
-            write_json(tmp / DONE, {"kind": kind, "gguf": str(Path(directory).expanduser().resolve() / gguf_file),
-                                    "version": COPY_VERSION})
-    except (OSError, BurrowError) as e:
-        log.warning("could not keep a converted copy of %s in %s (%s); the next load reads the GGUF again "
+            write_json(tmp / DONE, {"kind": kind, "gguf": source, "version": COPY_VERSION})
+    except NoCopy as e:
+        log.info("no converted copy of %s: %s", gguf_file, e)
+    except Exception as e:  # a full disk (safetensors and tokenizers raise their own errors), no permission, ...
+        log.warning("could not keep a converted copy of %s in %s (%s); each load reads the GGUF again "
                     "(set %s to a writable folder, or to off)", gguf_file, copy.parent, first_line(e), CACHE_ENV)
+    else:
+        _remove_older_copies(copy, source)
     return obj
+
+
+class NoCopy(Exception):
+    """Raised by a ``save`` for an object that a copy would not reproduce (the GGUF is then read each time)."""
+
+
+def _remove_older_copies(copy: Path, source: str) -> None:
+    """The copies of the same GGUF file under other keys (an older transformers, the file before it changed):
+    ~0.5 GB each for SmolLM2, never read again."""
+    for other in copy.parent.parent.glob(copy.parent.name.rsplit("-", 1)[0] + "-*"):
+        old = other / copy.name
+        if other == copy.parent or not (old / DONE).is_file():
+            continue
+        try:
+            same = read_json(old / DONE).get("gguf") == source
+        except (BurrowError, AttributeError):
+            continue
+        if same:
+            shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                other.rmdir()  # when its other kind is gone too
 
 
 def save_causal_lm(model: Any, folder: Path) -> None:
     """The model's weights (safetensors; tied weights once) and its config without the GGUF quantization note."""
     from safetensors.torch import save_model
 
+    state = model.state_dict()
+    if any(not t.is_floating_point() for t in state.values()):  # packed GGUF blocks (transformers' newer loader)
+        raise NoCopy("its weights stay packed (not floating point) after loading")
+    need = sum({t.data_ptr(): t.numel() * t.element_size() for t in state.values()}.values())
+    free = shutil.disk_usage(folder).free
+    if free < need + (256 << 20):  # before writing ~0.5 GB into a disk that cannot hold it
+        raise OSError(f"{free / 2**30:.1f} GiB free, the copy needs {need / 2**30:.1f} GiB")
     config = model.config.to_diff_dict()
     config.pop("quantization_config", None)  # the weights are plain fp32 now, not a GGUF to de-quantize
     save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
