@@ -46,6 +46,24 @@ def test_search_refuses_wrong_arguments(built: Memory, queries, k, match, retrie
         built.search(queries, k=k, retriever=retriever)
 
 
+def test_exclude_docs_and_within_are_checked(built: Memory) -> None:
+    """-2 was read as the last chunk (NumPy's negative index), a short exclude_docs an IndexError mid-search."""
+    keys = built.encoder.encode(["cats purr", "lava flows"])
+    n_docs, n_chunks = built.store.n_docs, len(built.chunks)
+    for bad, match in (([0], "holds 1 values for 2 queries"), ([0, n_docs], rf"values in \[-1, {n_docs - 1}\]"),
+                       ([0.5, 1.0], "1-D array of whole numbers"), ([[0, 1]], "1-D array of whole numbers")):
+        with pytest.raises(BurrowError, match=match):
+            built.search_keys(keys, 2, exclude_docs=np.asarray(bad))
+    with pytest.raises(BurrowError, match="holds 1 values for 2 queries"):
+        built.search(["cats purr", "lava flows"], k=2, exclude_docs=np.array([0]))
+    for bad in ([-2, 0], [0, n_chunks]):
+        with pytest.raises(BurrowError, match=rf"within must hold values in \[0, {n_chunks - 1}\]"):
+            built.search_keys(keys, 2, within=np.asarray(bad))
+    _, ids = built.search_keys(keys, 1, exclude_docs=np.array([-1, 0]))
+    _, inside = built.search_keys(keys, 1, within=np.array([0, 1]))
+    assert ids.shape == (2, 1) and set(inside.ravel()) <= {0, 1}
+
+
 def test_missing_neighbours_carry_no_provenance(built: Memory) -> None:
     k = len(built) + 5
     res = built.search(["owls hunt at night"], k=k)

@@ -62,3 +62,17 @@ def check_directory(directory: Any, what: str = "memory directory") -> None:
     """``directory`` must be a path (str or path-like)."""
     if not isinstance(directory, (str, os.PathLike)) or not str(directory):
         raise BurrowError(f"{what} must be a path, not {directory!r}"[:200])
+
+
+def check_ids(ids: Any, what: str, count: int | None, low: int, high: int) -> np.ndarray:
+    """A 1-D integer array (``count`` long when given) of values in [low, high): ``exclude_docs`` (-1 or a
+    memory document per query) and ``within`` (memory chunk ids). NumPy would read -2 as the last chunk and
+    a short array as an IndexError deep in the search: both are one clear error here."""
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise BurrowError(f"{what} must be a 1-D array of whole numbers, not {arr.dtype} of shape {arr.shape}")
+    if count is not None and len(arr) != count:
+        raise BurrowError(f"{what} holds {len(arr)} values for {count} queries; give one per query")
+    if arr.size and (arr.min() < low or arr.max() >= high):
+        raise BurrowError(f"{what} must hold values in [{low}, {high - 1}]; it holds {arr.min()} … {arr.max()}")
+    return arr.astype(np.int64, copy=False)

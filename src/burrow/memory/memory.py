@@ -28,7 +28,7 @@ from burrow.data.tokens import TokenStore
 from burrow.defaults import DEFAULT_K
 from burrow.errors import BurrowError
 from burrow.memory.bm25 import RETRIEVERS, bm25_status, search_bm25
-from burrow.memory.checks import check_directory, check_k, check_queries
+from burrow.memory.checks import check_directory, check_ids, check_k, check_queries
 from burrow.memory.chunks import ChunkTable, chunk_tokens, neighbour_values
 from burrow.memory.config import EncoderConfig
 from burrow.memory.index import load_index, search
@@ -233,11 +233,13 @@ class Memory:
         neighbours are -1 / inf.
         """
         k = check_k(k)
+        if exclude_docs is not None:
+            exclude_docs = check_ids(exclude_docs, "exclude_docs", len(keys), -1, self.store.n_docs)
         if within is None:
             return search_excluding(self.index, keys, k, exclude_docs, self.chunks.docs, progress=progress)
         if exclude_docs is not None:
             raise BurrowError("a search within a subset of chunks does not exclude documents")
-        return self._search_within(keys, k, np.asarray(within, dtype=np.int64))
+        return self._search_within(keys, k, check_ids(within, "within", None, 0, len(self.chunks)))
 
     def _search_within(self, keys: np.ndarray, k: int, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import faiss
@@ -291,6 +293,8 @@ class Memory:
         if retriever not in RETRIEVERS:
             raise BurrowError(f"retriever must be one of {', '.join(RETRIEVERS)}, not {retriever!r}")
         queries, k = check_queries(queries), check_k(k)
+        if exclude_docs is not None:
+            exclude_docs = check_ids(exclude_docs, "exclude_docs", len(queries), -1, self.store.n_docs)
         if retriever == "bm25":
             return search_bm25(self, queries, k, exclude_docs, with_text)
         if isinstance(queries, np.ndarray):
