@@ -112,6 +112,10 @@ def test_cli_eval_methods_each_against_its_own_base(setup) -> None:
     assert report["methods"]["base-run +in-context dense"]["base"] == "base-run (in-context windows)"
     assert report["gains"]["base-run +kNN-LM"]["reference"] == "base-run"
     assert "retrieval methods, each against its own base" in res.output
+    main = res.output.split("retrieval methods")[0]  # the main table names a row's reference when it is not its own
+    on = next(line for line in main.splitlines() if line.startswith("retro-model [ON] "))
+    knn = next(line for line in main.splitlines() if line.startswith("base-run +kNN-LM "))
+    assert on.endswith(" vs retro-model [OFF]") and " vs " not in knn
     bad = CliRunner().invoke(app, [*args[:-2], "--method", "nonsense", "-o", str(out)])
     assert bad.exit_code != 0 and "unknown method" in str(bad.exception or bad.output)
 

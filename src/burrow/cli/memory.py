@@ -83,7 +83,8 @@ def build(
         stage.flops, stage.flops_formula = forward_flops(model_parameters(resolve_model_path(config.encoder.model)),
                                                          encoded * config.chunk_size, "chunk tokens encoded")
     for t in timings:
-        state = "up to date" if t.skipped else f"{t.seconds:.1f} s, {t.rate:,.0f} {t.unit}/s"
+        rate = f", {t.rate:,.0f} {t.unit}/s" if t.items > 1 else ""  # not "8 tokenizer/s" for the one tokenizer
+        state = "up to date" if t.skipped else f"{t.seconds:.1f} s{rate}"
         typer.echo(f"  {t.name:<11} {t.items:>12,} {t.unit:<7} {state}")
     if neighbours_k and engine == "ray":
         neighbours_ray(memory, k=neighbours_k, config=ray_config)

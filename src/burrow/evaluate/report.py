@@ -80,6 +80,8 @@ def format_table(result: EvalResult) -> str:
         gain = g.get(name, {}).get("alpha=1")
         if gain:
             row += f"  {gain['gain']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]"
+            if g[name]["reference"] != result.reference():  # a method's row: against its own base
+                row += f" vs {g[name]['reference']}"
         lines.append(row)
     d = result.data
     lines.append(f"{d.n_docs} documents, {d.n_tokens:,} tokens, {d.n_bytes:,} bytes; windows {result.seq_len} "
