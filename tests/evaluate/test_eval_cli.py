@@ -66,7 +66,9 @@ def test_cli_eval_prints_models_side_by_side_and_writes_the_report(setup) -> Non
     assert models["retro-model [OFF]"]["bpb"] == pytest.approx(models["base-run"]["bpb"], rel=1e-5)
     assert report["data"]["bytes"] == len(valid.read_text(encoding="utf-8").encode())
     assert set(report["sweep_k"]["retro-model [ON]"]) == {"1", "2", "4", "10"}
-    assert [p["fraction"] for p in report["sweep_memory"]] == [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]
+    # 6 documents: 1/16 and 1/8 both keep 1 (a repeated row before), 1/4 keeps 2, 1/2 keeps 3
+    assert [(p["fraction"], p["documents"]) for p in report["sweep_memory"]] == [(1 / 16, 1), (1 / 4, 2), (1 / 2, 3),
+                                                                             (1.0, 6)]
     assert len(report["leakage"]["bpb_alpha"]["base-run"]) == 65
     for name in ("leakage.png", "sweep_k.png", "sweep_memory.png", "eval.md", "chunks.npz"):
         assert (out / name).stat().st_size > 0

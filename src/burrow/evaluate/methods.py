@@ -79,8 +79,8 @@ def check_methods(config: MethodsConfig, modes: Collection[str] | None, memory: 
     knn = config.knnlm
     if ("knnlm" in asked and knn.lam is None and data is not None and data.n_docs < 2
             and (modes is None or "baseline" in modes)):
-        raise BurrowError(f"tuning kNN-LM λ and T by cross-fitting needs at least 2 documents, and the data has "
-                          f"{data.n_docs}: give more documents (--data, --max-docs), or fix --knn-lambda and "
+        raise BurrowError(f"tuning kNN-LM λ and T by cross-fitting needs at least 2 documents, and {data.n_docs} "
+                          "is scored: give more documents (--data, a larger --max-docs), or fix --knn-lambda and "
                           "--knn-temperature")
 
 

@@ -75,13 +75,17 @@ def sweep_memory(memory: Memory, query_keys: np.ndarray, full_ids: np.ndarray,
                  scores: dict[str, Callable[[np.ndarray], float]], fractions: Sequence[float], k: int,
                  seed: int = 0) -> list[MemorySubset]:
     """bpb of each RETRO[ON] model in ``scores`` (name -> ids -> bpb) at each memory fraction."""
-    out = []
+    out: list[MemorySubset] = []
     for fraction in sorted(fractions):
         if fraction >= 1.0:
             ids = full_ids[:, :k]
             point = MemorySubset(1.0, memory.store.n_docs, len(memory.chunks), int(memory.chunks.lengths.sum()))
         else:
             ids, point = subset_neighbours(memory, query_keys, fraction, k, seed)
+        if out and point.docs == out[-1].docs:  # nested subsets: the same documents, the same row again
+            log.info("memory fraction %.4g keeps the same %d documents as %.4g: not scored again", fraction,
+                     point.docs, out[-1].fraction)
+            continue
         log.info("memory fraction %.4g: %d documents, %d chunks", fraction, point.docs, point.chunks)
         point.bpb = {name: fn(ids) for name, fn in scores.items()}
         out.append(point)
