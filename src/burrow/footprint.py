@@ -255,6 +255,15 @@ def training_flops(model_dir: str | Path, tokens: float) -> tuple[float | None, 
     return 6.0 * n * tokens, f"6·N·D, N = {n:,} parameters, D = {int(tokens):,} tokens trained in this call"
 
 
+def retrofit_flops(trainable: int, total: int, tokens: float) -> tuple[float | None, str]:
+    """(2·N·D + 4·N_t·D, how): the whole model's forward, the backward of the trained weights only; a lower
+    bound (the gradient also flows back through the frozen layers above the first CCA layer)."""
+    if not total:
+        return None, "not counted: no parameter count found"
+    return (2.0 * total + 4.0 * trainable) * tokens, (f"2·N·D + 4·N_t·D (a lower bound), N = {total:,} parameters, "
+                                                      f"N_t = {trainable:,} trained, D = {int(tokens):,} tokens")
+
+
 def forward_flops(parameters: int | None, tokens: float, what: str) -> tuple[float | None, str]:
     """(2·N·T, how) for a forward pass of ``tokens`` tokens through ``parameters`` parameters."""
     if parameters is None:

@@ -16,6 +16,7 @@ import burrow.train.loop as loop
 from burrow.artefacts import read_json, write_json
 from burrow.cli.retrofit import register
 from burrow.errors import BurrowError
+from burrow.footprint import read_footprint
 from burrow.memory import Memory
 from burrow.model import build_model
 from burrow.presets import get_preset
@@ -140,10 +141,13 @@ def test_cli_retrofit_prints_the_trainable_share(train_memory: Memory, base_run:
     args = ["retrofit", str(base_run), "--memory", str(train_memory.dir), "-o", str(tmp_path / "run"),
             "--steps", "2", "--batch-size", "2", "--seq-len", str(SEQ), "--cca-layers", "1,2", "--eval-every", "0",
             "--precision", "fp32", "--no-progress"]
-    result = CliRunner().invoke(app, args)
+    tracked = CliRunner(env={"BURROW_FOOTPRINT": "1"})  # energy and FLOPs, as `train` records them
+    result = tracked.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "trainable:" in result.output and "retro-fitted 2 steps" in result.output
     assert load_run(tmp_path / "run").config.cca_layers == (1, 2)
+    (call,) = read_footprint(tmp_path / "run")["calls"]
+    assert call["stage"] == "retrofit" and call["flops"] > 0 and "N_t = " in call["flops_formula"]
     for layers in ("x", ",", " , "):  # "," named no layer and ran with the default placement
         bad = CliRunner(env={"COLUMNS": "300"}).invoke(app, [*args[:-7], "--cca-layers", layers])
         assert bad.exit_code == 2 and "comma-separated" in bad.output  # a usage error, before any work
@@ -151,7 +155,9 @@ def test_cli_retrofit_prints_the_trainable_share(train_memory: Memory, base_run:
     before = {f.name: f.read_bytes() for f in final.iterdir()}
     with pytest.raises(BurrowError, match="give -o a new folder"):
         retrofit(base_run, train_memory.dir, final, _config(steps=1))
-    assert {f.name: f.read_bytes() for f in final.iterdir()} == before
+    refused = tracked.invoke(app, [*args[:4], "-o", str(final), *args[6:]])
+    assert refused.exit_code != 0 and "give -o a new folder" in str(refused.exception or refused.output)
+    assert {f.name: f.read_bytes() for f in final.iterdir()} == before  # no footprint.json either
     with pytest.raises(BurrowError, match="is a memory, not a model"):
         retrofit(train_memory.dir, train_memory.dir, tmp_path / "fit", _config(steps=1))
 

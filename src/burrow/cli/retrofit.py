@@ -53,6 +53,8 @@ def retrofit(
     force: Force = False,
 ) -> None:
     """Freeze BASE, add fresh CCA layers and a retrieval encoder, and train only those on MEMORY."""
+    from burrow.footprint import retrofit_flops, track
+    from burrow.train.config import check_run_out
     from burrow.train.retrofit import RetrofitConfig
     from burrow.train.retrofit import retrofit as run_retrofit
 
@@ -60,7 +62,12 @@ def retrofit(
                             steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, warmup=warmup, k=k,
                             eval_every=eval_every, seed=seed, device=device, precision=precision,
                             progress=not no_progress, force=force)
-    result = run_retrofit(base, memory, out, config)
+    check_run_out(out)  # not a saved model's or a memory's folder (before footprint.json goes there)
+    with track(out, "retrofit") as stage:  # energy and FLOPs, as `train` records them (burrow risks reads both)
+        result = run_retrofit(base, memory, out, config)
+        stage.skipped = result.train.skipped
+        stage.flops, stage.flops_formula = retrofit_flops(result.trainable, result.total,
+                                                          result.train.tokens_per_second * result.train.seconds)
     run = result.train
     if run.skipped:
         typer.echo(f"{run.run_dir} already finished ({run.steps} steps); --force retrains")
