@@ -85,7 +85,9 @@ def test_tasks_report_reads_a_good_results_json_and_refuses_a_file(tmp_path, bur
     (out / "results.json").write_text(json.dumps(GOOD))
     code, stdout, err = burrow_cli("tasks", "report", out)
     assert code == 0, err
-    assert "| question answering | arc_easy | acc | 25.0 | 50.0 ± 10.0 |" in (out / "report.md").read_text() and stdout
+    md = (out / "report.md").read_text()
+    assert "| question answering | arc_easy | acc | 25.0 | 50.0 ± 10.0 |" in md and stdout
+    assert "| acc_norm | 25.0 | 50.0 |" in md  # the same choices, the same chance (it showed "—")
     code, _, err = burrow_cli("tasks", "report", out / "results.json")
     assert code == 2 and err == f"error: {out / 'results.json'} is not a folder; pass the output folder (-o) of a " \
                                 "`burrow tasks run`\n"

@@ -108,7 +108,8 @@ def report_json(results: dict[str, Any]) -> dict[str, Any]:
             rows = []
             for i, metric in enumerate(info["metrics"]):
                 rows.append({"metric": metric, "higher_is_better": not _lower_better(metric),
-                             "chance": info["chance"] if i == 0 else None,
+                             # acc_norm picks among the same choices as acc: the same chance
+                             "chance": info["chance"] if i == 0 or metric == "acc_norm" else None,
                              "gopher_280b": spec.gopher.get(metric),
                              "models": {lab: {"value": results["models"][lab].get(task, {}).get(metric),
                                               "stderr": results["models"][lab].get(task, {}).get(f"{metric}_stderr")}

@@ -327,6 +327,11 @@ def _finish(config: TrainConfig, paths: RunPaths, model: Transformer, loss: floa
     write_manifest(paths.root, RUN_KIND, steps=config.steps, loss=loss, val_loss=val_loss,
                    tokens=config.steps * config.batch_size * config.seq_len, model_dir="final",
                    tokens_per_second_last_call=rate)
-    log.info("finished %s: %d steps, loss %s, val loss %s -> %s", paths.root, config.steps, loss, val_loss,
-             paths.final)
+    log.info("finished %s: %d steps, loss %s, val loss %s -> %s", paths.root, config.steps, _four(loss),
+             _four(val_loss), paths.final)
     return TrainResult(paths.root, paths.final, config.steps, loss, val_loss, rate, seconds)
+
+
+def _four(x: float | None) -> str:
+    """A loss for the log: four decimals (the manifest keeps every digit), or n/a."""
+    return "n/a" if x is None else f"{x:.4f}"
