@@ -57,6 +57,7 @@ def test_retrieval_changes_the_text_and_off_reads_nothing(reader) -> None:
                           GenerationConfig(max_new_tokens=16, greedy=True, retrieval=False))
     assert off.chunks == [] and off.retrieval is False and on.retrieval is True
     assert on.tokens != off.tokens  # the passages before the window change a random LM's output
+    assert 0 < on.search_seconds < on.seconds and off.search_seconds == 0.0  # it read 0.0 with retrieval too
 
 
 def test_cache_matches_recompute(reader) -> None:

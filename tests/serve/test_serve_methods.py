@@ -61,6 +61,22 @@ def test_cli_generate_and_chat_with_lm(bm25_memory, tiny_lm_dir) -> None:
     assert out.stdout.count("Burrow:") == 1
 
 
+
+def test_cli_chat_puts_a_space_after_the_speaker(bm25_memory, tiny_lm_dir, monkeypatch) -> None:
+    """A chat template's reply starts without a space: the CLI printed "Burrow:The genus …"."""
+    from burrow.generate import TokenEvent
+    from burrow.generate.chat import ChatSession
+    from burrow.generate.lmchat import TemplateChatSession
+
+    for session in (ChatSession, TemplateChatSession):  # the tiny LM has no template; SmolLM2 has
+        monkeypatch.setattr(session, "reply", lambda self, message: iter(
+            [TokenEvent("The", 1, 0, 0), TokenEvent(" genus", 2, 1, 0)]))
+    out = CliRunner().invoke(app, ["chat", "--lm", str(tiny_lm_dir), "--memory", str(bm25_memory.dir),
+                                   "--device", "cpu"], input="Hello\n/quit\n")
+    assert out.exit_code == 0, out.output
+    assert "Burrow: The genus" in out.stdout, out.stdout
+
+
 def test_cli_serve_with_run_and_lm(retro_dir, bm25_memory, tiny_lm_dir, monkeypatch) -> None:
     import burrow.serve
 

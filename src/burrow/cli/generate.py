@@ -41,6 +41,7 @@ MIN_COPY = typer.Option(default_of(GenerationConfig, "min_copy"), "--min-copy",
                         help="Shortest copied span (tokens) reported and highlighted.")
 MEMORY = typer.Option(..., "--memory", "-m", help="Memory directory (its tokenizer; RETRO's neighbours).")
 SEED = typer.Option(None, "--seed", help="Sampler seed (default: a fresh one, printed with --json).")
+CHAT_SEED = typer.Option(None, "--seed", help="Seed of the first reply; reply i uses seed + i (default: fresh).")
 TEMPERATURE = typer.Option(default_of(GenerationConfig, "temperature"), "--temperature",
                            help="Softmax temperature; 0 is greedy.")
 
@@ -163,7 +164,7 @@ def chat_command(
     top_p: float = typer.Option(default_of(ChatConfig, "top_p"), "--top-p",
                                 help="Nucleus sampling p (Dialogue-Prompted Gopher: 0.8)."),
     temperature: float = TEMPERATURE,
-    seed: int | None = SEED,
+    seed: int | None = CHAT_SEED,
     k: K = default_of(ChatConfig, "k"),
     device: Device = DEFAULT_DEVICE,
     precision: Precision = DEFAULT_PRECISION,
@@ -199,10 +200,13 @@ def chat_command(
         if not line.strip():
             continue
         console.print("Burrow:", end="", style="bold green")
+        first = True  # a dialogue-prompted model's reply starts with its own space; a chat template's does not
         try:
             for event in session.reply(line):
-                if isinstance(event, TokenEvent):
-                    console.print(event.text, end="", markup=False, highlight=False)
+                if isinstance(event, TokenEvent) and event.text:
+                    text = event.text if not first or event.text[0].isspace() else " " + event.text
+                    first = False
+                    console.print(text, end="", markup=False, highlight=False)
         except BurrowError as e:
             console.print(f"\nerror: {e}", style="red", markup=False)
         console.print()

@@ -33,7 +33,8 @@ def build(
     txt_split: str = TXT_SPLIT,
     invalid_utf8: str = INVALID,
     tokenizer: str | None = typer.Option(
-        None, "--tokenizer", help="Existing tokenizer: .model, tokenizer.json, or an HF name/dir. Default: train one."),
+        None, "--tokenizer",
+        help="Existing tokenizer: .model, tokenizer.json, an HF name/dir, or smollm2. Default: train one."),
     gguf_file: str | None = typer.Option(None, "--gguf-file", help="GGUF file inside --tokenizer's HF dir."),
     vocab_size: int = typer.Option(default_of(TokenizerConfig, "vocab_size"), "--vocab-size",
                                    help="Vocabulary of the trained tokenizer."),

@@ -209,6 +209,7 @@ class _Reading:
         self.cache: Any = None
         self.banned: Tensor | None = None
         self.block_start = 0  # generated-token index where the current block starts
+        self.search_seconds = 0.0  # of the run's seconds, the time spent searching the memory
 
     @property
     def generated(self) -> list[int]:
@@ -275,7 +276,9 @@ class _Reading:
         query = gen.query_text(query_ids)
         if not query or gen.memory is None:
             return []
+        t0 = time.perf_counter()
         res = gen.memory.search([query], k=self.cfg.k, retriever=gen.retriever)
+        self.search_seconds += time.perf_counter() - t0
         out = []
         for j in range(res.ids.shape[1]):
             cid = int(res.ids[0, j])
@@ -319,7 +322,7 @@ class _Reading:
         final = self.stops.final_text
         chunks = [_clamp(a, len(final), final) for a in self.chunks]
         result = GenerationResult(self.prompt, final, self.generated, self.p0, reason, self.seed, self.retrieving,
-                                  seconds, [a for a in chunks if a is not None])
+                                  seconds, [a for a in chunks if a is not None], self.search_seconds)
         log.debug("in-context: %d tokens in %.2f s (%s)", n, seconds, reason)
         yield DoneEvent(result)
 
