@@ -116,6 +116,13 @@ def test_copied_span_respects_min_copy() -> None:
     assert span is not None and span.tokens == 3
     assert GenerationConfig().min_copy == 4
 
+    def blank(ids):  # " \n \n": whitespace shared with a neighbour was a "copied" span
+        return "".join(" \n"[t % 2] for t in ids)
+
+    spaces, nb_spaces = [4, 5, 4, 5], np.array([1, 4, 5, 4, 5, 2])
+    assert copied_span(spaces, off, blank(spaces), nb_spaces, blank(nb_spaces.tolist()), 1, blank, -1,
+                       min_tokens=4) is None
+
 
 def test_bad_inputs_are_one_clear_error(tiny_lm_dir, bm25_memory, reader, save_tiny_llama, tmp_path: Path) -> None:
     with pytest.raises(BurrowError, match="shorten the prompt"):

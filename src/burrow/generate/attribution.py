@@ -81,7 +81,8 @@ def copied_span(gen_tokens: Sequence[int], gen_offset: Callable[[int], int], gen
                 nb_tokens: np.ndarray, nb_text: str, rank: int, decode: Callable[[Sequence[int]], str],
                 pad_id: int, min_tokens: int = 1) -> CopiedSpan | None:
     """The longest run of ``gen_tokens`` found in ``nb_tokens``, located in both texts, or None (also
-    when it is shorter than ``min_tokens``: a shared word or two is no evidence of copying).
+    when it is shorter than ``min_tokens`` or only whitespace: a shared word or two, or a blank line, is no
+    evidence of copying).
 
     ``gen_offset(i)`` is the char offset in ``gen_text`` where generated token i of the chunk starts
     (i = len for the end). The span is kept only if its text really occurs at the reported offsets
@@ -101,6 +102,8 @@ def copied_span(gen_tokens: Sequence[int], gen_offset: Callable[[int], int], gen
         if gs < 0 or ns < 0:
             return None
         ge, ne = gs + len(text), ns + len(text)
+    if not text.strip():  # a run of spaces and newlines is in every text: no evidence of copying either
+        return None
     return CopiedSpan(text, n, rank, gs, ge, ns, ne)
 
 
