@@ -99,6 +99,7 @@ def burrow_group(args: argparse.Namespace, corpus: Path, valid: Path) -> list[di
 
 def smollm2_group(args: argparse.Namespace, corpus: Path, valid: Path) -> list[dict[str, Any]]:
     """SmolLM2-135M-Instruct and its RETRO-fit on a memory with SmolLM2's tokenizer."""
+    from burrow.data.layout import start_token
     from burrow.model.hf import HFBaseline, load_hf_causal_lm, resolve_hf_base
 
     path, gguf = resolve_hf_base("smollm2")
@@ -107,7 +108,9 @@ def smollm2_group(args: argparse.Namespace, corpus: Path, valid: Path) -> list[d
     fit = retrofit("smollm2", memory.dir, args.out / "runs" / "smollm2-fit",
                    _fit_cfg(args, args.smol_fit_steps, batch_size=args.smol_batch_size, seq_len=args.smol_seq_len))
     t = {"fit": time.perf_counter() - t0, "base": 0.0}
-    models = {"SmolLM2-135M base": (HFBaseline(load_hf_causal_lm("smollm2"), "smollm2"), "baseline"),
+    base = HFBaseline(load_hf_causal_lm("smollm2"), "smollm2", pad_id=memory.store.pad_id,
+                      start_id=start_token(memory.tokenizer))  # reads the layout's pads as the fit's base does
+    models = {"SmolLM2-135M base": (base, "baseline"),
               **model_entries("SmolLM2-135M RETRO-fit", load_run(args.out / "runs" / "smollm2-fit"))}
     result = evaluate(models, memory, [str(valid)], _eval_cfg(args), cache_dir=args.out / "eval-smollm2")
     steps = {"base": 0, "fit": args.smol_fit_steps}

@@ -150,7 +150,7 @@ def test_the_frozen_base_never_reads_the_layouts_pads(tiny_llama: Path, train_me
     (pad = s = <|endoftext|>) read 64 of them: its fit's [OFF] wrote other text than SmolLM2 itself and
     scored below it on tasks. Hidden from its attention, [OFF] reads pads + s + d as the base reads s + d."""
     from burrow.data.layout import document_inputs, start_token
-    from burrow.model.hf import HFRetro, load_hf_causal_lm
+    from burrow.model.hf import HFBaseline, HFRetro, load_hf_causal_lm
 
     base = load_hf_causal_lm(str(tiny_llama))
     tok, m = train_memory.tokenizer, train_memory.chunk_size
@@ -171,8 +171,10 @@ def test_the_frozen_base_never_reads_the_layouts_pads(tiny_llama: Path, train_me
     assert (seen_pads - want).abs().max() > 1e-2  # the pads did change the base's predictions
     torch.testing.assert_close(torch.cat(steps, 1)[:, m - 1:], want, atol=1e-4, rtol=1e-4)  # cached decoding too
     plain = HFRetro(base, dataclasses.replace(cfg, start_id=None)).eval()  # a fit saved before: as trained
+    as_base = HFBaseline(base, pad_id=pad, start_id=s)  # bench/retrofit.py's base: the fit's [OFF], exactly
     with torch.no_grad():
         assert torch.equal(plain(x), base(input_ids=x).logits)
+        assert torch.equal(as_base(x), model(x))
 
 
 @needs_smollm2

@@ -90,21 +90,39 @@ def hf_decoder_config(hf_config: Any) -> dict[str, Any]:
     }
 
 
+def layout_visible(tokens: Tensor, pad: int | None, start: int | None) -> Tensor | None:
+    """(b, n) long: 0 where ``tokens`` holds a layout pad (a pad followed by a pad or by s), else 1; None
+    without both ids. Each run of pads before a document is hidden and s stays (when s is the pad id, the
+    run's last token). A pad ending ``tokens`` stays: its next token is not known."""
+    if pad is None or start is None:
+        return None
+    is_pad = tokens == pad  # (b, n)
+    nxt = torch.zeros_like(is_pad)
+    nxt[:, :-1] = (tokens[:, 1:] == pad) | (tokens[:, 1:] == start)
+    return (~(is_pad & nxt)).long()
+
+
 class HFBaseline(nn.Module):
     """A plain HF causal LM behind burrow's model interface (a baseline: ``config.retro`` false), so it
     is scored and compared like a burrow baseline; ``neighbours`` are rejected by the evaluator."""
 
-    def __init__(self, base: nn.Module, name: str = "") -> None:
+    def __init__(self, base: nn.Module, name: str = "", pad_id: int | None = None,
+                 start_id: int | None = None) -> None:
         super().__init__()
         self.base: Any = base
-        self.config = ModelConfig(**hf_decoder_config(base.config), name=name)  # type: ignore[attr-defined]
+        self.config = ModelConfig(**hf_decoder_config(base.config), name=name,  # type: ignore[attr-defined]
+                                  pad_id=pad_id, start_id=start_id)
 
     def forward(self, tokens: Tensor, neighbours: Tensor | None = None, neighbour_mask: Tensor | None = None,
                 cache: ModelCache | None = None) -> Tensor:
-        """Logits (b, n, v); no retrieval and no cache (use :class:`HFRetro` for those)."""
+        """Logits (b, n, v); no retrieval and no cache (use :class:`HFRetro` for those). With ``pad_id`` and
+        ``start_id`` the layout's pads are hidden, as from an :class:`HFRetro`'s base (the same scores as its
+        [OFF]); without, the model reads every token."""
         if neighbours is not None or cache is not None:
             raise BurrowError("HFBaseline takes neither neighbours nor a cache")
-        logits: Tensor = self.base(input_ids=tokens).logits  # (b, n, v)
+        visible = layout_visible(tokens, self.config.pad_id, self.config.start_id)
+        kwargs = {} if visible is None or bool(visible.all()) else {"attention_mask": visible}
+        logits: Tensor = self.base(input_ids=tokens, **kwargs).logits  # (b, n, v)
         return logits
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> ModelCache:
@@ -215,22 +233,13 @@ class HFRetro(nn.Module):
         return logits
 
     def _visible(self, tokens: Tensor, cache: HFRetroCache | None) -> Tensor | None:
-        """(b, past + n) long: 0 for the layout's pads the frozen base must not attend to, else 1; None when
-        the config names no start token (the base sees every token, as retrofits saved before did).
-
-        A pad is hidden when the next token is another pad or s, so each run of pads before a document
-        goes and s stays (when s is the pad id itself, as for SmolLM2's <|endoftext|>, the run's last token
-        is s). The base then reads [pads] + s + d as it reads s + d (rotary attention sees only relative
-        positions). A pad ending a call stays visible: its next token is not known yet. With nothing to
-        hide, None: the base runs exactly as without this mask.
-        """
-        pad, start = self.config.pad_id, self.config.start_id
-        if pad is None or start is None:
+        """(b, past + n): :func:`layout_visible` of this call after the cached calls' (kept in ``cache``), so
+        the base reads [pads] + s + d as it reads s + d (rotary attention sees only relative positions).
+        None when nothing is hidden (the base's own causal path, bit for bit) or when the config names no
+        start token (fits saved before: their base saw every pad, as in their training)."""
+        visible = layout_visible(tokens, self.config.pad_id, self.config.start_id)
+        if visible is None:
             return None
-        is_pad = tokens == pad  # (b, n)
-        nxt = torch.zeros_like(is_pad)
-        nxt[:, :-1] = (tokens[:, 1:] == pad) | (tokens[:, 1:] == start)
-        visible = (~(is_pad & nxt)).long()
         if cache is not None:
             if cache.visible is not None:
                 visible = torch.cat([cache.visible, visible], dim=1)
