@@ -115,6 +115,6 @@ def test_cli_bm25_search_and_info(memory: Memory) -> None:
     res = runner.invoke(app, ["search", str(memory.dir), "Halley's comet returns every seventy-six years",
                               "--retriever", "bm25", "-k", "1"])
     assert res.exit_code == 0, res.output
-    assert "comet" in res.output and "d=-" in res.output
+    assert "comet" in res.output and "bm25=" in res.output and "bm25=-" not in res.output  # a score, not −score
     res = runner.invoke(app, ["info", str(memory.dir)])
     assert res.exit_code == 0 and "bm25" in res.output and "up to date" in res.output

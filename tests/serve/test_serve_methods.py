@@ -55,6 +55,11 @@ def test_cli_generate_and_chat_with_lm(bm25_memory, tiny_lm_dir) -> None:
     assert out.exit_code == 0, out.output
     doc = json.loads(out.stdout)
     assert len(doc["tokens"]) == 10 and doc["chunks"][0]["neighbours"][0]["source"].endswith(".txt:line 1")
+    out = CliRunner().invoke(app, ["generate", "Owls hunt at night", "--lm", str(tiny_lm_dir), "--memory",
+                                   str(bm25_memory.dir), "--max-tokens", "10", "--seed", "1", "--stride", "8",
+                                   "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    assert "BM25 score " in out.stdout and "distance -" not in out.stdout  # it showed "distance -8.602"
     out = CliRunner().invoke(app, ["chat", "--lm", str(tiny_lm_dir), "--memory", str(bm25_memory.dir),
                                    "--max-tokens", "6", "--seed", "1", "--device", "cpu"], input="Hello\n/quit\n")
     assert out.exit_code == 0, out.output

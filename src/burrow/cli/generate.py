@@ -120,8 +120,9 @@ def generate_command(
         elif isinstance(event, AttributionEvent):
             attributions.append(event.attribution)
     console.print()
+    bm25 = getattr(generator, "retriever", "dense") == "bm25"  # in-context with BM25: distances are −scores
     for attribution in attributions:
-        _print_attribution(console, attribution)
+        _print_attribution(console, attribution, bm25)
 
 
 def _console() -> Any:
@@ -140,8 +141,9 @@ def _marked(text: str, start: int | None, end: int | None) -> Any:
     return out
 
 
-def _print_attribution(console: Any, a: ChunkAttribution) -> None:
-    """One generated chunk: its text, then each neighbour with source, distance and the copied span."""
+def _print_attribution(console: Any, a: ChunkAttribution, bm25: bool = False) -> None:
+    """One generated chunk: its text, then each neighbour with source, distance (or BM25 score) and the copied
+    span."""
     c = a.copied
     console.rule(f"chunk {a.chunk}", align="left", style="dim")
     console.print(_marked(a.text, c.generated_start - a.text_start if c else None,
@@ -150,8 +152,8 @@ def _print_attribution(console: Any, a: ChunkAttribution) -> None:
         console.print("  (no passage for this chunk: the first chunk of a sequence, or nothing matched)", style="dim")
     for nb in a.neighbours:
         copied = f", copied {nb.copied.tokens} token(s)" if nb.copied else ""
-        console.print(f"  #{nb.rank} {nb.source}  distance {nb.distance:.3f}{copied}", style="cyan",
-                      markup=False, highlight=False)
+        how = f"BM25 score {-nb.distance:.3f}" if bm25 else f"distance {nb.distance:.3f}"
+        console.print(f"  #{nb.rank} {nb.source}  {how}{copied}", style="cyan", markup=False, highlight=False)
         cs = nb.copied
         console.print(_marked(nb.text, cs.neighbour_start if cs else None, cs.neighbour_end if cs else None))
 

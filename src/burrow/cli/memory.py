@@ -167,7 +167,8 @@ def search(
         typer.secho(f"query: {q}", bold=True)
         for r in rows:
             text = " ".join(r["text"].split())
-            typer.echo(f"  {r['rank']:>2}  d={r['distance']:.4f}  {r['source']} +{r['offset']} tokens")
+            how = f"bm25={-r['distance']:.4f}" if retriever == "bm25" else f"d={r['distance']:.4f}"  # not −scores
+            typer.echo(f"  {r['rank']:>2}  {how}  {r['source']} +{r['offset']} tokens")
             typer.echo(f"      {text[:width]}{'…' if len(text) > width else ''}")
 
 
