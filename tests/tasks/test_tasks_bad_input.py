@@ -112,3 +112,16 @@ def test_wrong_paths_say_what_is_expected_and_a_damaged_passages_manifest_is_reb
     code, _, err = burrow_cli(*args)
     assert code == 0, err
     assert json.loads((cfg / "passages" / "nq_open.passages.manifest.json").read_text())["questions"] == 2
+
+
+def test_a_folder_where_a_task_result_goes_is_one_error_line_before_scoring(task_runs, task_memory, task_data, tmp_path,
+                                                                            burrow_cli, monkeypatch):
+    from burrow.tasks.runner import TaskRun
+
+    out = tmp_path / "o"
+    (out / "per_task" / "baseline" / "arc_easy.json").mkdir(parents=True)
+    monkeypatch.setattr(TaskRun, "score", lambda *a: pytest.fail("scored before the result path was checked"))
+    code, _, err = burrow_cli("tasks", "run", task_runs["baseline"], "-m", task_memory.dir, "-t", "arc_easy",
+                              "--data", task_data, "--limit", "2", "-o", out)
+    assert code == 2 and "arc_easy.json is a folder where this task's result goes" in err and "Traceback" not in err
+

@@ -148,6 +148,8 @@ class TaskRun:
 
     def cached(self, job: _Job, spec: TaskSpec) -> dict[str, Any] | None:
         path = self.out / "per_task" / job.label / f"{spec.name}.json"
+        if path.is_dir():  # scoring would end in an OSError when its result is written there, minutes later
+            raise BurrowError(f"{path} is a folder where this task's result goes; remove it and re-run")
         if not path.exists():
             return None
         try:
