@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -31,6 +31,11 @@ def given_inputs(inputs: Iterable[str]) -> list[str]:
     moved project (or demo folder) or a re-pointed link still refreshes what was made from them; a mistyped
     path does not."""
     return sorted(i if i.startswith("hf:") else (Path(i).name or i) for i in inputs)
+
+
+def name_inputs(names: Sequence[str]) -> str:
+    """Recorded :func:`given_inputs` for a message: the first three, then how many more."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:

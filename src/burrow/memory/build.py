@@ -37,7 +37,15 @@ from burrow.artefacts import (
     write_json,
     write_manifest,
 )
-from burrow.data.corpus import CorpusConfig, CorpusStats, expand_inputs, given_inputs, no_documents, read_corpus
+from burrow.data.corpus import (
+    CorpusConfig,
+    CorpusStats,
+    expand_inputs,
+    given_inputs,
+    name_inputs,
+    no_documents,
+    read_corpus,
+)
 from burrow.data.tokenizer import (
     Tokenizer,
     load_tokenizer,
@@ -103,10 +111,8 @@ def check_same_inputs(inputs: Sequence[str], out: Path) -> None:
         return  # a damaged record: the stages redo what they must
     before, given = (m or {}).get("given"), given_inputs(inputs)
     if before is not None and before != given:
-        def named(paths: list[str]) -> str:
-            return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-
-        raise BurrowError(f"{out} holds a memory built from {named(before)}; this build reads {named(given)}. "
+        raise BurrowError(f"{out} holds a memory built from {name_inputs(before)}; this build reads "
+                          f"{name_inputs(given)}. "
                           "Give another -o, or --force to rebuild it from these inputs (runs trained on it will "
                           "no longer match it)")
 

@@ -24,7 +24,7 @@ from burrow.artefacts import (
     removing_new_folders,
     write_manifest,
 )
-from burrow.data.corpus import CorpusConfig, CorpusStats, given_inputs, no_documents, read_corpus
+from burrow.data.corpus import CorpusConfig, CorpusStats, given_inputs, name_inputs, no_documents, read_corpus
 from burrow.data.tokens import KIND as TOKENS_KIND
 from burrow.data.tokens import NoDocuments, TokenStore, write_token_store
 from burrow.defaults import DEFAULT_K
@@ -148,7 +148,7 @@ def _check_same_store(out: Path, given: list[str], tokenizer: str) -> None:
     if old.get("tokenizer") != tokenizer:
         why = "tokens of another tokenizer"
     elif old.get("given", given) != given:
-        why = f"tokens of {', '.join(old['given'][:3])}{' and more' if len(old['given']) > 3 else ''}"
+        why = f"tokens of {name_inputs(old['given'])}"
     else:
         return
     raise BurrowError(f"{out} holds {why}; give another -o, or --force to replace it")
