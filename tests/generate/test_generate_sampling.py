@@ -27,15 +27,16 @@ def test_seeded_sampling_is_reproducible(gen_memory, retro_dir) -> None:
 
 
 def test_filters_keep_exactly_top_k_and_the_nucleus() -> None:
+    assert GenerationConfig().top_p == 0.9  # the default nucleus (the page's): plain sampling is incoherent
     logits = torch.tensor([3.0, 1.0, 2.0, 0.0, -1.0])
-    kept = torch.isfinite(filter_logits(logits, GenerationConfig(top_k=2)))
+    kept = torch.isfinite(filter_logits(logits, GenerationConfig(top_k=2, top_p=1.0)))
     assert kept.tolist() == [True, False, True, False, False]
     probs = torch.softmax(logits, -1)  # ≈ .665 .090 .245 .033 .012
     nucleus = torch.isfinite(filter_logits(logits, GenerationConfig(top_p=0.8)))
     assert nucleus.tolist() == [True, False, True, False, False]  # .665 < .8 ≤ .665 + .245
     assert torch.isfinite(filter_logits(logits, GenerationConfig(top_p=0.5))).sum() == 1
     assert float(probs[0]) > 0.5
-    scaled = filter_logits(logits, GenerationConfig(temperature=2.0))
+    scaled = filter_logits(logits, GenerationConfig(temperature=2.0, top_p=1.0))
     torch.testing.assert_close(scaled, logits / 2)
 
 

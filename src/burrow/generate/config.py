@@ -18,8 +18,9 @@ class GenerationConfig:
     temperature: float = 1.0
     # Sample only among the k most likely tokens; 0 turns top-k off.
     top_k: int = 0
-    # Nucleus sampling: the smallest set of tokens whose probability reaches p; 1.0 turns it off.
-    top_p: float = 1.0
+    # Nucleus sampling: the smallest set of tokens whose probability reaches p; 1.0 turns it off. 0.9, as
+    # the web page: plain sampling (1.0) from the long tail makes even a pretrained LM's text incoherent.
+    top_p: float = 0.9
     # Always take the most likely token (ignores temperature, top-k, top-p and seed).
     greedy: bool = False
     # Seed of the sampler; None draws one (reported in the result, so any run can be repeated).

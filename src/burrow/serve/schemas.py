@@ -33,9 +33,11 @@ class GenerateRequest(_Strict):
     prompt: str = Field(description="Text to continue (read as the start of a document).")
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate; default 64, or the server's "
                                                           "limit when that is lower.")
-    temperature: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="Softmax temperature; 0 is greedy.")
-    top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens; 0 is off.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False, description="Nucleus sampling p; 1 is off.")
+    temperature: float = Field(GenerationConfig.temperature, ge=0.0, allow_inf_nan=False,
+                               description="Softmax temperature; 0 is greedy.")
+    top_k: int = Field(GenerationConfig.top_k, ge=0, description="Sample among the k most likely tokens; 0 is off.")
+    top_p: float = Field(GenerationConfig.top_p, gt=0.0, le=1.0, allow_inf_nan=False,
+                         description="Nucleus sampling p; 1 is off.")
     greedy: bool = Field(False, description="Always take the most likely token.")
     seed: int | None = Field(None, description="Sampler seed; the response reports the one used.")
     k: int = Field(DEFAULT_K, ge=1, description="Neighbours retrieved per chunk.")
