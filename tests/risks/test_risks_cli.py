@@ -53,6 +53,10 @@ def test_cli_report(cli, tmp_path: Path, data_dir: Path, risk_memory, risk_model
         assert (out / png).stat().st_size > 1000
     assert (out / "risks.html").read_text().count("<h3") == 5
     assert (out / "risks.manifest.json").is_file() and (out / "footprint.json").is_file()
+    timings = json.loads((out / "risks.manifest.json").read_text())["timings"]  # where the time went
+    assert list(timings) == ["models", "stereotypes", "disparity", "misinformation", "environment"], timings
+    assert all(sec >= 0 for sec in timings.values()) and timings["stereotypes"] > 0.01
+    assert "time: models " in text and ", stereotypes " in text
     parts = {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir() if p.name != "environment.json"}
     # A second run reuses every finished measurement.
     code, text = cli(["risks", str(risk_models["base"]), str(risk_models["retro"]), "--memory", str(risk_memory.dir),

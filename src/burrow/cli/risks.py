@@ -78,6 +78,8 @@ def risks_command(
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     typer.echo(f"{len(report.rows)} risks: " + ", ".join(f"{n} {s}" for s, n in counts.items())
                + f" ({report.seconds:.0f} s)")
+    if report.timings:  # where the time went; a measurement reused from OUT/parts takes ~0 s
+        typer.echo("time: " + ", ".join(f"{name} {sec:.0f} s" for name, sec in report.timings.items()))
     for name, path in report.paths.items():
         typer.echo(f"  {name:<9} {path}")
     for w in report.warnings:

@@ -61,6 +61,8 @@ class RisksReport:
     errors: list[str] = field(default_factory=list)  # bad input: unknown ids, missing data, missing memory …
     warnings: list[str] = field(default_factory=list)  # rows not measured for a reason that is not an error
     seconds: float = 0.0
+    # measurement -> seconds it took in this call (0.0 when reused from OUT/parts; loading the models: "models")
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def run_risks(runs: Sequence[str | Path], memory: str | Path | None, out: str | Path,
@@ -83,12 +85,17 @@ def run_risks(runs: Sequence[str | Path], memory: str | Path | None, out: str | 
     out.mkdir(parents=True, exist_ok=True)  # only now: a refused selection leaves no folder behind
     ctx = Context(config, out, [Path(r) for r in runs], Path(memory) if memory is not None else None)
     outcomes: dict[str, Outcome | BurrowError] = {}
+    timings: dict[str, float] = {}
     with track(out, "risks report") as stage:
         needed = taxonomy.measurements(risks)
         if any(m not in ("environment", "misinformation") for m in needed):
+            t = time.perf_counter()
             load_arms(ctx)
+            timings["models"] = time.perf_counter() - t
         for name in needed:
+            t = time.perf_counter()
             outcomes[name] = _run_one(ctx, name, force)
+            timings[name] = time.perf_counter() - t
         stage.extra["measurements"] = needed
     warnings: list[str] = []
     for name, result in outcomes.items():
@@ -101,8 +108,8 @@ def run_risks(runs: Sequence[str | Path], memory: str | Path | None, out: str | 
     write_manifest(out, "risks", config=_config_json(config), runs=[str(r) for r in runs],
                    memory=str(memory) if memory is not None else None, rows=len(rows),
                    status={s: sum(r["status"] == s for r in rows) for s in taxonomy.STATUSES},
-                   errors=errors, seconds=time.perf_counter() - t0)
-    return RisksReport(rows, paths, errors, warnings, time.perf_counter() - t0)
+                   errors=errors, seconds=time.perf_counter() - t0, timings=timings)
+    return RisksReport(rows, paths, errors, warnings, time.perf_counter() - t0, timings)
 
 
 def _config_json(config: RisksConfig) -> dict[str, Any]:
