@@ -32,3 +32,9 @@ def check_field_types(obj: Any, what: str) -> None:
         name, ok = _CHECKS[base]
         if not ok(value):
             raise BurrowError(f"{what} {f.name} must be {name}, got {value!r}")
+
+
+def check_seed(seed: int) -> None:
+    """A seed numpy and torch both take: [0, 2^63) (a negative one was numpy's traceback)."""
+    if not 0 <= seed < 2**63:
+        raise BurrowError(f"seed must be in [0, 2^63), got {seed}")

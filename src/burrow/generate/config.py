@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from burrow.defaults import DEFAULT_K
 from burrow.errors import BurrowError
+from burrow.fieldtypes import check_seed
 
 
 @dataclass
@@ -42,8 +43,8 @@ class GenerationConfig:
             raise BurrowError(f"max_new_tokens must be ≥ 1, got {self.max_new_tokens}")
         if not 0 <= self.temperature < float("inf"):  # NaN too
             raise BurrowError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {self.temperature}")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise BurrowError(f"seed must be in [0, 2^63), got {self.seed}")
+        if self.seed is not None:
+            check_seed(self.seed)
         if self.top_k < 0:
             raise BurrowError(f"top_k must be ≥ 0 (0 = off), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:

@@ -18,7 +18,7 @@ from burrow.artefacts import check_out_not
 from burrow.data.layout import retrieved_length
 from burrow.defaults import DEFAULT_DEVICE, DEFAULT_K, DEFAULT_PRECISION
 from burrow.errors import BurrowError
-from burrow.fieldtypes import check_field_types
+from burrow.fieldtypes import check_field_types, check_seed
 from burrow.model import ModelConfig
 from burrow.presets import get_preset
 
@@ -138,8 +138,7 @@ class TrainConfig:
             raise BurrowError(f"valid_fraction must be in (0, 0.5), got {self.valid_fraction}")
         if self.precision not in PRECISIONS:
             raise BurrowError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if not 0 <= self.seed < 2**63:  # numpy's and torch's seeds (a negative one was numpy's traceback)
-            raise BurrowError(f"seed must be in [0, 2^63), got {self.seed}")
+        check_seed(self.seed)
 
     @property
     def micro_batch(self) -> int:

@@ -79,8 +79,7 @@ class Sequences:
     def __init__(self, store: TokenStore, table: ChunkTable, seq_len: int, start_id: int, first: int = 0,
                  count: int | None = None) -> None:
         m = table.chunk_size
-        if seq_len % m:
-            raise BurrowError(f"seq-len ({seq_len}) must be a multiple of the chunk length m = {m}")
+        check_seq_len(seq_len, m)
         self.store, self.table, self.n, self.m = store, table, seq_len, m
         self.start_id = start_id  # document-start token s
         self.chunks_per_seq = seq_len // m  # L
@@ -263,12 +262,17 @@ def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def check_seq_len(seq_len: int, m: int) -> None:
+    """Training sequences hold whole chunk slots: n a multiple of m."""
+    if seq_len % m:
+        raise BurrowError(f"seq-len ({seq_len}) must be a multiple of the chunk length m = {m}")
+
+
 def check_data(sources: DataSources, config: TrainConfig, chunk_size: int, retro: bool) -> None:
     """What :func:`build_data` refuses before it reads anything (training checks it before writing its run)."""
     if retro and sources.memory is None:
         raise BurrowError("a RETRO model needs --memory (its neighbours come from there)")
-    if config.seq_len % chunk_size:
-        raise BurrowError(f"seq-len ({config.seq_len}) must be a multiple of the chunk length m = {chunk_size}")
+    check_seq_len(config.seq_len, chunk_size)
 
 
 def build_data(sources: DataSources, config: TrainConfig, chunk_size: int, retro: bool) -> TrainData:
