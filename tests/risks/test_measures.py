@@ -15,6 +15,7 @@ import pytest
 from burrow.errors import BurrowError
 from burrow.risks import disparity, misinformation, privacy, stereotypes, toxicity
 from burrow.risks.classifier import make_scorer, offline_scorer, perspective_scorer
+from burrow.risks.config import RisksConfig
 
 
 def by_length(texts):
@@ -40,6 +41,9 @@ def test_winogender_male_share_and_correlation(data_dir: Path) -> None:
 
     male, r, per_occ = stereotypes.winogender(pairs, stats, prefers_he_for_engineers, samples=50)
     assert male.value == 0.5
+    # Sentences of one occupation are not independent: two occupations that disagree span [0, 1], wider than
+    # the Wilson interval over the 4 sentences (≈ [0.15, 0.85]).
+    assert male.low == 0.0 and male.high == 1.0
     assert per_occ == {"engineer": 1.0, "nurse": -1.0}
     assert r.value == pytest.approx(-1.0)  # the preference follows the occupation's gender statistics exactly
 
@@ -93,6 +97,53 @@ def test_perspective_compatible_scorer() -> None:
         perspective_scorer("notaurl")
 
 
+def test_a_scorer_that_does_not_speak_http_is_one_error() -> None:
+    """A port that answers something else (http.client.BadStatusLine, not an OSError) is one error line."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1alpha1/comments:analyze?key=SECRET"
+        with pytest.raises(BurrowError, match="did not answer") as e:
+            perspective_scorer(url, timeout=5)(["x"])
+        assert "SECRET" not in str(e.value)
+    finally:
+        listener.close()
+
+
+def test_the_fingerprint_follows_the_data_and_the_tasks_results(tmp_path: Path, data_dir: Path) -> None:
+    """A changed data file or --tasks-results file is measured again, never served from an old part."""
+    import os
+
+    from burrow.risks.context import Context
+
+    results = tmp_path / "results.json"
+    results.write_text("{}", encoding="utf-8")
+    config = RisksConfig(data_dir=data_dir, tasks_results=results)
+
+    def fingerprint() -> str:
+        return Context(config, tmp_path, [], None).fingerprint()
+
+    first = fingerprint()
+    assert fingerprint() == first
+    results.write_text('{"models": {}}', encoding="utf-8")
+    second = fingerprint()
+    assert second != first
+    tsv = next(data_dir.rglob("*.tsv"))
+    os.utime(tsv, ns=(tsv.stat().st_atime_ns, tsv.stat().st_mtime_ns + 10**9))
+    assert fingerprint() != second
+
+
 def test_filtered_memory_drops_toxic_neighbours(risk_memory) -> None:
     from burrow.risks.filtered import FilteredMemory
 
@@ -131,6 +182,21 @@ def test_topic_gap_known() -> None:
     assert gap.low == gap.high == 2.0  # identical documents within a topic: no resampling spread
 
 
+def test_the_topic_gap_is_read_against_shuffled_topics() -> None:
+    """Topics drawn alike still show a gap whose bootstrap interval excludes 0; the permutation null says so."""
+    rng = np.random.default_rng(0)
+    topics = np.repeat([f"t{i}" for i in range(11)], 8)
+    nbytes = rng.integers(300, 900, size=len(topics)).astype(np.float64)
+    bits = nbytes * rng.normal(3.0, 0.3, size=len(topics))
+    _, gap = disparity.topic_gap(bits, nbytes, topics, samples=300)
+    assert gap.low > 0  # the bias the null corrects for
+    median, p = disparity.shuffled_gap(bits, nbytes, topics, samples=300)
+    assert p > 0.05 and 0.5 * gap.value < median < 2 * gap.value
+    bits[topics == "t3"] *= 1.5  # one topic really is harder
+    median, p = disparity.shuffled_gap(bits, nbytes, topics, samples=300)
+    assert p < 0.01 and median < 0.5 * disparity.topic_gap(bits, nbytes, topics, samples=50)[1].value
+
+
 CONTRACT = {"models": {"base": {"truthfulqa_mc1": {"acc": 0.25, "acc_stderr": 0.05, "n": 100},
                                 "truthfulqa_mc2": {"acc": 0.4, "acc_stderr": 0.02, "n": 100}},
                        "retro[ON]": {"truthfulqa_mc1": {"acc": 0.3, "acc_stderr": 0.05, "n": 100}}},
@@ -145,6 +211,10 @@ def test_truthfulqa_from_contract_results() -> None:
     assert [v.model for v in mc2.values] == ["base"]
     with pytest.raises(BurrowError, match="not a tasks results.json"):
         misinformation.truthfulqa({"rows": []})
+    for bad in ({"models": {"b": {"truthfulqa_mc1": {"acc": None}}}}, {"models": {"b": [1, 2]}},
+                {"models": {"b": {"truthfulqa_mc1": {"acc": 0.2}}}, "tasks": {"truthfulqa_mc1": {"chance": "x"}}}):
+        with pytest.raises(BurrowError, match="malformed truthfulqa_mc1 entry"):
+            misinformation.truthfulqa(bad)
 
 
 def test_misinformation_calls_run_tasks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -198,3 +268,18 @@ def test_text_logprobs_equal_a_hand_computation(tmp_path: Path, risk_memory, ris
     want = float(sum(logp[7 + i, t] for i, t in enumerate(ids)))
     assert got[0] == pytest.approx(want, rel=1e-4)
     assert got[1] < got[0]  # a longer text is less likely
+
+
+def test_energy_of_calls_that_recorded_none_is_a_lower_bound(tmp_path: Path, data_dir: Path) -> None:
+    """A stage whose calls partly recorded no energy says its energy is a lower bound (they count as 0)."""
+    from burrow.risks import run_risks
+
+    run = tmp_path / "run"
+    run.mkdir()
+    calls = [{"stage": "train", "seconds": 10.0, "energy_kwh": 0.002, "emissions_kg": 0.001, "flops": 1e12},
+             {"stage": "train", "seconds": 5.0, "energy_kwh": None, "emissions_kg": None, "flops": 5e11}]
+    (run / "footprint.json").write_text(json.dumps({"kind": "footprint", "calls": calls}), encoding="utf-8")
+    config = RisksConfig(risks=("environmental",), data_dir=data_dir, footprint_dirs=(run,), progress=False)
+    report = run_risks([], None, tmp_path / "out", config)
+    row = next(r for r in report.rows if r["id"] == "environmental")
+    assert any("1 of 2 calls recorded no energy" in n and "lower bounds" in n for n in row["notes"]), row["notes"]

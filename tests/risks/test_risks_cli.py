@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -103,6 +104,39 @@ def test_generation_rows_through_the_library(tmp_path: Path, data_dir: Path, ris
     copying = rows["sensitive-leakage"]["measurements"]
     assert [v["model"] for v in copying[0]["values"]] == ["retro[ON]"]
     assert all(0 <= m["values"][0]["value"] <= 1 for m in copying)
+
+    # The filtered arm's counts survive reuse of its samples (a re-measure with another setting, here the
+    # bootstrap), and --force generates the samples again, counting afresh.
+    def filter_stats(report) -> dict:
+        path = tmp_path / "p" / "parts" / "toxicity.json"
+        return json.loads(path.read_text())["outcome"]["details"]["filter"]["retro[ON] filtered"]
+
+    first = filter_stats(report)
+    assert first["examined"] > 0
+    samples = {p: p.stat().st_mtime_ns for p in (tmp_path / "p" / "samples").iterdir()}
+    again = run_risks([risk_models["base"], risk_models["retro"]], risk_memory.dir, tmp_path / "p",
+                      dataclasses.replace(config, bootstrap=60))
+    assert filter_stats(again) == first  # not "0 of 0 candidate neighbours dropped"
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "p" / "samples").iterdir()} == samples  # reused
+    forced = run_risks([risk_models["base"], risk_models["retro"]], risk_memory.dir, tmp_path / "p",
+                       dataclasses.replace(config, bootstrap=60), force=True)
+    assert filter_stats(forced) == first  # the same seeds, generated again
+    assert all(p.stat().st_mtime_ns != t for p, t in samples.items())
+
+
+def test_a_scorer_urls_query_never_reaches_the_report(tmp_path: Path, data_dir: Path) -> None:
+    """Perspective takes its API key in the URL's query: reports, manifests and messages show it without."""
+    from burrow.risks.config import shown_url
+
+    url = "https://user:pw@example.org:8443/v1alpha1/comments:analyze?key=SECRET#x"
+    assert shown_url(url) == "https://example.org:8443/v1alpha1/comments:analyze?…"
+    assert shown_url("http://[::1]:8080/a") == "http://[::1]:8080/a"
+    config = RisksConfig(risks=("fraud",), data_dir=data_dir, scorer=url, progress=False)
+    assert config.to_json()["scorer"] == shown_url(url)
+    run_risks([], None, tmp_path / "r", config)
+    for f in tmp_path.joinpath("r").rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".md", ".html"):
+            assert "SECRET" not in f.read_text(encoding="utf-8") and "pw@" not in f.read_text(encoding="utf-8"), f
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import urllib.error
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from burrow.errors import BurrowError
-from burrow.risks.config import check_scorer_url
+from burrow.risks.config import check_scorer_url, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def offline_scorer() -> ToxicityScorer:
 def perspective_scorer(url: str, timeout: float = 30.0) -> ToxicityScorer:
     """POST each text to a Perspective-compatible ``comments:analyze`` ``url``; its TOXICITY summary score."""
     check_scorer_url(url)
+    shown = shown_url(url)  # what messages name: the URL's query may hold an API key
 
     def one(text: str) -> float:
         body = json.dumps({"comment": {"text": text or "."}, "languages": ["en"],
@@ -61,10 +63,11 @@ def perspective_scorer(url: str, timeout: float = 30.0) -> ToxicityScorer:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 reply = json.loads(resp.read())
             return float(reply["attributeScores"]["TOXICITY"]["summaryScore"]["value"])
-        except (urllib.error.URLError, OSError) as e:
-            raise BurrowError(f"the toxicity scorer at {url} did not answer ({e}); check --scorer") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:  # HTTPException: not HTTP at all
+            raise BurrowError(f"the toxicity scorer at {shown} did not answer ({type(e).__name__}: {e}); "
+                              "check --scorer") from None
         except (KeyError, TypeError, ValueError, json.JSONDecodeError):
-            raise BurrowError(f"the toxicity scorer at {url} did not answer in Perspective's format "
+            raise BurrowError(f"the toxicity scorer at {shown} did not answer in Perspective's format "
                               "(attributeScores.TOXICITY.summaryScore.value)") from None
 
     return lambda texts: np.array([one(t) for t in texts], dtype=np.float64)
@@ -75,5 +78,5 @@ def make_scorer(url: str | None) -> tuple[ToxicityScorer, str]:
     if url is not None:
         scorer = perspective_scorer(url)
         scorer(["."])  # one request now: a scorer that does not answer fails before any sample is generated
-        return scorer, f"Perspective-compatible scorer at {url}"
+        return scorer, f"Perspective-compatible scorer at {shown_url(url)}"
     return offline_scorer(), OFFLINE_NAME

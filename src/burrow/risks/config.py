@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import burrow.risks.taxonomy as taxonomy
 from burrow.defaults import DEFAULT_DEVICE, DEFAULT_PRECISION
@@ -80,6 +81,13 @@ class RisksConfig:
         if self.risks and not any(map(taxonomy.is_known, self.risks)):
             taxonomy.select(list(self.risks))  # one error line naming the known ids; some known: their rows run
 
+    def to_json(self) -> dict[str, Any]:
+        """The config as reports and manifests record it: paths as strings, the scorer URL as :func:`shown_url`."""
+        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        if self.scorer is not None:
+            out["scorer"] = shown_url(self.scorer)
+        return out
+
     def quick(self) -> RisksConfig:
         """The same config on small subsets (a few minutes on a laptop CPU)."""
         return replace(self, crows_pairs=min(self.crows_pairs or 200, 200),
@@ -98,4 +106,16 @@ def check_scorer_url(url: str) -> None:
         ok = False
     if not ok:
         raise BurrowError(f"--scorer must be the http:// or https:// URL of a Perspective-compatible "
-                          f"comments:analyze endpoint, got {url!r}; leave it out for the offline classifier")
+                          f"comments:analyze endpoint, got {shown_url(url)!r}; leave it out for the offline classifier")
+
+
+def shown_url(url: str) -> str:
+    """``url`` as reports, logs and messages show it: without user name, password, query or fragment, which
+    can hold a credential (Perspective takes its API key as ``?key=…``); a hidden query reads ``?…``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    except ValueError:
+        return "(an invalid URL)"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")) + ("?…" if parts.query else "")

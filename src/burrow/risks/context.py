@@ -15,10 +15,12 @@ from typing import Any
 
 from burrow.artefacts import config_hash, read_json
 from burrow.errors import BurrowError
+from burrow.evaluate.retrieval import memory_fingerprint
 from burrow.memory import Memory
 from burrow.model.io import load_named_model
 from burrow.model.protocol import RetrievalLM
 from burrow.risks.config import RisksConfig
+from burrow.train.checkpoint import RunPaths, list_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class Context:
     arms: list[Arm] = field(default_factory=list)
     load_error: str | None = None  # why no model could be loaded (rows that need one say so)
     cache: dict[str, Any] = field(default_factory=dict)  # generations and other shared intermediates
+    force: bool = False  # measure again and generate the samples again (once per report), reusing nothing
     _memory: Memory | None = None
 
     @property
@@ -87,26 +90,41 @@ class Context:
         return self.model_arms(retrieval=False)
 
     def fingerprint(self) -> str:
-        """A hash of what the measurements read: each model's weights hash and the memory's manifest, so a
-        retrained run or a rebuilt memory is measured again, never served from an old part."""
+        """A hash of what the measurements read, so a changed input is measured again, never served from an old
+        part: each model's weights hash (of ``final/``, else of the newest checkpoint, which is what loads), the
+        memory's manifests (contents and index), and the size and time of every file under the data folder
+        and of ``--tasks-results``."""
         if "fingerprint" not in self.cache:
-            parts: list[Any] = []
-            for run in self.runs:
-                for d in (run, run / "final"):
-                    if (d / "model.manifest.json").is_file():
-                        parts.append(read_json(d / "model.manifest.json").get("weights_sha256"))
-                        break
-                else:
-                    parts.append(str(run))
+            parts: list[Any] = [_weights_id(run) for run in self.runs]
             if self.memory_dir is not None and (self.memory_dir / "memory.manifest.json").is_file():
-                m = read_json(self.memory_dir / "memory.manifest.json")
-                parts.append([m.get("tokenizer"), m.get("encoder"), m.get("n_chunks"), m.get("n_tokens")])
+                parts.append(memory_fingerprint(self.memory))
+            for path in (self.config.data_dir, self.config.tasks_results):
+                parts.append(_files_id(path) if path is not None else None)
             self.cache["fingerprint"] = config_hash(parts)
         return str(self.cache["fingerprint"])
 
     def labels(self) -> list[str]:
         """Every arm's label, in order."""
         return [a.label for a in self.arms]
+
+
+def _weights_id(run: Path) -> Any:
+    """The weights hash of what :func:`load_run` loads from ``run`` (a model folder, ``final/``, else the newest
+    checkpoint); the path and the checkpoint names when no manifest says it."""
+    for d in (run, run / "final", *(p for _, p in reversed(list_checkpoints(RunPaths(run))))):
+        if (d / "model.manifest.json").is_file():
+            return [d.name, read_json(d / "model.manifest.json").get("weights_sha256")]
+    return str(run)
+
+
+def _files_id(path: Path) -> list[tuple[str, int, int]]:
+    """(relative name, size, mtime) of ``path`` or of every file under it (a data folder: ~150 files)."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    out = []
+    for f in files:
+        st = f.stat()
+        out.append((str(f.relative_to(path)) if f != path else f.name, st.st_size, st.st_mtime_ns))
+    return out
 
 
 def load_arms(ctx: Context) -> None:

@@ -4,7 +4,9 @@ A seeded sample of ``disparity_docs`` leads per topic (the "Uncategorized" bucke
 scored by :func:`burrow.evaluate.evaluate` — the code ``burrow eval`` uses — for every arm; bpb per
 topic is Σ bits / Σ bytes over its documents with a bootstrap interval over documents, and the gap
 is the worst topic's bpb minus the best's, with an interval from resampling documents within each
-topic. Leads that are also memory (training) documents are counted and reported: on them RETRO[ON]
+topic, read against the gap of the same documents with their topics shuffled (a permutation null:
+max − min of noisy topics is above 0, and its interval excludes 0, even when the topics are alike).
+Leads that are also memory (training) documents are counted and reported: on them RETRO[ON]
 can retrieve the document itself.
 """
 
@@ -67,6 +69,28 @@ def topic_gap(bits: np.ndarray, nbytes: np.ndarray, topics: np.ndarray, samples:
     return per, gap
 
 
+def shuffled_gap(bits: np.ndarray, nbytes: np.ndarray, topics: np.ndarray, samples: int = 1000,
+                 seed: int = 0) -> tuple[float, float]:
+    """(median gap, p) of the worst − best bpb when the topic labels are shuffled across the documents (group
+    sizes kept): the gap noise alone makes, and the permutation p-value of the observed gap against it.
+
+    The worst − best gap of noisy topics is above 0 even when every topic is alike, and its bootstrap
+    interval then excludes 0 too; this null is what the observed gap is read against."""
+    names = sorted(set(topics.tolist()))
+    codes = np.searchsorted(names, topics)
+
+    def gap(labels: np.ndarray) -> float:
+        b = np.bincount(labels, weights=bits, minlength=len(names))
+        n = np.bincount(labels, weights=nbytes, minlength=len(names))
+        rate = b / np.maximum(n, 1e-12)
+        return float(rate.max() - rate.min())
+
+    observed = gap(codes)
+    rng = np.random.default_rng(seed)
+    null = np.array([gap(rng.permutation(codes)) for _ in range(samples)])
+    return float(np.median(null)), float((1 + (null >= observed - 1e-12).sum()) / (1 + samples))
+
+
 def measure_disparity(ctx: Context) -> Outcome:
     """bpb by topic and the best–worst gap, per arm."""
     cfg = ctx.config
@@ -81,12 +105,16 @@ def measure_disparity(ctx: Context) -> Outcome:
     gap = Measurement("topic-gap", "Bits-per-byte gap between topics",
                       "bpb of the worst topic minus bpb of the best",
                       f"Wikipedia vital-article leads, {cfg.disparity_docs} per topic × {len(set(topics))} topics",
-                      reference="0 = equal performance; larger = more disparity")
+                      reference="read against the gap of shuffled topics (notes): noisy topics that are alike "
+                                "still differ; larger = more disparity")
     bpb = Measurement("topic-bpb", "Bits-per-byte by topic", "Σ bits / Σ UTF-8 bytes over the topic's leads",
                       gap.data, reference="lower is better")
+    null: dict[str, dict[str, float]] = {}
     for label in models:
         score = result.scores[label]
         per, g = topic_gap(score.doc_bits, data.doc_bytes.astype(np.float64), topics, cfg.bootstrap, cfg.seed)
+        median, p = shuffled_gap(score.doc_bits, data.doc_bytes.astype(np.float64), topics, cfg.bootstrap, cfg.seed)
+        null[label] = {"median_gap": median, "p": p}
         g.model = label
         gap.values.append(g)
         overall = ratio_bootstrap(score.doc_bits, data.doc_bytes.astype(np.float64), cfg.bootstrap, cfg.seed)
@@ -99,7 +127,10 @@ def measure_disparity(ctx: Context) -> Outcome:
     plot = bar_plot(ctx.out / "disparity.png", "Bits-per-byte by topic (Wikipedia leads)",
                     {t: [Value(**v) for v in per_arm.values()] for t, per_arm in gap.breakdown.items()},
                     ylabel="bits per byte")
-    notes = [f"{inside} of {len(leads)} leads sampled are also memory documents (by title), i.e. in the training set "
-             "of models trained on this memory: their bpb is a training-set figure, and RETRO[ON] may retrieve the "
-             "lead itself."]
-    return Outcome([gap, bpb], plot, notes, {"leads_in_memory": inside, "leads": len(leads)})
+    notes = [f"{g.model}: gap {g.value:.3f}; with the topics shuffled across the same leads the gap is "
+             f"{null[g.model]['median_gap']:.3f} (median of {cfg.bootstrap}), permutation p = {null[g.model]['p']:.3f}"
+             f"{' (a gap noise alone makes)' if null[g.model]['p'] > 0.05 else ''}." for g in gap.values]
+    notes.append(f"{inside} of {len(leads)} leads sampled are also memory documents (by title), i.e. in the training "
+                 "set of models trained on this memory: their bpb is a training-set figure, and RETRO[ON] may "
+                 "retrieve the lead itself.")
+    return Outcome([gap, bpb], plot, notes, {"leads_in_memory": inside, "leads": len(leads), "shuffled_topics": null})

@@ -78,6 +78,10 @@ def measure_environment(ctx: Context) -> Outcome:
                 if t["calls"] > t["energy_missing"]:
                     energy.values.append(Value(label, t["energy_kwh"], n=t["calls"]))
                     co2.values.append(Value(label, t["emissions_kg"], n=t["calls"]))
+                    if t["energy_missing"]:  # counted as 0 in the totals
+                        notes.append(f"{label}: {t['energy_missing']} of {t['calls']} calls recorded no energy "
+                                     "(tracking off, or too short to measure): its energy and emissions are lower "
+                                     "bounds")
                 if t["flops"]:
                     flops.values.append(Value(label, t["flops"], n=t["calls"]))
                     notes.append(f"{label}: {t['flops_formula']}")

@@ -19,6 +19,8 @@ from burrow.memory import Memory
 from burrow.memory.chunks import neighbour_values
 from burrow.risks.classifier import ToxicityScorer
 
+_COUNTS = ("examined", "dropped", "short_queries", "chunks_scored", "chunks_flagged")
+
 
 class FilteredMemory(Memory):
     """``memory`` with chunks scored ≥ ``threshold`` by ``scorer`` dropped from every search."""
@@ -30,6 +32,7 @@ class FilteredMemory(Memory):
         self.dropped = 0  # candidate neighbours dropped (counting repeats)
         self.examined = 0  # candidate neighbours scored or looked up
         self.short = 0  # queries left with fewer than k neighbours after filtering
+        self._loaded: dict[str, int] | None = None  # counts of reused samples' searches (load_stats)
 
     def search_keys(self, keys: np.ndarray, k: int = 2, exclude_docs: np.ndarray | None = None,
                     within: np.ndarray | None = None,
@@ -58,8 +61,14 @@ class FilteredMemory(Memory):
         texts = [self.tokenizer.decode([t for t in row.tolist() if t != self.tokenizer.pad_id]) for row in values]
         self.scores.update(zip(new, self.scorer(texts).tolist(), strict=True))
 
+    def load_stats(self, stats: dict[str, Any]) -> None:
+        """Take the counts of the searches that made reused samples (what :meth:`stats` said then)."""
+        self._loaded = {k: int(stats[k]) for k in _COUNTS}
+
     def stats(self) -> dict[str, Any]:
-        """How much the filter did."""
+        """How much the filter did (in the searches of reused samples when none was made since)."""
+        if self._loaded is not None and not self.examined:
+            return {**self._loaded, "threshold": self.threshold, "overfetch": self.overfetch}
         return {"examined": self.examined, "dropped": self.dropped, "short_queries": self.short,
                 "chunks_scored": len(self.scores),
                 "chunks_flagged": sum(v >= self.threshold for v in self.scores.values()),

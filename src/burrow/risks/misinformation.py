@@ -47,24 +47,34 @@ def truthfulqa(results: dict[str, Any], where: str = "the tasks results") -> lis
         raise BurrowError(f"{where} is not a tasks results.json (no \"models\" table)")
     out = []
     for task in TASKS:
-        chance = ((results.get("tasks") or {}).get(task) or {}).get("chance")
-        m = Measurement(task.replace("_", "-"), NAMES[task], "accuracy (multiple choice, true answers preferred)",
-                        f"TruthfulQA {task[-3:].upper()}", reference=f"chance {chance:.3f}" if chance is not None
-                        else None)
-        for label, per_task in results["models"].items():
-            r = (per_task or {}).get(task)
-            if not r or METRIC not in r:
-                continue
-            acc, se = float(r[METRIC]), r.get(f"{METRIC}_stderr")
-            low, high = ((max(0.0, acc - Z95 * float(se)), min(1.0, acc + Z95 * float(se))) if se is not None
-                         else (None, None))
-            m.values.append(Value(label, acc, low, high, n=r.get("n")))
-            m.data = f"TruthfulQA {task[-3:].upper()}, {r.get('n', '?')} questions"
+        try:
+            m = _task_measurement(results, task)
+        except (TypeError, ValueError, AttributeError) as e:  # a hand-edited or foreign file: null, a list, text
+            raise BurrowError(f"{where} has a malformed {task} entry ({e}); give the results.json that "
+                              "`burrow tasks run` wrote") from None
         if m.values:
             out.append(m)
     if not out:
         raise BurrowError(f"{where} holds no {' or '.join(TASKS)} results (metric {METRIC!r})")
     return out
+
+
+def _task_measurement(results: dict[str, Any], task: str) -> Measurement:
+    """``task``'s accuracies of every model in ``results`` (the models without it are left out)."""
+    chance = ((results.get("tasks") or {}).get(task) or {}).get("chance")
+    m = Measurement(task.replace("_", "-"), NAMES[task], "accuracy (multiple choice, true answers preferred)",
+                    f"TruthfulQA {task[-3:].upper()}", reference=f"chance {float(chance):.3f}" if chance is not None
+                    else None)
+    for label, per_task in results["models"].items():
+        r = (per_task or {}).get(task)
+        if not r or METRIC not in r:
+            continue
+        acc, se = float(r[METRIC]), r.get(f"{METRIC}_stderr")
+        low, high = ((max(0.0, acc - Z95 * float(se)), min(1.0, acc + Z95 * float(se))) if se is not None
+                     else (None, None))
+        m.values.append(Value(label, acc, low, high, n=r.get("n")))
+        m.data = f"TruthfulQA {task[-3:].upper()}, {r.get('n', '?')} questions"
+    return m
 
 
 def measure_misinformation(ctx: Context) -> Outcome:

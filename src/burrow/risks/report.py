@@ -76,7 +76,7 @@ def write_report(rows: list[dict[str, Any]], ctx: Context, problems: list[str]) 
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "taxonomy": taxonomy.source(),
            "runs": [str(r) for r in ctx.runs], "models": ctx.labels(),
            "memory": str(ctx.memory_dir) if ctx.memory_dir else None,
-           "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(ctx.config).items()},
+           "config": ctx.config.to_json(),
            "summary": _counts(rows), "problems": problems, "rows": rows,
            "footprint_of_this_report": own["calls"][-1] if own and own.get("calls") else None}
     paths = {"json": out / "risks.json", "markdown": out / "risks.md", "html": out / "risks.html"}

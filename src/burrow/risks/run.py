@@ -83,7 +83,7 @@ def run_risks(runs: Sequence[str | Path], memory: str | Path | None, out: str | 
         raise BurrowError(errors[0] if errors else "no risks selected")
     risks = taxonomy.select(known)
     out.mkdir(parents=True, exist_ok=True)  # only now: a refused selection leaves no folder behind
-    ctx = Context(config, out, [Path(r) for r in runs], Path(memory) if memory is not None else None)
+    ctx = Context(config, out, [Path(r) for r in runs], Path(memory) if memory is not None else None, force=force)
     outcomes: dict[str, Outcome | BurrowError] = {}
     timings: dict[str, float] = {}
     with track(out, "risks report") as stage:
@@ -105,7 +105,7 @@ def run_risks(runs: Sequence[str | Path], memory: str | Path | None, out: str | 
             (warnings if isinstance(result, Unavailable) and not config.risks else errors).append(line)
     rows = build_rows(risks, outcomes)
     paths = write_report(rows, ctx, errors + warnings)
-    write_manifest(out, "risks", config=_config_json(config), runs=[str(r) for r in runs],
+    write_manifest(out, "risks", config=config.to_json(), runs=[str(r) for r in runs],
                    memory=str(memory) if memory is not None else None, rows=len(rows),
                    status={s: sum(r["status"] == s for r in rows) for s in taxonomy.STATUSES},
                    errors=errors, seconds=time.perf_counter() - t0, timings=timings)

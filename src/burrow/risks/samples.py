@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -19,6 +20,7 @@ from burrow.errors import BurrowError
 from burrow.generate import GenerationConfig, Generator
 from burrow.memory import Memory
 from burrow.risks.context import Arm, Context
+from burrow.risks.filtered import FilteredMemory
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +41,26 @@ class SampleSpec:
 
 
 def generate_samples(ctx: Context, arm: Arm, spec: SampleSpec, memory: Memory | None = None,
-                     label: str | None = None) -> list[dict[str, Any]]:
+                     label: str | None = None, variant: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Per prompt and sample: ``{"prompt", "sample", "text", "tokens", "prompt_tokens", "chunks"}`` (``chunks``:
     the attribution of each generated chunk, RETRO[ON] only). ``memory`` replaces the context's (a
-    filtered memory); ``label`` names that variant in the cache key."""
+    filtered memory); ``label`` names that variant and ``variant`` what else it depends on (a filter's scorer,
+    threshold and over-fetch) in the cache key. A :class:`FilteredMemory`'s counts are kept with the samples
+    and restored into it when they are reused. With ``ctx.force``, samples are generated again once per report."""
     label = label or arm.label
     key = config_hash({"spec": spec.__dict__, "arm": label, "run": str(arm.run), "memory": str(ctx.memory_dir),
-                       "inputs": ctx.fingerprint()})
+                       "inputs": ctx.fingerprint(), "variant": variant, "device": ctx.config.device,
+                       "precision": ctx.config.precision})
     path = ctx.out / "samples" / f"{spec.name}-{_safe(label)}-{key}.json"
-    if path.is_file():
+    filtered = memory if isinstance(memory, FilteredMemory) else None
+    fresh: set[Path] = ctx.cache.setdefault("samples generated", set())  # in this report
+    if path.is_file() and (path in fresh or not ctx.force):
         try:
-            return list(read_json(path)["samples"])
-        except (BurrowError, KeyError):
+            saved = read_json(path)
+            if filtered is not None:
+                filtered.load_stats(saved["filter"])
+            return list(saved["samples"])
+        except (BurrowError, KeyError, TypeError):
             log.warning("%s is damaged; generating again", path)
     gen = Generator(arm.model, memory or ctx.memory, ctx.config.device, ctx.config.precision)
     out = []
@@ -62,7 +72,9 @@ def generate_samples(ctx: Context, arm: Arm, spec: SampleSpec, memory: Memory | 
         r = gen.generate(spec.prompts[i], cfg)
         out.append({"prompt": i, "sample": j, "text": r.text, "tokens": r.tokens, "prompt_tokens": r.prompt_tokens,
                     "chunks": [c.to_json() for c in r.chunks] if arm.retrieval else []})
-    write_json(path, {"arm": label, "spec": spec.__dict__, "samples": out})
+    write_json(path, {"arm": label, "spec": spec.__dict__, "samples": out,
+                      "filter": filtered.stats() if filtered is not None else None})
+    fresh.add(path)
     return out
 
 

@@ -28,7 +28,7 @@ from burrow.risks.context import Context
 from burrow.risks.plots import bar_plot
 from burrow.risks.results import Measurement, Outcome, Value
 from burrow.risks.scoring import Scorer, scorer_for
-from burrow.risks.stats import bootstrap, wilson
+from burrow.risks.stats import bootstrap, ratio_bootstrap, wilson
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,20 @@ def read_winogender(data_dir: Path) -> tuple[list[tuple[str, str, str]], dict[st
 def winogender(pairs: list[tuple[str, str, str]], stats: dict[str, float], score: Scorer,
                samples: int = 1000, seed: int = 0) -> tuple[Value, Value, dict[str, float]]:
     """(share of sentences where the male pronoun is more likely, Pearson r of the occupation's mean
-    male-minus-female log-prob with its % women, occupation -> mean preference)."""
+    male-minus-female log-prob with its % women, occupation -> mean preference).
+
+    The share's interval is the wider of the Wilson interval over sentences and a bootstrap over
+    occupations: an occupation's sentences (4 templates) are not independent draws, so the Wilson
+    interval alone is too narrow; the bootstrap alone collapses to a point when every sentence agrees."""
     pref = score([p[1] for p in pairs]) - score([p[2] for p in pairs])
-    male = Value("", *wilson(int((pref > 0).sum()), len(pairs)), n=len(pairs))
     by_occ: dict[str, list[float]] = defaultdict(list)
     for (occ, _, _), d in zip(pairs, pref, strict=True):
         by_occ[occ].append(float(d))
+    share, low, high = wilson(int((pref > 0).sum()), len(pairs))
+    per_occ = [(sum(d > 0 for d in v), len(v)) for v in by_occ.values()]
+    _, b_low, b_high = ratio_bootstrap(np.array([c for c, _ in per_occ]), np.array([n for _, n in per_occ]),
+                                       samples, seed)
+    male = Value("", share, min(low, b_low), max(high, b_high), n=len(pairs))
     occs = sorted(o for o in by_occ if o in stats)
     table = np.array([[np.mean(by_occ[o]), stats[o]] for o in occs])  # (occupations, 2)
     r = Value("", *bootstrap(table, _pearson, samples, seed), n=len(occs))

@@ -93,7 +93,8 @@ def measure_toxicity(ctx: Context) -> Outcome:
         memory = None
         if filtered:
             memory = FilteredMemory(ctx.memory, scorer, cfg.toxicity_threshold, cfg.filter_overfetch)
-        samples = generate_samples(ctx, arm, spec, memory, label)
+        variant = {"scorer": cfg.scorer, "threshold": cfg.toxicity_threshold, "overfetch": cfg.filter_overfetch}
+        samples = generate_samples(ctx, arm, spec, memory, label, variant if filtered else None)
         scores = _scores(samples, scorer, len(prompts), cfg.toxicity_samples)
         e, p = toxicity_figures(scores, cfg.toxicity_threshold, cfg.bootstrap, cfg.seed)
         emt.values.append(_named(e, label))
@@ -118,7 +119,7 @@ def measure_toxicity(ctx: Context) -> Outcome:
         notes.append(f"{label}: memory filtered at search time by the same scorer (threshold "
                      f"{st['threshold']}, {st['overfetch']}× over-fetch): {st['dropped']} of {st['examined']} "
                      f"candidate neighbours dropped; {st['chunks_flagged']} of {st['chunks_scored']} distinct chunks "
-                     "scored were flagged.")
+                     f"scored were flagged; {st['short_queries']} searches kept fewer than k neighbours.")
     return Outcome([emt, prob], plot, notes, details)
 
 
