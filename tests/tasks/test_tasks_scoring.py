@@ -50,3 +50,25 @@ def test_wikitext_is_split_into_articles_at_top_level_headings(tmp_path):
     pages = load_wikitext(path)
     assert [p["page"].splitlines()[0] for p in pages] == [" = One = ", " = Two = "]
     assert "more one" in pages[0]["page"]
+
+
+def test_lm_eval_builds_the_requests_with_one_space_before_each_continuation(task_data, tmp_path):
+    """Through lm-eval's own request building: Winogrande's shared continuation and LAMBADA's word follow
+    their contexts after exactly one space (Winogrande's had two: lm-eval adds the delimiter itself)."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    from burrow.tasks.catalog import get_task
+    from burrow.tasks.configs import write_configs
+
+    out = write_configs([get_task("winogrande"), get_task("lambada")], task_data, tmp_path / "cfg")
+    tasks = get_task_dict(["burrow_winogrande", "burrow_lambada"], TaskManager(include_path=str(out),
+                                                                                include_defaults=False))
+    for name, task in tasks.items():
+        task.build_all_requests(limit=1, rank=0, world_size=1)
+        for inst in task.instances:
+            context, continuation = inst.args[0], inst.args[1]
+            assert continuation.startswith(" ") and not continuation.startswith("  "), (name, continuation)
+            assert not context.endswith(" "), (name, context)
+    wino = [inst.args for inst in tasks["burrow_winogrande"].instances]
+    assert wino == [("The owl caught the mouse because the owl", " was hungry."),
+                    ("The owl caught the mouse because the mouse", " was hungry.")]

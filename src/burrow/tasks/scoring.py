@@ -50,8 +50,9 @@ def winogrande_gold(doc: dict[str, Any]) -> int:
 
 
 def winogrande_target(doc: dict[str, Any]) -> str:
-    """The shared continuation, scored after each context."""
-    return " " + doc["continuation"].strip()
+    """The shared continuation, scored after each context; lm-eval puts the task's target delimiter (a space)
+    before it, so it has none of its own (with one, every continuation began with two spaces)."""
+    return doc["continuation"].strip()
 
 
 def winogrande_choices(doc: dict[str, Any]) -> list[str]:
