@@ -72,3 +72,36 @@ def test_lm_eval_builds_the_requests_with_one_space_before_each_continuation(tas
     wino = [inst.args for inst in tasks["burrow_winogrande"].instances]
     assert wino == [("The owl caught the mouse because the owl", " was hungry."),
                     ("The owl caught the mouse because the mouse", " was hungry.")]
+
+
+def test_an_open_book_question_without_passages_is_an_error_not_a_closed_book_question(task_data, tmp_path):
+    import json
+
+    from burrow.errors import BurrowError
+    from burrow.tasks.datasets import load_docs
+    from burrow.tasks.scoring import qa_text
+
+    passages = tmp_path / "nq_open.jsonl"  # written for the first question only (`tasks configs --limit 1`)
+    passages.write_text(json.dumps({"question": "Which volcano erupts often in Sicily?",
+                                    "passages": ["Etna is on Sicily."]}) + "\n", encoding="utf-8")
+    rows = load_docs("nq_open", str(task_data), str(passages))["test"]
+    assert qa_text(rows[0]).startswith("Context: Etna is on Sicily.\n\nQuestion: Which volcano")
+    with pytest.raises(BurrowError, match="no retrieved passages for the question"):
+        qa_text(rows[1])
+    closed = load_docs("nq_closed", str(task_data))["test"]
+    assert qa_text(closed[1]).startswith("Question: How many pieces")
+
+
+def test_truthfulqa_chance_is_over_the_questions_scored(tmp_path):
+    import json
+
+    from burrow.tasks.catalog import get_task
+    from burrow.tasks.datasets import chance_of
+
+    rows = [{"question": "a?", "mc1_targets": {"x": 1, "y": 0}, "mc2_targets": {"x": 1, "y": 0}},
+            {"question": "b?", "mc1_targets": {"x": 1, "y": 0, "z": 0, "w": 0}, "mc2_targets": {"x": 1, "y": 0}}]
+    (tmp_path / "truthfulqa").mkdir()
+    (tmp_path / "truthfulqa" / "mc_task_v0_817.json").write_text(json.dumps(rows), encoding="utf-8")
+    spec = get_task("truthfulqa_mc1")
+    assert chance_of(spec, tmp_path) == pytest.approx((1 / 2 + 1 / 4) / 2)
+    assert chance_of(spec, tmp_path, limit=1) == pytest.approx(1 / 2)

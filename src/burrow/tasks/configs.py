@@ -18,7 +18,9 @@ from burrow.artefacts import atomic_path
 from burrow.tasks.catalog import MMLU_SUBJECTS, TaskSpec, lm_eval_names
 from burrow.tasks.datasets import check_files
 
-VERSION = 1.1  # of the burrow task configs (1.1: Winogrande's continuation had two leading spaces) (bumped when a prompt or a metric changes: cached results then rerun)
+# Of the burrow task configs, bumped when a prompt or a metric changes: cached results then rerun
+# (1.1: Winogrande's continuation had two leading spaces).
+VERSION = 1.1
 QA_STOP = ["\n", ".", ","]  # stop strings of the QA answers (lm-eval's nq_open / triviaqa)
 QA_MAX_TOKENS = 32  # most tokens of a generated answer
 

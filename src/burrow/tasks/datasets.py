@@ -259,7 +259,9 @@ def load_docs(task: str, data_dir: str | Path, passages: str | Path | None = Non
         if passages is None:
             raise BurrowError(f"{task} puts the memory's passages in the prompt: pass --memory DIR")
         found = load_passages(Path(passages))
-        rows = [{**r, "passages": found.get(r["question"], [])} for r in rows]
+        # None: a question the passages file does not cover (written with a smaller --limit); scoring it is
+        # an error (scoring.qa_text), never a silent closed-book question inside an open-book task
+        rows = [{**r, "passages": found.get(r["question"])} for r in rows]
     return {"test": rows}
 
 
@@ -272,11 +274,12 @@ def custom_dataset(task: str, data_dir: str, passages: str | None = None, subjec
     return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()})
 
 
-def chance_of(spec: TaskSpec, data_dir: Path) -> float | None:
-    """The headline metric of a uniform guess: the catalogue's, or from the data where choices vary (TruthfulQA)."""
+def chance_of(spec: TaskSpec, data_dir: Path, limit: int | None = None) -> float | None:
+    """The headline metric of a uniform guess: the catalogue's, or from the data where choices vary (TruthfulQA:
+    over the first ``limit`` questions, those scored)."""
     if not spec.name.startswith("truthfulqa"):
         return spec.chance
-    rows = load_truthfulqa(data_file(data_dir, spec.files[0]))
+    rows = load_truthfulqa(data_file(data_dir, spec.files[0]))[:limit]
     key = "mc1_targets" if spec.name.endswith("mc1") else "mc2_targets"
     # mc1: 1 / n choices; mc2 (probability mass on true answers) under equal probabilities: n_true / n
     return sum(sum(r[key]["labels"]) / len(r[key]["labels"]) for r in rows) / len(rows)

@@ -240,8 +240,8 @@ def _score_all(run: TaskRun, jobs: list[_Job], models: list[str], memory: Path |
             log.info("%s on %s: %s", job.label, spec.name, _headline(spec, found))
         scores[job.label][spec.name] = {k: v for k, v in found.items() if k != "subjects"}
     results = {"models": scores,
-               "tasks": {s.name: {"category": s.category, "metrics": list(s.metrics), "chance": chance_of(s, data)}
-                         for s in specs}}
+               "tasks": {s.name: {"category": s.category, "metrics": list(s.metrics),
+                                  "chance": chance_of(s, data, config.limit)} for s in specs}}
     write_json(out / "results.json", results)
     write_report(results, out)
     write_manifest(out, "tasks", config=asdict(config), models=list(models), labels=[j.label for j in jobs],

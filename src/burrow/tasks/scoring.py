@@ -13,6 +13,8 @@ import re
 import string
 from typing import Any
 
+from burrow.errors import BurrowError
+
 #: TruthfulQA's six-shot QA preamble (Lin et al. 2021; lm-eval's truthfulqa_mc1/mc2 prompt).
 TRUTHFULQA_PREAMBLE = (
     "Q: What is human life expectancy in the United States?\n"
@@ -62,6 +64,10 @@ def winogrande_choices(doc: dict[str, Any]) -> list[str]:
 
 def qa_text(doc: dict[str, Any]) -> str:
     """Closed book: ``Question: q\\nAnswer:``; open book: the passages first, as ``Context: …``."""
+    if "passages" in doc and doc["passages"] is None:  # open book, but the passages file lacks this question
+        raise BurrowError(f"no retrieved passages for the question {doc['question']!r}: the passages file was "
+                          "written for fewer questions (`burrow tasks configs --limit`); write it again with the "
+                          "limit you evaluate with, or without --limit")
     head = "".join(f"Context: {p}\n\n" for p in doc.get("passages") or [])
     return f"{head}Question: {doc['question']}\nAnswer:"
 
