@@ -214,6 +214,19 @@ def read_manifest(directory: str | Path, kind: str) -> dict[str, Any] | None:
     return manifest
 
 
+def files_id(path: str | Path) -> list[list[Any]]:
+    """[name relative to ``path``, size, mtime] of the file ``path`` or of every file under the folder ``path``
+    (none when nothing is there): a cheap identity of inputs read whole, for cache keys, without hashing them
+    (lists, so that a key read back from JSON compares equal)."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    out = []
+    for f in files:
+        st = f.stat()
+        out.append([f.name if f == path else str(f.relative_to(path)), st.st_size, st.st_mtime_ns])
+    return out
+
+
 def require_model_path(path: str | Path) -> Path:
     """``path`` as a Path; a :class:`BurrowError` when nothing is there (a mistyped model or run directory),
     said the same way by every command, with or without torch loaded."""

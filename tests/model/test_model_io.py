@@ -84,3 +84,29 @@ def test_weights_changed_in_place_are_found_by_their_recorded_hash(tmp_path: Pat
     save_weights(model, str(weights))
     with pytest.raises(BurrowError, match="norm.weight holds NaN or infinite values"):
         load_model(d)
+
+
+def test_weights_id_names_what_load_run_loads(tmp_path: Path) -> None:
+    """Cache keys (tasks, risks) follow the weights that load: final/, else the newest checkpoint."""
+    import shutil
+
+    from burrow.model.io import STATE_FILE, weights_id
+
+    cfg = get_preset("tiny", vocab_size=50, d_model=32, n_heads=2, head_dim=16, n_layers=1, chunk_size=4)
+    run = tmp_path / "run"
+    for step in (1, 2):
+        torch.manual_seed(step)
+        save_model(build_model(cfg), run / "checkpoints" / f"step_{step:06d}")
+        (run / "checkpoints" / f"step_{step:06d}" / STATE_FILE).write_bytes(b"state")
+    newest = weights_id(run)
+    assert newest[0] == "step_000002" and newest != weights_id(run / "checkpoints" / "step_000001")
+    shutil.copytree(run / "checkpoints" / "step_000002", run / "final")
+    assert weights_id(run) == ["final", newest[1]]
+    torch.manual_seed(9)
+    save_model(build_model(cfg), run / "final")  # retrained: another id
+    assert weights_id(run)[1] != newest[1]
+    assert weights_id("smollm2") == "smollm2"  # a name, not a path
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "weights.bin").write_bytes(b"12345")
+    assert weights_id(plain) == [["weights.bin", 5, (plain / "weights.bin").stat().st_mtime_ns]]

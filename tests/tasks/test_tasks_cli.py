@@ -51,6 +51,24 @@ def test_tasks_run_writes_the_contract_and_the_report_and_resumes(task_runs, tas
     again = run_tasks([str(task_runs["retro"])], QUICK.split(","), out, memory=task_memory.dir, data_dir=task_data,
                       limit=2, config=config)
     assert again == results
+    # A changed data file is scored again: the key holds the files' size and time, not only their folder.
+    import os
+
+    class Rescored(Exception):
+        pass
+
+    def rescore(*a, tasks, **k):
+        raise Rescored(tasks)
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", rescore)
+    lambada = task_data / "lambada-openai" / "lambada_openai.jsonl"
+    stat = lambada.stat()
+    os.utime(lambada, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(Rescored) as e:
+        run_tasks([str(task_runs["retro"])], QUICK.split(","), out, memory=task_memory.dir, data_dir=task_data,
+                  limit=2, config=config)
+    assert e.value.args[0] == ["burrow_lambada"]
+    os.utime(lambada, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def _check_contract(results: dict, labels: list[str], tasks: list[str]) -> None:

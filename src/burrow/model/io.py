@@ -31,6 +31,7 @@ import torch
 from burrow.artefacts import (
     atomic_path,
     file_sha256,
+    files_id,
     manifest_path,
     read_json,
     read_manifest,
@@ -55,7 +56,7 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 __all__ = ["CONFIG_FILE", "RETROFIT_FILE", "STATE_FILE", "WEIGHTS_FILE", "BaseRef", "RunPaths", "list_checkpoints",
            "load_model", "load_model_dir", "load_named_model", "load_retrofit_dir", "load_run", "resolve_hf_base",
-           "save_hf_retrofit", "save_model"]
+           "save_hf_retrofit", "save_model", "weights_id"]
 
 
 def save_model(model: Transformer, path: str | Path) -> Path:
@@ -266,6 +267,26 @@ def list_checkpoints(paths: RunPaths) -> list[tuple[int, Path]]:
         if match and (p / STATE_FILE).exists():
             found.append((int(match.group(1)), p))
     return sorted(found)
+
+
+def weights_id(source: str | Path) -> Any:
+    """What identifies the weights :func:`load_named_model` reads from ``source``, cheaply (for cache keys): the
+    weights hash in the manifest of the model folder, of ``final/`` or of the newest checkpoint (what
+    :func:`load_run` loads); else the size and time of every file under it; a name that is no path (a Hugging
+    Face id, a short name) as it is."""
+    path = Path(source)
+    if not path.exists():
+        return str(source)
+    if path.is_dir():
+        paths = RunPaths(path)
+        for d in (path, paths.final, *(c for _, c in reversed(list_checkpoints(paths)))):
+            try:
+                manifest = read_manifest(d, "model")
+            except BurrowError:
+                continue
+            if manifest and manifest.get("weights_sha256"):
+                return [d.name, manifest["weights_sha256"]]
+    return files_id(path)
 
 
 def load_run(run: str | Path, device: str | torch.device = "cpu") -> RetrievalLM:

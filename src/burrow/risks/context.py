@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from burrow.artefacts import config_hash, read_json
+from burrow.artefacts import config_hash, files_id
 from burrow.errors import BurrowError
 from burrow.evaluate.retrieval import memory_fingerprint
 from burrow.memory import Memory
-from burrow.model.io import load_named_model
+from burrow.model.io import load_named_model, weights_id
 from burrow.model.protocol import RetrievalLM
 from burrow.risks.config import RisksConfig
-from burrow.train.checkpoint import RunPaths, list_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -95,36 +94,17 @@ class Context:
         memory's manifests (contents and index), and the size and time of every file under the data folder
         and of ``--tasks-results``."""
         if "fingerprint" not in self.cache:
-            parts: list[Any] = [_weights_id(run) for run in self.runs]
+            parts: list[Any] = [weights_id(run) for run in self.runs]
             if self.memory_dir is not None and (self.memory_dir / "memory.manifest.json").is_file():
                 parts.append(memory_fingerprint(self.memory))
             for path in (self.config.data_dir, self.config.tasks_results):
-                parts.append(_files_id(path) if path is not None else None)
+                parts.append(files_id(path) if path is not None else None)
             self.cache["fingerprint"] = config_hash(parts)
         return str(self.cache["fingerprint"])
 
     def labels(self) -> list[str]:
         """Every arm's label, in order."""
         return [a.label for a in self.arms]
-
-
-def _weights_id(run: Path) -> Any:
-    """The weights hash of what :func:`load_run` loads from ``run`` (a model folder, ``final/``, else the newest
-    checkpoint); the path and the checkpoint names when no manifest says it."""
-    for d in (run, run / "final", *(p for _, p in reversed(list_checkpoints(RunPaths(run))))):
-        if (d / "model.manifest.json").is_file():
-            return [d.name, read_json(d / "model.manifest.json").get("weights_sha256")]
-    return str(run)
-
-
-def _files_id(path: Path) -> list[tuple[str, int, int]]:
-    """(relative name, size, mtime) of ``path`` or of every file under it (a data folder: ~150 files)."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
-    out = []
-    for f in files:
-        st = f.stat()
-        out.append((str(f.relative_to(path)) if f != path else f.name, st.st_size, st.st_mtime_ns))
-    return out
 
 
 def load_arms(ctx: Context) -> None:

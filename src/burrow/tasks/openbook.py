@@ -12,8 +12,9 @@ import json
 import logging
 from pathlib import Path
 
-from burrow.artefacts import atomic_path, read_manifest, write_manifest
+from burrow.artefacts import atomic_path, files_id, read_manifest, write_manifest
 from burrow.errors import BurrowError
+from burrow.evaluate.retrieval import memory_fingerprint
 from burrow.memory import Memory
 from burrow.tasks.catalog import TaskSpec
 from burrow.tasks.datasets import data_file, load_qa
@@ -29,7 +30,8 @@ def build_passages(spec: TaskSpec, data_dir: Path, memory: Memory, out_dir: Path
     rows = load_qa(data_file(data_dir, spec.files[0]), aliases=False)
     questions = [r["question"] for r in rows[:limit]]
     info = {"memory": str(memory.dir.resolve()), "memory_tokenizer": memory.tokenizer.fingerprint(), "k": k,
-            "questions": len(questions), "source": spec.files[0]}
+            "questions": len(questions), "source": spec.files[0], "memory_id": memory_fingerprint(memory),
+            "source_file": files_id(data_file(data_dir, spec.files[0]))}
     path, kind = out_dir / f"{spec.name}.jsonl", f"{spec.name}.passages"
     try:
         found = read_manifest(out_dir, kind)

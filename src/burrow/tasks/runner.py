@@ -32,10 +32,12 @@ from unittest import mock
 
 from tqdm import tqdm
 
-from burrow.artefacts import config_hash, read_json, removing_new_folders, write_json, write_manifest
+from burrow.artefacts import config_hash, files_id, read_json, removing_new_folders, write_json, write_manifest
 from burrow.data.shared import find_data
 from burrow.errors import BurrowError
+from burrow.evaluate.retrieval import memory_fingerprint
 from burrow.memory import Memory
+from burrow.model.io import weights_id
 from burrow.tasks.catalog import MMLU_SUBJECTS, TaskSpec, lm_eval_names, parse_tasks
 from burrow.tasks.config import TasksConfig
 from burrow.tasks.configs import VERSION, write_configs
@@ -138,11 +140,15 @@ class TaskRun:
         return self._task_manager
 
     def key(self, job: _Job, spec: TaskSpec) -> dict[str, Any]:
-        """What a cached per-task result must match to be reused."""
+        """What a cached per-task result must match to be reused: the inputs by content, not only by name (the
+        weights that load, the memory's manifests, the size and time of the task's data files)."""
         lm = self.config.lm
         return {"task": spec.name, "version": VERSION, "limit": self.config.limit, "data": str(self.data_dir),
+                "data_files": [files_id(self.data_dir / f) for f in spec.files],
                 "model": str(Path(job.source).resolve()) if Path(job.source).exists() else job.source,
+                "weights": weights_id(job.source),
                 "mode": job.mode, "memory": str(self.memory.dir.resolve()) if self.memory is not None else None,
+                "memory_id": memory_fingerprint(self.memory) if self.memory is not None else None,
                 "k": lm.k if job.mode == "on" else None, "precision": lm.precision, "max_length": lm.max_length,
                 "passages": self.config.passages if spec.needs_memory else None}
 
