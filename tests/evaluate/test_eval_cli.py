@@ -222,6 +222,7 @@ def test_eval_runs_named_like_seeds_stay_separate_runs(setup, burrow_cli, tmp_pa
     (["{base}", "--batch-tokens", "0"], "--batch-tokens must be ≥ 1"),
     (["{base}", "--max-docs", "0"], "--max-docs must be ≥ 1"),
     (["{base}", "--knn-lambda", "0.5"], "--knn-temperature"),
+    (["{base}", "--knn-lambda", "1", "--knn-temperature", "1"], "λ must be in [0, 1)"),
 ])
 def test_eval_refuses_bad_input_before_loading_any_model(setup, burrow_cli, monkeypatch, tmp_path, args,
                                                          message) -> None:

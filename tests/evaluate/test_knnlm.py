@@ -107,6 +107,10 @@ def test_datastore_is_reused_and_belongs_to_one_model(setup) -> None:
     assert len(a) == memory.store.n_tokens  # one entry per token of the corpus
     mtime = (a.dir / "keys.npy").stat().st_mtime_ns
     assert build_datastore(model, memory, N, cfg).dir == a.dir and (a.dir / "keys.npy").stat().st_mtime_ns == mtime
+    # keys made under another autocast dtype are another datastore (built again, not reused)
+    bf16 = build_datastore(model, memory, N, KnnLMConfig(progress=False, precision="bf16"))
+    assert (bf16.dir / "keys.npy").stat().st_mtime_ns != mtime
+    a = build_datastore(model, memory, N, cfg)  # and back
     other = build_model(model.config)
     assert build_datastore(other, memory, N, cfg).dir != a.dir
     small = build_model(get_preset("tiny", vocab_size=50, chunk_size=8, d_model=32, n_layers=1, n_heads=2,

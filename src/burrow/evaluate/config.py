@@ -80,9 +80,10 @@ class KnnLMConfig:
             raise BurrowError("kNN-LM k and nprobe must be ≥ 1")
         if (self.lam is None) != (self.temperature is None):
             raise BurrowError("give both λ and T (fixed), or neither (tuned by cross-fitting)")
-        if self.lam is not None and not 0.0 <= self.lam <= 1.0:
-            raise BurrowError(f"λ must be in [0, 1], got {self.lam}")
+        if self.lam is not None and not 0.0 <= self.lam < 1.0:  # λ = 1: a token no neighbour holds gets p = 0
+            raise BurrowError(f"λ must be in [0, 1) (at 1 a token no neighbour holds has probability 0: infinite "
+                              f"bits), got {self.lam}")
         if self.temperature is not None and self.temperature <= 0:
             raise BurrowError(f"T must be > 0, got {self.temperature}")
-        if any(not 0 <= x <= 1 for x in self.lambdas) or any(t <= 0 for t in self.temperatures):
-            raise BurrowError("λ grid must lie in [0, 1] and T grid must be > 0")
+        if any(not 0 <= x < 1 for x in self.lambdas) or any(t <= 0 for t in self.temperatures):
+            raise BurrowError("λ grid must lie in [0, 1) and T grid must be > 0")

@@ -123,8 +123,11 @@ def build_datastore(model: Any, memory: Any, seq_len: int, config: KnnLMConfig |
                           "the model the memory's tokenizer was trained for")
     fp = model_fingerprint(model)
     out = Path(memory.dir) / "knnlm" / fp
+    # the keys are the model's hidden states under this autocast dtype: a datastore of another dtype is another one
+    dtype = autocast_dtype(pick_device(config.device), config.precision)
     inputs = config_hash({"model": fp, "memory": memory.manifest, "seq_len": seq_len, "format": FORMAT_VERSION,
-                          "index": [config.flat_below, config.nlist, config.train_sample, INDEX_KIND]})
+                          "index": [config.flat_below, config.nlist, config.train_sample, INDEX_KIND],
+                          "autocast": str(dtype)})
     man = read_manifest(out, "knnlm")
     if man is not None and man.get("inputs") == inputs and not force:
         log.info("reusing the kNN-LM datastore in %s (%d entries)", out, man["n_entries"])
