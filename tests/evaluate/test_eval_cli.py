@@ -117,7 +117,13 @@ def test_cli_eval_methods_each_against_its_own_base(setup) -> None:
     main = res.output.split("retrieval methods")[0]  # the main table names a row's reference when it is not its own
     on = next(line for line in main.splitlines() if line.startswith("retro-model [ON] "))
     knn = next(line for line in main.splitlines() if line.startswith("base-run +kNN-LM "))
-    assert on.endswith(" vs retro-model [OFF]") and " vs " not in knn
+    assert " vs " not in on and " vs " not in knn  # [ON]: against the baseline here, its [OFF] in the methods table
+    vs_base = report["gains"]["retro-model [ON]"]["vs_reference"]
+    assert vs_base["reference"] == "base-run"
+    assert report["gains"]["retro-model [ON]"]["reference"] == "retro-model [OFF]"
+    assert f"{vs_base['alpha=1']['gain']:+.4f} [" in on
+    random_row = next(line for line in main.splitlines() if line.startswith("retro-model [random] "))
+    assert random_row.endswith(" vs retro-model [OFF]")
     bad = CliRunner().invoke(app, [*args[:-2], "--method", "nonsense", "-o", str(out)])
     assert bad.exit_code != 0 and "unknown method" in str(bad.exception or bad.output)
 

@@ -77,7 +77,7 @@ def test_every_token_scored_once_uniform_lm(memory: Memory) -> None:
             rows = slice(data.chunk_offsets[d], data.chunk_offsets[d + 1])
             assert score.chunk_bits[rows].sum() == pytest.approx(score.doc_bits[d], rel=1e-9)
     control, method = incontext_scores(lm, data, memory, InContextConfig(**CFG))
-    assert (control.mode, method.mode, method.k) == ("baseline", "incontext", None)
+    assert (control.mode, method.mode, method.k) == ("windows", "incontext", None)
 
 
 def test_retrieval_never_reads_the_scored_tokens_or_later(memory: Memory, tiny_lm: BurrowLM, monkeypatch) -> None:
@@ -187,7 +187,7 @@ def test_hf_llama_from_a_local_folder_with_dense_retrieval(memory: Memory, tmp_p
     # the control through the HF model equals one plain forward (the document fits the context)
     short = score_incontext("llama", lm, from_texts(["s"], ["Cats purr."], memory.tokenizer, 8), None,
                             InContextConfig(**{**CFG, "max_context": 64}))
-    assert short.mode == "baseline"
+    assert short.mode == "windows"
     z = torch.tensor([lm.start_id, *lm.encode("Cats purr.").tolist()])
     with torch.no_grad():
         lp = model(input_ids=z[None, :-1]).logits[0].log_softmax(-1).gather(-1, z[1:, None])[:, 0]
@@ -276,3 +276,18 @@ def test_prefix_byte_ends_with_a_byte_fallback_decoder() -> None:
         assert len(ids) > 300
         np.testing.assert_array_equal(prefix_byte_ends(decode_batch, ids, text),
                                       _slow_prefix_byte_ends(decode_batch, ids, text))
+
+
+def test_the_in_context_control_is_never_the_main_tables_reference() -> None:
+    """With RETRO runs only and an in-context method, the gains of the main table have no baseline to be
+    measured against; the control (a method's own base, mode "windows") must not become it."""
+    from types import SimpleNamespace
+
+    from burrow.evaluate.pipeline import EvalResult
+
+    modes = {"retro [OFF]": "off", "retro [ON]": "on", "smollm2 (in-context windows)": "windows",
+             "smollm2 +in-context bm25": "incontext"}
+    scores = {name: SimpleNamespace(mode=mode) for name, mode in modes.items()}
+    assert EvalResult.reference(SimpleNamespace(scores=scores)) is None  # type: ignore[arg-type]
+    scores["base"] = SimpleNamespace(mode="baseline")
+    assert EvalResult.reference(SimpleNamespace(scores=scores)) == "base"  # type: ignore[arg-type]

@@ -234,7 +234,9 @@ def score_incontext(name: str, lm: InContextLM, data: EvalData, memory: Memory |
     for d, doc in enumerate(scored):
         np.add.at(chunk_bits, data.chunk_of_bytes(d, doc.byte_ends), doc.bits)
     doc_bits = np.array([doc.bits.sum() for doc in scored], dtype=np.float64)
-    score = ModelScore(name, "baseline" if memory is None else "incontext", None, doc_bits, chunk_bits,
+    # the control's mode is "windows", never "baseline": it is a method's own base, not a model the gains of the
+    # main table may be measured against (with RETRO runs only it had become their reference)
+    score = ModelScore(name, "windows" if memory is None else "incontext", None, doc_bits, chunk_bits,
                        data.doc_bytes[:n_docs])
     log.info("%s: %.4f bpb over %d documents (%.1f s)", name, score.bpb, n_docs, time.perf_counter() - t0)
     return score

@@ -82,8 +82,10 @@ class EvalResult:
                               self.config.bootstrap_samples, seed=seed)
 
     def gains(self) -> dict[str, dict[str, Any]]:
-        """Gain of every other model over :meth:`reference` at α = 1 and (with leakage) α = 0.125, as
-        ``{name: {"reference": ref, "alpha=1": Gain.to_dict(), "alpha=0.125": …}}`` (computed once)."""
+        """Gain of every other model over its own base (:attr:`bases`; else :meth:`reference`) at α = 1 and (with
+        leakage) α = 0.125, as ``{name: {"reference": base, "alpha=1": Gain.to_dict(), "alpha=0.125": …}}``;
+        RETRO[ON], whose own base is its [OFF], also against :meth:`reference` under ``"vs_reference"`` (the
+        paper's headline comparison). Computed once."""
         if self._gains is None:
             self._gains = self._compute_gains()
         return self._gains
@@ -98,12 +100,18 @@ class EvalResult:
             base = self.bases.get(name, ref)
             if name == base:
                 continue
-            out[name] = {"reference": base}
-            for a in alphas:
-                try:
-                    out[name][f"alpha={a:g}"] = self.gain(name, base, a).to_dict()
-                except BurrowError as e:  # no chunk below α: the report says so instead of failing
-                    log.warning("no gain for %s at α=%g: %s", name, a, e)
+            out[name] = {"reference": base, **self._gains_over(name, base, alphas)}
+            if base != ref and self.scores[name].mode == "on":
+                out[name]["vs_reference"] = {"reference": ref, **self._gains_over(name, ref, alphas)}
+        return out
+
+    def _gains_over(self, name: str, base: str, alphas: list[float]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for a in alphas:
+            try:
+                out[f"alpha={a:g}"] = self.gain(name, base, a).to_dict()
+            except BurrowError as e:  # no chunk below α: the report says so instead of failing
+                log.warning("no gain for %s over %s at α=%g: %s", name, base, a, e)
         return out
 
     def reference(self) -> str | None:
