@@ -90,6 +90,15 @@ def test_library_evaluate_finds_leakage_of_memory_text(setup) -> None:
     assert result.bpb("retro [ON]", 1.0) == pytest.approx(result.scores["retro [ON]"].bpb)
     again = evaluate(model_entries("retro", retro), memory, data, EvalConfig(precision="fp32"), cache_dir=tmp / "e")
     assert again.bpb("retro [ON]") == pytest.approx(result.bpb("retro [ON]"), rel=1e-9)  # cached neighbours
+    assert result.docs_in_memory == 0  # the same text under another name: leakage's business, not the same document
+    own = load_eval_data([str(tmp / "corpus" / "cats.txt")], memory.tokenizer, memory.chunk_size)
+    inside = evaluate(model_entries("retro", retro), memory, own, EvalConfig(precision="fp32"), cache_dir=tmp / "e2")
+    assert inside.docs_in_memory == 1  # the memory's own document: said in the log, eval.json and eval.md
+    from burrow.evaluate import write_report
+
+    write_report(inside, tmp / "e2")
+    assert json.loads((tmp / "e2" / "eval.json").read_text())["docs_in_memory"] == 1
+    assert "1 of 1 evaluated documents are also in the memory" in (tmp / "e2" / "eval.md").read_text()
 
 
 def test_cli_eval_methods_each_against_its_own_base(setup) -> None:

@@ -137,10 +137,15 @@ def test_same_document_is_excluded(memory: Memory, tiny_lm: BurrowLM, monkeypatc
         return res
 
     monkeypatch.setattr(Memory, "search", spy)
-    document_bits(tiny_lm, [TEXT], [memory.store.docs[volcano].id], memory, InContextConfig(**CFG))
+    doc = memory.store.docs[volcano]
+    document_bits(tiny_lm, [TEXT], [doc.id], memory, InContextConfig(**CFG), doc_bytes=[doc.bytes])
     exclude, ids = seen[0]
     assert (exclude == volcano).all()
     assert (memory.chunks.docs[ids[ids >= 0]] != volcano).all()
+    # Another document under the same id (another file of the same name elsewhere) is not the memory's one.
+    seen.clear()
+    document_bits(tiny_lm, [TEXT], [doc.id], memory, InContextConfig(**CFG))  # its bytes: TEXT's, not the doc's
+    assert len(TEXT.encode()) != doc.bytes and (seen[0][0] == -1).all()
 
 
 def test_config_is_validated() -> None:

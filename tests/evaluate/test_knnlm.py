@@ -55,8 +55,7 @@ def test_mixture_matches_hand_computation() -> None:
 
 
 def test_tuning_picks_the_grids_best_pair() -> None:
-    """p_kNN computed once per T: the same (λ, T) as trying every pair with mixture_bits; a grid where
-    every pair costs infinite bits (λ = 1, a token no neighbour predicts) still returns a grid pair."""
+    """p_kNN computed once per T: the same (λ, T) as trying every pair with mixture_bits; λ = 1 is refused."""
     from burrow.evaluate.knnmix import tune
 
     rng = np.random.default_rng(0)
@@ -67,7 +66,8 @@ def test_tuning_picks_the_grids_best_pair() -> None:
     sub = KnnQueries(q.lm_logp[rows], q.dists[rows], q.match[rows], q.doc[rows])
     best = min((float(mixture_bits(sub, lam, t).sum()), lam, t) for lam in cfg.lambdas for t in cfg.temperatures)
     assert tune(q, rows, cfg) == best[1:]
-    assert tune(q, rows, KnnLMConfig(lambdas=(1.0,), temperatures=(2.0, 3.0))) == (1.0, 2.0)
+    with pytest.raises(BurrowError, match=r"λ grid must lie in \[0, 1\)"):  # λ = 1: infinite bits where no match
+        KnnLMConfig(lambdas=(1.0,), temperatures=(2.0, 3.0))
 
 
 def test_memory_documents_are_found_unless_excluded(setup) -> None:

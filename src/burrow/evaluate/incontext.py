@@ -35,7 +35,7 @@ import torch
 from burrow.device import autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import ModelScore
-from burrow.evaluate.data import EvalData
+from burrow.evaluate.data import EvalData, memory_documents
 from burrow.lm import (  # noqa: F401 (re-exported: the adapters live in burrow.lm)
     HFLM,
     BurrowLM,
@@ -170,8 +170,8 @@ def _run(lm: InContextLM, jobs: list[_Job], docs: list[np.ndarray], config: InCo
     return bits
 
 
-def _passages(lm: InContextLM, docs: list[np.ndarray], doc_ids: Sequence[str], memory: Memory,
-              config: InContextConfig) -> list[dict[int, np.ndarray]]:
+def _passages(lm: InContextLM, docs: list[np.ndarray], doc_ids: Sequence[str], doc_bytes: Sequence[int] | np.ndarray,
+              memory: Memory, config: InContextConfig) -> list[dict[int, np.ndarray]]:
     """Per document, block start t -> passage tokens ([start] + LM tokens of each retrieved text)."""
     q, s = config.query_len, config.stride
     where = [(d, t) for d, ids in enumerate(docs) for t in range(0, len(ids), s) if t >= q]
@@ -179,8 +179,8 @@ def _passages(lm: InContextLM, docs: list[np.ndarray], doc_ids: Sequence[str], m
     if not where:
         return out
     queries = [lm.decode(docs[d][t - q : t].tolist()) for d, t in where]  # strictly before the block
-    mem_doc = {rec.id: i for i, rec in enumerate(memory.store.docs)}
-    exclude = np.array([mem_doc.get(doc_ids[d], -1) for d, _ in where], dtype=np.int64)
+    mem_doc = memory_documents(doc_ids, doc_bytes, memory.store.docs)
+    exclude = np.array([mem_doc[d] for d, _ in where], dtype=np.int64)
     res = memory.search(queries, k=config.n_passages, exclude_docs=exclude, retriever=config.retriever)
     cache: dict[int, np.ndarray] = {}
     for row, (d, t) in enumerate(where):
@@ -198,8 +198,9 @@ def _passages(lm: InContextLM, docs: list[np.ndarray], doc_ids: Sequence[str], m
 
 
 def document_bits(lm: InContextLM, texts: Sequence[str], doc_ids: Sequence[str], memory: Memory | None,
-                  config: InContextConfig) -> list[DocumentBits]:
-    """Score ``texts`` with ``lm`` in its own tokenizer, with passages retrieved from ``memory``.
+                  config: InContextConfig, doc_bytes: Sequence[int] | np.ndarray | None = None) -> list[DocumentBits]:
+    """Score ``texts`` with ``lm`` in its own tokenizer, with passages retrieved from ``memory`` (never from the
+    memory's copy of the document itself: same id and ``doc_bytes``, by default the texts' UTF-8 lengths).
 
     ``memory`` None: the no-retrieval control (the same windows with no passage).
     """
@@ -212,7 +213,9 @@ def document_bits(lm: InContextLM, texts: Sequence[str], doc_ids: Sequence[str],
     if any(len(ids) == 0 for ids, _ in encoded):
         raise BurrowError("a document has no tokens in the LM's tokenizer")
     docs = [ids for ids, _ in encoded]
-    passages = [{} for _ in docs] if memory is None else _passages(lm, docs, doc_ids, memory, config)
+    if doc_bytes is None:
+        doc_bytes = [len(t.encode("utf-8")) for t in texts]
+    passages = [{} for _ in docs] if memory is None else _passages(lm, docs, doc_ids, doc_bytes, memory, config)
     jobs = [j for d, ids in enumerate(docs) for j in _windows(lm, ids, d, passages[d], config.stride, context)]
     bits = _run(lm, jobs, docs, config, device)
     return [DocumentBits(ids, ends, b) for (ids, ends), b in zip(encoded, bits, strict=True)]
@@ -229,7 +232,7 @@ def score_incontext(name: str, lm: InContextLM, data: EvalData, memory: Memory |
         raise BurrowError("in-context scoring needs the documents' text (EvalData.texts)")
     n_docs = data.n_docs if config.max_docs is None else min(config.max_docs, data.n_docs)
     t0 = time.perf_counter()
-    scored = document_bits(lm, data.texts[:n_docs], data.doc_ids[:n_docs], memory, config)
+    scored = document_bits(lm, data.texts[:n_docs], data.doc_ids[:n_docs], memory, config, data.doc_bytes[:n_docs])
     chunk_bits = np.zeros(int(data.chunk_offsets[n_docs]), dtype=np.float64)  # (q,) of the scored documents
     for d, doc in enumerate(scored):
         np.add.at(chunk_bits, data.chunk_of_bytes(d, doc.byte_ends), doc.bits)

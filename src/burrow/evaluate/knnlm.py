@@ -42,7 +42,7 @@ from burrow.device import autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import ModelScore, scored_spans, token_bits
 from burrow.evaluate.config import KnnLMConfig
-from burrow.evaluate.data import EvalData
+from burrow.evaluate.data import EvalData, memory_documents
 from burrow.evaluate.knnmix import KnnQueries, mixture_bits, subset, tune
 from burrow.memory.neighbours import search_excluding
 
@@ -355,6 +355,5 @@ def score_knnlm(name: str, model: Any, data: EvalData, memory: Any, n: int, conf
 
 
 def same_documents(data: EvalData, memory: Any) -> np.ndarray:
-    """(D,) per evaluation document, the memory document with the same id (-1 where none)."""
-    ids = {doc.id: i for i, doc in enumerate(memory.store.docs)}
-    return np.array([ids.get(d, -1) for d in data.doc_ids], dtype=np.int64)
+    """(D,) per evaluation document, the memory document that is the same one (-1 where none)."""
+    return memory_documents(data.doc_ids, data.doc_bytes, memory.store.docs)

@@ -24,7 +24,7 @@ from burrow.device import autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import MODES, BatchObserver, Gain, ModelScore, bootstrap_gain, check_mode, score_model
 from burrow.evaluate.config import EvalConfig
-from burrow.evaluate.data import EvalData, from_store, load_eval_data
+from burrow.evaluate.data import EvalData, from_store, load_eval_data, memory_documents
 from burrow.evaluate.knnlm import LMPass
 from burrow.evaluate.leakage import Leakage, bpb_alpha, measure_leakage
 from burrow.evaluate.methods import MethodsConfig, add_methods, check_methods, incontext_lms
@@ -63,6 +63,7 @@ class EvalResult:
     bases: dict[str, str] = field(default_factory=dict)  # score -> its own no-retrieval base (methods, RETRO[ON])
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # score -> how its method was run (tuning)
     seeds: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> per-seed bpbs, mean, t interval
+    docs_in_memory: int = 0  # evaluated documents the memory holds too (same id and length)
     _gains: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
 
     def bpb(self, name: str, alpha: float = 1.0) -> float:
@@ -117,6 +118,14 @@ class EvalResult:
     def reference(self) -> str | None:
         """The first baseline-mode model (what gains are measured against), if any."""
         return next((n for n, s in self.scores.items() if s.mode == "baseline"), None)
+
+
+def docs_in_memory_note(inside: int, total: int) -> str:
+    """What it means that ``inside`` of the ``total`` evaluated documents are also memory documents."""
+    return (f"{inside} of {total} evaluated documents are also in the memory: RETRO[ON] can retrieve each one's "
+            "own text, and its neighbours' continuations are the next chunks it predicts (as in the paper, its "
+            "search does not exclude them; --leakage measures the overlap, bpb(α) discounts it), while kNN-LM and "
+            "in-context retrieval exclude a document's own entries")
 
 
 def model_entries(name: str, model: RetrievalLM) -> dict[str, ModelEntry]:
@@ -244,6 +253,10 @@ def evaluate(models: Mapping[str, ModelEntry], memory: Memory | None,
     scores = {name: score(name, model, mode, ids, keep_pass=knn and mode == "baseline")
               for name, (model, mode) in models.items()}
     result = EvalResult(config, data, n, scores, memory=str(memory.dir) if memory is not None else None)
+    if memory is not None:
+        result.docs_in_memory = int((memory_documents(data.doc_ids, data.doc_bytes, memory.store.docs) >= 0).sum())
+        if result.docs_in_memory and (on or methods.methods):
+            log.warning("%s", docs_in_memory_note(result.docs_in_memory, data.n_docs))
     with timed(timings, "methods"):
         add_methods(result, score, models, memory, ids, methods, lms)
     if config.leakage and memory is not None:  # _check_models refused leakage without a memory

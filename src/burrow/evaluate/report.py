@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from burrow.artefacts import FORMAT_VERSION, atomic_path, write_json
-from burrow.evaluate.pipeline import REPORT_ALPHA, EvalResult, config_dict
+from burrow.evaluate.pipeline import REPORT_ALPHA, EvalResult, config_dict, docs_in_memory_note
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def to_json(result: EvalResult) -> dict[str, Any]:
         "data": {"documents": d.n_docs, "tokens": d.n_tokens, "bytes": d.n_bytes, "chunks": len(d.chunk_bytes),
                  "chunk_size": d.chunk_size, "start_token": d.start_id, "fingerprint": d.fingerprint()},
         "seq_len": result.seq_len, "stride": result.seq_len // 2, "seconds": result.seconds,
-        "timings": result.timings,
+        "timings": result.timings, "docs_in_memory": result.docs_in_memory,
         "config": config_dict(result.config), "models": models, "gains": result.gains(),
         "methods": {name: {"base": base, **result.methods.get(name, {})} for name, base in result.bases.items()},
         "seeds": result.seeds,
@@ -122,6 +122,8 @@ def format_methods(result: EvalResult) -> str:
 def markdown(result: EvalResult, plots: dict[str, Path]) -> str:
     """The Markdown report: table, leakage summary, sweeps and plot links."""
     lines = ["# burrow evaluation", "", "```", format_table(result), "```", ""]
+    if result.docs_in_memory:
+        lines += [f"**Note:** {docs_in_memory_note(result.docs_in_memory, result.data.n_docs)}.", ""]
     if result.leakage is not None:
         s = result.leakage.summary()
         lines += ["## Leakage (RETRO §2.6)", "",
