@@ -83,3 +83,27 @@ def test_generate_until_stops_at_the_stop_string(task_runs, task_memory):
     out = lm.generate_until([_Req("Question: Which volcano erupts often?\nAnswer:",
                                   {"until": ["\n", "."], "max_gen_toks": 8})], disable_tqdm=True)
     assert len(out) == 1 and "\n" not in out[0] and "." not in out[0]
+
+
+def test_an_hf_tokenizer_that_adds_bos_gets_it_as_in_lm_evals_hf_backend():
+    """lm-eval 0.4.13's ``hf`` encodes with the tokenizer's default special tokens (a Llama tokenizer's bos before
+    every context), except when the text already starts with bos; so does burrow's HF backend."""
+    from types import SimpleNamespace
+
+    from burrow.tasks.backends import HFBackend
+
+    class Tok:  # a Llama-style tokenizer: bos (1) before every encoding by default
+        bos_token, bos_token_id, eos_token_id, pad_token_id = "<s>", 1, 2, None
+
+        def __call__(self, text, add_special_tokens=True):
+            ids = [10 + ord(c) % 50 for c in text.removeprefix("<s>")]
+            return {"input_ids": ([1] if add_special_tokens or text.startswith("<s>") else []) + ids}
+
+    tok = Tok()
+    lm = SimpleNamespace(max_length=64, start_id=1, tokenizer=tok,
+                         encode=lambda text: tok(text, add_special_tokens=False)["input_ids"],
+                         module=SimpleNamespace(forward=lambda input_ids: None))
+    backend = HFBackend(lm)  # type: ignore[arg-type]
+    assert backend.encode("ab") == [1, 10 + ord("a") % 50, 10 + ord("b") % 50]
+    assert backend.encode("ab", add_special_tokens=False) == [10 + ord("a") % 50, 10 + ord("b") % 50]
+    assert backend.encode("<s>ab")[:2] == [1, 10 + ord("a") % 50]  # no second bos

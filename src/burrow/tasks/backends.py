@@ -39,7 +39,8 @@ class BurrowBackend:
         self.eos_id = int(tokenizer.eos_id) if tokenizer.eos_id is not None else self.start_id
         self.retro = bool(model.config.retro)
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
+        """``text``'s ids in the memory's tokenizer (the document layout adds the start token itself)."""
         return list(self.tokenizer.encode(text))
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -75,8 +76,16 @@ class HFBackend:
         self.pad_id = int(tok.pad_token_id) if tok.pad_token_id is not None else self.eos_id
         self.keeps_logits = "logits_to_keep" in inspect.signature(lm.module.forward).parameters
 
-    def encode(self, text: str) -> list[int]:
-        return [int(i) for i in self.lm.encode(text)]
+    def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
+        """``text``'s ids as lm-eval's ``hf`` backend encodes them: by default with the tokenizer's own special
+        tokens (a Llama or Gemma tokenizer's bos before every context; SmolLM2's adds none), but no second bos
+        when the text already starts with it."""
+        if add_special_tokens is None:
+            bos = self.lm.tokenizer.bos_token
+            add_special_tokens = not (isinstance(bos, str) and bos and text.startswith(bos))
+        if not add_special_tokens:
+            return [int(i) for i in self.lm.encode(text)]
+        return [int(i) for i in self.lm.tokenizer(text)["input_ids"]]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.lm.decode(list(ids))

@@ -74,7 +74,7 @@ class BurrowEvalLM(TemplateLM):
         return self.name
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
-        return self.backend.encode(string)
+        return self.backend.encode(string, add_special_tokens)
 
     def _loglikelihood_tokens(self, requests: list[Any], disable_tqdm: bool = False,
                               **kwargs: Any) -> list[tuple[float, bool]]:

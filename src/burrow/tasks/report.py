@@ -146,7 +146,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         for name, gains in report["retrieval_gain"].items():
             cells = [_gain(gains.get(c["category"])) for c in report["categories"]]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", "Positive: retrieval helps (accuracy points ×100; bits per byte: [OFF] − [ON])."]
+        lines += ["", "Positive: retrieval helps. Every cell is ×100: accuracy in points; bits per byte ([OFF] − [ON]) "
+                  "in hundredths of a bit (+5.00 is 0.05 bits per byte)."]
     return "\n".join(lines) + "\n"
 
 
@@ -171,7 +172,7 @@ def plot_gains(gains: dict[str, dict[str, float]], path: Path) -> Path | None:
         ax.bar(xs, [100 * g.get(c, 0.0) for c in cats], width, label=name)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks([i + width * (len(gains) - 1) / 2 for i in range(len(cats))], cats, rotation=15)
-    ax.set_ylabel("RETRO[ON] − RETRO[OFF] (points)")
+    ax.set_ylabel("RETRO[ON] − RETRO[OFF] (×100: points; bpb [OFF] − [ON])")
     ax.set_title("Where does retrieval help?")
     ax.legend()
     with atomic_path(path) as tmp:
