@@ -107,3 +107,18 @@ def test_an_hf_tokenizer_that_adds_bos_gets_it_as_in_lm_evals_hf_backend():
     assert backend.encode("ab") == [1, 10 + ord("a") % 50, 10 + ord("b") % 50]
     assert backend.encode("ab", add_special_tokens=False) == [10 + ord("a") % 50, 10 + ord("b") % 50]
     assert backend.encode("<s>ab")[:2] == [1, 10 + ord("a") % 50]  # no second bos
+
+
+def test_two_retro_models_of_one_name_keep_their_on_off_pairs(task_runs, task_memory, tmp_path):
+    """a/retro and b/retro: the second is retro'[OFF] / retro'[ON], so the report finds both pairs."""
+    import shutil
+
+    from burrow.tasks.report import retro_pairs
+    from burrow.tasks.runner import _plan
+
+    for parent in ("a", "b"):
+        shutil.copytree(task_runs["retro"], tmp_path / parent / "retro")
+    jobs = _plan([str(tmp_path / "a" / "retro"), str(tmp_path / "b" / "retro")], task_memory)
+    labels = [j.label for j in jobs]
+    assert labels == ["retro[OFF]", "retro[ON]", "retro'[OFF]", "retro'[ON]"]
+    assert [p[0] for p in retro_pairs(labels)] == ["retro", "retro'"]

@@ -67,6 +67,10 @@ def _plan(models: list[str], memory: Memory | None) -> list[_Job]:
         check_source(source)
         if is_burrow_dir(source):
             om = open_model(source, memory)
+            # a second model of the same name is primed before its mode (retro'[ON]): the report pairs a RETRO
+            # model's [ON] with its [OFF] by the label's ending (retro[ON]' had no gain row)
+            while any(om.mode_label(mode) in seen for mode in om.modes):
+                om.label += "'"
             pairs = [(mode, om.mode_label(mode)) for mode in om.modes]
             model: OpenModel | None = om
         else:  # a Hugging Face LM: loaded when a task needs it (a cached run never loads it)
