@@ -278,3 +278,28 @@ def test_eval_rerun_removes_its_own_stale_plots_only(setup, burrow_cli, tmp_path
     (out / "notes.png").write_bytes(b"mine")
     assert burrow_cli(*base)[0] == 0
     assert not (out / "leakage.png").exists() and (out / "notes.png").read_bytes() == b"mine"
+
+
+def test_seeded_arms_average_their_sweeps() -> None:
+    """A seeded RETRO arm's k sweep and memory sweep are the mean over its seeds (they were dropped, or kept
+    per seed and never averaged)."""
+    from types import SimpleNamespace
+
+    from burrow.evaluate.bpb import ModelScore
+    from burrow.evaluate.seeds import combine_seeds
+    from burrow.evaluate.sweeps import MemorySubset
+
+    def score(name: str, mode: str, bits: float) -> ModelScore:
+        return ModelScore(name, mode, 2 if mode == "on" else None, np.array([bits]), np.array([bits]),
+                          np.array([10]))
+
+    scores = {f"r#{i} [{m.upper()}]": score(f"r#{i} [{m.upper()}]", m, b) for i, (b_off, b_on) in
+              enumerate(((20.0, 18.0), (22.0, 19.0))) for m, b in (("off", b_off), ("on", b_on))}
+    result = SimpleNamespace(scores=scores, seeds={}, bases={"r#0 [ON]": "r#0 [OFF]", "r#1 [ON]": "r#1 [OFF]"},
+                             methods={}, leakage=None,
+                             sweep_k={"r#0 [ON]": {1: 1.8, 2: 1.7}, "r#1 [ON]": {1: 2.0, 2: 1.9}},
+                             sweep_memory=[MemorySubset(0.5, 1, 2, 3, {"r#0 [ON]": 1.9, "r#1 [ON]": 2.1})])
+    combine_seeds(result, {"r#0": "r", "r#1": "r"})  # type: ignore[arg-type]
+    assert set(result.scores) == {"r [OFF]", "r [ON]"} and result.bases == {"r [ON]": "r [OFF]"}
+    assert result.sweep_k == {"r [ON]": {1: pytest.approx(1.9), 2: pytest.approx(1.8)}}
+    assert result.sweep_memory[0].bpb == {"r [ON]": pytest.approx(2.0)}

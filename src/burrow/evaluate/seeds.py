@@ -9,7 +9,7 @@ interval of their mean (``EvalResult.seeds``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +92,26 @@ def combine_seeds(result: EvalResult, seeds: Mapping[str, str]) -> None:
     result.scores = scores
     result.bases = {arm_of(k): arm_of(v) for k, v in result.bases.items()}
     result.methods = {arm_of(k): v for k, v in result.methods.items()}
-    result.sweep_k = {k: v for k, v in result.sweep_k.items() if arm_of(k) == k}
+    # the sweeps, per arm: the mean over its seeds of each point's bpb (the same bytes: = bpb of the mean bits)
+    result.sweep_k = _mean_by_arm(result.sweep_k, arm_of)
+    for point in result.sweep_memory:
+        point.bpb = {arm: float(np.mean(v)) for arm, v in _group(point.bpb, arm_of).items()}
     if result.leakage is not None:
         result.curves = {n: result.leakage.curve(result.data, s.chunk_bits) for n, s in scores.items()}
+
+
+def _group(values: Mapping[str, float], arm_of: Callable[[str], str]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for name, v in values.items():
+        out.setdefault(arm_of(name), []).append(v)
+    return out
+
+
+def _mean_by_arm(sweeps: Mapping[str, Mapping[int, float]], arm_of: Callable[[str], str]
+                 ) -> dict[str, dict[int, float]]:
+    """name -> k -> bpb, averaged over the seeds of each arm (a k no seed has is left out)."""
+    arms: dict[str, list[Mapping[int, float]]] = {}
+    for name, sweep in sweeps.items():
+        arms.setdefault(arm_of(name), []).append(sweep)
+    return {arm: {k: float(np.mean([s[k] for s in parts])) for k in parts[0] if all(k in s for s in parts)}
+            for arm, parts in arms.items()}
