@@ -224,3 +224,49 @@ def test_smollm2_retrofit_keeps_the_base_exact(smol_memory: Memory, tmp_path: Pa
         cache = loaded.new_cache(1, 32)
         steps = [loaded(tokens[:, :9], neighbours=nb, cache=cache), loaded(tokens[:, 9:], neighbours=nb, cache=cache)]
         torch.testing.assert_close(torch.cat(steps, 1), model(tokens, neighbours=nb), atol=1e-3, rtol=1e-3)
+
+
+def test_two_threads_on_one_fit_never_read_each_others_neighbours(tiny_llama: Path, train_memory: Memory) -> None:
+    """The server runs several generations on one model in worker threads: a call's retrieval context is its
+    thread's. A second call that runs (whole) while the first is inside its layers changes neither result;
+    before, the second call's end cleared the first's context and its later CCA layers skipped retrieval."""
+    import threading
+
+    from burrow.model.hf import HFRetro, load_hf_causal_lm
+
+    base = load_hf_causal_lm(str(tiny_llama))
+    m = train_memory.chunk_size
+    cfg = retrofit_model_config(ModelConfig(**hf_decoder_config(base.config)), RetrofitConfig(), m,
+                                pad_id=train_memory.store.pad_id)
+    model = HFRetro(base, cfg).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in list(model.cca.parameters()) + list(model.encoder.parameters()):
+            p.normal_(0, 0.2)  # retrieval that matters (a fresh fit's CCA output starts at zero)
+    v = train_memory.tokenizer.vocab_size
+    x = torch.randint(3, v, (1, 3 * m))
+    nb_a, nb_b = (torch.randint(3, v, (1, 3, 2, cfg.retrieved_len)) for _ in range(2))
+    got_b: list[torch.Tensor] = []
+    started: list[bool] = []
+
+    def run_b() -> None:
+        with torch.no_grad():
+            got_b.append(model(x, neighbours=nb_b))
+
+    def interleave(module: Any, args: Any) -> None:  # the first call, inside its first layer, lets B run
+        if not started:
+            started.append(True)
+            t = threading.Thread(target=run_b)
+            t.start()
+            t.join()
+
+    with torch.no_grad():
+        want_a, want_b = model(x, neighbours=nb_a), model(x, neighbours=nb_b)
+        assert (want_a - want_b).abs().max() > 1e-3
+        hook = model.decoder_layers[0].register_forward_pre_hook(interleave)
+        try:
+            got_a = model(x, neighbours=nb_a)
+        finally:
+            hook.remove()
+    torch.testing.assert_close(got_a, want_a)
+    torch.testing.assert_close(got_b[0], want_b)

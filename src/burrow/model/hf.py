@@ -18,6 +18,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +156,14 @@ class CCALayer(nn.Module):
         self.cca = ChunkedCrossAttention(cfg)
 
 
+@dataclass
+class _CallState:
+    """One forward call's retrieval context and the input of the CCA layer it is inside (HFRetro's hooks)."""
+
+    context: RetrievalContext | None = None
+    layer_input: Tensor | None = None
+
+
 class HFRetro(nn.Module):
     """A frozen HF causal LM (``base``) + RETRO encoder and CCA layers; burrow's model interface.
 
@@ -171,8 +181,9 @@ class HFRetro(nn.Module):
             {str(i): CCALayer(config) for i in config.cca_layers})
         self.encoder = RetrievalEncoder(config)
         self._cache_kw = _cache_keyword(base)
-        self._context: RetrievalContext | None = None
-        self._layer_input: Tensor | None = None
+        # What one forward call hands its hooks, per thread: a server runs several generations on one model at
+        # once (worker threads), and a call's neighbours must never reach another call's layers.
+        self._calls: dict[int, _CallState] = {}
         for i in config.cca_layers:
             layer = self.decoder_layers[i - 1]
             layer.register_forward_pre_hook(self._keep_input)
@@ -214,10 +225,11 @@ class HFRetro(nn.Module):
             if not isinstance(cache, HFRetroCache):
                 raise BurrowError("an HFRetro model needs its own cache: use model.new_cache()")
             cache.check_step(tokens.shape[0], n)
+        call = self._calls.setdefault(threading.get_ident(), _CallState())
         if neighbours is not None or cache is not None:
             embed = self.base.get_input_embeddings()
             p0 = cache.length if cache is not None else 0
-            self._context = RetrievalContext(self.encoder, embed, neighbours, neighbour_mask, p0, n, cache)
+            call.context = RetrievalContext(self.encoder, embed, neighbours, neighbour_mask, p0, n, cache)
         try:
             kwargs: dict[str, Any] = {}
             if cache is not None:
@@ -227,7 +239,7 @@ class HFRetro(nn.Module):
                 kwargs["attention_mask"] = visible
             logits: Tensor = self.base(input_ids=tokens, **kwargs).logits  # (b, n, v)
         finally:
-            self._context, self._layer_input = None, None
+            self._calls.pop(threading.get_ident(), None)
         if cache is not None:
             cache.length += n
         return logits
@@ -248,16 +260,18 @@ class HFRetro(nn.Module):
 
     def _keep_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         """Pre-hook of a CCA decoder layer: keep its input X (b, n, d) to rebuild H = X + attn."""
-        if self._context is not None:
-            self._layer_input = args[0]
+        call = self._calls.get(threading.get_ident())
+        if call is not None and call.context is not None:
+            call.layer_input = args[0]
 
     def _make_attention_hook(self, key: str) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-            ctx = self._context
-            if ctx is None or self._layer_input is None:
+            call = self._calls.get(threading.get_ident())
+            if call is None or call.context is None or call.layer_input is None:
                 return None  # retrieval off: the base's output, untouched
+            ctx = call.context
             attn = output[0] if isinstance(output, tuple) else output  # (b, n, d)
-            h = self._layer_input + attn  # H = ATTN(X), the stream the paper's CCA reads
+            h = call.layer_input + attn  # H = ATTN(X), the stream the paper's CCA reads
             ctx.observe(h)
             if ctx.encoded is None or ctx.window is None:
                 return None
