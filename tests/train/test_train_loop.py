@@ -114,3 +114,28 @@ def test_killed_after_the_last_checkpoint_finishes_on_rerun(train_memory: Memory
     again = train(_config(train_memory, model, tmp_path / "run", steps=2, eval_every=0))
     assert again.resumed_from == 2 and again.loss == first.loss
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()
+
+
+def test_train_mode_keeps_a_frozen_bases_dropout_off() -> None:
+    """A RETRO-fit of a base trained with dropout: the frozen base runs as at evaluation (its dropout off), the
+    new modules train; before, model.train() put the whole model, base included, in training mode."""
+    from burrow.model import build_model
+    from burrow.presets import get_preset
+    from burrow.train.loop import train_mode
+
+    cfg = get_preset("retro-tiny", vocab_size=50, d_model=32, n_layers=2, n_heads=2, head_dim=16, chunk_size=4,
+                     retrieved_len=8, enc_d_model=16, enc_n_heads=1, enc_head_dim=16, cca_layers=(2,), dropout=0.3)
+    model = build_model(cfg)
+    for name, p in model.named_parameters():
+        p.requires_grad_("cca" in name or "encoder" in name)  # a fit: base frozen
+    train_mode(model)
+    tokens = torch.randint(0, 50, (2, 16))
+    with torch.no_grad():
+        assert torch.equal(model(tokens), model(tokens))  # no neighbours: the base alone, deterministic
+    new = [m for n, m in model.named_modules() if n.endswith((".cca", "encoder"))]
+    assert new and all(m.training for m in new) and not model.blocks[0].attn.training
+    for p in model.parameters():
+        p.requires_grad_(True)
+    train_mode(model)
+    with torch.no_grad():
+        assert not torch.equal(model(tokens), model(tokens))  # plain training: dropout on

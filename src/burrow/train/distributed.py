@@ -57,6 +57,7 @@ from burrow.train.loop import (
     _Metrics,
     _prepare_run,
     evaluate_loss,
+    train_mode,
 )
 from burrow.train.loop import train as train_one_process
 from burrow.train.optim import build_optimizer, lr_at, set_lr
@@ -276,7 +277,7 @@ def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Mod
     bar = tqdm(total=config.steps, initial=start, unit="step", desc=f"train ×{d.world}",
                disable=not (config.progress and d.main), dynamic_ncols=True)
     seconds, val_loss = 0.0, None
-    wrapped.train()
+    train_mode(wrapped)
     try:
         for step in range(start, config.steps):
             t0 = time.perf_counter()

@@ -256,6 +256,17 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro: list[B
     return float(loss_sum) / total, float(norm)
 
 
+def train_mode(model: nn.Module) -> None:
+    """``model.train()``, except the modules whose parameters are all frozen (a RETRO-fit's base blocks): they
+    stay in eval mode, so their dropout is off and the fit learns against the base as it runs at evaluation
+    (a Hugging Face base: ``HFRetro.train`` does the same)."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+
+
 @torch.no_grad()
 def evaluate_loss(model: Transformer, split: Split, seqs: np.ndarray, micro_batch: int, device: torch.device,
                   dtype: torch.dtype | None) -> float:
@@ -267,7 +278,8 @@ def evaluate_loss(model: Transformer, split: Split, seqs: np.ndarray, micro_batc
         batch = split.batch(seqs[i : i + micro_batch])
         loss += float(_loss_sum(model, batch, device, dtype))
         count += batch.n_targets
-    model.train(was_training)
+    if was_training:
+        train_mode(model)
     return loss / max(1, count)
 
 
@@ -280,7 +292,7 @@ def _run(config: TrainConfig, paths: RunPaths, model: Transformer, optimizer: to
     tokens_per_step = config.batch_size * config.seq_len
     bar = tqdm(total=config.steps, initial=start, unit="step", desc="train", disable=not config.progress,
                dynamic_ncols=True)
-    model.train()
+    train_mode(model)
     step_model = compile_model(model) if config.compile else model  # shares model's parameters
     seconds, val_loss = 0.0, None
     try:
