@@ -151,6 +151,38 @@ def test_two_stores_with_one_folder_name_keep_two_tables(built: Memory, tmp_path
         assert compute_neighbours(built, k=2, target=tmp_path / split / "tokens", progress=False)[1] == tables[split]
 
 
+def test_query_keys_of_a_killed_search_are_never_read_by_one_of_other_inputs(built: Memory, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    """A neighbours search of another store killed while encoding its queries leaves key shards; after the
+    store changes (re-tokenized), a re-run encodes its own queries: shards of the right shape but of other
+    inputs were kept and searched, a wrong table marked complete."""
+    from burrow.memory import encode as encode_mod
+    from burrow.memory.neighbours import neighbour_table_paths
+
+    (tmp_path / "a.txt").write_text("Comets leave trails of dust and gas across the night sky.\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("Bakers knead the dough and bake loaves in hot ovens.\n", encoding="utf-8")
+    store = tmp_path / "val" / "tokens"
+    tokenize_store(built, [str(tmp_path / "b.txt")], store, progress=False)
+    want = np.load(compute_neighbours(built, k=2, target=store, progress=False)[0])  # b's own neighbours
+    tokenize_store(built, [str(tmp_path / "a.txt")], store, progress=False, force=True)
+    real = encode_mod.encode_sharded
+
+    def killed(encoder, texts_of, n, out_dir, progress=None):  # a's queries: a shard written, then killed
+        out_dir.mkdir(parents=True, exist_ok=True)  # (shaped as b's will be: a shape check cannot tell them apart)
+        np.save(out_dir / "shard_00000.npy", np.ones((len(want), encoder.dim), dtype=np.float32))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("burrow.memory.tables.encode_sharded", killed)
+    with pytest.raises(KeyboardInterrupt):
+        compute_neighbours(built, k=2, target=store, progress=False)
+    monkeypatch.setattr("burrow.memory.tables.encode_sharded", real)
+    tokenize_store(built, [str(tmp_path / "b.txt")], store, progress=False, force=True)  # b again
+    ids_p, _ = compute_neighbours(built, k=2, target=store, progress=False)
+    np.testing.assert_array_equal(np.load(ids_p), want)
+    _, _, kind = neighbour_table_paths(built.dir, ids_p.name.split(".")[0], 2)
+    assert not list(ids_p.parent.glob(f".{kind}.*.keys"))  # the killed search's shards are gone
+
+
 def test_interrupted_encode_resumes_to_identical_keys(tiny_corpus: Path, tmp_path: Path, memory_config,
                                                       encoder, monkeypatch) -> None:
     full, _ = build_memory([str(tiny_corpus)], tmp_path / "a", memory_config, progress=False, encoder=encoder)

@@ -80,7 +80,14 @@ def compute_neighbours(memory: Memory | str | Path, k: int = DEFAULT_K, target: 
                 shutil.rmtree(parts, ignore_errors=True)
             dists, ids = searcher(memory, k, parts, bar.update)
     else:
-        keys = _query_keys(memory, store, table, own, ids_p.parent / f"{kind}.keys", progress)
+        # the query keys' shards of this very search (a killed one resumes); a folder of other inputs (another
+        # token store, memory or encoder behind the same table name) is never read: its shards would pass
+        # as this search's, being of the right shape
+        key_dir = ids_p.parent / f".{kind}.{inputs}.keys"
+        for old in [ids_p.parent / f"{kind}.keys", *ids_p.parent.glob(f".{kind}.*.keys")]:
+            if old != key_dir or force:
+                shutil.rmtree(old, ignore_errors=True)
+        keys = _query_keys(memory, store, table, own, key_dir, progress)
         bar = tqdm(total=len(table), unit="chunk", desc=f"neighbours k={k}", disable=not progress, unit_scale=True)
         dists, ids = memory.search_keys(keys, k, exclude_docs=table.docs if own else None, progress=bar.update)
         bar.close()
