@@ -81,6 +81,24 @@ def test_wikitext_articles_split_on_top_level_headings(tmp_path: Path) -> None:
     assert docs[1].source.endswith(":line 8")
 
 
+def test_crlf_files_bom_and_unicode_line_separators(tmp_path: Path) -> None:
+    """A CRLF WikiText file still splits at its titles; a line holding U+2028 or a form feed stays one line;
+    a UTF-8 byte-order mark costs a JSONL file no record and a text file no character."""
+    text = " = First = \r\n\r\n Some text . \r\n = Second = \r\n\r\n other . \r\n"
+    (tmp_path / "crlf.tokens").write_bytes(text.encode("utf-8"))
+    docs, _ = read([tmp_path / "crlf.tokens"])
+    assert [d.title for d in docs] == ["First", "Second"] and "".join(d.text for d in docs) == text
+    (tmp_path / "lines.txt").write_text("one\u2028still one\x0cand still\ntwo\n", encoding="utf-8")
+    docs, _ = read([tmp_path / "lines.txt"], txt_split="line")
+    assert [d.text for d in docs] == ["one\u2028still one\x0cand still", "two"]
+    assert docs[1].source.endswith(":line 2")
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "bom.jsonl").write_bytes(bom + b'{"text": "first doc"}\n{"text": "second doc"}\n')
+    (tmp_path / "bom.txt").write_bytes(bom + b"A text file.\n")
+    docs, stats = read([tmp_path / "bom.jsonl", tmp_path / "bom.txt"])
+    assert [d.text for d in docs] == ["first doc", "second doc", "A text file.\n"] and not stats.skipped
+
+
 def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BurrowError, match="no such file"):
         read([tmp_path / "nope.txt"])

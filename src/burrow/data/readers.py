@@ -30,9 +30,9 @@ _WIKITEXT_TITLE = re.compile(r"^ = ([^=].*?) = $")
 def read_bytes(path: Path, stats: CorpusStats) -> bytes | None:
     """The file's bytes (gunzipped; a truncated .gz gives its readable part), or None when unreadable."""
     try:
-        if path.suffix.lower() == ".gz":
-            return _read_gzip(path, stats)
-        return path.read_bytes()
+        raw = _read_gzip(path, stats) if path.suffix.lower() == ".gz" else path.read_bytes()
+        # a UTF-8 byte-order mark is no text: in a JSONL file it made the first record malformed (skipped)
+        return raw.removeprefix(b"\xef\xbb\xbf") if raw is not None else None
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         log.warning("cannot read %s: %s", path, e)
         return None
@@ -110,22 +110,25 @@ def _emit(doc: Document, config: CorpusConfig, stats: CorpusStats) -> Iterator[D
 
 
 def _text_blocks(text: str, mode: str) -> Iterator[tuple[int, str, str | None]]:
-    """Split a text file into (first line number, text, title) blocks."""
-    lines = text.splitlines(keepends=True)
+    """Split a text file into (first line number, text, title) blocks. Lines end at "\n" only, a "\r" before it
+    belonging to the line's end (CRLF files); ``str.splitlines`` also broke lines at U+2028, form feeds and
+    other characters inside a line, and a CRLF file's title lines never matched."""
+    parts = text.split("\n")
+    lines = [ln + "\n" for ln in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
     if mode == "auto":
-        mode = "wikitext" if any(_WIKITEXT_TITLE.match(ln.rstrip("\n")) for ln in lines[:200]) else "file"
+        mode = "wikitext" if any(_WIKITEXT_TITLE.match(ln.rstrip("\r\n")) for ln in lines[:200]) else "file"
     if mode == "file":
         yield 1, text, None
         return
     if mode == "line":
         for i, ln in enumerate(lines):
-            yield i + 1, ln.rstrip("\n"), None
+            yield i + 1, ln.rstrip("\r\n"), None
         return
     start, title = 1, None
     block: list[str] = []
     for i, ln in enumerate(lines):
         if mode == "wikitext":
-            m = _WIKITEXT_TITLE.match(ln.rstrip("\n"))
+            m = _WIKITEXT_TITLE.match(ln.rstrip("\r\n"))
             if m and block:
                 yield start, "".join(block), title
                 start, block = i + 1, []
