@@ -59,6 +59,9 @@ def test_exclude_docs_and_within_are_checked(built: Memory) -> None:
     for bad in ([-2, 0], [0, n_chunks]):
         with pytest.raises(BurrowError, match=rf"within must hold values in \[0, {n_chunks - 1}\]"):
             built.search_keys(keys, 2, within=np.asarray(bad))
+    for unsorted in ([1, 0], [0, 0]):  # keys are read in shard order: [9000, 5] reported 9000 for chunk 5's key
+        with pytest.raises(BurrowError, match="within must list chunk ids in increasing order"):
+            built.search_keys(keys, 2, within=np.asarray(unsorted))
     _, ids = built.search_keys(keys, 1, exclude_docs=np.array([-1, 0]))
     _, inside = built.search_keys(keys, 1, within=np.array([0, 1]))
     assert ids.shape == (2, 1) and set(inside.ravel()) <= {0, 1}
@@ -180,3 +183,14 @@ def test_tokenize_store_refuses_a_bare_string(built: Memory, tmp_path) -> None:
     with pytest.raises(BurrowError, match="must be a list, not a single str"):
         tokenize_store(built, "valid.txt", tmp_path / "store")  # type: ignore[arg-type]
     assert not (tmp_path / "store").exists()
+
+
+def test_an_index_faiss_cannot_train_is_one_error_line(tiny_corpus, tmp_path, memory_config, encoder) -> None:
+    """IVF1024 on a memory of a few chunks: FAISS's training assertion was a traceback."""
+    import dataclasses
+
+    from burrow.memory.build import build_memory
+
+    cfg = dataclasses.replace(memory_config, index=dataclasses.replace(memory_config.index, factory="IVF1024,Flat"))
+    with pytest.raises(BurrowError, match="FAISS could not train the index 'IVF1024,Flat'"):
+        build_memory([str(tiny_corpus)], tmp_path / "m", cfg, progress=False, encoder=encoder)

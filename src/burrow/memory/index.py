@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from burrow.artefacts import atomic_path
-from burrow.errors import BurrowError
+from burrow.errors import BurrowError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,13 @@ def build_index(shards: Sequence[Path], dim: int, n: int, config: IndexConfig) -
         raise BurrowError(f"bad FAISS factory string {factory!r}: {e}") from None
     if not index.is_trained:
         _quick_opq(index)
-        index.train(_training_sample(shards, config.train_sample))
+        sample = _training_sample(shards, config.train_sample)
+        try:
+            index.train(sample)
+        except RuntimeError as e:  # e.g. IVF1024 on fewer than 1,024 chunks: FAISS's "nx >= k" assertion
+            raise BurrowError(f"FAISS could not train the index {factory!r} on {len(sample):,} keys ("
+                              f"{first_line(e)}); choose a smaller factory (fewer lists or centroids) or leave "
+                              "--index out for one sized to the memory") from None
     for path in shards:
         index.add(np.ascontiguousarray(np.load(path), dtype=np.float32))
     set_search_params(index, params)

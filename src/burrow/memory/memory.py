@@ -239,7 +239,10 @@ class Memory:
             return search_excluding(self.index, keys, k, exclude_docs, self.chunks.docs, progress=progress)
         if exclude_docs is not None:
             raise BurrowError("a search within a subset of chunks does not exclude documents")
-        return self._search_within(keys, k, check_ids(within, "within", None, 0, len(self.chunks)))
+        within_ids = check_ids(within, "within", None, 0, len(self.chunks))
+        if within_ids.size > 1 and bool((np.diff(within_ids) <= 0).any()):  # the keys are read in shard order
+            raise BurrowError("within must list chunk ids in increasing order, each once (np.unique(ids) sorts them)")
+        return self._search_within(keys, k, within_ids)
 
     def _search_within(self, keys: np.ndarray, k: int, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import faiss
