@@ -60,6 +60,23 @@ def test_retrieval_changes_the_text_and_off_reads_nothing(reader) -> None:
     assert 0 < on.search_seconds < on.seconds and off.search_seconds == 0.0  # it read 0.0 with retrieval too
 
 
+def test_attribution_lists_only_what_the_window_read(tiny_lm_dir, bm25_memory) -> None:
+    """A passage budget that holds one passage and the start of the next: k = 4 passages are retrieved, the
+    attribution lists the two the LM read, the second as far as it read it (it listed all four)."""
+    lm = load_lm(str(tiny_lm_dir))
+    wide = InContextGenerator(lm, bm25_memory, retriever="bm25", stride=8, query_tokens=8, max_context=1024,
+                              passage_tokens=1000, device="cpu")
+    cfg = GenerationConfig(max_new_tokens=8, greedy=True, k=4)
+    full = wide.generate("Owls hunt at night, turning their heads", cfg).chunks[0].neighbours
+    assert len(full) == 4
+    first = len(lm.encode(full[0].text))
+    budget = 1 + first + 1 + 5  # [s] + passage 1 + [s] + 5 tokens of passage 2
+    narrow = InContextGenerator(lm, bm25_memory, retriever="bm25", stride=8, query_tokens=8, max_context=1024,
+                                passage_tokens=budget, device="cpu")
+    read = narrow.generate("Owls hunt at night, turning their heads", cfg).chunks[0].neighbours
+    assert [nb.rank for nb in read] == [1, 2] and read[0].text == full[0].text
+    assert full[1].text.startswith(read[1].text) and len(lm.encode(read[1].text)) == 5
+
 def test_cache_matches_recompute(reader) -> None:
     prompt = "Chess is a board game"
     for retrieval in (True, False):

@@ -205,6 +205,7 @@ class _Reading:
         self.rng = None if self.seed is None else make_generator(gen.device, self.seed)
         self.chunks: list[ChunkAttribution] = []
         self.passages: list[_Passage] = []
+        self.read: list[_Passage] = []  # what of them the window holds (the passage budget may cut the last ones)
         self.window: list[int] = []  # what the LM has read (cache) or reads (recompute)
         self.cache: Any = None
         self.banned: Tensor | None = None
@@ -253,10 +254,19 @@ class _Reading:
         self.block_start = i
         if self.retrieving:
             self.passages = self._retrieve(self.seq[-gen.query_tokens:])
-        head: list[int] = []
+        head: list[int] = []  # [s] + passage, … cut at the passage budget: only what fits is read (and attributed)
+        self.read = []
         for p in self.passages:
-            head += [self.start_id, *p.ids.tolist()]
-        window = [*head[:gen.passage_tokens], self.start_id, *self.seq[-gen.config.max_seq_len:]]
+            if len(head) >= gen.passage_tokens:
+                break
+            head.append(self.start_id)
+            ids = p.ids[: gen.passage_tokens - len(head)]
+            head += ids.tolist()
+            if len(ids) == len(p.ids):
+                self.read.append(p)
+            elif len(ids):  # its first tokens only
+                self.read.append(dataclasses.replace(p, ids=ids, text=gen.lm.decode(ids.tolist())))
+        window = [*head, self.start_id, *self.seq[-gen.config.max_seq_len:]]
         if self.cache is not None and window[:-1] == self.window:
             return self._extend(window[-1])  # same passages, same tail start: the cache holds the window
         self.window = window
@@ -300,13 +310,13 @@ class _Reading:
 
         start, stop = detok.starts[first], detok.end_of(end - 1)
         neighbours = []
-        for p in self.passages:
+        for p in self.read:
             info = NeighbourInfo(p.rank, p.chunk_id, p.distance, p.source, p.doc_id, p.text)
             info.copied = copied_span(gen_tokens, offset, detok.text, p.ids, p.text, p.rank, lm.decode, -1,
                                       self.cfg.min_copy)
             neighbours.append(info)
         a = ChunkAttribution(block, detok.text[start:stop], start, stop, list(gen_tokens),
-                             block if self.passages else None, neighbours)
+                             block if self.read else None, neighbours)
         a.copied = best_span(neighbours)
         self.chunks.append(a)
         return AttributionEvent(a)
