@@ -115,3 +115,23 @@ def test_span_offsets_survive_multibyte_text(gen_memory) -> None:
     assert gen_text[span.generated_start:span.generated_end] == span.text == nb_text[span.neighbour_start:
                                                                                       span.neighbour_end]
     assert "café" in span.text or "hunt" in span.text
+
+
+def test_streamed_attributions_end_where_a_stop_string_cut_the_text(gen_memory, retro_dir) -> None:
+    """Stop strings are never streamed, even in part: not in the token events and not in the attribution
+    events either (a chunk that held the stop string was streamed whole, the stop and what followed)."""
+    from burrow.generate import AttributionEvent, DoneEvent, GenerationConfig, TokenEvent
+
+    gen = Generator(load_model(retro_dir), gen_memory, device="cpu", precision="fp32")
+    free = gen.generate("Owls hunt", GenerationConfig(max_new_tokens=40, greedy=True))
+    middle = free.chunks[1]  # a stop string from inside the second generated chunk
+    at = (middle.text_start + middle.text_end) // 2
+    stop = free.text[at:at + 3]
+    assert stop.strip() and free.text.find(stop) == at, stop
+    events = list(gen.stream("Owls hunt", GenerationConfig(max_new_tokens=40, greedy=True, stop=(stop,))))
+    done = events[-1]
+    assert isinstance(done, DoneEvent) and done.result.finish_reason == "stop" and done.result.text == free.text[:at]
+    streamed = [e.attribution for e in events if isinstance(e, AttributionEvent)]
+    assert "".join(e.text for e in events if isinstance(e, TokenEvent)) == free.text[:at]
+    assert "".join(a.text for a in streamed) == free.text[:at]
+    assert [a.text for a in streamed] == [a.text for a in done.result.chunks]

@@ -234,22 +234,26 @@ class _Decoding:
             text = self.stops.feed(self.detok.push(token))
             if text:
                 yield TokenEvent(text, token, i, (len(self.seq) - 1) // self.m)
-            if len(self.seq) % self.m == 0:
-                yield from self._chunk_complete(len(self.seq) // self.m - 1)
-            if self.stops.cut is not None:
+            stop = self.stops.cut is not None
+            if len(self.seq) % self.m == 0:  # no search when no token will read its neighbours
+                yield from self._chunk_complete(len(self.seq) // self.m - 1, not stop and i + 1 < self.budget)
+            if stop:
                 finish = "stop"
                 break
             if i + 1 < self.budget:
                 logits = self._feed([token])
         yield from self._finish(finish, time.perf_counter() - t0)
 
-    def _chunk_complete(self, c: int) -> Iterator[Event]:
+    def _chunk_complete(self, c: int, retrieve: bool = True) -> Iterator[Event]:
         """Chunk c is complete: report its attribution, then retrieve with it (the last m tokens)."""
         if not self.retrieving:
             return
         if (c + 1) * self.m > self.p0:
-            yield self._attribute(c)
-        self._retrieve([c])
+            shown = stop_clamped(self._attribute(c), self.stops)
+            if shown is not None:
+                yield shown
+        if retrieve:
+            self._retrieve([c])
 
     def _finish(self, reason: str, seconds: float) -> Iterator[Event]:
         """Release held text, attribute a final partial chunk, and report the result."""
@@ -258,7 +262,9 @@ class _Decoding:
                 n = len(self.generated)
                 yield TokenEvent(text, self.seq[-1], n - 1, (len(self.seq) - 1) // self.m)
         if self.retrieving and len(self.seq) % self.m and len(self.seq) > self.p0:
-            yield self._attribute(len(self.seq) // self.m)
+            shown = stop_clamped(self._attribute(len(self.seq) // self.m), self.stops)
+            if shown is not None:
+                yield shown
         final = self.stops.final_text
         chunks = [_clamp(a, len(final), final) for a in self.chunks]
         result = GenerationResult(self.prompt, final, self.generated, len(self.prompt_ids), reason, self.seed,
@@ -328,6 +334,15 @@ class _Decoding:
                                       tok.decode, tok.pad_id, self.cfg.min_copy)
             out.append(info)
         return out
+
+
+def stop_clamped(event: AttributionEvent, stops: StopMatcher) -> AttributionEvent | None:
+    """``event`` as streamed: cut where a stop string cut the text (None when it begins after the cut), so no
+    part of a stop string or of what followed it is streamed in an attribution either."""
+    if stops.cut is None:
+        return event
+    a = _clamp(event.attribution, stops.cut, stops.final_text)
+    return AttributionEvent(a) if a is not None else None
 
 
 def _clamp(a: ChunkAttribution, n: int, final: str) -> ChunkAttribution | None:

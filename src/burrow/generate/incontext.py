@@ -42,7 +42,15 @@ from burrow.device import autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.generate.attribution import ChunkAttribution, NeighbourInfo, best_span, copied_span
 from burrow.generate.config import GenerationConfig
-from burrow.generate.generator import AttributionEvent, DoneEvent, Event, GenerationResult, TokenEvent, _clamp
+from burrow.generate.generator import (
+    AttributionEvent,
+    DoneEvent,
+    Event,
+    GenerationResult,
+    TokenEvent,
+    _clamp,
+    stop_clamped,
+)
 from burrow.generate.sampling import make_generator, sample_next
 from burrow.generate.text import Detokenizer, StopMatcher
 from burrow.memory.bm25 import RETRIEVERS
@@ -328,7 +336,9 @@ class _Reading:
                 yield TokenEvent(text, self.seq[-1], n - 1, max(0, n - 1) // self.gen.stride)
         n = len(self.generated)
         if self.retrieving and n > self.block_start:
-            yield self._attribute(self.block_start // self.gen.stride, n)
+            shown = stop_clamped(self._attribute(self.block_start // self.gen.stride, n), self.stops)
+            if shown is not None:
+                yield shown
         final = self.stops.final_text
         chunks = [_clamp(a, len(final), final) for a in self.chunks]
         result = GenerationResult(self.prompt, final, self.generated, self.p0, reason, self.seed, self.retrieving,
