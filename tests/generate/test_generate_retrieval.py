@@ -42,7 +42,9 @@ def test_retrieval_at_every_chunk_boundary_with_last_m_tokens(prompt: str, gen_m
     if prompt_chunks:  # the prompt's complete chunks, in one batch, before any generation
         first = calls.pop(0)
         assert first.tolist() == [text[c * m:(c + 1) * m] for c in range(prompt_chunks)]
-    boundaries = [n for n in range(p0 + 1, len(seq) + 1) if n % m == 0]
+    # every boundary a later token reads: none after the last token when the length budget ends generation
+    end = len(seq) if res.finish_reason == "length" else len(seq) + 1
+    boundaries = [n for n in range(p0 + 1, end) if n % m == 0]
     assert len(calls) == len(boundaries) > 0
     for query, n in zip(calls, boundaries, strict=True):
         assert query.shape == (1, m)
