@@ -128,3 +128,18 @@ def test_too_long_prompt_and_mismatched_memory_are_clear_errors(gen_memory, retr
     wrong = build_model(cfg)
     with pytest.raises(BurrowError, match="chunk size"):
         Generator(wrong, gen_memory, device="cpu")
+
+
+def test_unk_and_bos_are_never_sampled(gen_memory, retro_dir) -> None:
+    """SentencePiece's unk decodes to " ⁇ " and its bos to nothing; no text is encoded to either, so the sampler
+    never draws them (with top-p 1 at a high temperature it did)."""
+    from burrow.generate import Generator
+    from burrow.model import load_model
+
+    tok = gen_memory.tokenizer
+    sp = tok._backend
+    assert set(tok.unused_ids()) == {sp.unk_id(), sp.bos_id()} and tok.eos_id not in tok.unused_ids()
+    gen = Generator(load_model(retro_dir), gen_memory, device="cpu", precision="fp32")
+    assert {sp.unk_id(), sp.bos_id(), tok.pad_id} <= set(gen.banned.tolist())
+    res = gen.generate("Owls", GenerationConfig(max_new_tokens=60, temperature=50.0, top_p=1.0, seed=1))
+    assert not {sp.unk_id(), sp.bos_id(), tok.pad_id} & set(res.tokens) and "⁇" not in res.text

@@ -67,6 +67,16 @@ class Tokenizer:
         v = self.info.get("eos_id")
         return None if v is None or v < 0 else int(v)
 
+    def unused_ids(self) -> list[int]:
+        """Ids no text is encoded to, other than eos and pad: SentencePiece's unk (which decodes to " ⁇ ") and
+        its other control pieces (bos); an HF tokenizer's unk token. A sampler never draws them."""
+        if self.kind == "sentencepiece":
+            sp = self._backend
+            return [i for i in range(sp.get_piece_size())
+                    if (sp.is_control(i) or sp.is_unknown(i)) and i not in (self.eos_id, self.pad_id)]
+        unk = _first_id(self._backend, ["<unk>", "[UNK]"])
+        return [unk] if unk is not None and unk not in (self.eos_id, self.pad_id) else []
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (no special tokens added)."""
         return self.encode_batch([text])[0]

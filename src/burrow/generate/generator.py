@@ -172,8 +172,9 @@ class Generator:
         self.memory.check_model(self.config)
 
     def _banned_tokens(self) -> Tensor:
-        """Ids never sampled: the pad id (never a real token) and ids past the tokenizer's vocabulary."""
-        banned = list(range(self.tokenizer.vocab_size, self.config.vocab_size))
+        """Ids never sampled: the pad id (never a real token), the ids no text is encoded to (unk, bos) and ids
+        past the tokenizer's vocabulary."""
+        banned = list(range(self.tokenizer.vocab_size, self.config.vocab_size)) + self.tokenizer.unused_ids()
         if self.tokenizer.pad_id != self.tokenizer.eos_id:
             banned.append(self.tokenizer.pad_id)
         return torch.tensor(banned, dtype=torch.long, device=self.device)
