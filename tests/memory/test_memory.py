@@ -348,3 +348,14 @@ def test_a_missing_tokenizer_path_is_not_looked_up_on_the_hub(tmp_path: Path) ->
     for source in (str(tmp_path / "nope.model"), "./nope", "nonexist.json"):
         with pytest.raises(BurrowError, match="no such tokenizer file or folder"):
             load_tokenizer(source)
+
+
+def test_force_encodes_again(tiny_corpus: Path, tmp_path: Path, memory_config, encoder) -> None:
+    """`memory build --force` starts again: key shards of a finished build are encoded again (they were kept
+    whenever their recorded inputs matched, so --force could not replace keys an edited encoder made)."""
+    built, _ = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    shard = sorted((tmp_path / "m" / "embeddings").glob("shard_*.npy"))[0]
+    want = np.load(shard)
+    np.save(shard, np.ones_like(want))  # as written by an encoder since changed in place
+    build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder, force=True)
+    np.testing.assert_allclose(np.load(shard), want, rtol=1e-5, atol=1e-6)

@@ -122,6 +122,7 @@ class _Builder:
 
     def __init__(self, inputs: Sequence[str], out: Path, config: MemoryConfig, force: bool, progress: bool):
         self.inputs, self.out, self.config, self.progress = list(inputs), out, config, progress
+        self.force = force  # start again: finished stages and key shards are not reused
         self.timings: list[StageTiming] = []
         self.shard_encoder: ShardEncoder | None = None  # None: encode in this process
         self.corpus_stats = CorpusStats()
@@ -247,8 +248,9 @@ class _Builder:
             self.timings.append(StageTiming("embeddings", 0.0, n, "chunks", skipped=True))
             return [emb_dir / p for p in (m or {}).get("shards", [])], inputs
         progress_file = emb_dir / "progress.json"
-        if emb_dir.exists() and (not progress_file.exists() or read_json(progress_file).get("inputs") != inputs):
-            shutil.rmtree(emb_dir)  # shards of other chunks or another encoder: never mix
+        if emb_dir.exists() and (self.force or not progress_file.exists()
+                                 or read_json(progress_file).get("inputs") != inputs):
+            shutil.rmtree(emb_dir)  # shards of other chunks or another encoder (or --force): never reused
         emb_dir.mkdir(parents=True, exist_ok=True)
         write_json(progress_file, {"inputs": inputs})
         t0 = time.perf_counter()
