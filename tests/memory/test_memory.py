@@ -359,3 +359,18 @@ def test_force_encodes_again(tiny_corpus: Path, tmp_path: Path, memory_config, e
     np.save(shard, np.ones_like(want))  # as written by an encoder since changed in place
     build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder, force=True)
     np.testing.assert_allclose(np.load(shard), want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_edit_that_keeps_every_count_changes_the_memorys_manifest(tiny_corpus: Path, tmp_path: Path,
+                                                                     memory_config, encoder) -> None:
+    """Runs, datastores and neighbour tables are keyed on the memory's manifest; an edit that keeps the
+    documents, tokens and chunks as many ("cats" -> "dogs") must change it (it held counts only)."""
+    import os
+
+    built, _ = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    doc = next(p for p in sorted(tiny_corpus.glob("*.txt")) if "cats" in p.read_text(encoding="utf-8"))
+    st = doc.stat()
+    doc.write_text(doc.read_text(encoding="utf-8").replace("cats", "dogs"), encoding="utf-8")
+    os.utime(doc, ns=(st.st_atime_ns, st.st_mtime_ns + 10**10))
+    edited, _ = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    assert edited.manifest["contents"] != built.manifest["contents"]

@@ -328,6 +328,9 @@ def _build(inputs: Sequence[str], out: Path, config: MemoryConfig, force: bool, 
         dim=encoder.dim, n_docs=store.n_docs, n_tokens=store.n_tokens, n_chunks=int(index_m["ntotal"]),
         index=index_m["factory"], config=asdict(config), corpus=store.manifest.get("corpus", {}),
         corpus_roots=corpus_roots(inputs),  # sources are shown relative to these (memory/sources.py)
+        # what it holds (tokens -> chunks -> keys -> index): an edit that keeps every count changes the memory
+        # too (its datastores and neighbour tables, keyed on this manifest, were reused stale)
+        contents=index_m["inputs"],
     )
     old = read_manifest(b.out, "memory")
     # Rewrite only on change: runs and caches fingerprint this manifest, a no-op re-run must keep it.
