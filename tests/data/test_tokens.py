@@ -98,3 +98,22 @@ print(tok.vocab_size, tok.pad_id, len(glob.glob(tempfile.gettempdir() + "/burrow
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "1", "1"]  # its file is there while the process lives
     assert not list(tmp_path.glob("burrow-tok-*"))
+
+
+def test_a_llama3_style_tokenizer_gets_its_end_token_as_pad_not_id_0(tmp_path) -> None:
+    """A tokenizer.json whose end token is Llama 3's <|end_of_text|>: pad and eos are that token; the pad fell
+    back to id 0, a real token, which every decode then dropped."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    from burrow.data.tokenizer import load_tokenizer
+
+    vocab = {"!": 0, "hi": 1, "there": 2}
+    tok = HFTokenizer(models.WordLevel(vocab, unk_token="hi"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(["<|end_of_text|>"])
+    tok.save(str(tmp_path / "tokenizer.json"))
+    loaded = load_tokenizer(str(tmp_path / "tokenizer.json"))
+    end = tok.token_to_id("<|end_of_text|>")
+    assert loaded.eos_id == end and loaded.pad_id == end
+    assert "!" in loaded.decode(loaded.encode("hi ! there !"))

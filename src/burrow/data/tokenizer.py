@@ -225,7 +225,9 @@ def _load_hf_json(path: Path) -> Tokenizer:
     except Exception as e:
         raise BurrowError(f"{path} is not a Hugging Face tokenizer.json: {e}") from None
     vocab = tok.get_vocab_size(with_added_tokens=True)
-    eos = _first_id(tok, ["</s>", "<|endoftext|>", "<|im_end|>", "[SEP]"])
+    # the first name found (the order keeps every earlier memory's ids); Llama 3's and Gemma's end tokens come
+    # last: without them the pad fell back to id 0, a real token ("!" in Llama 3), dropped from every decode
+    eos = _first_id(tok, ["</s>", "<|endoftext|>", "<|im_end|>", "[SEP]", "<|end_of_text|>", "<eos>"])
     pad = _first_id(tok, ["<pad>", "[PAD]", "<|padding|>"])
     pad = pad if pad is not None else (eos if eos is not None else 0)
     info = {"kind": "hf", "vocab_size": vocab, "pad_id": pad, "eos_id": eos, "file": path.name}
