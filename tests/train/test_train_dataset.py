@@ -97,7 +97,10 @@ def test_retro_neighbours_never_from_the_sequences_documents(train_memory: Memor
     chunk_ids = data.train.sequences.chunk_ids(seqs)  # (b, L)
     picked = nbs.select(chunk_ids)  # (b, L, k)
     docs = train_memory.chunks.docs
-    seq_docs = docs[chunk_ids]  # (b, L)
+    # the documents of every target: the L chunks and the slot after them (the last position's target is that
+    # slot's first token: a new document's chunks were retrievable while predicting its first token)
+    after = np.minimum(chunk_ids[:, -1:] + 1, len(docs) - 1)
+    seq_docs = np.concatenate([docs[chunk_ids], docs[after]], axis=1)  # (b, L + 1)
     real = picked >= 0
     assert real.mean() > 0.5
     for b in range(len(seqs)):

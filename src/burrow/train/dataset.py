@@ -141,7 +141,12 @@ class Neighbours:
             nb = np.where((nb >= lo) & (nb < hi), -1, nb)
         if self.sequence_docs is not None:
             nb_docs = self.mem_docs[np.maximum(nb, 0)]  # (b, L, k)
-            seq_docs = self.sequence_docs[chunk_ids]  # (b, L)
+            # the documents of the sequence's targets: its L chunks and the slot after them, whose first token
+            # is the last position's target (a new document B: B's chunks were retrievable while predicting B[0])
+            after = chunk_ids[:, -1:] + 1  # (b, 1)
+            inside = after < len(self.sequence_docs)
+            next_doc = np.where(inside, self.sequence_docs[np.where(inside, after, 0)], -2)
+            seq_docs = np.concatenate([self.sequence_docs[chunk_ids], next_doc], axis=1)  # (b, L + 1)
             same = (nb_docs[..., None] == seq_docs[:, None, None, :]).any(-1)  # (b, L, k)
             nb = np.where(same, -1, nb)
         return nb
