@@ -172,6 +172,20 @@ def test_chat_uses_the_template_or_the_dialogue(reader, tiny_lm_dir) -> None:
         assert len(templated.turns) == 1
         # the query leaves the chat markup out
         assert "<s>" not in reader.query_text(reader.encode(prompt))
+        # a history that fills the window leaves room for the reply: its oldest turn goes first
+        room = int(reader.config.max_seq_len)
+        turn = ("Owls hunt mice at night.", "Bread is baked from flour.")
+        tight, long = (chat_session(reader, ChatConfig(max_new_tokens=n, seed=0)) for n in (1, room // 4))
+        n = 1
+        while True:  # the most turns that fit the window when the reply may take one token
+            tight.turns = [turn] * (n + 1)
+            if tight.prompt_for("And cats?").count("Owls hunt") < n + 1:
+                break
+            n += 1
+        long.turns = [turn] * n
+        kept = long.prompt_for("And cats?")
+        assert len(reader.encode(kept)) <= room - room // 4
+        assert kept.count("Owls hunt") < n  # old turns made room for the reply
     finally:
         reader.lm.tokenizer.chat_template = None
 

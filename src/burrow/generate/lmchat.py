@@ -35,7 +35,10 @@ class TemplateChatSession(ChatSession):
         if not isinstance(gen, InContextGenerator):
             raise BurrowError("a chat template needs a pretrained LM reading the memory (--lm)")
         tok = gen.lm.tokenizer
-        limit = int(gen.config.max_seq_len)
+        # room for the reply too: the window keeps the last max_seq_len tokens of prompt + reply, so a prompt
+        # that filled it lost its start (the system turn) as the reply grew, breaking the template mid-reply
+        room = int(gen.config.max_seq_len)
+        limit = room - min(self.config.max_new_tokens, room // 2)
         turns = list(self.turns)
         while True:
             messages = [{"role": "system", "content": self.system}]
