@@ -151,3 +151,22 @@ def test_a_blank_search_query_and_a_body_sent_without_its_content_type_are_expla
     r = client.post("/v1/search", content=b'{"query": "owls"}', headers={"content-type": "text/plain"})
     assert r.status_code == 422 and "Content-Type: application/json" in r.text, r.text
     assert '"owls"' not in r.text  # the body is not echoed back
+
+
+def test_a_failure_inside_a_whole_generation_is_a_json_answer(client: TestClient, monkeypatch) -> None:
+    """stream: false, and the memory search fails mid-generation: a 400 with a JSON detail for a user error, a
+    JSON 500 for anything else (a plain-text 500 broke the page's side-by-side comparison); the slot is freed."""
+    from burrow.errors import BurrowError
+    from burrow.memory import Memory
+
+    for error, status in ((BurrowError("the memory's index is damaged"), 400), (RuntimeError("boom"), 500)):
+        def failing(self, *a, _e=error, **k):
+            raise _e
+
+        monkeypatch.setattr(Memory, "search", failing)
+        r = client.post("/v1/generate", json={"prompt": "Owls hunt at night " * 8, "max_tokens": 20,
+                                              "stream": False})
+        assert r.status_code == status and r.headers["content-type"].startswith("application/json"), r.text
+        assert str(error) in r.json()["detail"]
+        monkeypatch.undo()
+    assert client.get("/health").json()["active"] == 0

@@ -93,6 +93,11 @@ def create_app(model: RetrievalLM | None, memory: Memory, config: ServeConfig | 
             return StreamingResponse(_ndjson(events, limiter), media_type=NDJSON)
         try:
             result = await run_in_threadpool(_last, events)
+        except BurrowError as e:  # a failure inside the generation (a search): JSON, as every other error
+            raise HTTPException(400, str(e)) from e
+        except Exception as e:  # a bug: still a JSON answer (the page reads one), not a plain-text 500
+            log.exception("generation failed")
+            return JSONResponse({"detail": f"generation failed: {e}"}, status_code=500)
         finally:
             limiter.release()
         return JSONResponse(result)
