@@ -33,6 +33,10 @@ def test_linear_cross_entropy_equals_unfused(chunk_elements: int) -> None:
     torch.testing.assert_close(gw, weight.grad)
     with torch.no_grad():  # evaluation: the loss alone, chunked the same way
         torch.testing.assert_close(linear_cross_entropy(hidden, weight, labels, chunk_elements=chunk_elements), ref)
+    frozen = weight.detach()  # a RETRO-fit's frozen output layer: no (v, d) gradient is made, the same one for h
+    hidden.grad = None
+    (linear_cross_entropy(hidden, frozen, labels, chunk_elements=chunk_elements) * 0.5).backward()
+    torch.testing.assert_close(hidden.grad, gh)
 
 
 def test_linear_cross_entropy_bf16_autocast_close_to_unfused() -> None:

@@ -46,13 +46,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h, w = hidden.to(cdtype), weight.to(cdtype)  # (t, d), (v, d)
             rows = _chunk_rows(w.shape[0], chunk_elements)
             grad_h = torch.empty_like(h)
-            grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
+            # a frozen output layer (a RETRO-fit of a burrow base) needs no (v, d) gradient: a third of the work
+            need_w = bool(ctx.needs_input_grad[1])
+            grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
             loss = torch.zeros((), dtype=torch.float32, device=h.device)
             for s in range(0, h.shape[0], rows):
                 hc, y = h[s:s + rows], labels[s:s + rows]
                 g, chunk_loss = _chunk_grad(hc, w, y, ignore_index)  # (c, v) d loss / d logits
                 loss += chunk_loss
                 torch.mm(g, w, out=grad_h[s:s + rows])  # (c, d)
+                if grad_w is None:
+                    continue
                 if g.dtype == torch.float32:
                     grad_w.addmm_(g.t(), hc)  # (v, d)
                 else:  # like the unfused path: the matmul in the autocast dtype, accumulated in fp32
@@ -65,7 +69,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         grad_h, grad_w = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
-        return (grad_h.to(h_dtype) * grad_out, grad_w.to(w_dtype) * grad_out, None, None, None)
+        return (grad_h.to(h_dtype) * grad_out, grad_w.to(w_dtype) * grad_out if grad_w is not None else None,
+                None, None, None)
 
 
 def _chunk_grad(h: Tensor, w: Tensor, y: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
