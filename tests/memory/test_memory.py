@@ -374,3 +374,17 @@ def test_an_edit_that_keeps_every_count_changes_the_memorys_manifest(tiny_corpus
     os.utime(doc, ns=(st.st_atime_ns, st.st_mtime_ns + 10**10))
     edited, _ = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
     assert edited.manifest["contents"] != built.manifest["contents"]
+
+
+def test_a_memory_built_before_contents_was_recorded_is_kept_by_a_no_op_rebuild(tiny_corpus: Path, tmp_path: Path,
+                                                                                memory_config, encoder) -> None:
+    """Runs fingerprint the memory's manifest: an unchanged re-build must not rewrite an older manifest just to
+    add 'contents' (its runs would refuse the memory, its neighbour tables would go)."""
+    from burrow.artefacts import read_json, write_json
+
+    built, _ = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    path = tmp_path / "m" / "memory.manifest.json"
+    older = {k: v for k, v in read_json(path).items() if k != "contents"}  # as an earlier burrow wrote it
+    write_json(path, older)
+    again, _ = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    assert read_json(path) == older and again.manifest == older

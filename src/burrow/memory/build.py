@@ -333,8 +333,11 @@ def _build(inputs: Sequence[str], out: Path, config: MemoryConfig, force: bool, 
         contents=index_m["inputs"],
     )
     old = read_manifest(b.out, "memory")
-    # Rewrite only on change: runs and caches fingerprint this manifest, a no-op re-run must keep it.
-    if old is None or {k: old.get(k) for k in fields} != json.loads(json.dumps(fields, default=str)):
+    # Rewrite only on change: runs and caches fingerprint this manifest, a no-op re-run must keep it. A memory
+    # built before 'contents' was recorded is compared without it: adding it alone would change the memory
+    # its runs were trained with (they would refuse it) and drop its neighbour tables.
+    compared = {k: v for k, v in fields.items() if k != "contents" or old is None or "contents" in old}
+    if old is None or {k: old.get(k) for k in compared} != json.loads(json.dumps(compared, default=str)):
         for stale in (b.out / "neighbours").glob("*.manifest.json"):  # tables of the memory this one replaces
             stale.unlink()
         write_manifest(b.out, "memory", **fields)
