@@ -270,3 +270,30 @@ def test_two_threads_on_one_fit_never_read_each_others_neighbours(tiny_llama: Pa
             hook.remove()
     torch.testing.assert_close(got_a, want_a)
     torch.testing.assert_close(got_b[0], want_b)
+
+
+def test_a_deep_copy_of_a_fit_still_retrieves(tiny_llama: Path, train_memory: Memory) -> None:
+    """The generator decodes from a deep copy under autocast (pre-cast weights, CUDA and AMX CPUs): the copy's
+    hooks must read the copy's state. A closure over the original made the copy skip retrieval silently."""
+    import copy
+
+    from burrow.model.hf import HFRetro, load_hf_causal_lm
+
+    base = load_hf_causal_lm(str(tiny_llama))
+    m = train_memory.chunk_size
+    cfg = retrofit_model_config(ModelConfig(**hf_decoder_config(base.config)), RetrofitConfig(), m,
+                                pad_id=train_memory.store.pad_id)
+    model = HFRetro(base, cfg).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in list(model.cca.parameters()) + list(model.encoder.parameters()):
+            p.normal_(0, 0.2)
+    v = train_memory.tokenizer.vocab_size
+    x = torch.randint(3, v, (1, 3 * m))
+    nb = torch.randint(3, v, (1, 3, 2, cfg.retrieved_len))
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        want, off = model(x, neighbours=nb), model(x)
+        got = twin(x, neighbours=nb)
+    assert (want - off).abs().max() > 1e-3  # retrieval changes the output
+    torch.testing.assert_close(got, want)

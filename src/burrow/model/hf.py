@@ -15,6 +15,7 @@ yields H + CCA(norm(H)). The first CCA layer's H is H_u for the encoder (via
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -187,7 +188,9 @@ class HFRetro(nn.Module):
         for i in config.cca_layers:
             layer = self.decoder_layers[i - 1]
             layer.register_forward_pre_hook(self._keep_input)
-            layer.self_attn.register_forward_hook(self._make_attention_hook(str(i)))
+            # a partial of a bound method, not a closure: a deep copy of the model (the generator's pre-cast copy)
+            # rebinds it to the copy; a closure kept reading the original's state, and the copy never retrieved
+            layer.self_attn.register_forward_hook(functools.partial(self._attention_hook, str(i)))
         self.reset_new_parameters()
 
     @property
@@ -226,11 +229,11 @@ class HFRetro(nn.Module):
                 raise BurrowError("an HFRetro model needs its own cache: use model.new_cache()")
             cache.check_step(tokens.shape[0], n)
         call = self._calls.setdefault(threading.get_ident(), _CallState())
-        if neighbours is not None or cache is not None:
-            embed = self.base.get_input_embeddings()
-            p0 = cache.length if cache is not None else 0
-            call.context = RetrievalContext(self.encoder, embed, neighbours, neighbour_mask, p0, n, cache)
         try:
+            if neighbours is not None or cache is not None:
+                embed = self.base.get_input_embeddings()
+                p0 = cache.length if cache is not None else 0
+                call.context = RetrievalContext(self.encoder, embed, neighbours, neighbour_mask, p0, n, cache)
             kwargs: dict[str, Any] = {}
             if cache is not None:
                 kwargs = {self._cache_kw: cache.hf, "use_cache": True}  # type: ignore[attr-defined]
@@ -264,22 +267,20 @@ class HFRetro(nn.Module):
         if call is not None and call.context is not None:
             call.layer_input = args[0]
 
-    def _make_attention_hook(self, key: str) -> Any:
-        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-            call = self._calls.get(threading.get_ident())
-            if call is None or call.context is None or call.layer_input is None:
-                return None  # retrieval off: the base's output, untouched
-            ctx = call.context
-            attn = output[0] if isinstance(output, tuple) else output  # (b, n, d)
-            h = call.layer_input + attn  # H = ATTN(X), the stream the paper's CCA reads
-            ctx.observe(h)
-            if ctx.encoded is None or ctx.window is None:
-                return None
-            layer = self.cca[key]
-            attn = attn + layer.cca(layer.norm(h), ctx.encoded, ctx.encoded_mask, ctx.window, ctx.chunk_state)
-            return (attn, *output[1:]) if isinstance(output, tuple) else attn
-
-        return hook
+    def _attention_hook(self, key: str, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        """Forward hook of CCA layer ``key``'s self-attention: add chunked cross-attention to its output."""
+        call = self._calls.get(threading.get_ident())
+        if call is None or call.context is None or call.layer_input is None:
+            return None  # retrieval off: the base's output, untouched
+        ctx = call.context
+        attn = output[0] if isinstance(output, tuple) else output  # (b, n, d)
+        h = call.layer_input + attn  # H = ATTN(X), the stream the paper's CCA reads
+        ctx.observe(h)
+        if ctx.encoded is None or ctx.window is None:
+            return None
+        layer = self.cca[key]
+        attn = attn + layer.cca(layer.norm(h), ctx.encoded, ctx.encoded_mask, ctx.window, ctx.chunk_state)
+        return (attn, *output[1:]) if isinstance(output, tuple) else attn
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> HFRetroCache:
         """An empty cache (HF keys/values + RETRO chunk state) for :meth:`forward`."""
