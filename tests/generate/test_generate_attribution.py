@@ -135,3 +135,21 @@ def test_streamed_attributions_end_where_a_stop_string_cut_the_text(gen_memory, 
     assert "".join(e.text for e in events if isinstance(e, TokenEvent)) == free.text[:at]
     assert "".join(a.text for a in streamed) == free.text[:at]
     assert [a.text for a in streamed] == [a.text for a in done.result.chunks]
+
+
+def test_a_stop_string_across_a_chunk_boundary_cuts_the_streamed_attribution(gen_memory, retro_dir) -> None:
+    """The chunk's last characters are held back (they could begin a stop string); the stop completes in the
+    next chunk: the chunk's attribution is streamed once that is settled, cut where the final text is cut
+    (it was streamed whole, with the stop's start)."""
+    from burrow.generate import AttributionEvent, DoneEvent, GenerationConfig
+
+    gen = Generator(load_model(retro_dir), gen_memory, device="cpu", precision="fp32")
+    free = gen.generate("Owls hunt", GenerationConfig(max_new_tokens=40, greedy=True))
+    ends = [a.text_end for a in free.chunks[:-1] if 0 < a.text_end < len(free.text)]
+    at = next(e for e in ends if free.text.find(free.text[e - 1:e + 1]) == e - 1)  # a first occurrence
+    stop = free.text[at - 1:at + 1]
+    events = list(gen.stream("Owls hunt", GenerationConfig(max_new_tokens=40, greedy=True, stop=(stop,))))
+    done = events[-1]
+    assert isinstance(done, DoneEvent) and done.result.text == free.text[:at - 1]
+    streamed = [e.attribution.text for e in events if isinstance(e, AttributionEvent)]
+    assert streamed == [a.text for a in done.result.chunks] and "".join(streamed) == free.text[:at - 1]

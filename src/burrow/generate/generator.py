@@ -208,6 +208,7 @@ class _Decoding:
         self.retrieved: dict[int, tuple[Any, int]] = {}  # chunk -> (SearchResult, row)
         self.detok = Detokenizer(gen.tokenizer, self.seq)
         self.stops = StopMatcher(config.stop)
+        self.settled = SettledAttributions(self.stops)
         self.seed = None if config.is_greedy else (config.seed if config.seed is not None
                                                    else int.from_bytes(os.urandom(4), "little"))
         self.rng = None if self.seed is None else make_generator(gen.device, self.seed)
@@ -235,6 +236,7 @@ class _Decoding:
             text = self.stops.feed(self.detok.push(token))
             if text:
                 yield TokenEvent(text, token, i, (len(self.seq) - 1) // self.m)
+                yield from self.settled.events()  # chunks whose held-back end this text settled
             stop = self.stops.cut is not None
             if len(self.seq) % self.m == 0:  # no search when no token will read its neighbours
                 yield from self._chunk_complete(len(self.seq) // self.m - 1, not stop and i + 1 < self.budget)
@@ -250,9 +252,7 @@ class _Decoding:
         if not self.retrieving:
             return
         if (c + 1) * self.m > self.p0:
-            shown = stop_clamped(self._attribute(c), self.stops)
-            if shown is not None:
-                yield shown
+            yield from self.settled.events(self._attribute(c))
         if retrieve:
             self._retrieve([c])
 
@@ -262,10 +262,10 @@ class _Decoding:
             if text:
                 n = len(self.generated)
                 yield TokenEvent(text, self.seq[-1], n - 1, (len(self.seq) - 1) // self.m)
+        partial = None
         if self.retrieving and len(self.seq) % self.m and len(self.seq) > self.p0:
-            shown = stop_clamped(self._attribute(len(self.seq) // self.m), self.stops)
-            if shown is not None:
-                yield shown
+            partial = self._attribute(len(self.seq) // self.m)
+        yield from self.settled.events(partial, final=True)
         final = self.stops.final_text
         chunks = [_clamp(a, len(final), final) for a in self.chunks]
         result = GenerationResult(self.prompt, final, self.generated, len(self.prompt_ids), reason, self.seed,
@@ -335,6 +335,29 @@ class _Decoding:
                                       tok.decode, tok.pad_id, self.cfg.min_copy)
             out.append(info)
         return out
+
+
+class SettledAttributions:
+    """Attribution events held until the text they cover is settled: released by the stop matcher (no stop
+    string can begin in it), cut at a stop string, or at the end of generation; then streamed in order, cut
+    where a stop string cut the text. A chunk ending in text the matcher held back (a stop string's start)
+    was streamed whole, and the final result then cut it."""
+
+    def __init__(self, stops: StopMatcher) -> None:
+        self.stops = stops
+        self.pending: list[AttributionEvent] = []
+
+    def events(self, event: AttributionEvent | None = None, final: bool = False) -> Iterator[AttributionEvent]:
+        if event is not None:
+            self.pending.append(event)
+        while self.pending:
+            first = self.pending[0]
+            if not final and self.stops.cut is None and first.attribution.text_end > self.stops.released:
+                return
+            self.pending.pop(0)
+            shown = stop_clamped(first, self.stops)
+            if shown is not None:
+                yield shown
 
 
 def stop_clamped(event: AttributionEvent, stops: StopMatcher) -> AttributionEvent | None:

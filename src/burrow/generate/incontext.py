@@ -47,9 +47,9 @@ from burrow.generate.generator import (
     DoneEvent,
     Event,
     GenerationResult,
+    SettledAttributions,
     TokenEvent,
     _clamp,
-    stop_clamped,
 )
 from burrow.generate.sampling import make_generator, sample_next
 from burrow.generate.text import Detokenizer, StopMatcher
@@ -208,6 +208,7 @@ class _Reading:
         self.start_id = int(gen.lm.start_id)
         self.detok = Detokenizer(gen.lm, self.seq)
         self.stops = StopMatcher(config.stop)
+        self.settled = SettledAttributions(self.stops)
         self.seed = None if config.is_greedy else (config.seed if config.seed is not None
                                                    else int.from_bytes(os.urandom(4), "little"))
         self.rng = None if self.seed is None else make_generator(gen.device, self.seed)
@@ -237,6 +238,7 @@ class _Reading:
             text = self.stops.feed(self.detok.push(token))
             if text:
                 yield TokenEvent(text, token, i, i // self.gen.stride)
+                yield from self.settled.events()
             if self.stops.cut is not None:
                 finish = "stop"
                 break
@@ -244,7 +246,7 @@ class _Reading:
                 break
             if (i + 1) % self.gen.stride == 0:  # block complete: report it, retrieve again, refeed
                 if self.retrieving:
-                    yield self._attribute(i // self.gen.stride, i + 1)
+                    yield from self.settled.events(self._attribute(i // self.gen.stride, i + 1))
                 logits = self._start_block(i + 1)
             else:
                 logits = self._extend(token)
@@ -335,10 +337,10 @@ class _Reading:
                 n = len(self.generated)
                 yield TokenEvent(text, self.seq[-1], n - 1, max(0, n - 1) // self.gen.stride)
         n = len(self.generated)
+        partial = None
         if self.retrieving and n > self.block_start:
-            shown = stop_clamped(self._attribute(self.block_start // self.gen.stride, n), self.stops)
-            if shown is not None:
-                yield shown
+            partial = self._attribute(self.block_start // self.gen.stride, n)
+        yield from self.settled.events(partial, final=True)
         final = self.stops.final_text
         chunks = [_clamp(a, len(final), final) for a in self.chunks]
         result = GenerationResult(self.prompt, final, self.generated, self.p0, reason, self.seed, self.retrieving,
