@@ -194,3 +194,19 @@ def test_an_index_faiss_cannot_train_is_one_error_line(tiny_corpus, tmp_path, me
     cfg = dataclasses.replace(memory_config, index=dataclasses.replace(memory_config.index, factory="IVF1024,Flat"))
     with pytest.raises(BurrowError, match="FAISS could not train the index 'IVF1024,Flat'"):
         build_memory([str(tiny_corpus)], tmp_path / "m", cfg, progress=False, encoder=encoder)
+
+
+def test_a_memory_whose_tokenizer_now_reads_another_pad_is_one_error(built: Memory, tmp_path) -> None:
+    """A memory built when burrow read its tokenizer's pad as another id (Llama 3's end token was not known:
+    pad 0) pads its chunks with that id: opened now, it says to rebuild instead of decoding with the new one."""
+    import shutil
+
+    from burrow.artefacts import read_json, write_json
+    from burrow.memory import Memory
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built.dir, copy)
+    path = copy / "tokenizer.manifest.json"
+    write_json(path, {**read_json(path), "pad_id": built.tokenizer.pad_id + 1})
+    with pytest.raises(BurrowError, match="rebuild the memory"):
+        Memory(copy).tokenizer  # noqa: B018

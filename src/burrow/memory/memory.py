@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from burrow.artefacts import damaged, read_json, require_manifest, require_model_path
+from burrow.artefacts import damaged, read_json, read_manifest, require_manifest, require_model_path
 from burrow.data.layout import retrieved_length
 from burrow.data.tokenizer import Tokenizer, load_tokenizer
 from burrow.data.tokens import TokenStore
@@ -118,6 +118,12 @@ class Memory:
             raise BurrowError(f"memory {self.dir}: {e}; {fix}") from None
         if tok.fingerprint() != self.manifest["tokenizer"]:
             raise BurrowError(f"{self.dir}: tokenizer file does not match the manifest; rebuild with --force")
+        recorded = read_manifest(self.dir, "tokenizer") or {}
+        if recorded.get("pad_id") is not None and int(recorded["pad_id"]) != tok.pad_id:  # the same file, read
+            # otherwise by this burrow (an end token it now recognises): chunks were padded with the recorded id
+            raise BurrowError(f"memory {self.dir} pads with id {recorded['pad_id']}, but this burrow reads its "
+                              f"tokenizer's pad as id {tok.pad_id}; rebuild the memory with `burrow memory build "
+                              "... --force` (and retrain the runs made from it)")
         return tok
 
     @cached_property
