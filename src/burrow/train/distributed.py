@@ -236,9 +236,14 @@ def _save(paths: RunPaths, step: int, model: nn.Module, optimizer: torch.optim.O
         torch.save({"step": step, "loss": loss, "rng": rng_state(), "world_size": d.world,
                     "format": "dcp"}, tmp / STATE_FILE)
         dest = paths.checkpoint(step)
+        # a re-taken step: the old folder is moved aside in one rename, never deleted in place (a crash during
+        # that rmtree left a half-deleted checkpoint that still looked complete); pruning removes leftovers
+        old = dest.with_name(f".{dest.name}.replaced")
         if dest.exists():
-            shutil.rmtree(dest)
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dest, old)
         os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
         prune_checkpoints(paths, config.keep_checkpoints)
     dist.barrier()
 
