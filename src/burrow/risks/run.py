@@ -13,7 +13,6 @@ measurement that cannot run leaves its rows saying why; the rest are still measu
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ from typing import Any
 import burrow.risks.taxonomy as taxonomy
 from burrow.artefacts import config_hash, read_json, write_json, write_manifest
 from burrow.errors import BurrowError
+from burrow.evaluate.pipeline import timed
 from burrow.footprint import track
 from burrow.risks.config import RisksConfig
 from burrow.risks.context import Context, Unavailable, load_arms
@@ -89,13 +89,11 @@ def run_risks(runs: Sequence[str | Path], memory: str | Path | None, out: str | 
     with track(out, "risks report") as stage:
         needed = taxonomy.measurements(risks)
         if any(m not in ("environment", "misinformation") for m in needed):
-            t = time.perf_counter()
-            load_arms(ctx)
-            timings["models"] = time.perf_counter() - t
+            with timed(timings, "models"):
+                load_arms(ctx)
         for name in needed:
-            t = time.perf_counter()
-            outcomes[name] = _run_one(ctx, name, force)
-            timings[name] = time.perf_counter() - t
+            with timed(timings, name):
+                outcomes[name] = _run_one(ctx, name, force)
         stage.extra["measurements"] = needed
     warnings: list[str] = []
     for name, result in outcomes.items():
@@ -112,12 +110,8 @@ def run_risks(runs: Sequence[str | Path], memory: str | Path | None, out: str | 
     return RisksReport(rows, paths, errors, warnings, time.perf_counter() - t0, timings)
 
 
-def _config_json(config: RisksConfig) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
-
-
 def _part_key(ctx: Context, name: str) -> str:
-    cfg = _config_json(ctx.config)
+    cfg = {**ctx.config.to_json(), "scorer": ctx.config.scorer}  # the key holds the scorer's whole URL
     for k in ("risks", "progress", "footprint_dirs"):
         cfg.pop(k, None)
     return config_hash({"measurement": name, "config": cfg, "runs": [str(r) for r in ctx.runs],
