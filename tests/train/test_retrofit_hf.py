@@ -226,12 +226,9 @@ def test_smollm2_retrofit_keeps_the_base_exact(smol_memory: Memory, tmp_path: Pa
         torch.testing.assert_close(torch.cat(steps, 1), model(tokens, neighbours=nb), atol=1e-3, rtol=1e-3)
 
 
-def test_two_threads_on_one_fit_never_read_each_others_neighbours(tiny_llama: Path, train_memory: Memory) -> None:
-    """The server runs several generations on one model in worker threads: a call's retrieval context is its
-    thread's. A second call that runs (whole) while the first is inside its layers changes neither result;
-    before, the second call's end cleared the first's context and its later CCA layers skipped retrieval."""
-    import threading
-
+def _fit_that_retrieves(tiny_llama: Path, train_memory: Memory) -> tuple[Any, torch.Tensor]:
+    """An HFRetro over the tiny Llama whose retrieval matters (a fresh fit's CCA output starts at zero, so its
+    new modules are drawn at random), and an input of three chunks."""
     from burrow.model.hf import HFRetro, load_hf_causal_lm
 
     base = load_hf_causal_lm(str(tiny_llama))
@@ -242,9 +239,17 @@ def test_two_threads_on_one_fit_never_read_each_others_neighbours(tiny_llama: Pa
     torch.manual_seed(0)
     with torch.no_grad():
         for p in list(model.cca.parameters()) + list(model.encoder.parameters()):
-            p.normal_(0, 0.2)  # retrieval that matters (a fresh fit's CCA output starts at zero)
-    v = train_memory.tokenizer.vocab_size
-    x = torch.randint(3, v, (1, 3 * m))
+            p.normal_(0, 0.2)
+    return model, torch.randint(3, train_memory.tokenizer.vocab_size, (1, 3 * m))
+
+def test_two_threads_on_one_fit_never_read_each_others_neighbours(tiny_llama: Path, train_memory: Memory) -> None:
+    """The server runs several generations on one model in worker threads: a call's retrieval context is its
+    thread's. A second call that runs (whole) while the first is inside its layers changes neither result;
+    before, the second call's end cleared the first's context and its later CCA layers skipped retrieval."""
+    import threading
+
+    model, x = _fit_that_retrieves(tiny_llama, train_memory)
+    cfg, v = model.config, train_memory.tokenizer.vocab_size
     nb_a, nb_b = (torch.randint(3, v, (1, 3, 2, cfg.retrieved_len)) for _ in range(2))
     got_b: list[torch.Tensor] = []
     started: list[bool] = []
@@ -277,19 +282,8 @@ def test_a_deep_copy_of_a_fit_still_retrieves(tiny_llama: Path, train_memory: Me
     hooks must read the copy's state. A closure over the original made the copy skip retrieval silently."""
     import copy
 
-    from burrow.model.hf import HFRetro, load_hf_causal_lm
-
-    base = load_hf_causal_lm(str(tiny_llama))
-    m = train_memory.chunk_size
-    cfg = retrofit_model_config(ModelConfig(**hf_decoder_config(base.config)), RetrofitConfig(), m,
-                                pad_id=train_memory.store.pad_id)
-    model = HFRetro(base, cfg).eval()
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in list(model.cca.parameters()) + list(model.encoder.parameters()):
-            p.normal_(0, 0.2)
-    v = train_memory.tokenizer.vocab_size
-    x = torch.randint(3, v, (1, 3 * m))
+    model, x = _fit_that_retrieves(tiny_llama, train_memory)
+    cfg, v = model.config, train_memory.tokenizer.vocab_size
     nb = torch.randint(3, v, (1, 3, 2, cfg.retrieved_len))
     twin = copy.deepcopy(model)
     with torch.no_grad():

@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import ModelScore
 from burrow.evaluate.pipeline import EvalResult
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,9 @@ def combine_seeds(result: EvalResult, seeds: Mapping[str, str]) -> None:
         result.curves = {n: result.leakage.curve(result.data, s.chunk_bits) for n, s in scores.items()}
 
 
-def _group(values: Mapping[str, float], arm_of: Callable[[str], str]) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
+def _group(values: Mapping[str, T], arm_of: Callable[[str], str]) -> dict[str, list[T]]:
+    """arm -> the values of its seeds' names, in order."""
+    out: dict[str, list[T]] = {}
     for name, v in values.items():
         out.setdefault(arm_of(name), []).append(v)
     return out
@@ -110,8 +114,5 @@ def _group(values: Mapping[str, float], arm_of: Callable[[str], str]) -> dict[st
 def _mean_by_arm(sweeps: Mapping[str, Mapping[int, float]], arm_of: Callable[[str], str]
                  ) -> dict[str, dict[int, float]]:
     """name -> k -> bpb, averaged over the seeds of each arm (a k no seed has is left out)."""
-    arms: dict[str, list[Mapping[int, float]]] = {}
-    for name, sweep in sweeps.items():
-        arms.setdefault(arm_of(name), []).append(sweep)
     return {arm: {k: float(np.mean([s[k] for s in parts])) for k in parts[0] if all(k in s for s in parts)}
-            for arm, parts in arms.items()}
+            for arm, parts in _group(sweeps, arm_of).items()}
