@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from burrow.data.clean import RULES, CleanConfig, apply_overrides, clean_corpus, report_paths
 from burrow.data.corpus import CorpusConfig, read_corpus
-from burrow.data.quality import QUALITY_RULES, QualityConfig, quality_verdict
+from burrow.data.quality import BULLETS, QUALITY_RULES, QualityConfig, quality_verdict, words_of
 from burrow.data.repetition import (
     DUP_NGRAMS,
     REPETITION_RULES,
@@ -86,6 +87,27 @@ def test_punctuation_tokens_are_not_words() -> None:
     # 49 words plus punctuation tokens (WikiText style) is still under 50 words.
     text = " , ".join(WORDS[:47]) + " the of @-@ ."
     assert quality(text, "min_words") == "min_words"
+
+
+@pytest.mark.parametrize("bullet", [b for b in BULLETS if b not in "-*"] + ["→", "▸", "✓"])
+def test_bullets_and_symbols_are_not_words(bullet: str) -> None:
+    """Punctuation and symbols of any script are stripped from a word's edges (the ASCII list plus a few
+    kept `●` `→` `©` as letterless words, so a list with those bullets failed alpha_words where the same list
+    with `•` passed)."""
+    assert words_of(f"{bullet} red → © apples ● ") == ["red", "apples"]
+    assert words_of("«naïve» (x²) don't e-mail") == ["naïve", "x²", "don't", "e-mail"]
+    lines = [prose(60)] + [f"{bullet} red apples" if i % 2 else f"{bullet} green pears" for i in range(20)]
+    assert quality("\n".join(lines), "alpha_words") is None
+
+
+def test_quality_reads_decomposed_text_as_composed() -> None:
+    """Mean word length counts composed characters: NFD "é" (e + combining accent) is one, not two."""
+    text = " ".join(["résumé naïve café déjà entrée"] * 12 + ["the of"])
+    nfd = unicodedata.normalize("NFD", text)
+    assert nfd != text
+    measured = [quality_verdict(t, QualityConfig(max_mean_word_length=5.5), skip=only(
+        "max_mean_word_length", QUALITY_RULES)) for t in (text, nfd)]
+    assert measured == [None, None]
 
 
 def parametrized(test: Any) -> list[Any]:
@@ -277,6 +299,35 @@ def test_overrides_are_checked_together_and_in_range() -> None:
     MinHash's own limits are one error line, not datasketch's ValueError."""
     config = apply_overrides(CleanConfig(), ["bands=16", "rows=8"])
     assert (config.dedup.bands, config.dedup.rows) == (16, 8)
-    for bad in (["num_perm=0"], ["num_perm=1"], ["seed=-1"], ["bands=16"], ["bands=300", "rows=300"]):
+    for bad in (["num_perm=0"], ["num_perm=1"], ["seed=-1"], ["bands=16"], ["bands=300", "rows=300"],
+                ["max_hash_ratio=nan"], ["max_ellipsis_ratio=NaN"], ["threshold=nan"]):
         with pytest.raises(BurrowError):
             apply_overrides(CleanConfig(), bad)
+
+
+def test_an_output_under_a_file_or_a_read_only_folder_is_one_error_line(  # type: ignore[no-untyped-def]
+        tmp_path: Path, burrow_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o afile/clean.jsonl` (a file where the folder should be) is refused before any work, and a folder
+    the user may not write is one line too (both were tracebacks: FileExistsError, PermissionError)."""
+    corpus = sample_corpus(tmp_path)
+    afile = tmp_path / "afile"
+    afile.write_text("hi\n", encoding="utf-8")
+    code, _, err = burrow_cli("corpus", "clean", corpus, "-o", afile / "clean.jsonl")
+    assert code == 2 and err.count("error:") == 1 and "Traceback" not in err
+    assert f"{afile} is a file" in err
+    assert afile.read_text(encoding="utf-8") == "hi\n"
+    # A folder the user may not write (tests run as root, which writes anywhere: the OS's error is raised
+    # where the output is opened)
+    import errno
+
+    import burrow.cli.corpus as corpus_cli
+
+    locked = tmp_path / "locked" / "clean.jsonl"
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(locked))
+
+    monkeypatch.setattr(corpus_cli, "clean_corpus", denied)
+    code, _, err = burrow_cli("corpus", "clean", corpus, "-o", locked)
+    assert code == 2 and err.count("error:") == 1 and "Traceback" not in err
+    assert f"{locked}: Permission denied" in err

@@ -106,6 +106,10 @@ def main() -> None:
             typer.echo(f"error: no space left on device{_detail(e)}; free some space and re-run the same "
                        "command: finished work is kept and it resumes", err=True)
             sys.exit(1)
+        denied = _permission_denied(e)
+        if denied is not None:
+            typer.echo(f"error: {denied}; check its permissions or give another path", err=True)
+            sys.exit(2)
         raise
     if code == INTERRUPTED:
         typer.echo("interrupted; re-run the same command to resume", err=True)
@@ -130,6 +134,16 @@ def _disk_full(e: BaseException) -> bool:
             return True
         cur = cur.__cause__ or cur.__context__
     return False
+
+
+def _permission_denied(e: BaseException) -> str | None:
+    """``PATH: Permission denied`` when ``e`` is an OSError saying the user may not read or write a path (a
+    read-only folder or file system), else None."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and e.filename:
+        return f"{e.filename}: {e.strerror or 'permission denied'}"
+    return None
 
 
 def _detail(e: BaseException) -> str:

@@ -62,7 +62,7 @@ def clean(
     def progress(doc: Document, verdict: Verdict | None) -> None:
         nonlocal kept, nbytes
         kept += verdict is None
-        nbytes += len(doc.text)
+        nbytes += len(doc.text.encode("utf-8"))  # bytes, as the report counts them
         bar.update(1)
         if bar.n % 200 == 0:
             elapsed = bar.format_dict["elapsed"] or 1e-9

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import IO, Any
 
-from burrow.artefacts import atomic_path, removing_new_folders, write_json
+from burrow.artefacts import atomic_path, check_out_dir, removing_new_folders, write_json
 from burrow.data.corpus import (
     JSONL_SUFFIXES,
     CorpusConfig,
@@ -105,7 +106,10 @@ def _parse_value(name: str, raw: str, current: object) -> object:
             return tuple(w.strip() for w in raw.split(",") if w.strip())
         if isinstance(current, int) or (current is None and name in ("bands", "rows")):
             return int(raw)
-        return float(raw)
+        value = float(raw)
+        if math.isnan(value):  # every comparison with NaN is False: the rule would silently never drop
+            raise ValueError(raw)
+        return value
     except ValueError:
         raise BurrowError(f"cannot read {raw!r} as a value for {name}") from None
 
@@ -116,7 +120,10 @@ class Cleaner:
     def __init__(self, config: CleanConfig, eval_docs: Iterable[Document] | None = None) -> None:
         self.config = config
         dedup = config.dedup
-        self._seen: set[bytes] = set()  # exact-dedup keys of documents that passed the filters
+        # exact-dedup keys: of kept documents (their id), and of documents a later stage dropped (the
+        # verdict), so that a copy of a contaminated document is counted as contaminated, not as a duplicate
+        self._kept: dict[bytes, str] = {}
+        self._dropped: dict[bytes, Verdict] = {}
         self._minhash = MinHasher(dedup.num_perm, dedup.seed)
         self._near = NearDuplicateIndex(dedup.threshold, dedup)
         self._contam = Decontaminator(eval_docs, dedup) if eval_docs is not None else None
@@ -138,11 +145,21 @@ class Cleaner:
 
     def _dedup_verdict(self, doc: Document, skip: Sequence[str]) -> Verdict | None:
         norm = normalise(doc.text)
-        if "exact_duplicate" not in skip:
-            key = hashlib.blake2b(norm.encode("utf-8"), digest_size=16).digest()
-            if key in self._seen:
-                return Verdict("exact_duplicate", 1.0, 1.0)
-            self._seen.add(key)
+        if "exact_duplicate" in skip:
+            return self._overlap_verdict(doc, norm, skip)
+        key = hashlib.blake2b(norm.encode("utf-8"), digest_size=16).digest()
+        if key in self._kept:
+            return Verdict("exact_duplicate", 1.0, 1.0, match=self._kept[key])
+        if key in self._dropped:  # the same text as a document dropped for overlap: the same verdict
+            return self._dropped[key]
+        verdict = self._overlap_verdict(doc, norm, skip)
+        if verdict is None:
+            self._kept[key] = doc.id
+        else:
+            self._dropped[key] = verdict
+        return verdict
+
+    def _overlap_verdict(self, doc: Document, norm: str, skip: Sequence[str]) -> Verdict | None:
         contam_rules = {"contaminated_jaccard", "contaminated_ngram"}
         need_contam = self._contam is not None and not contam_rules <= set(skip)
         need_near = "near_duplicate" not in skip
@@ -237,7 +254,8 @@ class CleanReport:
                 f"| {rule} | {t.documents:,} | {pct(t.documents, self.documents_in)} | {t.bytes:,} | "
                 f"{pct(t.bytes, self.bytes_in)} |"
             )
-        lines += ["", "Each document is counted under the first rule it fails (stage order as in the table)."]
+        lines += ["", "Each document is counted under the first rule it fails, in the order of the table; a copy of a "
+                  "document dropped for overlap is counted under that document's rule."]
         for rule, t in ordered:
             lines += ["", f"## {rule}", ""]
             lines += [f"- `{e['id']}` ({e['source']}): {e['why']} — “{e['text']}”" for e in t.examples]
@@ -284,6 +302,7 @@ def clean_corpus(
     if Path(output.name.removesuffix(".gz")).suffix.lower() not in JSONL_SUFFIXES:  # read back by its name
         raise BurrowError(f"{output}: clean writes JSON lines; give -o a name ending in .jsonl or .jsonl.gz, so "
                           "that reading it back (memory build, clean) takes it as JSONL, not as plain text")
+    check_out_dir(output.parent)  # a file where the output's folder should be: refused before any work
     written = {p.resolve() for p in (output, *report_paths(output))}
     for given in expand_inputs([*inputs, *against]):
         if not given.startswith("hf:") and Path(given).resolve() in written:

@@ -12,13 +12,14 @@
   optionally, when it shares any 13-gram with them.
 
 **Bands and rows.** With b bands of r rows, a pair of Jaccard s becomes an LSH candidate with
-probability 1 - (1 - s^r)^b. :func:`lsh_params` picks, among the (b, r) whose 50 % point lies within
-0.005 of the threshold, the one using the most permutations (the steepest S-curve). For 256
-permutations and 0.8 this is b = 16, r = 14 (224 permutations, 50 % point 0.798): candidates at
-s = 0.7 / 0.88 / 0.95 are found with probability 0.10 / 0.95 / 1.00. Candidates are then confirmed
-by the MinHash estimate over all 256 permutations (standard error ~0.02 near 0.8).
+probability 1 - (1 - s^r)^b. :func:`lsh_params` picks, among the (b, r) with b >= 2 that make a pair at
+the threshold a candidate with probability >= 0.99, the one whose curve rises latest (the fewest extra
+candidates). For 256 permutations and 0.8 this is b = 26, r = 8 (208 permutations, 50 % point 0.635):
+candidates at s = 0.5 / 0.7 / 0.8 / 0.85 are found with probability 0.10 / 0.79 / 0.99 / 1.00. Candidates
+are then confirmed by the MinHash estimate over all 256 permutations (standard error ~0.025 near 0.8), so
+the rule applied is "estimated Jaccard >= threshold", not lost to the LSH stage.
 
-Only hashes and signatures are held in memory (≈ 1 KiB per indexed document), never texts.
+Only hashes, signatures and document ids are held in memory, never texts.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from burrow.errors import BurrowError
 
 log = logging.getLogger(__name__)
 
-DEDUP_RULES = ("exact_duplicate", "near_duplicate", "contaminated_jaccard", "contaminated_ngram")
+# In the order a document is judged: exact copy, then decontamination, then near-duplicates.
+DEDUP_RULES = ("exact_duplicate", "contaminated_jaccard", "contaminated_ngram", "near_duplicate")
 _MULT = np.uint64(0x9E3779B97F4A7C15)
 _BATCH = 4096  # shingles per MinHash update: bounds the (shingles x permutations) temporary
 # Punctuation and symbol categories removed by normalisation.
@@ -76,6 +78,8 @@ class DedupConfig:
             raise BurrowError(f"seed must be in [0, 2^32), got {self.seed}")
         if (self.bands is None) != (self.rows is None):
             raise BurrowError("set both bands and rows, or neither")
+        if self.bands is not None and self.rows is not None and (self.bands < 2 or self.rows < 1):
+            raise BurrowError(f"LSH needs bands >= 2 and rows >= 1, got bands={self.bands}, rows={self.rows}")
         if self.bands is not None and self.rows is not None and self.bands * self.rows > self.num_perm:
             raise BurrowError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
 
@@ -86,23 +90,17 @@ class DedupConfig:
         return lsh_params(threshold, self.num_perm)
 
 
-def lsh_params(threshold: float, num_perm: int, tolerance: float = 0.005) -> tuple[int, int]:
-    """(bands, rows) whose S-curve is centred on ``threshold``, using as many permutations as possible."""
-    best: tuple[int, float, int, int] | None = None
-    for rows in range(1, num_perm + 1):
-        for bands in range(1, num_perm // rows + 1):
-            gap = abs(s_curve_midpoint(bands, rows) - threshold)
-            if gap > tolerance:
-                continue
-            key = (bands * rows, -gap, bands, rows)
-            if best is None or key > best:
-                best = key
-    if best is None:  # too few permutations to centre the curve that precisely: take the closest
-        return min(
-            ((b, r) for r in range(1, num_perm + 1) for b in range(1, num_perm // r + 1)),
-            key=lambda br: abs(s_curve_midpoint(*br) - threshold),
-        )
-    return best[2], best[3]
+def lsh_params(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[int, int]:
+    """(bands, rows) that make a pair at ``threshold`` an LSH candidate with probability >= ``recall``,
+    with as few candidates below it as possible (the latest-rising such curve). At least 2 bands
+    (datasketch's minimum); with too few permutations for ``recall``, the curve that comes closest."""
+    options = [(b, r) for r in range(1, num_perm // 2 + 1) for b in range(2, num_perm // r + 1)]
+    if not options:
+        raise BurrowError(f"num_perm must be >= 2 for LSH (2 bands), got {num_perm}")
+    enough = [br for br in options if candidate_probability(threshold, *br) >= recall]
+    if not enough:
+        return max(options, key=lambda br: (candidate_probability(threshold, *br), br[0] * br[1]))
+    return max(enough, key=lambda br: (s_curve_midpoint(*br), br[0] * br[1]))
 
 
 def s_curve_midpoint(bands: int, rows: int) -> float:

@@ -15,7 +15,7 @@ Each rule returns a :class:`Verdict` (the measured value and the limit) when it 
 
 from __future__ import annotations
 
-import string
+import unicodedata
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -25,8 +25,9 @@ STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 # Characters that start a bulleted line; '-' and '*' are the Markdown bullets.
 BULLETS = ("•", "●", "○", "◦", "▪", "▫", "‣", "⁃", "-", "*", "–", "·")
 ELLIPSES = ("...", "…")
-# Stripped from both ends of a token before it counts as a word.
-_EDGE_PUNCT = string.punctuation + "“”‘’«»„‚–—…•·¡¿‹›「」『』（）、。，！？；："
+# Unicode general categories stripped from both ends of a token before it counts as a word:
+# punctuation (P*) and symbols (S*), e.g. ``,`` ``“`` ``●`` ``→`` ``©`` and emoji.
+_EDGE_CATEGORIES = ("P", "S")
 
 QUALITY_RULES = (
     "min_words",
@@ -87,13 +88,24 @@ class QualityConfig:
 
 
 def words_of(text: str) -> list[str]:
-    """Gopher words: whitespace tokens with edge punctuation stripped, pure-punctuation tokens dropped."""
+    """Gopher words: whitespace tokens with edge punctuation and symbols stripped, tokens of only those dropped."""
     out = []
     for token in text.split():
-        word = token.strip(_EDGE_PUNCT)
-        if word:
-            out.append(word)
+        if not (token[0].isalnum() and token[-1].isalnum()):  # most tokens start and end with a letter or digit
+            token = _strip_edges(token)
+            if not token:
+                continue
+        out.append(token)
     return out
+
+
+def _strip_edges(token: str) -> str:
+    start, end = 0, len(token)
+    while start < end and unicodedata.category(token[start])[0] in _EDGE_CATEGORIES:
+        start += 1
+    while end > start and unicodedata.category(token[end - 1])[0] in _EDGE_CATEGORIES:
+        end -= 1
+    return token[start:end]
 
 
 def lines_of(text: str) -> list[str]:
@@ -106,6 +118,8 @@ def quality_verdict(text: str, config: QualityConfig, skip: Collection[str] = ()
 
     ``skip`` names rules that are switched off. Values are computed lazily, rule by rule.
     """
+    if not unicodedata.is_normalized("NFC", text):  # lengths in composed characters: "é" is one, as in NFC text
+        text = unicodedata.normalize("NFC", text)
     words = words_of(text)
     n = len(words)
     lines = lines_of(text)
