@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from burrow.data.shared import WIKITEXT_TRAIN, find_data  # noqa: E402
 from burrow.device import autocast  # noqa: E402
 from burrow.memory.encode import EncoderConfig, FrozenEncoder  # noqa: E402
+from flops import counter as flop_counter  # noqa: E402
 
 
 def wiki_pieces(n: int, words: int) -> list[str]:
@@ -107,7 +108,11 @@ def main() -> None:
     b = torch.randn(2048, 2048, dtype=dtype, device=encoder.device)
     steps: dict[str, Callable[[], object]] = {"matmul": lambda: a @ b, "encode": lambda: encoder.encode(texts),
                                               "sentence-transformers": lambda: st.encode(texts), "bare model": bare}
-    with FlopCounterMode(display=False) as counter:
+    def sync() -> None:
+        if encoder.device.type == "cuda":
+            torch.cuda.synchronize(encoder.device)
+
+    with flop_counter() as counter:  # attention included (bench/flops.py)
         encoder.encode(texts)
     flops = counter.get_total_flops()
     times: dict[str, list[float]] = {k: [] for k in steps}
@@ -115,8 +120,10 @@ def main() -> None:
         names = list(steps)
         for name in names[r % len(names):] + names[:r % len(names)]:
             for _ in range(3 if name == "matmul" else 1):
+                sync()
                 t0 = time.perf_counter()
                 steps[name]()
+                sync()  # on CUDA a call returns at launch: time the work, not the launch
                 times[name].append(time.perf_counter() - t0)
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {min(v):.2f}s" for k, v in times.items()), flush=True)
     peak = 2 * 2048**3 / min(times["matmul"])

@@ -47,7 +47,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import torch
 
@@ -93,6 +92,8 @@ def tokens_per_second(gen: Generator, retrieval: bool, tokens: int, repeats: int
     rates, search = [], []
     for seed in range(repeats):
         res = gen.generate(PROMPT, GenerationConfig(max_new_tokens=tokens, top_p=0.9, seed=seed, retrieval=retrieval))
+        if len(res.tokens) != tokens:  # ON and OFF must time the same work: never a run cut short
+            raise SystemExit(f"a generation stopped after {len(res.tokens)} of {tokens} tokens ({res.finish_reason})")
         rates.append(res.tokens_per_second)
         search.append(res.search_seconds / res.seconds if res.seconds else 0.0)
     return float(statistics.median(rates)), float(statistics.median(search))
@@ -115,6 +116,10 @@ def bench_generation(model_dir: Path | Any, memory_dir: Path, tokens: int, repea
     """
     model = load_generation_model(model_dir) if isinstance(model_dir, Path) else model_dir
     gen = Generator(model, Memory(memory_dir), device=device, precision=precision)
+    # eos is never sampled: ON and OFF sample different tokens, and a run ended early by eos would spread
+    # its prefill and the prompt's search over fewer tokens than the other's
+    eos = torch.tensor([gen.tokenizer.eos_id], dtype=torch.long, device=gen.banned.device)
+    gen.banned = torch.cat([gen.banned, eos])
     tokens = tokens_that_fit(gen, tokens)
     gen.generate(PROMPT, GenerationConfig(max_new_tokens=gen.config.chunk_size * 2))  # warm-up (encoder load)
     on: list[tuple[float, float]] = []
@@ -128,7 +133,8 @@ def bench_generation(model_dir: Path | Any, memory_dir: Path, tokens: int, repea
     ratios = sorted(a[0] / b for a, b in zip(on, off, strict=True))
     best_on = max(on)
     out = {"device": str(gen.device), "model": label or getattr(gen.config, "name", ""), "tokens": tokens,
-           "parameters": gen.n_parameters,
+           "parameters": gen.n_parameters, "precision": precision, "threads": torch.get_num_threads(),
+           "repeats": repeats, "eos_banned": True,
            "on_tokens_per_s": best_on[0], "off_tokens_per_s": max(off), "search_share": best_on[1],
            "ratio": statistics.median(ratios), "ratio_range": [ratios[0], ratios[-1]], "rounds": rounds}
     print(f"  generation {out['model']} ({out['parameters'] / 1e6:.1f}M) on {out['device']}, {tokens} tokens per run: "
@@ -189,6 +195,8 @@ def start_server(model_dir: Path, memory_dir: Path, port: int, device: str,
     """`burrow serve` in a subprocess; returns once /health answers."""
     cmd = [sys.executable, "-c", "from burrow.cli import main; main()", "serve", str(model_dir), "--memory",
            str(memory_dir), "--port", str(port), "--device", device, "--precision", precision]
+    import httpx  # burrow[serve]'s: the other measurements run on a core install
+
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -203,7 +211,7 @@ def start_server(model_dir: Path, memory_dir: Path, port: int, device: str,
     raise RuntimeError("server did not become healthy in 180 s")
 
 
-async def client_loop(client: httpx.AsyncClient, stop_at: float, body: dict[str, Any], latencies: list[float],
+async def client_loop(client: Any, stop_at: float, body: dict[str, Any], latencies: list[float],
                       errors: list[str]) -> None:
     """Send requests back to back until ``stop_at``; record each latency or error."""
     seed = 0
@@ -215,7 +223,7 @@ async def client_loop(client: httpx.AsyncClient, stop_at: float, body: dict[str,
                 errors.append(f"{r.status_code}: {r.text[:200]}")
             else:
                 latencies.append(time.perf_counter() - t0)
-        except httpx.HTTPError as e:
+        except Exception as e:  # httpx.HTTPError and the like: counted, the load goes on
             errors.append(repr(e))
         seed += 1
 
@@ -224,6 +232,8 @@ async def load_test(port: int, clients: int, duration: float, tokens: int) -> di
     """``clients`` concurrent clients for ``duration`` seconds; latency percentiles and errors."""
     latencies: list[float] = []
     errors: list[str] = []
+    import httpx
+
     body = {"prompt": PROMPT, "max_tokens": tokens, "top_p": 0.9, "stream": False}
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120, limits=limits) as client:

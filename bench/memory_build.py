@@ -2,7 +2,8 @@
 
 Prints documents, tokens, chunks, seconds and chunks/s per stage; the frozen encoder's raw
 throughput measured in the same run on the same chunk texts; the pipeline's throughput as a ratio
-of it (target ≥ 0.9: the encoder is the cost); bf16-vs-fp32 key cosine on a sample (target ≥ 0.99);
+of it, whole build and encode stage (target ≥ 0.9: the encoder is the cost; the raw rate is the best of 3
+passes after the build); bf16-vs-fp32 key cosine on a sample, both precisions asked for explicitly (target ≥ 0.99);
 and recall@2 of approximate indexes against exact search on a sample of real keys.
 
     .venv/bin/python bench/memory_build.py [--data DIR] [--out DIR] [--json OUT.json]
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from burrow.data.corpus import CorpusConfig
 from burrow.data.shared import VITAL_SUMMARIES, WIKITEXT_TRAIN, find_data
@@ -26,18 +28,24 @@ from burrow.memory.index import IndexConfig, build_index, search
 from burrow.memory.keys import load_shards
 
 
-def raw_encoder_rate(encoder: FrozenEncoder, texts: list[str]) -> float:
-    """Chunks/s of the bare encoder on pre-decoded texts (the ceiling for the pipeline)."""
+def raw_encoder_rate(encoder: FrozenEncoder, texts: list[str], repeats: int = 3) -> float:
+    """Chunks/s of the bare encoder on pre-decoded texts (the ceiling for the pipeline), best of ``repeats``
+    (on a shared host noise only ever adds time)."""
     encoder.encode(texts[:64])  # warm-up
-    t0 = time.perf_counter()
-    encoder.encode(texts)
-    return len(texts) / (time.perf_counter() - t0)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        encoder.encode(texts)
+        best = min(best, time.perf_counter() - t0)
+    return len(texts) / best
 
 
-def bf16_cosine(memory_encoder: FrozenEncoder, texts: list[str]) -> tuple[float, float]:
-    """(mean, min) cosine between bf16 and fp32 keys of the same texts."""
+def bf16_cosine(texts: list[str]) -> tuple[float, float]:
+    """(mean, min) cosine between keys of the same texts encoded in bf16 and in fp32 (both asked for
+    explicitly: the build's own precision is fp32 on a CPU without bf16 units)."""
+    bf16 = FrozenEncoder(EncoderConfig(precision="bf16"))
     fp32 = FrozenEncoder(EncoderConfig(precision="fp32"))
-    a, b = memory_encoder.encode(texts), fp32.encode(texts)
+    a, b = bf16.encode(texts), fp32.encode(texts)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return float(cos.mean()), float(cos.min())
 
@@ -87,9 +95,12 @@ def main() -> None:
     texts = memory.tokenizer.decode_batch(memory.chunk_tokens(sample).tolist())
     raw = raw_encoder_rate(encoder, texts)
     pipeline = m["n_chunks"] / total
-    print(f"pipeline {pipeline:,.0f} chunks/s over {total:.1f} s; raw encoder {raw:,.0f} chunks/s; "
-          f"ratio {pipeline / raw:.2f} (target ≥ 0.90)")
-    mean_cos, min_cos = bf16_cosine(encoder, texts[:256])
+    encode_s = sum(t.seconds for t in timings if t.name == "embeddings")
+    encode_stage = m["n_chunks"] / encode_s if encode_s else float("nan")
+    print(f"pipeline {pipeline:,.0f} chunks/s over {total:.1f} s; its encode stage {encode_stage:,.0f} chunks/s; "
+          f"raw encoder {raw:,.0f} chunks/s (best of 3, after the build); ratios {pipeline / raw:.2f} (whole build, "
+          f"target ≥ 0.90) and {encode_stage / raw:.2f} (encode stage)")
+    mean_cos, min_cos = bf16_cosine(texts[:256])
     print(f"bf16 vs fp32 key cosine: mean {mean_cos:.5f}, min {min_cos:.5f} (target ≥ 0.99)")
     shards = [memory.dir / "embeddings" / p for p in
               json.loads((memory.dir / "embeddings.manifest.json").read_text())["shards"]]
@@ -99,7 +110,11 @@ def main() -> None:
             "documents": m["n_docs"], "tokens": m["n_tokens"], "chunks": m["n_chunks"],
             "stages": [{"name": t.name, "seconds": t.seconds, "items": t.items, "unit": t.unit} for t in timings],
             "total_seconds": total, "pipeline_chunks_per_s": pipeline, "raw_encoder_chunks_per_s": raw,
-            "ratio": pipeline / raw, "bf16_cosine_mean": mean_cos, "bf16_cosine_min": min_cos,
+            "ratio": pipeline / raw, "encode_stage_chunks_per_s": encode_stage,
+            "encode_stage_ratio": encode_stage / raw,
+            "encoder": {"model": config.encoder.model, "precision": str(encoder.dtype), "device": str(encoder.device),
+                        "batch_size": config.encoder.batch_size, "threads": torch.get_num_threads()},
+            "bf16_cosine_mean": mean_cos, "bf16_cosine_min": min_cos,
             "recall_at_2": recalls, "chosen_index": m["index"]}, indent=2))
 
 

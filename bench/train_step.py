@@ -10,9 +10,11 @@ same run, and whether every attention call gets a fused kernel):
 Measures, in one process on one machine: tokens/s of forward + backward + AdamW for burrow's
 baseline and RETRO (sequence 512, batch 4, k = 2 by default) through the training loop's own loss
 (``burrow.model.loss.loss_sum``) and optimizer (``burrow.train.optim``), the FLOP/s they achieve
-(FLOPs counted by torch's FlopCounterMode over one step, so the encoder's 4x tokens and CCA count;
-causal self-attention is counted at half of its full n x n cost), this machine's matmul peak (a
-2048^3 matmul in the autocast dtype), and retro-pytorch at the same shape in its best mode here.
+(FLOPs counted by torch's FlopCounterMode over one step, with the fused attention kernels and the
+fused loss's in-place addmm_ that it misses added (bench/flops.py), so the encoder's 4x tokens and CCA
+count; causal self-attention is counted at half of its full n x n cost), this machine's matmul peak (a
+2048^3 matmul in the autocast dtype), and retro-pytorch at the same shape in its best mode here (the
+same heads in its encoder and decoder, and cross-attention in the same encoder layers).
 
 The machine may be shared and noisy, so every contender (the peak matmul too) runs one step per
 round, round after round, in a rotating order; each one's figure is its *fastest* step (noise only
@@ -35,15 +37,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from burrow.device import autocast, autocast_dtype, cpu_has_bf16, pick_device  # noqa: E402
 from burrow.model import ModelConfig, build_model  # noqa: E402
 from burrow.model.loss import loss_sum  # noqa: E402
 from burrow.presets import get_preset  # noqa: E402
 from burrow.train.optim import fused_adamw  # noqa: E402
+from flops import counter as flop_counter  # noqa: E402
 
 Step = Callable[[], None]
 
@@ -72,8 +75,9 @@ def forward_backward(model, tokens, nb, device, dtype) -> None:
 
 
 def step_flops(cfg: ModelConfig, model, tokens, nb, device, dtype) -> float:
-    """FLOPs of one fwd+bwd, causal self-attention counted at half its full-square cost."""
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of one fwd+bwd, causal self-attention counted at half its full-square cost (the counter
+    counts every attention at its full square, forward and 2x backward)."""
+    with flop_counter() as counter:
         forward_backward(model, tokens, nb, device, dtype)
     model.zero_grad(set_to_none=True)
     b, n = tokens.shape[0], tokens.shape[1] - 1
@@ -106,13 +110,24 @@ def ours(cfg: ModelConfig, args, device, dtype, compile_model: bool = False) -> 
 def peer(cfg: ModelConfig, args, device, bf16: bool) -> tuple[Step, dict]:
     """A step function for retro-pytorch's RETRO at the same shape (imported from --peer-path)."""
     sys.path.insert(0, str(Path(args.peer_path).resolve()))
-    from retro_pytorch.retro_pytorch import RETRO
+    import functools
 
+    from retro_pytorch import retro_pytorch as rp
+
+    if cfg.enc_head_dim != cfg.head_dim:
+        raise SystemExit("retro-pytorch has one dim_head for its encoder and decoder; this preset has two")
+    # RETRO(heads=…) is not passed on to its Encoder and Decoder (both keep 8 heads): give each our count
+    encoder, decoder = rp.Encoder, rp.Decoder
+    rp.Encoder = functools.partial(encoder, heads=cfg.enc_n_heads)
+    rp.Decoder = functools.partial(decoder, heads=cfg.n_heads)
     torch.manual_seed(0)
-    model = RETRO(num_tokens=cfg.vocab_size, max_seq_len=args.seq, enc_dim=cfg.enc_d_model,
-                  enc_depth=cfg.enc_n_layers, dec_dim=cfg.d_model, dec_depth=cfg.n_layers, heads=cfg.n_heads,
-                  dim_head=cfg.head_dim, dec_cross_attn_layers=tuple(cfg.cca_layers),
-                  chunk_size=cfg.chunk_size).to(device)
+    try:
+        model = rp.RETRO(num_tokens=cfg.vocab_size, max_seq_len=args.seq, enc_dim=cfg.enc_d_model,
+                         enc_depth=cfg.enc_n_layers, enc_cross_attn_layers=tuple(cfg.enc_cross_layers),
+                         dec_dim=cfg.d_model, dec_depth=cfg.n_layers, dim_head=cfg.head_dim,
+                         dec_cross_attn_layers=tuple(cfg.cca_layers), chunk_size=cfg.chunk_size).to(device)
+    finally:
+        rp.Encoder, rp.Decoder = encoder, decoder
     opt = fused_adamw(model.parameters(), lr=1e-4, weight_decay=0.1)
     g = torch.Generator().manual_seed(0)
     seq = torch.randint(1, cfg.vocab_size, (args.batch, args.seq + 1), generator=g).to(device)
@@ -127,7 +142,7 @@ def peer(cfg: ModelConfig, args, device, bf16: bool) -> tuple[Step, dict]:
         opt.zero_grad(set_to_none=True)
 
     step()
-    with FlopCounterMode(display=False) as counter:  # its attention computes the full n x n: all counted
+    with flop_counter() as counter:  # its attention computes the full n x n: all counted
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model(seq, ret, return_loss=True)
         loss.backward()
@@ -139,7 +154,7 @@ def matmul(device: torch.device, dtype: torch.dtype, size: int = 2048) -> tuple[
     """A square matmul in ``dtype``: the machine's practical peak."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    return (lambda: a @ b), {"flops": 2 * size**3}
+    return (lambda: a @ b), {"flops": 2 * size**3, "size": size, "dtype": str(dtype)}
 
 
 def rounds(contenders: dict[str, Step], n_rounds: int, device: torch.device) -> dict[str, list[float]]:
@@ -184,7 +199,8 @@ def main() -> None:
           f"shape b={args.batch} n={args.seq} k={args.k}, preset {args.preset}", flush=True)
     steps: dict[str, Step] = {}
     info: dict[str, dict] = {}
-    steps["matmul"], info["matmul"] = matmul(device, dtype or torch.float32)
+    # on a GPU a 2048^3 matmul takes ~20 µs, as short as the synchronisation around it: time a larger one
+    steps["matmul"], info["matmul"] = matmul(device, dtype or torch.float32, 8192 if device.type == "cuda" else 2048)
     variants = ([] if args.no_eager else [False]) + ([True] if args.compile else [])
     for compiled in variants:
         for name, cfg in (("baseline", base_cfg), ("retro", retro_cfg)):
@@ -225,8 +241,11 @@ def fused_attention(step: Step) -> str:
 
 def summarize(times: dict[str, list[float]], info: dict[str, dict], args) -> dict:
     """Per contender: fastest and median step, tokens/s, FLOP/s and fraction of the peak."""
-    res: dict = {"shape": {"batch": args.batch, "seq": args.seq, "k": args.k, "preset": args.preset},
-                 "threads": torch.get_num_threads()}
+    res: dict = {"shape": {"batch": args.batch, "seq": args.seq, "k": args.k, "preset": args.preset,
+                           "vocab": args.vocab},
+                 "threads": torch.get_num_threads(), "device": args.device or "auto", "dtype": args.dtype,
+                 "compile": args.compile, "rounds": args.rounds, "peak_matmul": info["matmul"],
+                 "torch": torch.__version__}
     peak = info["matmul"]["flops"] / min(times["matmul"])
     res["peak_flop_per_s"] = peak
     for name, t in times.items():
