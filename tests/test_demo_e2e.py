@@ -175,16 +175,113 @@ def test_bad_demo_settings_are_one_line_before_any_work(args, needle, tmp_path: 
     assert not (tmp_path / "demo").exists()
 
 
-def test_a_demo_run_of_another_model_says_how_to_start_it_again(tmp_path: Path, monkeypatch) -> None:
-    """Training's "use another -o or --force" named an option `burrow demo` does not have."""
+def test_a_demo_error_that_advises_force_gives_the_demos_own_advice(tmp_path: Path, monkeypatch) -> None:
+    """Training's "use another -o or --force", and a damaged artefact's "delete it and re-run with --force",
+    named an option `burrow demo` does not have (only training's was reworded)."""
     import burrow.demo
-    from burrow.demo import DemoConfig, _train
+    from burrow.demo import DemoConfig, run_demo
 
-    def refuse(config):
-        raise BurrowError(f"{config.out} holds a run of another model (differs in ['d_model']); use another -o or "
-                          "--force")
+    monkeypatch.setattr(burrow.demo, "find_data", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(burrow.demo, "_quick_slice", lambda *a, **k: [])
+    corrupt = f"{tmp_path}/corpus/train.report.json is corrupt (Expecting value); delete it and re-run with --force"
+    for message in ("runs/retro holds a run of another model (differs in ['d_model']); use another -o or --force",
+                    corrupt):
+        def refuse(*args: object, message: str = message) -> None:
+            raise BurrowError(message)
 
-    monkeypatch.setattr(burrow.demo, "train", refuse)
-    with pytest.raises(BurrowError, match=r"differs in \['d_model'\]\); delete .*retro to train it again") as e:
-        _train(DemoConfig(out=tmp_path, quick=True), "retro-tiny", tmp_path / "memory", tmp_path / "runs" / "retro")
-    assert "--force" not in str(e.value)
+        monkeypatch.setattr(burrow.demo, "hygiene", refuse)
+        with pytest.raises(BurrowError) as e:
+            run_demo(DemoConfig(out=tmp_path / "demo", quick=True))
+        head = message.rpartition("; ")[0]
+        assert str(e.value).startswith(head + "; the demo has no --force: delete")
+        assert "another -o" in str(e.value)
+
+
+def test_a_quick_and_a_full_demo_need_their_own_folders(tmp_path: Path, monkeypatch, burrow_cli) -> None:
+    """`make demo-quick` then `make demo` shared runs/demo: the full demo rebuilt the quick memory (~10 min)
+    and only then failed on the quick runs. Now each has its own default folder, and one folder holding
+    the other kind is refused before any work."""
+    import burrow.demo
+    from burrow.demo import DemoConfig, run_demo
+
+    monkeypatch.setattr(burrow.demo, "find_data", lambda *a, **k: tmp_path)
+    calls: list[str] = []
+
+    def stop(*args: object) -> None:
+        calls.append("hygiene")
+        raise BurrowError("stopped after the checks")
+
+    monkeypatch.setattr(burrow.demo, "hygiene", stop)
+    monkeypatch.setattr(burrow.demo, "_quick_slice", lambda *a, **k: [])
+    with pytest.raises(BurrowError, match="stopped after the checks"):
+        run_demo(DemoConfig(out=tmp_path / "d", quick=True))
+    with pytest.raises(BurrowError, match=r"holds a quick demo; give this full one another -o"):
+        run_demo(DemoConfig(out=tmp_path / "d"))
+    assert calls == ["hygiene"]
+    monkeypatch.chdir(tmp_path)
+    code, _, err = burrow_cli("demo", "--quick", "--data", tmp_path)
+    assert code == 2 and (tmp_path / "runs" / "demo-quick" / "demo.json").is_file(), err
+    assert not (tmp_path / "runs" / "demo").exists()
+
+
+def test_an_unusable_device_is_refused_before_any_work(tmp_path: Path, burrow_cli) -> None:
+    code, _, err = burrow_cli("demo", "--quick", "-o", tmp_path / "d", "--device", "nosuch")
+    assert code == 2 and "unknown device 'nosuch'" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_hygiene_is_redone_when_its_input_files_change(tmp_path: Path) -> None:
+    """Reuse checked only the input names: a changed corpus under the same name (or a quick slice of another
+    --data) kept the old cleaned corpus, and the memory and models were built from it."""
+    from burrow.demo import hygiene
+
+    train = tmp_path / "train.jsonl"
+    valid = tmp_path / "valid.txt"
+    docs = ['{"text": "alpha beta gamma delta"}', '{"extract": "epsilon zeta eta theta"}']
+    train.write_text("\n".join(docs) + "\n", encoding="utf-8")
+    valid.write_text("iota kappa lambda mu\n", encoding="utf-8")
+    out = tmp_path / "o"
+    first = hygiene([str(train)], [str(valid)], out)[1]
+    assert first["documents_in"] == 2
+    assert hygiene([str(train)], [str(valid)], out)[1] == first  # reused
+    train.write_text("\n".join([*docs, '{"text": "nu xi omicron pi"}']) + "\n", encoding="utf-8")
+    assert hygiene([str(train)], [str(valid)], out)[1]["documents_in"] == 3
+
+
+def test_a_demo_stopped_in_the_readable_example_keeps_its_evaluation(tmp_path: Path, monkeypatch) -> None:
+    """The summary that lets a re-run reuse the ~20 minutes of scoring was written only after the readable
+    example: a Ctrl-C there lost the whole evaluation."""
+    from types import SimpleNamespace
+
+    import burrow.demo
+    from burrow.demo import DemoConfig, _reusable, run_demo
+
+    memory = SimpleNamespace(dir=tmp_path / "memory", manifest={})
+    report = tmp_path / "report.md"
+    report.write_text("# report\n", encoding="utf-8")
+    for name, value in (("find_data", lambda *a, **k: tmp_path), ("_quick_slice", lambda *a, **k: []),
+                        ("hygiene", lambda *a: (tmp_path / "c", {})), ("build_memory", lambda *a, **k: (memory, [])),
+                        ("compute_neighbours", lambda *a, **k: None), ("_train", lambda *a: object()),
+                        ("build_bm25", lambda *a: None), ("_evaluation_key", lambda *a: "key"),
+                        ("model_entries", lambda *a: {}), ("write_report", lambda *a: {"markdown": report}),
+                        ("evaluate", lambda *a, **k: SimpleNamespace(timings={"baseline": 1.0})),
+                        ("_summary", lambda *a: {"table": {"baseline": 1.0}, "report": {"markdown": str(report)}})):
+        monkeypatch.setattr(burrow.demo, name, value)
+
+    def interrupted(memory: object) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(burrow.demo, "_readable", interrupted)
+    cfg = DemoConfig(out=tmp_path / "demo", quick=True, readable=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(cfg)
+    kept = _reusable(tmp_path / "demo" / "summary-valid.json", "key")
+    assert kept is not None and kept["table"] == {"baseline": 1.0}
+
+
+def test_a_burrow_data_that_points_nowhere_is_named(tmp_path: Path, monkeypatch) -> None:
+    from burrow.data.shared import find_data
+
+    monkeypatch.setenv("BURROW_DATA", str(tmp_path / "nope"))
+    with pytest.raises(BurrowError, match=rf"at {tmp_path / 'nope'} \(\$BURROW_DATA\)"):
+        find_data()

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from burrow import __version__
-from burrow.artefacts import atomic_path, config_hash, read_json, read_manifest, write_json
+from burrow.artefacts import atomic_path, config_hash, files_id, read_json, read_manifest, write_json
 from burrow.data.clean import RULES, CleanConfig, clean_corpus, report_paths
 from burrow.data.corpus import CorpusConfig
 from burrow.data.shared import VITAL_SUMMARIES, WIKITEXT_TEST, WIKITEXT_TRAIN, WIKITEXT_VALID, find_data
 from burrow.data.tokenizer import TokenizerConfig
 from burrow.defaults import DEFAULT_DEVICE, DEFAULT_K
+from burrow.device import pick_device
 from burrow.errors import BurrowError
 from burrow.evaluate import (
     DEFAULT_SWEEP_K,
@@ -43,6 +44,7 @@ from burrow.generate.readable import readable_example
 from burrow.memory import Memory
 from burrow.memory.bm25 import build_bm25
 from burrow.memory.build import MemoryConfig, build_memory, compute_neighbours
+from burrow.memory.encode import EncoderConfig
 from burrow.memory.neighbours import retrieval_width
 from burrow.model import RetrievalLM, load_run
 from burrow.train import TrainConfig, train
@@ -143,56 +145,101 @@ _TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def _quick_slice(data: Path, out: Path, n_lines: int = 1200) -> list[str]:
-    """The first lines of each training corpus (a stand-in for the full files in --quick)."""
+    """The first lines of each training corpus (a stand-in for the full files in --quick); a slice is cut
+    again when its source file changed (another --data, an updated corpus)."""
     paths = []
     for rel, lines_wanted in ((WIKITEXT_TRAIN, n_lines), (VITAL_SUMMARIES, n_lines // 5)):
         dest = out / "quick-data" / Path(rel).name
-        if not dest.exists():
+        source = {"source": str((data / rel).resolve()), "files": files_id(data / rel), "lines": lines_wanted}
+        record = dest.with_name(dest.name + ".source.json")
+        if not (dest.exists() and record.exists() and _read_or_none(record) == source):
             with gzip.open(data / rel, "rt", encoding="utf-8") as f:
                 lines = [line for _, line in zip(range(lines_wanted), f, strict=False)]
             with atomic_path(dest) as tmp:
                 with gzip.open(tmp, "wt", encoding="utf-8") as g:
                     g.writelines(lines)
+            write_json(record, source)
         paths.append(str(dest))
     return paths
 
 
+def _read_or_none(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except BurrowError:  # a damaged record: cut the slice again
+        return None
+
+
 def hygiene(inputs: list[str], against: list[str], out: Path) -> tuple[Path, dict[str, Any]]:
-    """Drop training documents whose 13-gram Jaccard to an evaluation document is ≥ 0.8 (RETRO §2.6)."""
+    """Drop training documents whose 13-gram Jaccard to an evaluation document is ≥ 0.8 (RETRO §2.6).
+    Reused when the same files (names, sizes, times) were cleaned with the same settings."""
     dest = out / "corpus" / "train.jsonl.gz"
     _, report_json = report_paths(dest)
-    if dest.exists() and report_json.exists():
+    config = CleanConfig(disabled=tuple(r for r in RULES if r not in HYGIENE_RULES))
+    key_path = dest.with_name("train.hygiene-key.json")
+    key = {"hygiene_key": config_hash({"inputs": [files_id(p) for p in inputs],
+                                       "against": [files_id(p) for p in against],
+                                       "config": dataclasses.asdict(config)})}
+    if dest.exists() and report_json.exists() and _read_or_none(key_path) == key:
         report = read_json(report_json)
         if report.get("inputs") == inputs and report.get("against") == against:
             return dest, report
-    config = CleanConfig(disabled=tuple(r for r in RULES if r not in HYGIENE_RULES))
+    key_path.unlink(missing_ok=True)
     clean_corpus(inputs, dest, config, corpus_config=CorpusConfig(text_field="text,extract"), against=against)
+    write_json(key_path, key)  # last: a cleaning stopped before it is done again
     return dest, read_json(report_json)
 
 
 def _train(cfg: DemoConfig, preset: str, memory_dir: Path, out: Path) -> RetrievalLM:
-    try:
-        train(cfg.train_config(preset, memory_dir, out))
-    except BurrowError as e:  # "…; use another -o or --force": the demo has no --force
-        head, _, fix = str(e).rpartition("; ")
-        if not head or "--force" not in fix:
-            raise
-        raise BurrowError(f"{head}; delete {out} to train it again, or give the demo another -o") from None
+    train(cfg.train_config(preset, memory_dir, out))
     return load_run(out)
+
+
+def _without_force(e: BurrowError, out: Path) -> BurrowError:
+    """An error whose advice is a --force the demo does not have, with the demo's own advice instead."""
+    head, _, fix = str(e).rpartition("; ")
+    if not head or "--force" not in fix:
+        return e
+    return BurrowError(f"{head}; the demo has no --force: delete what the message names (or all of {out}) and "
+                       "re-run, or give the demo another -o")
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage (reusing completed ones) and return the summary (also in OUT/summary.json)."""
+    try:
+        return _run_demo(cfg)
+    except BurrowError as e:
+        raise _without_force(e, cfg.out) from None
+
+
+def _check_kind(cfg: DemoConfig) -> None:
+    """A --quick demo and a full one need different tokenizers, memories and runs: one folder holds one kind
+    (recorded in OUT/demo.json), refused up front rather than after the memory is rebuilt."""
+    record = cfg.out / "demo.json"
+    held = _read_or_none(record) if record.exists() else None
+    kind = "quick" if cfg.quick else "full"
+    if isinstance(held, dict) and held.get("kind") not in (None, kind):
+        raise BurrowError(f"{cfg.out} holds a {held['kind']} demo; give this {kind} one another -o, or delete "
+                          f"{cfg.out}")
+    if held is None:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        write_json(record, {"kind": kind})
+
+
+def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
+    pick_device(cfg.train.device)  # an unusable --device is refused before any work
     stages: dict[str, float] = {}  # stage -> wall seconds (a reused stage takes ~0)
     needs = (WIKITEXT_TRAIN, WIKITEXT_VALID, WIKITEXT_TEST, VITAL_SUMMARIES)
     data = find_data(cfg.data, needs=needs)
+    _check_kind(cfg)
     train_inputs = _quick_slice(data, cfg.out) if cfg.quick else [str(data / WIKITEXT_TRAIN),
                                                                   str(data / VITAL_SUMMARIES)]
     eval_files = [str(data / WIKITEXT_VALID), str(data / WIKITEXT_TEST)]
     with timed(stages, "hygiene"):
         corpus, clean_report = hygiene(train_inputs, eval_files, cfg.out)
-    mem_config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=2048 if cfg.quick else 8192))
+    mem_config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=2048 if cfg.quick else 8192),
+                              encoder=EncoderConfig(device=cfg.train.device))  # --device is the encoder's too
     with timed(stages, "memory"):
         memory, _ = build_memory([str(corpus)], cfg.out / "memory", mem_config)
         compute_neighbours(memory, k=retrieval_width(cfg.train.k))  # what training reads (then slices to k)
@@ -221,6 +268,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             paths = write_report(result, cfg.out / f"report-{cfg.eval_split}")
             summary = _summary(cfg, result, clean_report, memory, paths)
             summary["evaluate_timings"] = result.timings
+            # kept at once: a run stopped in the readable example re-uses the ~20 minutes of scoring
+            write_json(summary_path, {**summary, "evaluation_key": key})
     if cfg.readable and not summary.get("readable", NO_READABLE).startswith(NO_READABLE):
         stages["readable"] = 0.0  # reused with the evaluation: same memory, LM and prompt
     elif cfg.readable:

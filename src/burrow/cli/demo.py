@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    out: Path = out_option(Path("runs/demo"), "Where the corpus, memory, runs and report go."),
+    out: Path | None = out_option(None, "Where the corpus, memory, runs and report go (default runs/demo, "
+                                  "runs/demo-quick with --quick)."),
     data: Path | None = typer.Option(None, "--data", help="Folder laid out like shared/data (default: found)."),
     quick: bool = typer.Option(False, "--quick", help="A ≤ 3-minute version on a slice of the data."),
     steps: int | None = typer.Option(None, "--steps", help="Training steps per model."),
@@ -33,5 +34,6 @@ def demo(
 
     given: dict[str, Any] = {name: value for name, value in (("steps", steps), ("baseline", baseline), ("retro", retro),
                                              ("batch_size", batch_size), ("lr", lr)) if value is not None}
+    out = out or Path("runs/demo-quick" if quick else "runs/demo")  # the two need different memories and runs
     cfg = DemoConfig(out=out, data=data, quick=quick, eval_split=split, device=device, **given)
     typer.echo(format_summary(run_demo(cfg)))

@@ -30,7 +30,12 @@ def find_data(path: str | Path | None = None, needs: tuple[str, ...] = (WIKITEXT
     for c in candidates:
         if all((c / n).exists() for n in needs):
             return c.resolve()
-    where = path or "../shared/data"
+    if path:
+        where = str(path)
+    elif os.environ.get("BURROW_DATA"):
+        where = f"{os.environ['BURROW_DATA']} ($BURROW_DATA)"
+    else:
+        where = "../shared/data"
     raise BurrowError(
         f"no data folder with {', '.join(needs)} at {where}; pass --data DIR (a folder laid out like "
         "shared/data: wikitext-2/, wikipedia-vital-summaries/) or set BURROW_DATA"
