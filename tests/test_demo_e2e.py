@@ -246,6 +246,14 @@ def test_hygiene_is_redone_when_its_input_files_change(tmp_path: Path) -> None:
     assert hygiene([str(train)], [str(valid)], out)[1] == first  # reused
     train.write_text("\n".join([*docs, '{"text": "nu xi omicron pi"}']) + "\n", encoding="utf-8")
     assert hygiene([str(train)], [str(valid)], out)[1]["documents_in"] == 3
+    # a folder made before the key existed is reused as it was (not cleaned again, which would rebuild its
+    # memory and refuse its runs), and keyed from then on
+    (out / "corpus" / "train.hygiene-key.json").unlink()
+    before = (out / "corpus" / "train.jsonl.gz").stat().st_mtime_ns
+    assert hygiene([str(train)], [str(valid)], out)[1]["documents_in"] == 3
+    assert (out / "corpus" / "train.jsonl.gz").stat().st_mtime_ns == before
+    train.write_text("\n".join(docs) + "\n", encoding="utf-8")
+    assert hygiene([str(train)], [str(valid)], out)[1]["documents_in"] == 2
 
 
 def test_a_demo_stopped_in_the_readable_example_keeps_its_evaluation(tmp_path: Path, monkeypatch) -> None:

@@ -180,9 +180,12 @@ def hygiene(inputs: list[str], against: list[str], out: Path) -> tuple[Path, dic
     key = {"hygiene_key": config_hash({"inputs": [files_id(p) for p in inputs],
                                        "against": [files_id(p) for p in against],
                                        "config": dataclasses.asdict(config)})}
-    if dest.exists() and report_json.exists() and _read_or_none(key_path) == key:
+    if dest.exists() and report_json.exists():
         report = read_json(report_json)
-        if report.get("inputs") == inputs and report.get("against") == against:
+        same_names = report.get("inputs") == inputs and report.get("against") == against
+        if same_names and not key_path.exists():  # a folder from before the key: trusted once, as it was then
+            write_json(key_path, key)
+        if same_names and _read_or_none(key_path) == key:
             return dest, report
     key_path.unlink(missing_ok=True)
     clean_corpus(inputs, dest, config, corpus_config=CorpusConfig(text_field="text,extract"), against=against)
