@@ -241,3 +241,29 @@ def test_an_empty_search_query_is_one_error_line(burrow_cli, tmp_path) -> None:
     """An empty query's key is the encoder's bias alone: its "nearest" chunks were arbitrary."""
     code, _, err = burrow_cli("memory", "search", tmp_path, "  ")
     assert code == 2 and "query is empty" in one_error(err)
+
+
+def test_a_missing_optional_package_is_one_line_naming_the_extra(world, burrow_cli, monkeypatch) -> None:
+    """Without burrow[serve], `burrow serve` ended in fastapi's ModuleNotFoundError traceback (ray, transformers,
+    datasets and the risks classifier already said which package to install)."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "burrow.serve.app" or m.startswith("fastapi")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # `import fastapi` raises ModuleNotFoundError
+    code, _, err = burrow_cli("serve", world["run"], "--memory", world["mem_a"], "--port", "0")
+    assert code == 2 and "Traceback" not in err
+    assert "needs fastapi" in one_error(err) and "pip install 'burrow[serve]'" in err
+
+
+def test_memory_builds_precision_lists_only_what_the_encoder_takes(tmp_path, burrow_cli) -> None:
+    """`memory build --help` listed fp16, which EncoderConfig refuses; every value it lists is now taken."""
+    from burrow.cli.options import ENCODER_PRECISIONS
+    from burrow.memory.config import EncoderConfig
+
+    code, out, _ = burrow_cli("memory", "build", "--help")
+    assert code == 0 and "fp16" not in out
+    for value in ENCODER_PRECISIONS:
+        EncoderConfig(precision=value)
+    code, _, err = burrow_cli("memory", "build", tmp_path, "-o", tmp_path / "m", "--precision", "fp16")
+    assert code == 2 and "'fp16' is not one of auto, bf16, fp32" in err

@@ -125,3 +125,12 @@ def test_a_folder_where_a_task_result_goes_is_one_error_line_before_scoring(task
                               "--data", task_data, "--limit", "2", "-o", out)
     assert code == 2 and "arc_easy.json is a folder where this task's result goes" in err and "Traceback" not in err
 
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_configs_refuses_a_limit_below_one(limit, tmp_path, burrow_cli) -> None:
+    """`tasks run --limit 0` was refused, `tasks configs --limit 0` wrote an empty passages file with its
+    manifest, and `--limit -1` silently dropped the last question."""
+    code, _, err = burrow_cli("tasks", "configs", "-o", tmp_path / "cfg", "--limit", limit)
+    assert code == 2 and "--limit" in err and "Traceback" not in err
+    assert not (tmp_path / "cfg").exists()

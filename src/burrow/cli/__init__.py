@@ -106,6 +106,10 @@ def main() -> None:
             typer.echo(f"error: no space left on device{_detail(e)}; free some space and re-run the same "
                        "command: finished work is kept and it resumes", err=True)
             sys.exit(1)
+        extra = _missing_extra(e)
+        if extra is not None:
+            typer.echo(f"error: {extra}", err=True)
+            sys.exit(2)
         denied = _permission_denied(e)
         if denied is not None:
             typer.echo(f"error: {denied}; check its permissions or give another path", err=True)
@@ -134,6 +138,23 @@ def _disk_full(e: BaseException) -> bool:
             return True
         cur = cur.__cause__ or cur.__context__
     return False
+
+
+#: Optional packages, by top-level module, and the extra that installs each.
+_EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "lm_eval": "tasks", "transformers": "hf",
+           "gguf": "hf", "accelerate": "hf", "datasets": "hf", "ray": "scale", "profanity_check": "risks",
+           "codecarbon": "risks"}
+
+
+def _missing_extra(e: BaseException) -> str | None:
+    """What to install when ``e`` is an import of an optional package that is not installed, else None."""
+    if not isinstance(e, ModuleNotFoundError) or not e.name:
+        return None
+    top = e.name.partition(".")[0]
+    extra = _EXTRAS.get(top)
+    if extra is None:
+        return None
+    return f"this command needs {top}, which is not installed: pip install 'burrow[{extra}]'"
 
 
 def _permission_denied(e: BaseException) -> str | None:

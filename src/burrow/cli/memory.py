@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from burrow.cli.options import DEFAULT_K, Force, Precision, default_of, out_option
+from burrow.cli.options import DEFAULT_K, EncoderPrecision, Force, default_of, out_option
 from burrow.data.corpus import CorpusConfig
 from burrow.data.tokenizer import TokenizerConfig
 from burrow.errors import BurrowError
@@ -39,7 +39,7 @@ def build(
     vocab_size: int = typer.Option(default_of(TokenizerConfig, "vocab_size"), "--vocab-size",
                                    help="Vocabulary of the trained tokenizer."),
     encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder", help="sentence-transformers model name or path."),
-    precision: Precision = default_of(EncoderConfig, "precision"),
+    precision: EncoderPrecision = default_of(EncoderConfig, "precision"),
     batch_size: int = typer.Option(default_of(EncoderConfig, "batch_size"), "--batch-size",
                                    help="Encoder batch size."),
     shard_size: int = typer.Option(default_of(EncoderConfig, "shard_size"), "--shard-size",

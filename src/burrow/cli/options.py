@@ -46,9 +46,21 @@ def _check_precision(value: str | None) -> str | None:
 
 
 _PRECISION = typer.Option("--precision", callback=_check_precision, help="Autocast: auto | bf16 | fp16 | fp32.")
+ENCODER_PRECISIONS = ("auto", "bf16", "fp32")  # the frozen encoder's (EncoderConfig): no fp16
+
+
+def _check_encoder_precision(value: str) -> str:
+    if value not in ENCODER_PRECISIONS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(ENCODER_PRECISIONS)}")
+    return value
+
+
+EncoderPrecision = Annotated[str, typer.Option("--precision", callback=_check_encoder_precision,
+                                               help="The frozen encoder's precision: auto | bf16 | fp32.")]
 _K = typer.Option("-k", "--k", min=1, help=f"Neighbours retrieved per chunk (default {DEFAULT_K}).")
-_SEQ_LEN = typer.Option("--seq-len", help="Tokens per sequence (training) or window (evaluation), a multiple of "
-                        "the chunk length.")
+_SEQ_LEN = typer.Option("--seq-len", help="Tokens per sequence, a multiple of the chunk length (training; default "
+                        "512), or per scored window, a multiple of twice the chunk length (evaluation; default the "
+                        "models' max_seq_len rounded down to one).")
 _FORCE = typer.Option("--force", help="Discard what an earlier run left and start again.")
 _NO_PROGRESS = typer.Option("--no-progress", help="No progress bar.")
 
@@ -64,5 +76,5 @@ MaybePrecision = Annotated[str | None, _PRECISION]
 MaybeK = Annotated[int | None, _K]
 MaybeSeqLen = Annotated[int | None, _SEQ_LEN]
 
-__all__ = ["DEFAULT_K", "Device", "Force", "K", "MaybeDevice", "MaybeK", "MaybePrecision", "MaybeSeqLen", "NoProgress",
-           "Precision", "SeqLen", "default_of", "out_option"]
+__all__ = ["DEFAULT_K", "Device", "EncoderPrecision", "Force", "K", "MaybeDevice", "MaybeK", "MaybePrecision",
+           "MaybeSeqLen", "NoProgress", "Precision", "SeqLen", "default_of", "out_option"]

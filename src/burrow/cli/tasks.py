@@ -68,7 +68,7 @@ def configs_command(
     tasks: list[str] = typer.Option(["all"], "--tasks", "-t", help="Tasks (default all)."),
     memory: Path | None = typer.Option(None, "--memory", "-m", help="Memory for the open-book passages (without "
                                                                     "one, open-book tasks are left out)."),
-    limit: int | None = typer.Option(None, "--limit", help="Retrieve passages for the first N questions only."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Retrieve passages for the first N questions only."),
     data: Path | None = _DATA,
 ) -> None:
     """Write the offline lm-eval task configs, for lm-eval's own CLI (`python -m burrow.tasks.harness`)."""
