@@ -82,6 +82,8 @@ def test_docs_openapi_and_page(client: TestClient) -> None:
     ({"prompt": "hi", "top_p": 1.5}, 422, "less than or equal"),
     ({"prompt": "hi", "temprature": 0.5}, 422, "temprature"),
     ({}, 422, "prompt"),
+    ({"prompt": "hi", "method": "prompt-lm"}, 422, "unknown method 'prompt-lm'"),  # was a 413: "prompt" in it
+    ({"prompt": "hi", "stop": ["x" * 65]}, 422, "at most 64 characters"),
 ])
 def test_bad_generate_requests_are_clear_4xx(client: TestClient, body: dict, status: int, needle: str) -> None:
     r = client.post("/v1/generate", json=body)
@@ -170,3 +172,57 @@ def test_a_failure_inside_a_whole_generation_is_a_json_answer(client: TestClient
         assert str(error) in r.json()["detail"]
         monkeypatch.undo()
     assert client.get("/health").json()["active"] == 0
+
+
+def test_a_failure_while_a_stream_is_set_up_gives_its_slot_back(retro_dir, gen_memory, monkeypatch) -> None:
+    """Only a BurrowError in the stream's setup released the slot: after max_concurrent out-of-memory errors
+    (or bugs) every request got 429 for good."""
+    from burrow.generate import Generator
+
+    client = TestClient(create_app(load_model(retro_dir), gen_memory, LIMITS), raise_server_exceptions=False)
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(Generator, "stream", broken)
+    for _ in range(3):  # more than max_concurrent = 2
+        r = client.post("/v1/generate", json={"prompt": "Owls hunt", "max_tokens": 4})
+        assert r.status_code == 500 and "out of memory" in r.json()["detail"], r.text
+    assert client.get("/health").json()["active"] == 0
+    monkeypatch.undo()
+    r = client.post("/v1/generate", json={"prompt": "Owls hunt", "max_tokens": 4, "stream": False})
+    assert r.status_code == 200
+
+
+def test_a_body_over_what_the_limits_allow_is_refused_before_it_is_parsed(client: TestClient, monkeypatch) -> None:
+    import burrow.serve.app as app_module
+
+    limit = app_module.body_limit(LIMITS)
+    parsed = []
+    real = json.loads
+    monkeypatch.setattr(json, "loads", lambda *a, **k: parsed.append(1) or real(*a, **k))
+    body = b'{"prompt": "' + b"x" * limit + b'"}'
+    r = client.post("/v1/generate", content=body, headers={"content-type": "application/json"})
+    assert not parsed  # refused before anything parsed it
+    assert r.status_code == 413 and "limit" in r.json()["detail"], r.text
+
+    def chunks():  # no content-length: counted as it arrives
+        for _ in range(limit // 65536 + 2):
+            yield b"x" * 65536
+
+    r = client.post("/v1/generate", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    monkeypatch.undo()
+    assert client.post("/v1/generate", json={"prompt": "hi", "max_tokens": 2, "stream": False}).status_code == 200
+
+
+def test_a_loopback_server_answers_only_requests_addressed_to_it(retro_dir, gen_memory) -> None:
+    """DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 could read /v1/search."""
+    from burrow.serve.app import guard_host
+
+    app = create_app(load_model(retro_dir), gen_memory, LIMITS)
+    guard_host(app, "127.0.0.1")
+    client = TestClient(app)
+    assert client.get("/health", headers={"host": "evil.example"}).status_code == 400
+    assert client.get("/health", headers={"host": "localhost:8000"}).status_code == 200
+    assert client.get("/health", headers={"host": "127.0.0.1:8000"}).status_code == 200

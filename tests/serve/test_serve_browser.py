@@ -55,6 +55,7 @@ def test_page_streams_text_and_shows_sources(retro_dir, gen_memory, live_server,
         try:
             page = browser.new_page()
             page.goto(url + "/")
+            assert page.locator("div#compare").is_hidden()  # the pane, not the checkbox (they shared an id)
             page.fill("#prompt", "Owls hunt at night, turning their heads")
             page.fill("#max_tokens", "24")
             page.fill("#seed", "1")
@@ -67,6 +68,25 @@ def test_page_streams_text_and_shows_sources(retro_dir, gen_memory, live_server,
             assert page.locator(".row").count() >= 2
             assert page.locator(".chunk-text").first.inner_text() != ""
             assert "error" not in page.locator("#status").inner_text()
+            page.wait_for_function("!document.querySelector('div#compare').hidden && "
+                                   "!document.querySelector('#compare-off').textContent.startsWith('generating')",
+                                   timeout=30_000)
+            assert page.locator("div#compare").is_visible()
+            # code-point offsets (an emoji is one) and a dense neighbour at distance 0 (a verbatim copy)
+            page.evaluate(r"""onAttribution({chunk: 99, text: "\u{1F989} Owls hunt", text_start: 0,
+                copied: {generated_start: 2, generated_end: 11, tokens: 4},
+                neighbours: [{rank: 1, source: "owls.txt:line 1", distance: 0, text: "x", copied: null}]})""")
+            last = page.locator(".row[data-chunk='99']")
+            assert last.locator("mark").inner_text() == "Owls hunt"
+            assert "distance 0.000" in last.locator(".source-head").inner_text()
+            # retrieval off: the old comparison goes, and no chunk is left "…" as if its sources were coming
+            page.uncheck("#retrieval")
+            page.click("#generate")
+            page.wait_for_function("document.querySelector('#status').textContent.startsWith('done')",
+                                   timeout=30_000)
+            assert page.locator("div#compare").is_hidden()
+            assert "…" not in page.locator(".sources").all_inner_texts()
+            assert "retrieval off" in page.locator(".sources").first.inner_text()
         finally:
             browser.close()
 
@@ -123,7 +143,7 @@ def test_page_smollm2_picker_fluent_text_sources_and_comparison(retro_dir, gen_m
                 heads = rows.nth(i).locator(".source-head").all_inner_texts()
                 assert heads and all("owls.txt:line 1" in h or ".txt:line" in h for h in heads), heads
                 assert not any("/tmp" in h for h in heads)
-            page.wait_for_function("!document.querySelector('#compare').hidden && "
+            page.wait_for_function("!document.querySelector('div#compare').hidden && "
                                    "!document.querySelector('#compare-off').textContent.startsWith('generating')",
                                    timeout=240_000)
             off = page.locator("#compare-off").inner_text()

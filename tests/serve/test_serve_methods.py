@@ -45,7 +45,8 @@ def test_generate_picks_the_method_and_compares(client: TestClient) -> None:
 def test_score_uses_the_run_and_page_has_the_picker(client: TestClient) -> None:
     assert client.post("/v1/score", json={"text": "Owls hunt at night."}).json()["mode"] == "on"
     page = client.get("/").text
-    assert 'id="method"' in page and 'id="compare"' in page and "min-copy-label" in page
+    assert 'id="method"' in page and 'id="compare"' in page and 'id="compare-toggle"' in page
+    assert "min-copy-label" in page
 
 
 def test_cli_generate_and_chat_with_lm(bm25_memory, tiny_lm_dir) -> None:

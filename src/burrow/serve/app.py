@@ -65,6 +65,8 @@ def create_app(model: RetrievalLM | None, memory: Memory, config: ServeConfig | 
     service = Service(model, memory, config, generators)
     limiter = Limiter(config.max_concurrent)
     app = FastAPI(title="burrow", version="1", description="Retrieval-enhanced generation with attribution.")
+    # a body larger than any request these limits allow is refused while it arrives, before it is parsed
+    app.add_middleware(BodyLimit, max_bytes=body_limit(config))
     app.state.service, app.state.limiter = service, limiter
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
 
@@ -83,12 +85,20 @@ def create_app(model: RetrievalLM | None, memory: Memory, config: ServeConfig | 
         max_tokens = req.max_tokens or min(DEFAULT_MAX_TOKENS, config.max_new_tokens)
         _check_limit("max_tokens", max_tokens, config.max_new_tokens)
         _check_limit("k", req.k, config.max_k)
-        limiter.acquire()
         try:
-            events = service.pick(req.method).stream(req.prompt, req.generation_config(max_tokens))
+            method = service.pick(req.method)
+        except BurrowError as e:  # a method this server does not have
+            raise HTTPException(422, str(e)) from e
+        limiter.acquire()
+        try:  # the setup runs now (tokenizing, the cache): a failure here must give the slot back
+            events = method.stream(req.prompt, req.generation_config(max_tokens))
         except BurrowError as e:  # e.g. a prompt longer than the model's context
             limiter.release()
-            raise HTTPException(413 if "prompt" in str(e) else 422 if "method" in str(e) else 400, str(e)) from e
+            raise HTTPException(413 if str(e).startswith("the prompt is") else 400, str(e)) from e
+        except Exception as e:  # a bug or an out-of-memory: a JSON 500, and the slot is not lost
+            limiter.release()
+            log.exception("generation setup failed")
+            return JSONResponse({"detail": f"generation failed: {e}"}, status_code=500)
         if req.stream:
             return StreamingResponse(_ndjson(events, limiter), media_type=NDJSON)
         try:
@@ -120,6 +130,69 @@ def create_app(model: RetrievalLM | None, memory: Memory, config: ServeConfig | 
 
     _add_page(app)
     return app
+
+
+def body_limit(config: ServeConfig) -> int:
+    """The largest request body the limits allow: the longest text at 4 UTF-8 bytes per character, written
+    as JSON escapes at worst (6 bytes), plus room for the other fields."""
+    return 6 * max(config.max_prompt_chars, config.max_score_chars) + 64 * 1024
+
+
+class BodyLimit:
+    """ASGI middleware: a request whose body (declared or received) is over ``max_bytes`` gets a 413 before
+    the app reads it; the JSON parse and validation of a 500 MB prompt would hold the event loop."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        if scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        # read the body here, up to the limit (a chunked one has no content-length to check), then replay it
+        messages, seen = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+        pending = iter(messages)
+
+        async def replay() -> Any:
+            return next(pending, None) or await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"detail": f"the request body is over this server's limit of {self.max_bytes} bytes"})
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body.encode()})
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def guard_host(app: FastAPI, host: str) -> None:
+    """On a loopback address, answer only requests addressed to it (``Host: localhost:8000``): a web page
+    elsewhere could otherwise point its own domain at 127.0.0.1 (DNS rebinding) and read the memory."""
+    if host in LOOPBACK:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"])
 
 
 def _add_page(app: FastAPI) -> None:
@@ -191,6 +264,7 @@ def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve ``app`` with uvicorn until interrupted."""
     import uvicorn
 
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOOPBACK:
         log.warning("serving on %s: reachable from other machines; burrow has no authentication", host)
+    guard_host(app, host)
     uvicorn.run(app, host=host, port=port, log_level="info")

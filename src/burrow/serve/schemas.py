@@ -42,11 +42,19 @@ class GenerateRequest(_Strict):
     seed: int | None = Field(None, description="Sampler seed; the response reports the one used.")
     k: int = Field(DEFAULT_K, ge=1, description="Neighbours retrieved per chunk.")
     retrieval: bool = Field(True, description="Retrieve (RETRO[ON]); false runs RETRO[OFF].")
-    stop: list[str] = Field(default_factory=list, max_length=8, description="Strings that end generation.")
+    stop: list[str] = Field(default_factory=list, max_length=8, description="Strings that end generation (at most "
+                                                                            "8, each at most 64 characters).")
     stream: bool = Field(True, description="Stream newline-delimited JSON events; false returns one JSON document.")
-    method: str | None = Field(None, description="Which of the server's methods generates (/health lists them); "
-                                                 "default: the first.")
+    method: str | None = Field(None, max_length=200, description="Which of the server's methods generates "
+                                                                 "(/health lists them); default: the first.")
     min_copy: int = Field(4, ge=1, description="Shortest copied span (tokens) reported and highlighted.")
+
+    @field_validator("stop")
+    @classmethod
+    def _short_stops(cls, stop: list[str]) -> list[str]:
+        if any(len(s) > 64 for s in stop):  # each is matched against the held-back end of the text every token
+            raise ValueError("each stop string must be at most 64 characters")
+        return stop
 
     def generation_config(self, max_tokens: int) -> GenerationConfig:
         """The library config this request asks for, generating at most ``max_tokens``."""
