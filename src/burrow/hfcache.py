@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from burrow.artefacts import atomic_dir, read_json, write_json
 from burrow.errors import BurrowError, first_line
+from burrow.hub import hf_offline_default
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ def save_tokenizer(tokenizer: Any, folder: Path) -> None:
 
 def load_causal_lm(directory: str, gguf_file: str | None, **kwargs: Any) -> Any:
     """``AutoModelForCausalLM.from_pretrained(directory, gguf_file=..., **kwargs)`` through the converted copy."""
+    hf_offline_default()  # before transformers (and huggingface_hub) load
     from transformers import AutoModelForCausalLM
 
     return load_converted(directory, gguf_file, "model",
@@ -161,6 +163,7 @@ def load_causal_lm(directory: str, gguf_file: str | None, **kwargs: Any) -> Any:
 
 def load_auto_tokenizer(directory: str, gguf_file: str | None) -> Any:
     """``AutoTokenizer.from_pretrained(directory, gguf_file=...)`` through the converted copy."""
+    hf_offline_default()
     from transformers import AutoTokenizer
 
     return load_converted(directory, gguf_file, "tokenizer",

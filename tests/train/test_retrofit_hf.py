@@ -291,3 +291,78 @@ def test_a_deep_copy_of_a_fit_still_retrieves(tiny_llama: Path, train_memory: Me
         got = twin(x, neighbours=nb)
     assert (want - off).abs().max() > 1e-3  # retrieval changes the output
     torch.testing.assert_close(got, want)
+
+
+def test_a_relative_base_folder_is_kept_absolute(tiny_llama: Path, train_memory: Memory, tmp_path: Path,
+                                                 monkeypatch) -> None:
+    """`retrofit models/x …` stored "models/x" as typed: loading the fit from any other folder (serve, tasks,
+    eval) read it as a hub id and failed."""
+    monkeypatch.chdir(tiny_llama.parent)
+    config = RetrofitConfig(steps=1, batch_size=2, seq_len=SEQ, warmup=1, eval_every=0, precision="fp32",
+                            progress=False)
+    result = retrofit(tiny_llama.name, train_memory.dir, tmp_path / "run", config)
+    assert result.base.source == str(tiny_llama.resolve())
+    monkeypatch.chdir(tmp_path)
+    load_run(tmp_path / "run")
+
+
+def test_hugging_face_loads_are_offline_even_when_the_hub_was_imported_first(tmp_path: Path) -> None:
+    """huggingface_hub reads HF_HUB_OFFLINE once, at import: setting it after a tokenizer check had imported
+    transformers left retrofit (and --lm) free to download."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import huggingface_hub.constants as c\n"
+            "from burrow.hub import hf_offline_default\n"
+            "assert not c.HF_HUB_OFFLINE\n"
+            "assert hf_offline_default() and c.HF_HUB_OFFLINE\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+    env["HF_HUB_OFFLINE"] = "0"  # the user's choice stands
+    subprocess.run([sys.executable, "-c", code.replace("assert hf_offline_default() and c.HF_HUB_OFFLINE",
+                                                       "assert not hf_offline_default() and not c.HF_HUB_OFFLINE")],
+                   check=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("kind", ["gemma2", "phi"])
+def test_a_decoder_of_another_layout_is_refused(kind: str) -> None:
+    """Gemma2 normalises the attention output before its residual add, Phi runs attention and MLP side by side:
+    CCA added after self_attn is not H + CCA(norm(H)) there, and such a base used to train without a word."""
+    transformers = pytest.importorskip("transformers")
+    from burrow.model.hf import HFRetro
+
+    small = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=4, max_position_embeddings=64)
+    config_class = {"gemma2": transformers.Gemma2Config, "phi": transformers.PhiConfig}[kind]
+    model_class = {"gemma2": transformers.Gemma2ForCausalLM, "phi": transformers.PhiForCausalLM}[kind]
+    base = model_class(config_class(**small, **({"head_dim": 8} if kind == "gemma2" else {})))
+    cfg = ModelConfig(**hf_decoder_config(base.config))
+    cfg = retrofit_model_config(cfg, RetrofitConfig(), chunk_size=8)
+    with pytest.raises(BurrowError, match=f"a {kind} model cannot be RETRO-fitted") as e:
+        HFRetro(base, cfg)
+    assert "\n" not in str(e.value)
+
+
+def test_a_damaged_base_reference_is_one_line(tiny_llama: Path, train_memory: Memory, tmp_path: Path) -> None:
+    config = RetrofitConfig(steps=1, batch_size=2, seq_len=SEQ, warmup=1, eval_every=0, precision="fp32",
+                            progress=False)
+    retrofit(str(tiny_llama), train_memory.dir, tmp_path / "run", config)
+    ref = tmp_path / "run" / "final" / RETROFIT_FILE
+    for content in ("{}", '{"kind": "hf", "source": "x", "revision": "main"}'):
+        ref.write_text(content, encoding="utf-8")
+        with pytest.raises(BurrowError, match="is damaged") as e:
+            load_run(tmp_path / "run")
+        assert "\n" not in str(e.value)
+
+
+def test_a_folder_without_a_tokenizer_is_one_line(tiny_llama: Path, train_memory: Memory, tmp_path: Path) -> None:
+    """transformers' error runs to five lines ("Couldn't instantiate the backend tokenizer from one of: …")."""
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_llama, bare)
+    for f in bare.iterdir():
+        if "token" in f.name:
+            f.unlink()
+    with pytest.raises(BurrowError) as e:
+        retrofit(str(bare), train_memory.dir, tmp_path / "run", RetrofitConfig(steps=1))
+    assert "\n" not in str(e.value) and "tokenizer" in str(e.value)

@@ -259,7 +259,7 @@ def _load_hf_auto(name: str, gguf_file: str | None) -> Tokenizer:
     try:
         hf = load_auto_tokenizer(name, gguf_file)  # a GGUF is read once, then its converted copy
     except Exception as e:
-        raise BurrowError(f"cannot load tokenizer {name!r}: {e}") from None
+        raise BurrowError(f"cannot load tokenizer {name!r}: {first_line(e)}") from None
     if not getattr(hf, "is_fast", False):
         raise BurrowError(f"tokenizer {name!r} has no fast (tokenizer.json) form; burrow needs one")
     held = tempfile.TemporaryDirectory(prefix="burrow-tok-")  # removed when the process exits

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from burrow.errors import BurrowError, first_line
 from burrow.hfcache import load_auto_tokenizer, load_causal_lm
 from burrow.hub import SMOLLM2 as SMOLLM2  # re-exported: the names used to live here
 from burrow.hub import SMOLLM2_GGUF as SMOLLM2_GGUF
+from burrow.hub import hf_offline_default
 from burrow.hub import resolve_hf_base as resolve_hf_base
 from burrow.model.cache import ModelCache
 from burrow.model.cca import ChunkedCrossAttention
@@ -48,7 +48,7 @@ def _looks_like_a_path(name: str) -> bool:
 
 def load_hf_causal_lm(name: str, gguf_file: str | None = None) -> Any:
     """A Hugging Face causal LM in eval mode, fp32, every weight frozen; offline unless allowed."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    hf_offline_default()
     try:
         import transformers  # noqa: F401
     except ImportError:
@@ -71,7 +71,7 @@ def load_hf_tokenizer_vocab(name: str, gguf_file: str | None = None) -> dict[str
     try:
         tok = load_auto_tokenizer(path, gguf)
     except Exception as e:
-        raise BurrowError(f"cannot load the tokenizer of {name!r}: {e}") from None
+        raise BurrowError(f"cannot load the tokenizer of {name!r}: {first_line(e)}") from None
     return dict(tok.get_vocab())
 
 
@@ -137,6 +137,11 @@ class HFBaseline(nn.Module):
         return sum(p.numel() for p in self.base.parameters())
 
 
+#: Hugging Face model types whose decoder layer is x + attn(norm(x)), then + mlp(norm(·)): HFRetro's hooks
+#: return attn + CCA(norm(X + attn)) from self_attn, so the layer's residual add gives H + CCA(norm(H)).
+PRE_NORM_LAYOUTS = ("llama", "mistral", "qwen2", "qwen3")
+
+
 class HFRetroCache(ModelCache):
     """RETRO's chunk state (:class:`ModelCache`) plus the HF model's own KV cache."""
 
@@ -196,6 +201,12 @@ class HFRetro(nn.Module):
     @property
     def decoder_layers(self) -> Any:
         """The HF decoder's layers (``base.model.layers`` in Llama, Mistral, Qwen2, SmolLM)."""
+        kind = getattr(getattr(self.base, "config", None), "model_type", None)
+        if kind not in PRE_NORM_LAYOUTS:
+            # Gemma2 and OLMo2 normalise the attention's output before the residual add, Phi and Cohere run
+            # attention and MLP side by side: a CCA added after self_attn would not be H + CCA(norm(H)) there
+            raise BurrowError(f"a {kind or type(self.base).__name__} model cannot be RETRO-fitted: CCA is added "
+                              f"after self-attention in pre-norm residual decoders ({', '.join(PRE_NORM_LAYOUTS)})")
         inner = getattr(self.base, "model", None)
         layers = getattr(inner, "layers", None)
         if not isinstance(layers, nn.ModuleList):

@@ -209,7 +209,12 @@ def load_retrofit_dir(directory: str | Path, device: str | torch.device = "cpu")
     directory = Path(directory)
     if not (directory / RETROFIT_FILE).exists():
         return load_model(directory, device=device)  # a burrow base: an ordinary RETRO model
-    ref = BaseRef(**read_json(directory / RETROFIT_FILE))
+    recorded = read_json(directory / RETROFIT_FILE)
+    try:
+        ref = BaseRef(**recorded)
+    except TypeError:  # a field missing or unknown: not a record this burrow wrote
+        raise BurrowError(f"{directory / RETROFIT_FILE} is damaged (not a base reference: {recorded!r:.120}); "
+                          "restore it, or RETRO-fit the base again") from None
     cfg = ModelConfig.from_dict(read_json(directory / CONFIG_FILE))
     model = HFRetro(load_hf_causal_lm(ref.source, ref.gguf_file), cfg)
     load_new_weights(model, directory)

@@ -185,6 +185,8 @@ def resolve_base(base: str | Path, gguf_file: str | None = None) -> BaseRef:
         if gguf_file:
             raise BurrowError("--gguf-file applies to Hugging Face bases, not to a burrow run")
         return BaseRef("burrow", str(p.resolve()))
+    if p.is_dir():  # a local Hugging Face folder: kept absolute, so the fit loads from any working folder
+        return BaseRef("hf", str(p.resolve()), gguf_file)
     return BaseRef("hf", str(base), gguf_file)
 
 
@@ -202,7 +204,7 @@ def retrofit(base: str | Path, memory_dir: str | Path, out: str | Path,
     ref = resolve_base(base, config.gguf_file)
     memory = Memory(memory_dir)
     out = Path(out)
-    _check_same_base(out, ref, config.train.force)
+    ref = _check_same_base(out, ref, config.train.force)
     if ref.kind == "burrow":
         setup = _burrow_setup(ref, memory, config)
     else:
@@ -223,15 +225,22 @@ def retrofit(base: str | Path, memory_dir: str | Path, out: str | Path,
     return RetrofitResult(result, ref, split.get("trainable", 0), split.get("total", 0))
 
 
-def _check_same_base(out: Path, ref: BaseRef, force: bool) -> None:
-    """A run directory started from another base is an error (the model config may not show it)."""
+def _check_same_base(out: Path, ref: BaseRef, force: bool) -> BaseRef:
+    """The base to fit: ``ref``, or the one the run in ``out`` was started from when that is the same model
+    (a local folder recorded as typed, relative, before such folders were kept absolute); a run started from
+    another base is an error (the model config may not show it)."""
     config = out / "config.json"
     if force or not config.exists():
-        return
+        return ref
     old = read_json(config).get("retrofit")
-    if old is not None and old != ref.to_dict():
-        raise BurrowError(f"{out} is a RETRO-fit of {old.get('source')}, not {ref.source}; "
-                          "use another -o or --force")
+    if old is None or old == ref.to_dict():
+        return ref
+    if (isinstance(old, dict) and old.get("kind") == ref.kind == "hf" and old.get("gguf_file") == ref.gguf_file
+            and isinstance(old.get("source"), str) and Path(old["source"]).is_dir()
+            and str(Path(old["source"]).resolve()) == ref.source):
+        return BaseRef("hf", old["source"], ref.gguf_file)
+    raise BurrowError(f"{out} is a RETRO-fit of {old.get('source') if isinstance(old, dict) else old}, not "
+                      f"{ref.source}; use another -o or --force")
 
 
 def _burrow_setup(ref: BaseRef, memory: Memory, config: RetrofitConfig) -> ModelSetup:
