@@ -237,3 +237,36 @@ def test_smollm2_from_its_copy_is_the_same_model(tmp_path: Path, monkeypatch: py
             assert torch.equal(direct(ids).logits, copied(ids).logits)
     finally:
         shutil.rmtree(cache, ignore_errors=True)  # ~0.5 GB; pytest keeps tmp_path for a few sessions
+
+
+def test_a_tokenizer_file_beside_the_gguf_is_part_of_the_key(gguf: Path) -> None:
+    """transformers reads tokenizer.json (it wins over the GGUF's vocabulary) and tokenizer_config.json from
+    the folder too: adding or editing one kept serving the copy converted without it."""
+    loader = Loader()
+    load_converted(str(gguf.parent), gguf.name, "tokenizer", loader.load, loader.save)
+    before = copy_folder(str(gguf.parent), gguf.name, "tokenizer")
+    (gguf.parent / "tokenizer.json").write_text('{"model": {}}', encoding="utf-8")
+    after = copy_folder(str(gguf.parent), gguf.name, "tokenizer")
+    assert after != before
+    assert copy_folder(str(gguf.parent), gguf.name, "model") is not None  # the model's key reads config.json only
+    load_converted(str(gguf.parent), gguf.name, "tokenizer", loader.load, loader.save)
+    assert loader.calls[-1][1] == {"gguf_file": "m.gguf"}  # converted again
+
+
+def test_two_transformers_sharing_a_cache_keep_their_copies(gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each load removed every other copy of the same GGUF, the newer transformers' too: two environments
+    sharing the cache converted again (~43 s for SmolLM2) on every turn."""
+    import transformers
+
+    loader = Loader()
+    for version in ("5.1.0", "5.2.0", "5.1.0", "5.2.0"):
+        monkeypatch.setattr(transformers, "__version__", version)
+        load_converted(str(gguf.parent), gguf.name, "model", loader.load, loader.save)
+    assert [kw for _, kw in loader.calls].count({"gguf_file": "m.gguf"}) == 2
+    copies = [p / "model" / DONE for p in (gguf.parent.parent / "cache" / "gguf").iterdir()]
+    assert len(copies) == 2
+    for done in copies:  # both unread for over a week: a newer transformers removes them
+        os.utime(done, (0, 0))
+    monkeypatch.setattr(transformers, "__version__", "5.3.0")
+    load_converted(str(gguf.parent), gguf.name, "model", loader.load, loader.save)
+    assert [p for p in copies if p.exists()] == []

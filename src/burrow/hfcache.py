@@ -27,11 +27,12 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from burrow.artefacts import atomic_dir, read_json, write_json
+from burrow.artefacts import atomic_dir, files_id, read_json, write_json
 from burrow.errors import BurrowError, first_line
 from burrow.hub import hf_offline_default
 
@@ -71,9 +72,17 @@ def copy_folder(directory: str, gguf_file: str, kind: str) -> Path | None:
     import transformers
 
     stat = gguf.stat()
-    ident = [str(gguf.resolve()), stat.st_size, stat.st_mtime_ns, transformers.__version__, COPY_VERSION]
+    ident: list[Any] = [str(gguf.resolve()), stat.st_size, stat.st_mtime_ns, transformers.__version__, COPY_VERSION]
+    beside = [files_id(gguf.parent / name) for name in SIDE_FILES[kind] if (gguf.parent / name).is_file()]
+    if beside:  # transformers also reads these from the folder (a tokenizer.json wins over the GGUF's vocabulary)
+        ident.append(beside)
     key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
     return root / "gguf" / f"{gguf.stem}-{key}" / kind
+
+
+#: Files beside a GGUF that ``from_pretrained(folder, gguf_file=…)`` reads too, by kind of copy.
+SIDE_FILES = {"tokenizer": ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"),
+              "model": ("config.json", "generation_config.json")}
 
 
 def load_converted(directory: str, gguf_file: str | None, kind: str, load: Callable[[str, dict[str, Any]], T],
@@ -90,7 +99,10 @@ def load_converted(directory: str, gguf_file: str | None, kind: str, load: Calla
         return load(directory, {"gguf_file": gguf_file})
     if (copy / DONE).is_file():
         try:
-            return load(str(copy), {})
+            obj = load(str(copy), {})
+            with contextlib.suppress(OSError):
+                os.utime(copy / DONE)  # when it was last read: a copy in use by another environment is kept
+            return obj
         except Exception as e:  # damaged on disk (truncated, edited): converted again below, replacing it whole
             log.warning("the converted copy %s does not load (%s): converting %s again", copy, first_line(e),
                         gguf_file)
@@ -99,7 +111,8 @@ def load_converted(directory: str, gguf_file: str | None, kind: str, load: Calla
     try:
         with atomic_dir(copy) as tmp:
             save(obj, tmp)
-            write_json(tmp / DONE, {"kind": kind, "gguf": source, "version": COPY_VERSION})
+            write_json(tmp / DONE, {"kind": kind, "gguf": source, "version": COPY_VERSION,
+                                    "transformers": _transformers_version(), "gguf_id": files_id(source)})
     except NoCopy as e:
         log.info("no converted copy of %s: %s", gguf_file, e)
     except Exception as e:  # a full disk (safetensors and tokenizers raise their own errors), no permission, ...
@@ -114,18 +127,47 @@ class NoCopy(Exception):
     """Raised by a ``save`` for an object that a copy would not reproduce (the GGUF is then read each time)."""
 
 
+def _transformers_version() -> str:
+    import transformers
+
+    return str(transformers.__version__)
+
+
+#: A copy made by an older transformers is removed once unread for this long (another environment sharing
+#: the cache may still use it: removing it at once made two environments convert again on every turn).
+UNUSED_DAYS = 7
+
+
+def _superseded(done: dict[str, Any], source: str, last_read: float) -> bool:
+    """Whether a copy recorded by ``done`` (last read at ``last_read``) will not be read again: of this GGUF
+    file, made before the file changed, or by an older transformers and unread for :data:`UNUSED_DAYS`."""
+    if done.get("gguf") != source:
+        return False
+    if "gguf_id" not in done or "transformers" not in done:  # a copy from before these were recorded
+        return True
+    if done["gguf_id"] != files_id(source):
+        return True
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        older = Version(str(done["transformers"])) < Version(_transformers_version())
+    except InvalidVersion:
+        return False
+    return older and time.time() - last_read > UNUSED_DAYS * 86400
+
+
 def _remove_older_copies(copy: Path, source: str) -> None:
-    """The copies of the same GGUF file under other keys (an older transformers, the file before it changed):
-    ~0.5 GB each for SmolLM2, never read again."""
+    """The copies of the same GGUF file under other keys that are never read again (an older transformers, the
+    file before it changed): ~0.5 GB each for SmolLM2."""
     for other in copy.parent.parent.glob(copy.parent.name.rsplit("-", 1)[0] + "-*"):
         old = other / copy.name
         if other == copy.parent or not (old / DONE).is_file():
             continue
         try:
-            same = read_json(old / DONE).get("gguf") == source
-        except (BurrowError, AttributeError):
+            superseded = _superseded(read_json(old / DONE), source, (old / DONE).stat().st_mtime)
+        except (BurrowError, AttributeError, OSError):
             continue
-        if same:
+        if superseded:
             shutil.rmtree(old, ignore_errors=True)
             with contextlib.suppress(OSError):
                 other.rmdir()  # when its other kind is gone too
