@@ -366,3 +366,23 @@ def test_a_folder_without_a_tokenizer_is_one_line(tiny_llama: Path, train_memory
     with pytest.raises(BurrowError) as e:
         retrofit(str(bare), train_memory.dir, tmp_path / "run", RetrofitConfig(steps=1))
     assert "\n" not in str(e.value) and "tokenizer" in str(e.value)
+
+
+def test_a_fit_whose_base_weights_changed_is_refused(tiny_llama: Path, train_memory: Memory, tmp_path: Path) -> None:
+    """A fit recorded only its base's name or folder: new weights there (a fine-tune saved over it, an upgraded
+    package) silently put the trained CCA layers on another model."""
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    config = RetrofitConfig(steps=1, batch_size=2, seq_len=SEQ, warmup=1, eval_every=0, precision="fp32",
+                            progress=False)
+    result = retrofit(str(base), train_memory.dir, tmp_path / "run", config)
+    assert result.base.weights and result.base.weights[0][0] == "model.safetensors"
+    load_run(tmp_path / "run")
+    weights = safetensors.torch.load_file(str(base / "model.safetensors"))
+    safetensors.torch.save_file({k: v + 1 for k, v in weights.items()}, str(base / "model.safetensors"))
+    with pytest.raises(BurrowError, match="other weights of") as e:
+        load_run(tmp_path / "run")
+    assert "\n" not in str(e.value)
+    with pytest.raises(BurrowError, match="other weights of"):
+        retrofit(str(base), train_memory.dir, tmp_path / "run", RetrofitConfig(steps=2, batch_size=2, seq_len=SEQ,
+                                                                               warmup=1, eval_every=0, progress=False))

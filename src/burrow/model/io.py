@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import re
 from collections.abc import Iterable
@@ -162,10 +163,41 @@ class BaseRef:
     kind: str  # "burrow" | "hf"
     source: str  # burrow run/model directory, or HF name/directory (``smollm2`` kept as is: portable)
     gguf_file: str | None = None
+    weights: list[Any] | None = None  # a HF base's weight files when local (hf_weights_id); None: not checked
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (written to config.json and ``retrofit.json``)."""
         return dataclasses.asdict(self)
+
+    def same_model(self, other: dict[str, Any]) -> bool:
+        """Whether ``other`` (a recorded :meth:`to_dict`) names the same base, its weights aside."""
+        return all(other.get(k) == v for k, v in self.to_dict().items() if k != "weights")
+
+
+def hf_weights_id(source: str, gguf_file: str | None) -> list[Any] | None:
+    """What identifies a Hugging Face base's weights on this disk, cheaply: per weight file (the GGUF, or the
+    folder's safetensors/bin files) its name, size and a hash of its first and last MiB; None for a hub id
+    (nothing local to read)."""
+    path, gguf = resolve_hf_base(source, gguf_file)
+    folder = Path(path).expanduser()
+    if gguf:
+        files = [folder / gguf]
+    elif folder.is_dir():
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+    else:
+        return None
+    out: list[Any] = []
+    for f in files:
+        if not f.is_file():
+            return None
+        size = f.stat().st_size
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
+            h.update(fh.read(1 << 20))
+        out.append([f.name, size, h.hexdigest()[:16]])
+    return out
 
 
 def save_hf_retrofit(model: RetrievalLM, directory: Path, ref: BaseRef) -> Path:
@@ -215,6 +247,9 @@ def load_retrofit_dir(directory: str | Path, device: str | torch.device = "cpu")
     except TypeError:  # a field missing or unknown: not a record this burrow wrote
         raise BurrowError(f"{directory / RETROFIT_FILE} is damaged (not a base reference: {recorded!r:.120}); "
                           "restore it, or RETRO-fit the base again") from None
+    if ref.weights is not None and hf_weights_id(ref.source, ref.gguf_file) != ref.weights:
+        raise BurrowError(f"{directory} was RETRO-fitted on other weights of {ref.source} than are there now (its "
+                          "weight files changed): restore that base, or RETRO-fit the new one")
     cfg = ModelConfig.from_dict(read_json(directory / CONFIG_FILE))
     model = HFRetro(load_hf_causal_lm(ref.source, ref.gguf_file), cfg)
     load_new_weights(model, directory)

@@ -38,6 +38,7 @@ from burrow.model.io import (
     RETROFIT_FILE,
     WEIGHTS_FILE,
     BaseRef,
+    hf_weights_id,
     load_new_weights,
     load_retrofit_dir,
     load_run,
@@ -185,9 +186,8 @@ def resolve_base(base: str | Path, gguf_file: str | None = None) -> BaseRef:
         if gguf_file:
             raise BurrowError("--gguf-file applies to Hugging Face bases, not to a burrow run")
         return BaseRef("burrow", str(p.resolve()))
-    if p.is_dir():  # a local Hugging Face folder: kept absolute, so the fit loads from any working folder
-        return BaseRef("hf", str(p.resolve()), gguf_file)
-    return BaseRef("hf", str(base), gguf_file)
+    source = str(p.resolve()) if p.is_dir() else str(base)  # a local folder: absolute, loads from anywhere
+    return BaseRef("hf", source, gguf_file, hf_weights_id(source, gguf_file))
 
 
 def _is_burrow_dir(p: Path) -> bool:
@@ -235,10 +235,15 @@ def _check_same_base(out: Path, ref: BaseRef, force: bool) -> BaseRef:
     old = read_json(config).get("retrofit")
     if old is None or old == ref.to_dict():
         return ref
+    if isinstance(old, dict) and old.get("weights") not in (None, ref.weights):
+        raise BurrowError(f"{out} was started on other weights of {ref.source} than are there now (its weight "
+                          "files changed); restore them, or use another -o or --force")
+    if isinstance(old, dict) and ref.same_model(old):  # recorded before weights were: resumed as recorded
+        return BaseRef(**{**ref.to_dict(), "weights": old.get("weights")})
     if (isinstance(old, dict) and old.get("kind") == ref.kind == "hf" and old.get("gguf_file") == ref.gguf_file
             and isinstance(old.get("source"), str) and Path(old["source"]).is_dir()
-            and str(Path(old["source"]).resolve()) == ref.source):
-        return BaseRef("hf", old["source"], ref.gguf_file)
+            and str(Path(old["source"]).resolve()) == ref.source):  # a local folder recorded as typed, relative
+        return BaseRef("hf", old["source"], ref.gguf_file, old.get("weights"))
     raise BurrowError(f"{out} is a RETRO-fit of {old.get('source') if isinstance(old, dict) else old}, not "
                       f"{ref.source}; use another -o or --force")
 
