@@ -267,3 +267,12 @@ def test_memory_builds_precision_lists_only_what_the_encoder_takes(tmp_path, bur
         EncoderConfig(precision=value)
     code, _, err = burrow_cli("memory", "build", tmp_path, "-o", tmp_path / "m", "--precision", "fp16")
     assert code == 2 and "'fp16' is not one of auto, bf16, fp32" in err
+
+
+def test_memory_build_takes_a_device_and_refuses_an_unusable_one_first(tmp_path, burrow_cli) -> None:
+    """`memory build` had no --device (every other compute command has one): a GPU host always encoded on CUDA."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("Owls hunt at night.\n", encoding="utf-8")
+    code, _, err = burrow_cli("memory", "build", corpus, "-o", tmp_path / "m", "--device", "nosuch")
+    assert code == 2 and "unknown device 'nosuch'" in one_error(err)
+    assert not (tmp_path / "m").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from burrow.cli.options import DEFAULT_K, EncoderPrecision, Force, default_of, out_option
+from burrow.cli.options import DEFAULT_K, Device, EncoderPrecision, Force, default_of, out_option
 from burrow.data.corpus import CorpusConfig
 from burrow.data.tokenizer import TokenizerConfig
 from burrow.errors import BurrowError
@@ -54,15 +54,19 @@ def build(
     address: str | None = typer.Option(None, "--address", help="--engine ray: join this Ray cluster (HOST:PORT or "
                                                                 "auto); default: start a local Ray."),
     workers: int = typer.Option(2, "--workers", help="--engine ray: encoder actors, one encoder each."),
+    device: Device = default_of(EncoderConfig, "device"),
     force: Force = False,
 ) -> None:
     """Build a memory from CORPUS: tokenizer → tokens → 64-token chunks → frozen-encoder keys → FAISS index."""
+    from burrow.device import pick_device
     from burrow.memory.build import build_memory, compute_neighbours
 
+    pick_device(device)  # an unusable --device is refused before any work
     config = MemoryConfig(
         corpus=CorpusConfig(text_field=text_field, txt_split=txt_split, invalid_utf8=invalid_utf8),  # type: ignore[arg-type]
         tokenizer=TokenizerConfig(source=tokenizer, vocab_size=vocab_size, gguf_file=gguf_file),
-        encoder=EncoderConfig(model=encoder, precision=precision, batch_size=batch_size, shard_size=shard_size),
+        encoder=EncoderConfig(model=encoder, precision=precision, batch_size=batch_size, shard_size=shard_size,
+                              device=device),
         index=IndexConfig(factory=index, search_params=search_params),
         chunk_size=chunk_size,
     )
