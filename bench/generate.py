@@ -118,8 +118,9 @@ def bench_generation(model_dir: Path | Any, memory_dir: Path, tokens: int, repea
     gen = Generator(model, Memory(memory_dir), device=device, precision=precision)
     # eos is never sampled: ON and OFF sample different tokens, and a run ended early by eos would spread
     # its prefill and the prompt's search over fewer tokens than the other's
-    eos = torch.tensor([gen.tokenizer.eos_id], dtype=torch.long, device=gen.banned.device)
-    gen.banned = torch.cat([gen.banned, eos])
+    if gen.tokenizer.eos_id is not None:
+        eos = torch.tensor([gen.tokenizer.eos_id], dtype=torch.long, device=gen.banned.device)
+        gen.banned = torch.cat([gen.banned, eos])
     tokens = tokens_that_fit(gen, tokens)
     gen.generate(PROMPT, GenerationConfig(max_new_tokens=gen.config.chunk_size * 2))  # warm-up (encoder load)
     on: list[tuple[float, float]] = []

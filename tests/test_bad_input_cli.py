@@ -276,3 +276,12 @@ def test_memory_build_takes_a_device_and_refuses_an_unusable_one_first(tmp_path,
     code, _, err = burrow_cli("memory", "build", corpus, "-o", tmp_path / "m", "--device", "nosuch")
     assert code == 2 and "unknown device 'nosuch'" in one_error(err)
     assert not (tmp_path / "m").exists()
+
+
+def test_a_missing_module_inside_an_installed_package_is_not_called_a_missing_extra() -> None:
+    """"needs lm_eval, which is not installed" for lm_eval.tasks.x (a module missing inside an installed
+    package: a bug or a broken install, whose traceback the user needs)."""
+    from burrow.cli import _missing_extra
+
+    assert _missing_extra(ModuleNotFoundError("x", name="lm_eval.tasks.nosuch")) is None
+    assert _missing_extra(ModuleNotFoundError("x", name="nosuchpackage")) is None

@@ -183,17 +183,18 @@ def test_a_demo_error_that_advises_force_gives_the_demos_own_advice(tmp_path: Pa
 
     monkeypatch.setattr(burrow.demo, "find_data", lambda *a, **k: tmp_path)
     monkeypatch.setattr(burrow.demo, "_quick_slice", lambda *a, **k: [])
-    corrupt = f"{tmp_path}/corpus/train.report.json is corrupt (Expecting value); delete it and re-run with --force"
-    for message in ("runs/retro holds a run of another model (differs in ['d_model']); use another -o or --force",
-                    corrupt):
-        def refuse(*args: object, message: str = message) -> None:
+    corrupt = f"{tmp_path}/corpus/train.report.json is corrupt (Expecting value)"
+    built = f"{tmp_path}/memory holds a memory built from a.txt; this build reads b.txt"
+    other = "runs/retro holds a run of another model (differs in ['d_model'])"
+    for head, fix in ((other, "; use another -o or --force"), (corrupt, "; delete it and re-run with --force"),
+                      (built, ". Give another -o, or --force to rebuild it from these inputs")):
+        def refuse(*args: object, message: str = head + fix) -> None:
             raise BurrowError(message)
 
         monkeypatch.setattr(burrow.demo, "hygiene", refuse)
         with pytest.raises(BurrowError) as e:
             run_demo(DemoConfig(out=tmp_path / "demo", quick=True))
-        head = message.rpartition("; ")[0]
-        assert str(e.value).startswith(head + "; the demo has no --force: delete")
+        assert str(e.value).startswith(head + "; the demo has no --force: delete"), str(e.value)
         assert "another -o" in str(e.value)
 
 
@@ -293,3 +294,28 @@ def test_a_burrow_data_that_points_nowhere_is_named(tmp_path: Path, monkeypatch)
     monkeypatch.setenv("BURROW_DATA", str(tmp_path / "nope"))
     with pytest.raises(BurrowError, match=rf"at {tmp_path / 'nope'} \(\$BURROW_DATA\)"):
         find_data()
+
+
+def test_a_hygiene_stopped_while_cleaning_again_is_not_trusted_later(tmp_path: Path, monkeypatch) -> None:
+    """The key was deleted before cleaning again, but the old corpus and report survived a stop: the next run
+    took the folder for one made before the key existed and kept the stale corpus."""
+    import burrow.demo
+    from burrow.demo import hygiene
+
+    train = tmp_path / "train.jsonl"
+    valid = tmp_path / "valid.txt"
+    train.write_text('{"text": "alpha beta gamma delta"}\n', encoding="utf-8")
+    valid.write_text("iota kappa lambda mu\n", encoding="utf-8")
+    out = tmp_path / "o"
+    assert hygiene([str(train)], [str(valid)], out)[1]["documents_in"] == 1
+    train.write_text('{"text": "alpha beta gamma delta"}\n{"text": "nu xi omicron pi"}\n', encoding="utf-8")
+    real = burrow.demo.clean_corpus
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(burrow.demo, "clean_corpus", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        hygiene([str(train)], [str(valid)], out)
+    monkeypatch.setattr(burrow.demo, "clean_corpus", real)
+    assert hygiene([str(train)], [str(valid)], out)[1]["documents_in"] == 2

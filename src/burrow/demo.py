@@ -43,8 +43,7 @@ from burrow.evaluate.pipeline import timed
 from burrow.generate.readable import readable_example
 from burrow.memory import Memory
 from burrow.memory.bm25 import build_bm25
-from burrow.memory.build import MemoryConfig, build_memory, compute_neighbours
-from burrow.memory.encode import EncoderConfig
+from burrow.memory.build import MemoryConfig, build_memory, compute_neighbours, encoder_on
 from burrow.memory.neighbours import retrieval_width
 from burrow.model import RetrievalLM, load_run
 from burrow.train import TrainConfig, train
@@ -97,7 +96,7 @@ class DemoConfig:
     train: TrainConfig  # how both models train (steps, batch size, sequence length, lr, k, device …)
     eval: EvalConfig  # how they are evaluated (k, device, max_docs; leakage always, sweeps per ``sweeps``)
 
-    def __init__(self, out: Path = Path("runs/demo"), data: Path | None = None, quick: bool = False,
+    def __init__(self, out: Path | None = None, data: Path | None = None, quick: bool = False,
                  baseline: str = "tiny", retro: str = "retro-tiny", eval_split: str = "valid", sweeps: bool = True,
                  max_eval_docs: int | None = None, k: int = DEFAULT_K, device: str = DEFAULT_DEVICE,
                  extra: dict[str, Any] | None = None, methods: tuple[str, ...] = DEMO_METHODS,
@@ -110,6 +109,7 @@ class DemoConfig:
                 raise BurrowError(f"{option} {spec} is {'not ' if retro_wanted else ''}a RETRO model; give a "
                                   f"{'RETRO' if retro_wanted else 'baseline'} preset or model TOML (e.g. "
                                   f"{'retro-tiny' if retro_wanted else 'tiny'})")
+        out = out or Path("runs/demo-quick" if quick else "runs/demo")  # the two need their own memories and runs
         self.out, self.data, self.quick, self.eval_split, self.sweeps = Path(out), data, quick, eval_split, sweeps
         self.baseline, self.retro = baseline, retro
         self.methods = tuple(methods)
@@ -188,6 +188,7 @@ def hygiene(inputs: list[str], against: list[str], out: Path) -> tuple[Path, dic
         if same_names and _read_or_none(key_path) == key:
             return dest, report
     key_path.unlink(missing_ok=True)
+    report_json.unlink(missing_ok=True)  # a cleaning stopped now must not leave a folder that looks pre-key
     clean_corpus(inputs, dest, config, corpus_config=CorpusConfig(text_field="text,extract"), against=against)
     write_json(key_path, key)  # last: a cleaning stopped before it is done again
     return dest, read_json(report_json)
@@ -200,11 +201,13 @@ def _train(cfg: DemoConfig, preset: str, memory_dir: Path, out: Path) -> Retriev
 
 def _without_force(e: BurrowError, out: Path) -> BurrowError:
     """An error whose advice is a --force the demo does not have, with the demo's own advice instead."""
-    head, _, fix = str(e).rpartition("; ")
-    if not head or "--force" not in fix:
+    text = str(e)
+    at = text.find("--force")
+    cut = max(text.rfind("; ", 0, at), text.rfind(". ", 0, at)) if at >= 0 else -1
+    if cut <= 0:
         return e
-    return BurrowError(f"{head}; the demo has no --force: delete what the message names (or all of {out}) and "
-                       "re-run, or give the demo another -o")
+    return BurrowError(f"{text[:cut]}; the demo has no --force: delete what the message names (or all of {out}) "
+                       "and re-run, or give the demo another -o")
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -241,10 +244,10 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
     eval_files = [str(data / WIKITEXT_VALID), str(data / WIKITEXT_TEST)]
     with timed(stages, "hygiene"):
         corpus, clean_report = hygiene(train_inputs, eval_files, cfg.out)
-    mem_config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=2048 if cfg.quick else 8192),
-                              encoder=EncoderConfig(device=cfg.train.device))  # --device is the encoder's too
+    mem_config = MemoryConfig(tokenizer=TokenizerConfig(vocab_size=2048 if cfg.quick else 8192))
     with timed(stages, "memory"):
-        memory, _ = build_memory([str(corpus)], cfg.out / "memory", mem_config)
+        memory, _ = build_memory([str(corpus)], cfg.out / "memory", mem_config,
+                                 encoder=encoder_on(mem_config, cfg.train.device))  # --device encodes too
         compute_neighbours(memory, k=retrieval_width(cfg.train.k))  # what training reads (then slices to k)
     with timed(stages, "train baseline"):
         base = _train(cfg, cfg.baseline, memory.dir, cfg.out / "runs" / "baseline")

@@ -388,3 +388,18 @@ def test_a_memory_built_before_contents_was_recorded_is_kept_by_a_no_op_rebuild(
     write_json(path, older)
     again, _ = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
     assert read_json(path) == older and again.manifest == older
+
+
+def test_the_device_a_build_encodes_on_is_not_part_of_the_memory(built: Memory, tiny_corpus: Path,
+                                                                  memory_config) -> None:
+    """`memory build --device cpu` (or `burrow demo --device cpu`) recorded the device in the manifest: the same
+    memory built on another device was another memory (its runs refused it), and its queries were tied to the
+    device (a memory built with cuda could not be searched on a CPU host)."""
+    from burrow.memory.build import encoder_on
+
+    before = (built.dir / "memory.manifest.json").read_bytes()
+    assert encoder_on(memory_config, "auto") is None
+    build_memory([str(tiny_corpus)], built.dir, memory_config, progress=False,
+                 encoder=encoder_on(memory_config, "cpu"))
+    assert (built.dir / "memory.manifest.json").read_bytes() == before
+    assert built.manifest["encoder_config"]["device"] == "auto"

@@ -154,6 +154,13 @@ def _missing_extra(e: BaseException) -> str | None:
     extra = _EXTRAS.get(top)
     if extra is None:
         return None
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec(top) is not None:  # installed: a module inside it is missing, a real bug
+            return None
+    except (ImportError, ValueError):  # sys.modules[top] is None (import halted): not usable either
+        pass
     return f"this command needs {top}, which is not installed: pip install 'burrow[{extra}]'"
 
 

@@ -34,7 +34,8 @@ def build(
     invalid_utf8: str = INVALID,
     tokenizer: str | None = typer.Option(
         None, "--tokenizer",
-        help="Existing tokenizer: .model, tokenizer.json, an HF name/dir, or smollm2. Default: train one."),
+        help="Existing tokenizer: .model, tokenizer.json, an HF dir or name (downloaded only with HF_HUB_OFFLINE=0), "
+             "or smollm2. Default: train one."),
     gguf_file: str | None = typer.Option(None, "--gguf-file", help="GGUF file inside --tokenizer's HF dir."),
     vocab_size: int = typer.Option(default_of(TokenizerConfig, "vocab_size"), "--vocab-size",
                                    help="Vocabulary of the trained tokenizer."),
@@ -59,19 +60,20 @@ def build(
 ) -> None:
     """Build a memory from CORPUS: tokenizer → tokens → 64-token chunks → frozen-encoder keys → FAISS index."""
     from burrow.device import pick_device
-    from burrow.memory.build import build_memory, compute_neighbours
+    from burrow.memory.build import build_memory, compute_neighbours, encoder_on
 
     pick_device(device)  # an unusable --device is refused before any work
     config = MemoryConfig(
         corpus=CorpusConfig(text_field=text_field, txt_split=txt_split, invalid_utf8=invalid_utf8),  # type: ignore[arg-type]
         tokenizer=TokenizerConfig(source=tokenizer, vocab_size=vocab_size, gguf_file=gguf_file),
-        encoder=EncoderConfig(model=encoder, precision=precision, batch_size=batch_size, shard_size=shard_size,
-                              device=device),
+        encoder=EncoderConfig(model=encoder, precision=precision, batch_size=batch_size, shard_size=shard_size),
         index=IndexConfig(factory=index, search_params=search_params),
         chunk_size=chunk_size,
     )
     if engine not in ("local", "ray"):
         raise BurrowError(f"--engine must be local or ray, not {engine!r}")
+    if engine == "ray" and device != "auto":
+        raise BurrowError("--device applies to --engine local; Ray's encoder actors pick their own device")
     from burrow.footprint import forward_flops, model_parameters, track
     from burrow.memory.encode import resolve_model_path
 
@@ -82,7 +84,7 @@ def build(
             ray_config = RayConfig(address=address, workers=workers)
             memory, timings = build_memory_ray(corpus, out, config, ray_config, force=force)
         else:
-            memory, timings = build_memory(corpus, out, config, force=force)
+            memory, timings = build_memory(corpus, out, config, force=force, encoder=encoder_on(config, device))
         encoded = sum(t.items for t in timings if t.name == "embeddings" and not t.skipped)
         stage.skipped = all(t.skipped for t in timings)
         stage.flops, stage.flops_formula = forward_flops(model_parameters(resolve_model_path(config.encoder.model)),

@@ -18,7 +18,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +292,15 @@ class _Builder:
             shutil.rmtree(self.out / "embeddings", ignore_errors=True)
         self.timings.append(StageTiming("index", time.perf_counter() - t0, n, "chunks"))
         return m
+
+
+def encoder_on(config: MemoryConfig, device: str) -> FrozenEncoder | None:
+    """The memory's encoder on ``device`` for this build (None: ``auto``, built by the build itself). The device
+    is where this process encodes, not what the memory is: its manifest keeps the config's own (``auto``), so
+    another device neither changes the memory (its runs would refuse it) nor ties its queries to that device."""
+    if device == "auto":
+        return None
+    return FrozenEncoder(replace(config.encoder, device=device))
 
 
 def build_memory(inputs: Sequence[str], out: str | Path, config: MemoryConfig | None = None,

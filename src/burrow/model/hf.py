@@ -139,7 +139,8 @@ class HFBaseline(nn.Module):
 
 #: Hugging Face model types whose decoder layer is x + attn(norm(x)), then + mlp(norm(·)): HFRetro's hooks
 #: return attn + CCA(norm(X + attn)) from self_attn, so the layer's residual add gives H + CCA(norm(H)).
-PRE_NORM_LAYOUTS = ("llama", "mistral", "qwen2", "qwen3")
+PRE_NORM_LAYOUTS = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "olmo",
+                    "starcoder2")
 
 
 class HFRetroCache(ModelCache):

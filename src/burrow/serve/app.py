@@ -133,9 +133,9 @@ def create_app(model: RetrievalLM | None, memory: Memory, config: ServeConfig | 
 
 
 def body_limit(config: ServeConfig) -> int:
-    """The largest request body the limits allow: the longest text at 4 UTF-8 bytes per character, written
-    as JSON escapes at worst (6 bytes), plus room for the other fields."""
-    return 6 * max(config.max_prompt_chars, config.max_score_chars) + 64 * 1024
+    """The largest request body the limits allow: the longest text written as JSON escapes at worst (12 bytes
+    for a character outside the BMP: a surrogate pair, ``\\ud83e\\udd89``), plus room for the other fields."""
+    return 12 * max(config.max_prompt_chars, config.max_score_chars) + 64 * 1024
 
 
 class BodyLimit:

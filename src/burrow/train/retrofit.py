@@ -235,11 +235,11 @@ def _check_same_base(out: Path, ref: BaseRef, force: bool) -> BaseRef:
     old = read_json(config).get("retrofit")
     if old is None or old == ref.to_dict():
         return ref
-    if isinstance(old, dict) and old.get("weights") not in (None, ref.weights):
-        raise BurrowError(f"{out} was started on other weights of {ref.source} than are there now (its weight "
-                          "files changed); restore them, or use another -o or --force")
-    if isinstance(old, dict) and ref.same_model(old):  # recorded before weights were: resumed as recorded
-        return BaseRef(**{**ref.to_dict(), "weights": old.get("weights")})
+    if isinstance(old, dict) and ref.same_model(old):
+        if old.get("weights") not in (None, ref.weights):
+            raise BurrowError(f"{out} was started on other weights of {ref.source} than are there now (its weight "
+                              "files changed); restore them, or use another -o or --force")
+        return BaseRef(**{**ref.to_dict(), "weights": old.get("weights")})  # recorded before weights were
     if (isinstance(old, dict) and old.get("kind") == ref.kind == "hf" and old.get("gguf_file") == ref.gguf_file
             and isinstance(old.get("source"), str) and Path(old["source"]).is_dir()
             and str(Path(old["source"]).resolve()) == ref.source):  # a local folder recorded as typed, relative
