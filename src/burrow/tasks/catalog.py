@@ -42,7 +42,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
              0.0, "loglikelihood", gopher={"acc": 0.745}, note="last word, greedy (OpenAI detokenized test)"),
     TaskSpec("nq_closed", "question answering", ("exact_match",),
              ("natural-questions-subset/nq_closed_824.jsonl",), 0.0, "generate_until",
-             note="824-question subset, exact match against answer or an alias"),
+             note="824-question subset, exact match against its answer"),
     TaskSpec("nq_open", "question answering", ("exact_match",),
              ("natural-questions-subset/nq_closed_824.jsonl",), 0.0, "generate_until", needs_memory=True,
              note="the memory's top passages for the question in the prompt"),

@@ -51,7 +51,7 @@ class TrainConfig:
     batch_size: int = 8
     # Tokens per sequence n; a multiple of the chunk length m.
     seq_len: int = 512
-    # Peak learning rate (Gopher 44M/117M use 6e-4; RETRO's large models 2e-4).
+    # Peak learning rate (Gopher 44M/117M use 6e-4; RETRO uses 2e-4, 1e-4 at 7.5B): for burrow's small presets.
     lr: float = 6e-4
     # Linear warm-up steps; None: min(750, steps // 10) (the paper warms up for 750 steps).
     warmup: int | None = None
