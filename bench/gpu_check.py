@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from burrow.device import autocast, autocast_dtype, autocast_weights, pick_device  # noqa: E402
 from burrow.model import ModelConfig, build_model  # noqa: E402
+from burrow.model.loss import loss_sum  # noqa: E402
 from burrow.presets import get_preset  # noqa: E402
+from burrow.train.optim import fused_adamw  # noqa: E402
 
 
 def small_cfg(retro: bool) -> ModelConfig:
@@ -120,11 +121,12 @@ def check_precast(preset: str, vocab: int, device: torch.device, dtype: torch.dt
 
 def time_steps(cfg: ModelConfig, device: torch.device, dtype: torch.dtype | None, batch: int, seq: int,
                steps: int, compile_model: bool) -> float:
-    """Median tokens/s of forward + backward + AdamW."""
+    """Median tokens/s of forward + backward + AdamW, through the training loop's own fused loss and
+    optimizer (burrow.model.loss.loss_sum, burrow.train.optim.fused_adamw)."""
     torch.manual_seed(0)
     model = build_model(cfg).to(device).train()
     run = torch.compile(model) if compile_model else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    opt = fused_adamw(model.parameters(), lr=1e-4, weight_decay=0.1)
     tokens = torch.randint(0, cfg.vocab_size, (batch, seq + 1), device=device)
     nb = None
     if cfg.retro:
@@ -135,9 +137,8 @@ def time_steps(cfg: ModelConfig, device: torch.device, dtype: torch.dtype | None
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         with autocast(device, dtype):
-            logits = run(tokens[:, :-1], neighbours=nb)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
-        loss.backward()
+            loss = loss_sum(run, tokens[:, :-1], tokens[:, 1:], neighbours=nb)
+        (loss / tokens[:, 1:].numel()).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         if device.type == "cuda":
