@@ -248,9 +248,11 @@ def test_a_missing_optional_package_is_one_line_naming_the_extra(world, burrow_c
     datasets and the risks classifier already said which package to install)."""
     import sys
 
-    for name in [m for m in sys.modules if m == "burrow.serve.app" or m.startswith("fastapi")]:
+    # burrow.serve too: its lazy exports keep create_app once read, and with them the server would start
+    for name in [m for m in sys.modules if m.startswith(("burrow.serve", "fastapi"))]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "fastapi", None)  # `import fastapi` raises ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # were it imported anyway: an error, never a live server
     code, _, err = burrow_cli("serve", world["run"], "--memory", world["mem_a"], "--port", "0")
     assert code == 2 and "Traceback" not in err
     assert "needs fastapi" in one_error(err) and "pip install 'burrow[serve]'" in err
