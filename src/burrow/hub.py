@@ -33,6 +33,12 @@ def resolve_hf_base(name: str, gguf_file: str | None = None) -> tuple[str, str |
     return str(directory), gguf_file or SMOLLM2_GGUF
 
 
+def hf_offline() -> bool:
+    """Whether Hugging Face downloads are off: ``HF_HUB_OFFLINE`` read as huggingface_hub reads it, unset meaning
+    burrow's default (off)."""
+    return os.environ.get("HF_HUB_OFFLINE", "1").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
 def hf_offline_default() -> bool:
     """Hugging Face loads are offline unless ``HF_HUB_OFFLINE`` says otherwise (``0`` allows downloads); whether
     they are offline now.
@@ -42,7 +48,7 @@ def hf_offline_default() -> bool:
     changed nothing, and a hub id was fetched from the network).
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    offline = os.environ["HF_HUB_OFFLINE"].strip().upper() in ("1", "ON", "YES", "TRUE")
+    offline = hf_offline()
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:
         constants.HF_HUB_OFFLINE = offline  # type: ignore[attr-defined]

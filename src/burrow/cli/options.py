@@ -38,24 +38,20 @@ _DEVICE = typer.Option("--device", help="auto | cpu | cuda | cuda:N.")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
-def _check_precision(value: str | None) -> str | None:
-    """``--precision`` is one of :data:`PRECISIONS` (``generate`` and ``serve`` ran with ``fp8`` as auto)."""
-    if value is not None and value not in PRECISIONS:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(PRECISIONS)}")
-    return value
+def _one_of(values: tuple[str, ...]) -> Any:
+    """A callback refusing an option value outside ``values`` (``generate`` and ``serve`` ran with ``fp8`` as
+    auto); a value not given (None) passes."""
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in values:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(values)}")
+        return value
+
+    return check
 
 
-_PRECISION = typer.Option("--precision", callback=_check_precision, help="Autocast: auto | bf16 | fp16 | fp32.")
+_PRECISION = typer.Option("--precision", callback=_one_of(PRECISIONS), help="Autocast: auto | bf16 | fp16 | fp32.")
 ENCODER_PRECISIONS = ("auto", "bf16", "fp32")  # the frozen encoder's (EncoderConfig): no fp16
-
-
-def _check_encoder_precision(value: str) -> str:
-    if value not in ENCODER_PRECISIONS:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(ENCODER_PRECISIONS)}")
-    return value
-
-
-EncoderPrecision = Annotated[str, typer.Option("--precision", callback=_check_encoder_precision,
+EncoderPrecision = Annotated[str, typer.Option("--precision", callback=_one_of(ENCODER_PRECISIONS),
                                                help="The frozen encoder's precision: auto | bf16 | fp32.")]
 _K = typer.Option("-k", "--k", min=1, help=f"Neighbours retrieved per chunk (default {DEFAULT_K}).")
 _SEQ_LEN = typer.Option("--seq-len", help="Tokens per sequence, a multiple of the chunk length (training; default "

@@ -259,12 +259,11 @@ def _load_hf_auto(name: str, gguf_file: str | None) -> Tokenizer:
     try:
         hf = load_auto_tokenizer(name, gguf_file)  # a GGUF is read once, then its converted copy
     except Exception as e:
-        from burrow.hub import hf_offline_default
+        from burrow.hub import hf_offline
 
-        offline = hf_offline_default()
         hint = ("; a hub name is read from the local Hugging Face cache only while downloads are off "
                 "(HF_HUB_OFFLINE=1, burrow's default): set HF_HUB_OFFLINE=0 to fetch it") \
-            if offline and not Path(name).expanduser().exists() else ""
+            if hf_offline() and not Path(name).expanduser().exists() else ""
         raise BurrowError(f"cannot load tokenizer {name!r}: {first_line(e)}{hint}") from None
     if not getattr(hf, "is_fast", False):
         raise BurrowError(f"tokenizer {name!r} has no fast (tokenizer.json) form; burrow needs one")

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from burrow.errors import BurrowError
 from burrow.generate.config import GenerationConfig
 from burrow.generate.generator import GenerationResult
 from burrow.generate.incontext import InContextGenerator
+from burrow.hub import hf_offline
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def load_lm(name: str) -> Any:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         if name.lower() == SMOLLM2:
             raise
-        offline = os.environ.get("HF_HUB_OFFLINE", "1") not in ("0", "false", "False")
+        offline = hf_offline()  # as huggingface_hub reads the variable (burrow's default: off)
         fix = ("it is not in the local Hugging Face cache and downloads are off (HF_HUB_OFFLINE=1): download it "
                "once online (HF_HUB_OFFLINE=0), give a local folder, or use --lm smollm2") if offline else \
             "check the hub id or give a local folder with config.json and the tokenizer, or use --lm smollm2"
