@@ -152,7 +152,7 @@ def _quick_slice(data: Path, out: Path, n_lines: int = 1200) -> list[str]:
         dest = out / "quick-data" / Path(rel).name
         source = {"source": str((data / rel).resolve()), "files": files_id(data / rel), "lines": lines_wanted}
         record = dest.with_name(dest.name + ".source.json")
-        if not (dest.exists() and record.exists() and _read_or_none(record) == source):
+        if not (dest.exists() and _read_or_none(record) == source):
             with gzip.open(data / rel, "rt", encoding="utf-8") as f:
                 lines = [line for _, line in zip(range(lines_wanted), f, strict=False)]
             with atomic_path(dest) as tmp:
@@ -164,9 +164,10 @@ def _quick_slice(data: Path, out: Path, n_lines: int = 1200) -> list[str]:
 
 
 def _read_or_none(path: Path) -> Any:
+    """The JSON at ``path``, or None when it is missing or damaged (what it vouched for is made again)."""
     try:
         return read_json(path)
-    except BurrowError:  # a damaged record: cut the slice again
+    except BurrowError:
         return None
 
 
@@ -222,7 +223,7 @@ def _check_kind(cfg: DemoConfig) -> None:
     """A --quick demo and a full one need different tokenizers, memories and runs: one folder holds one kind
     (recorded in OUT/demo.json), refused up front rather than after the memory is rebuilt."""
     record = cfg.out / "demo.json"
-    held = _read_or_none(record) if record.exists() else None
+    held = _read_or_none(record)
     kind = "quick" if cfg.quick else "full"
     if isinstance(held, dict) and held.get("kind") not in (None, kind):
         raise BurrowError(f"{cfg.out} holds a {held['kind']} demo; give this {kind} one another -o, or delete "
@@ -310,10 +311,7 @@ def _code_fingerprint() -> str:
 
 def _reusable(path: Path, key: str) -> dict[str, Any] | None:
     """The last summary when it was made from the same inputs and its report files are all there."""
-    try:
-        old = read_json(path) if path.is_file() else None
-    except BurrowError:
-        return None
+    old = _read_or_none(path)
     if old is None or old.get("evaluation_key") != key or not all(Path(p).is_file() for p in old["report"].values()):
         return None
     log.info("evaluation reused from %s (same models, memory, data and settings); delete it to score again", path)
