@@ -13,7 +13,6 @@ Memory holds only hashes and MinHash signatures, never document texts.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import logging
 import math
@@ -40,6 +39,7 @@ from burrow.data.dedup import (
     DedupConfig,
     MinHasher,
     NearDuplicateIndex,
+    hash_of_normalised,
     normalise,
     shingles_of_normalised,
 )
@@ -147,7 +147,7 @@ class Cleaner:
         norm = normalise(doc.text)
         if "exact_duplicate" in skip:
             return self._overlap_verdict(doc, norm, skip)
-        key = hashlib.blake2b(norm.encode("utf-8"), digest_size=16).digest()
+        key = hash_of_normalised(norm)
         if key in self._kept:
             return Verdict("exact_duplicate", 1.0, 1.0, match=self._kept[key])
         if key in self._dropped:  # the same text as a document dropped for overlap: the same verdict

@@ -128,7 +128,12 @@ def _punctuation_table() -> dict[int, str]:
 
 def content_hash(text: str) -> bytes:
     """128-bit hash of the normalised text, the key of exact deduplication."""
-    return hashlib.blake2b(normalise(text).encode("utf-8"), digest_size=16).digest()
+    return hash_of_normalised(normalise(text))
+
+
+def hash_of_normalised(normalised: str) -> bytes:
+    """:func:`content_hash` of text already passed through :func:`normalise`."""
+    return hashlib.blake2b(normalised.encode("utf-8"), digest_size=16).digest()
 
 
 def shingle_hashes(text: str, n: int = 13) -> np.ndarray:
