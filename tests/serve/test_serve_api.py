@@ -226,3 +226,9 @@ def test_a_loopback_server_answers_only_requests_addressed_to_it(retro_dir, gen_
     assert client.get("/health", headers={"host": "evil.example"}).status_code == 400
     assert client.get("/health", headers={"host": "localhost:8000"}).status_code == 200
     assert client.get("/health", headers={"host": "127.0.0.1:8000"}).status_code == 200
+    # a reverse proxy that passes on its own Host (nginx's `proxy_set_header Host $host`): --allow-host
+    proxied = create_app(load_model(retro_dir), gen_memory, LIMITS)
+    guard_host(proxied, "127.0.0.1", ["burrow.example.org"])
+    client = TestClient(proxied)
+    assert client.get("/health", headers={"host": "burrow.example.org"}).status_code == 200
+    assert client.get("/health", headers={"host": "evil.example"}).status_code == 400

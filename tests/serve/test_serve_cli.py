@@ -22,12 +22,15 @@ def test_serve_builds_the_app_with_limits_on_loopback(retro_dir, gen_memory, mon
     import burrow.serve
 
     seen = {}
-    monkeypatch.setattr(burrow.serve, "run_server", lambda a, host, port: seen.update(app=a, host=host, port=port))
+    monkeypatch.setattr(burrow.serve, "run_server",
+                        lambda a, host, port, allow: seen.update(app=a, host=host, port=port, allow=allow))
     port = _free_port()
     out = CliRunner().invoke(app, ["serve", str(retro_dir), "--memory", str(gen_memory.dir), "--port", str(port),
-                                   "--max-concurrent", "3", "--max-tokens", "50", "--device", "cpu"])
+                                   "--max-concurrent", "3", "--max-tokens", "50", "--device", "cpu",
+                                   "--allow-host", "burrow.example.org", "--allow-host", "*.lab.example"])
     assert out.exit_code == 0, out.output
     assert seen["host"] == "127.0.0.1" and seen["port"] == port
+    assert list(seen["allow"]) == ["burrow.example.org", "*.lab.example"]
     limiter, service = seen["app"].state.limiter, seen["app"].state.service
     assert limiter.limit == 3 and service.config.max_new_tokens == 50 and service.generator.retro
 
@@ -45,6 +48,18 @@ def test_a_port_or_host_the_server_cannot_listen_on_is_one_line_before_loading()
         with pytest.raises(BurrowError, match="use another --port"):
             check_listen("127.0.0.1", busy.getsockname()[1])
     check_listen("127.0.0.1", _free_port())  # a free one passes
+
+
+@pytest.mark.parametrize("name", ["http://burrow.example.org", "burrow.example.org:8000", "a/b", "*", ""])
+def test_an_allowed_host_that_is_not_a_name_is_one_line_before_loading(name, retro_dir, gen_memory,
+                                                                       monkeypatch) -> None:
+    """Starlette compares the Host without its port: a scheme, port or path could never match."""
+    import burrow.generate
+
+    monkeypatch.setattr(burrow.generate, "load_generation_model", lambda *a: pytest.fail("model loaded"))
+    out = CliRunner().invoke(app, ["serve", str(retro_dir), "--memory", str(gen_memory.dir),
+                                   "--port", str(_free_port()), "--allow-host", name])
+    assert isinstance(out.exception, BurrowError) and "is not a host name" in str(out.exception)
 
 
 def test_serve_refuses_a_busy_port_before_loading_the_model(retro_dir, gen_memory, monkeypatch) -> None:

@@ -12,7 +12,7 @@ import typer
 from burrow.cli.options import Device, K, Precision, default_of
 from burrow.defaults import DEFAULT_DEVICE, DEFAULT_PRECISION
 from burrow.generate.config import ChatConfig, GenerationConfig
-from burrow.serve.config import ServeConfig, check_listen
+from burrow.serve.config import LOOPBACK, ServeConfig, check_listen
 
 if TYPE_CHECKING:
     from burrow.generate.attribution import ChunkAttribution
@@ -233,6 +233,10 @@ def serve_command(
     memory: Path = MEMORY,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback by default)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", metavar="NAME",
+        help="On a loopback --host, also answer requests whose Host is NAME (a reverse proxy that passes on its "
+             "own Host, e.g. burrow.example.org; '*.example.org' for its subdomains). Repeatable."),
     max_concurrent: int = typer.Option(default_of(ServeConfig, "max_concurrent"), "--max-concurrent",
                                        help="Requests at once; more get 429."),
     max_tokens: int = typer.Option(default_of(ServeConfig, "max_new_tokens"), "--max-tokens",
@@ -257,6 +261,13 @@ def serve_command(
         raise BurrowError("give a RUN directory, an --lm (e.g. --lm smollm2), or both")
     config = ServeConfig(max_prompt_chars=max_prompt_chars, max_new_tokens=max_tokens,
                          max_concurrent=max_concurrent, device=device, precision=precision)
+    for name in allow_host:
+        if not name or any(c in name for c in "/:@ ") or name.strip("*.") == "":
+            raise BurrowError(f"--allow-host {name!r} is not a host name: give the name alone, without scheme, "
+                              "port or path (e.g. burrow.example.org or *.example.org)")
+    if allow_host and host not in LOOPBACK:
+        typer.echo(f"note: --allow-host has no effect on --host {host}: only a loopback server checks the Host",
+                   err=True)
     check_listen(host, port)  # a busy port or unknown host: before the models load, not after
     mem = Memory(memory)
     if run is not None:
@@ -275,7 +286,7 @@ def serve_command(
     app = create_app(model, mem, config, generators)
     del model  # the server's generator holds what it decodes from (a pre-cast copy under autocast)
     typer.echo(f"serving on http://{host}:{port}/ (API docs at /docs)")
-    run_server(app, host, port)
+    run_server(app, host, port, allow_host)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from burrow.errors import BurrowError
 from burrow.generate import DoneEvent, Event
 from burrow.memory import Memory
 from burrow.model.protocol import RetrievalLM
+from burrow.serve.config import LOOPBACK
 from burrow.serve.schemas import DEFAULT_MAX_TOKENS, GenerateRequest, ScoreRequest, SearchRequest
 from burrow.serve.service import ServeConfig, Service
 
@@ -183,16 +184,15 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body.encode()})
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def guard_host(app: FastAPI, host: str) -> None:
-    """On a loopback address, answer only requests addressed to it (``Host: localhost:8000``): a web page
-    elsewhere could otherwise point its own domain at 127.0.0.1 (DNS rebinding) and read the memory."""
+def guard_host(app: FastAPI, host: str, allow: Sequence[str] = ()) -> None:
+    """On a loopback address, answer only requests addressed to it (``Host: localhost:8000``) or to a name in
+    ``allow`` (a reverse proxy that passes on its own Host): a web page elsewhere could otherwise point its own
+    domain at 127.0.0.1 (DNS rebinding) and read the memory."""
     if host in LOOPBACK:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"])
+        app.add_middleware(TrustedHostMiddleware,
+                           allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1", *allow])
 
 
 def _add_page(app: FastAPI) -> None:
@@ -260,11 +260,11 @@ async def _ndjson(events: Iterator[Event], limiter: Limiter) -> AsyncIterator[st
         limiter.release()
 
 
-def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve ``app`` with uvicorn until interrupted."""
+def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, allow_hosts: Sequence[str] = ()) -> None:
+    """Serve ``app`` with uvicorn until interrupted; ``allow_hosts``: see :func:`guard_host`."""
     import uvicorn
 
     if host not in LOOPBACK:
         log.warning("serving on %s: reachable from other machines; burrow has no authentication", host)
-    guard_host(app, host)
+    guard_host(app, host, allow_hosts)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from burrow.defaults import DEFAULT_DEVICE, DEFAULT_PRECISION, K_MAX
 from burrow.errors import BurrowError
 
+# The addresses on which the server guards its Host header (see serve.app.guard_host).
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 @dataclass
 class ServeConfig:
