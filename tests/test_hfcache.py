@@ -251,6 +251,7 @@ def test_a_tokenizer_file_beside_the_gguf_is_part_of_the_key(gguf: Path) -> None
     assert copy_folder(str(gguf.parent), gguf.name, "model") is not None  # the model's key reads config.json only
     load_converted(str(gguf.parent), gguf.name, "tokenizer", loader.load, loader.save)
     assert loader.calls[-1][1] == {"gguf_file": "m.gguf"}  # converted again
+    assert not before.exists()  # the copy made without tokenizer.json is never read again: removed, not left behind
 
 
 def test_two_transformers_sharing_a_cache_keep_their_copies(gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:

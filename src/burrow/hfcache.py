@@ -139,14 +139,17 @@ UNUSED_DAYS = 7
 
 
 def _superseded(done: dict[str, Any], source: str, last_read: float) -> bool:
-    """Whether a copy recorded by ``done`` (last read at ``last_read``) will not be read again: of this GGUF
-    file, made before the file changed, or by an older transformers and unread for :data:`UNUSED_DAYS`."""
+    """Whether a copy recorded by ``done`` (last read at ``last_read``), under another key than this load's, will
+    not be read again: of this GGUF file, made before the file or its side files changed, or by an older
+    transformers and unread for :data:`UNUSED_DAYS`."""
     if done.get("gguf") != source:
         return False
     if "gguf_id" not in done or "transformers" not in done:  # a copy from before these were recorded
         return True
     if done["gguf_id"] != files_id(source):
         return True
+    if str(done["transformers"]) == _transformers_version():
+        return True  # the same file and transformers under another key: its side files (or layout) differ
     from packaging.version import InvalidVersion, Version
 
     try:
