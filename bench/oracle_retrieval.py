@@ -56,15 +56,28 @@ def twin_memory(src: Memory, out: Path, n_docs: int) -> Memory:
     table = chunk_table(mem.store, mem.chunk_size)
     table.save(out / "chunks.npz")
     write_manifest(out, "chunks", inputs="twin", n_chunks=len(table), chunk_size=table.chunk_size)
-    _oracle_table(Memory(out), len(table))
+    _oracle_table(Memory(out), table.docs)
     return Memory(out)
 
 
-def _oracle_table(mem: Memory, n: int, k: int = 2) -> None:
+def unrelated_chunks(docs: np.ndarray, seed: int = 0) -> np.ndarray:
+    """For each chunk, a random chunk of another document (same-document exclusion holds for it too: a draw
+    over all chunks could return the chunk itself or its document's next one, the very text to predict)."""
+    n = len(docs)
+    rng = np.random.default_rng(seed)
+    other = rng.integers(0, n, size=n)
+    clash = docs[other] == docs
+    while clash.any():  # redraw the few that hit their own document
+        other[clash] = rng.integers(0, n, size=int(clash.sum()))
+        clash = docs[other] == docs
+    return other
+
+
+def _oracle_table(mem: Memory, docs: np.ndarray, k: int = 2) -> None:
+    n = len(docs)
     half = n // 2
     twin = np.concatenate([np.arange(half, n), np.arange(0, half)])  # chunk i of copy a <-> chunk i of copy b
-    rng = np.random.default_rng(0)
-    other = (twin + rng.integers(1, n, size=n)) % n  # a second, unrelated neighbour
+    other = unrelated_chunks(docs)  # a second, unrelated neighbour
     ids = np.stack([twin, other], axis=1).astype(np.int64)
     ids_p, dist_p, kind = neighbour_table_paths(mem.dir, "self", k)
     ids_p.parent.mkdir(parents=True, exist_ok=True)
