@@ -138,3 +138,35 @@ def test_data_order_is_a_function_of_seed_and_step(train_memory: Memory, tmp_pat
     orders = [np.concatenate([d.step_sequences(s, 1) for s in range(n)]).tolist() for d in (data, other)]
     assert orders[0] != orders[1]
     assert data.valid_sequences(100).tolist() == list(range(len(data.valid)))
+
+
+def test_another_store_of_the_memorys_documents_never_retrieves_them(train_memory: Memory, tmp_path: Path) -> None:
+    """Training on `--tokens` another store filtered no neighbour: its documents that the memory also holds (the
+    same id and UTF-8 length) retrieved their own chunks, the very text to predict, at distance 0."""
+    from burrow.data.corpus import CorpusConfig
+    from burrow.evaluate.data import memory_documents
+    from burrow.memory.tables import tokenize_store
+
+    corpus = tmp_path / "same-corpus"
+    corpus.mkdir()
+    for doc in train_memory.store.docs:  # the memory's own input files, copied
+        source = Path(doc.source.split(":line ")[0])
+        (corpus / source.name).write_bytes(source.read_bytes())
+    (corpus / "doc0.txt").write_text("A document the memory does not hold, about nothing else.\n", encoding="utf-8")
+    store = tokenize_store(train_memory, [str(corpus)], tmp_path / "store", CorpusConfig(), progress=False)
+    for valid in (None, store.dir):
+        data, _ = _data(train_memory, True, tmp_path, tokens=store.dir, valid_tokens=valid)
+        in_memory = memory_documents([d.id for d in store.docs], [d.bytes for d in store.docs],
+                                     train_memory.store.docs)
+        assert (in_memory >= 0).sum() == store.n_docs - 1  # doc0 was rewritten
+        for split in (data.train, data.valid):
+            seqs = np.arange(len(split))
+            chunk_ids = split.sequences.chunk_ids(seqs)  # (b, L), chunks of the other store
+            assert split.neighbours is not None
+            picked = split.neighbours.select(chunk_ids)
+            real = picked >= 0
+            assert real.mean() > 0.3
+            own = in_memory[split.sequences.table.docs[chunk_ids]]  # (b, L) the memory's copy of each chunk's doc
+            for b in range(len(seqs)):
+                picked_docs = train_memory.chunks.docs[picked[b][real[b]]]
+                assert not np.isin(picked_docs, own[b][own[b] >= 0]).any()

@@ -19,6 +19,8 @@ Convention (shared by the baseline and RETRO, so both see identical tokens in id
   already excludes the chunk's own document; on top of that, a neighbour from *any* document of the
   same sequence is masked, because sequences span documents and a chunk could otherwise retrieve a
   later chunk of its own sequence. Held-out validation chunks are never retrieved while training.
+  Training on another store (``--tokens``) masks the same way the memory's copies of its documents
+  (the same id and UTF-8 length).
 * The order of training sequences is a pure function of (seed, epoch): a resumed run needs only the
   step to reproduce the data stream.
 """
@@ -126,8 +128,8 @@ class Neighbours:
     def __init__(self, memory: Memory, ids: np.ndarray, k: int, sequence_docs: np.ndarray | None,
                  banned: tuple[int, int] | None = None) -> None:
         self.memory, self.ids, self.k = memory, ids, k
-        # Document of each chunk of the *sequence's* store when it is the memory's own (then a
-        # neighbour from any document of the sequence is masked); None for another store.
+        # Memory document of each chunk of the *sequence's* store (-1: not in the memory): a neighbour from
+        # any document of the sequence is masked. For another store, its documents the memory holds too.
         self.sequence_docs = sequence_docs
         self.banned = banned  # [lo, hi) memory chunk ids never retrieved (held-out validation chunks)
         self.mem_docs = memory.chunks.docs
@@ -322,7 +324,7 @@ def _neighbours(sources: DataSources, config: TrainConfig, train_seq: Sequences,
     _, table = compute_neighbours(memory, k=k_max, target=None if own else sources.store.dir,
                                   progress=config.progress)
     ids, _ = memory.neighbour_table(table["name"], k_max)
-    seq_docs = memory.chunks.docs if own else None
+    seq_docs = memory.chunks.docs if own else _memory_docs_of(train_seq, memory)
     if valid_seq.store is train_seq.store:  # held-out slice of the same store
         lo = valid_seq.first * valid_seq.chunks_per_seq
         banned = (lo, (valid_seq.first + len(valid_seq)) * valid_seq.chunks_per_seq) if own else None
@@ -330,4 +332,20 @@ def _neighbours(sources: DataSources, config: TrainConfig, train_seq: Sequences,
     assert sources.valid_store is not None
     _, table = compute_neighbours(memory, k=k_max, target=sources.valid_store.dir, progress=config.progress)
     valid_ids, _ = memory.neighbour_table(table["name"], k_max)
-    return Neighbours(memory, ids, config.k, seq_docs), Neighbours(memory, valid_ids, config.k, None)
+    return (Neighbours(memory, ids, config.k, seq_docs),
+            Neighbours(memory, valid_ids, config.k, _memory_docs_of(valid_seq, memory)))
+
+
+def _memory_docs_of(sequences: Sequences, memory: Memory) -> np.ndarray:
+    """(chunks,) per chunk of another store than the memory's, the memory document that is the chunk's document
+    (the same id and UTF-8 length, as evaluation matches them), -1 where the memory does not hold it: a
+    neighbour from it would be the text to predict."""
+    from burrow.evaluate.data import memory_documents
+
+    docs = sequences.store.docs
+    same = memory_documents([d.id for d in docs], [d.bytes for d in docs], memory.store.docs)
+    matched = int((same >= 0).sum())
+    if matched:
+        log.info("%s: %d of %d documents are in the memory too; their neighbours from there are masked",
+                 sequences.store.dir, matched, len(docs))
+    return same[sequences.table.docs]
