@@ -145,3 +145,21 @@ def test_default_window_is_the_models_length_on_chunk_boundaries() -> None:
         evaluate({"u": (UniformLM(50), "baseline")}, None, data, EvalConfig(seq_len=20))
     with pytest.raises(BurrowError, match="RETRO"):
         evaluate({"u": (UniformLM(50), "on")}, None, data, EvalConfig())
+
+
+def test_retro_on_has_its_gain_over_its_off_without_a_baseline() -> None:
+    """`burrow eval RETRO_RUN` alone: RETRO[ON]'s gain over its own [OFF] is still reported (eval.json, tables)."""
+    from burrow.evaluate.bpb import ModelScore
+    from burrow.evaluate.pipeline import EvalResult
+    from burrow.evaluate.report import format_methods
+
+    data = _data([20, 20, 20])
+    off = ModelScore("r [OFF]", "off", None, np.full(3, 100.0), np.tile([40.0, 30.0, 30.0], 3), data.doc_bytes)
+    on = ModelScore("r [ON]", "on", 2, np.full(3, 80.0), np.tile([30.0, 25.0, 25.0], 3), data.doc_bytes)
+    result = EvalResult(EvalConfig(bootstrap_samples=50), data, 32, {"r [OFF]": off, "r [ON]": on},
+                        bases={"r [ON]": "r [OFF]"})
+    assert result.reference() is None
+    gain = result.gains()["r [ON]"]
+    assert gain["reference"] == "r [OFF]" and "vs_reference" not in gain
+    assert gain["alpha=1"]["gain"] == pytest.approx(60 / data.doc_bytes.sum())
+    assert "+0.3279" in format_methods(result)

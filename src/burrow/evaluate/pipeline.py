@@ -93,16 +93,14 @@ class EvalResult:
 
     def _compute_gains(self) -> dict[str, dict[str, Any]]:
         ref = self.reference()
-        if ref is None:
-            return {}
         alphas = [1.0] + ([REPORT_ALPHA] if self.leakage is not None else [])
         out: dict[str, dict[str, Any]] = {}
         for name in self.scores:
             base = self.bases.get(name, ref)
-            if name == base:
+            if base is None or name == base:  # no baseline: only the methods (RETRO[ON] too) have a base
                 continue
             out[name] = {"reference": base, **self._gains_over(name, base, alphas)}
-            if base != ref and self.scores[name].mode == "on":
+            if ref is not None and base != ref and self.scores[name].mode == "on":
                 out[name]["vs_reference"] = {"reference": ref, **self._gains_over(name, ref, alphas)}
         return out
 
