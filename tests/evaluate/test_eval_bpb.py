@@ -163,3 +163,18 @@ def test_retro_on_has_its_gain_over_its_off_without_a_baseline() -> None:
     assert gain["reference"] == "r [OFF]" and "vs_reference" not in gain
     assert gain["alpha=1"]["gain"] == pytest.approx(60 / data.doc_bytes.sum())
     assert "+0.3279" in format_methods(result)
+
+
+def test_bootstrap_below_alpha_leaves_out_resamples_without_such_chunks() -> None:
+    """One document holds the only chunk with r(C) ≤ α, and every resample that draws it gives the same gain:
+    the resamples that miss it have no bpb(α) and must not count as a gain of 0."""
+    from burrow.evaluate.bpb import ModelScore
+
+    data = _data([16] * 10)
+    a = ModelScore("a", "baseline", None, np.zeros(10), np.full(20, 30.0), data.doc_bytes)
+    b = ModelScore("b", "baseline", None, np.zeros(10), np.full(20, 40.0), data.doc_bytes)
+    r = np.ones(20)
+    r[0] = 0.0
+    g = bootstrap_gain(data, a, b, r, alpha=0.125)
+    assert g.gain == pytest.approx(10 / data.chunk_bytes[0])
+    assert g.low == pytest.approx(g.gain) and g.high == pytest.approx(g.gain)
