@@ -178,3 +178,11 @@ def test_bootstrap_below_alpha_leaves_out_resamples_without_such_chunks() -> Non
     g = bootstrap_gain(data, a, b, r, alpha=0.125)
     assert g.gain == pytest.approx(10 / data.chunk_bytes[0])
     assert g.low == pytest.approx(g.gain) and g.high == pytest.approx(g.gain)
+
+
+def test_a_model_shorter_than_two_chunks_is_refused_in_its_own_terms() -> None:
+    """No --seq-len given and max_seq_len < 2m: the error names the model's length, not a "seq_len 0" nobody set."""
+    with pytest.raises(BurrowError, match=r"max_seq_len \(12\) is shorter than 2 × the chunk size \(16\)"):
+        evaluate({"u": (UniformLM(50, seq=12), "baseline")}, None, _data([30]), EvalConfig(precision="fp32"))
+    assert evaluate({"u": (UniformLM(50, seq=12), "baseline")}, None, _data([30]),
+                    EvalConfig(seq_len=16, precision="fp32")).seq_len == 16

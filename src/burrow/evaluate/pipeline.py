@@ -144,6 +144,10 @@ def _seq_len(models: Mapping[str, ModelEntry], config: EvalConfig, m: int) -> in
     """n: given, or the shortest trained length among the models, rounded down to a multiple of 2m."""
     longest = min(int(model.config.max_seq_len) for model, _ in models.values())
     n = config.seq_len if config.seq_len is not None else window_length(longest, m)
+    if config.seq_len is None and n < 2 * m:  # no --seq-len was given: "seq_len 0" would name nothing the user set
+        raise BurrowError(f"a model's max_seq_len ({longest}) is shorter than 2 × the chunk size ({2 * m}): evaluation "
+                          "windows (stride n/2) must start on chunk boundaries; use a memory with shorter chunks, or "
+                          "give --seq-len (a multiple of 2 × chunk size) to score past the trained length")
     if n < 2 * m or n % (2 * m):
         raise BurrowError(f"seq_len {n} must be a positive multiple of 2 × chunk size ({2 * m}) so that "
                           "windows (stride n/2) start on chunk boundaries")
