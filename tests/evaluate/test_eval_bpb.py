@@ -186,3 +186,19 @@ def test_a_model_shorter_than_two_chunks_is_refused_in_its_own_terms() -> None:
         evaluate({"u": (UniformLM(50, seq=12), "baseline")}, None, _data([30]), EvalConfig(precision="fp32"))
     assert evaluate({"u": (UniformLM(50, seq=12), "baseline")}, None, _data([30]),
                     EvalConfig(seq_len=16, precision="fp32")).seq_len == 16
+
+
+def test_max_docs_reads_no_document_past_the_last_scored(tmp_path, caplog) -> None:
+    """--max-docs N: the log's reading summary counts the N documents scored, not N + 1."""
+    import logging
+
+    from burrow.evaluate import load_eval_data
+
+    train = [f"plain ascii text, line {i}\n" for i in range(60)]
+    tok = train_tokenizer(train, tmp_path, TokenizerConfig(vocab_size=300))
+    for i in range(3):
+        (tmp_path / f"doc{i}.txt").write_text("plain ascii text " * (i + 1) + "\n", encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="burrow.evaluate.data"):
+        data = load_eval_data(sorted(tmp_path.glob("doc*.txt")), tok, 8, max_docs=2)
+    assert data.n_docs == 2
+    assert "read 2 documents (53 bytes) from 2 files" in caplog.text
