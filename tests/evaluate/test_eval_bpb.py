@@ -145,3 +145,60 @@ def test_default_window_is_the_models_length_on_chunk_boundaries() -> None:
         evaluate({"u": (UniformLM(50), "baseline")}, None, data, EvalConfig(seq_len=20))
     with pytest.raises(BurrowError, match="RETRO"):
         evaluate({"u": (UniformLM(50), "on")}, None, data, EvalConfig())
+
+
+def test_retro_on_has_its_gain_over_its_off_without_a_baseline() -> None:
+    """`burrow eval RETRO_RUN` alone: RETRO[ON]'s gain over its own [OFF] is still reported (eval.json, tables)."""
+    from burrow.evaluate.bpb import ModelScore
+    from burrow.evaluate.pipeline import EvalResult
+    from burrow.evaluate.report import format_methods
+
+    data = _data([20, 20, 20])
+    off = ModelScore("r [OFF]", "off", None, np.full(3, 100.0), np.tile([40.0, 30.0, 30.0], 3), data.doc_bytes)
+    on = ModelScore("r [ON]", "on", 2, np.full(3, 80.0), np.tile([30.0, 25.0, 25.0], 3), data.doc_bytes)
+    result = EvalResult(EvalConfig(bootstrap_samples=50), data, 32, {"r [OFF]": off, "r [ON]": on},
+                        bases={"r [ON]": "r [OFF]"})
+    assert result.reference() is None
+    gain = result.gains()["r [ON]"]
+    assert gain["reference"] == "r [OFF]" and "vs_reference" not in gain
+    assert gain["alpha=1"]["gain"] == pytest.approx(60 / data.doc_bytes.sum())
+    assert "+0.3279" in format_methods(result)
+
+
+def test_bootstrap_below_alpha_leaves_out_resamples_without_such_chunks() -> None:
+    """One document holds the only chunk with r(C) ≤ α, and every resample that draws it gives the same gain:
+    the resamples that miss it have no bpb(α) and must not count as a gain of 0."""
+    from burrow.evaluate.bpb import ModelScore
+
+    data = _data([16] * 10)
+    a = ModelScore("a", "baseline", None, np.zeros(10), np.full(20, 30.0), data.doc_bytes)
+    b = ModelScore("b", "baseline", None, np.zeros(10), np.full(20, 40.0), data.doc_bytes)
+    r = np.ones(20)
+    r[0] = 0.0
+    g = bootstrap_gain(data, a, b, r, alpha=0.125)
+    assert g.gain == pytest.approx(10 / data.chunk_bytes[0])
+    assert g.low == pytest.approx(g.gain) and g.high == pytest.approx(g.gain)
+
+
+def test_a_model_shorter_than_two_chunks_is_refused_in_its_own_terms() -> None:
+    """No --seq-len given and max_seq_len < 2m: the error names the model's length, not a "seq_len 0" nobody set."""
+    with pytest.raises(BurrowError, match=r"max_seq_len \(12\) is shorter than 2 × the chunk size \(16\)"):
+        evaluate({"u": (UniformLM(50, seq=12), "baseline")}, None, _data([30]), EvalConfig(precision="fp32"))
+    assert evaluate({"u": (UniformLM(50, seq=12), "baseline")}, None, _data([30]),
+                    EvalConfig(seq_len=16, precision="fp32")).seq_len == 16
+
+
+def test_max_docs_reads_no_document_past_the_last_scored(tmp_path, caplog) -> None:
+    """--max-docs N: the log's reading summary counts the N documents scored, not N + 1."""
+    import logging
+
+    from burrow.evaluate import load_eval_data
+
+    train = [f"plain ascii text, line {i}\n" for i in range(60)]
+    tok = train_tokenizer(train, tmp_path, TokenizerConfig(vocab_size=300))
+    for i in range(3):
+        (tmp_path / f"doc{i}.txt").write_text("plain ascii text " * (i + 1) + "\n", encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="burrow.evaluate.data"):
+        data = load_eval_data(sorted(tmp_path.glob("doc*.txt")), tok, 8, max_docs=2)
+    assert data.n_docs == 2
+    assert "read 2 documents (53 bytes) from 2 files" in caplog.text

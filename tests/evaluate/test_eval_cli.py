@@ -268,6 +268,24 @@ def test_eval_without_a_memory_is_refused_before_loading(setup, burrow_cli, monk
     assert code == 2 and "needs a memory (--memory)" in err and "EvalData" not in err, err
 
 
+@pytest.mark.parametrize("inside", ["", "report"])
+def test_eval_refuses_an_output_inside_its_data_folder(setup, burrow_cli, monkeypatch, tmp_path, inside) -> None:
+    """A data folder is read recursively: a report written in it (eval.md) was scored as a document by the next
+    run into the same -o. Refused in one line before any model loads."""
+    import burrow.evaluate.runs as runs
+
+    memory, valid, tmp = setup
+    monkeypatch.setattr(runs, "load_named_model", lambda run: pytest.fail("a model loaded before the refusal"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "valid.txt").write_text(valid.read_text(encoding="utf-8"), encoding="utf-8")
+    out = data / inside if inside else data
+    code, _, err = burrow_cli("eval", tmp / "base-run", "--memory", memory.dir, "-d", data, "-o", out)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "inside the evaluation data folder" in err
+    assert sorted(p.name for p in data.rglob("*")) == ["valid.txt"]
+
+
 def test_eval_rerun_removes_its_own_stale_plots_only(setup, burrow_cli, tmp_path) -> None:
     """A re-run without --leakage into the same -o leaves no leakage.png of the earlier report; other files stay."""
     memory, valid, tmp = setup

@@ -296,3 +296,16 @@ def test_the_in_context_control_is_never_the_main_tables_reference() -> None:
     assert EvalResult.reference(SimpleNamespace(scores=scores)) is None  # type: ignore[arg-type]
     scores["base"] = SimpleNamespace(mode="baseline")
     assert EvalResult.reference(SimpleNamespace(scores=scores)) == "base"  # type: ignore[arg-type]
+
+
+def test_a_stale_bm25_index_is_refused_before_any_scoring(memory: Memory, monkeypatch) -> None:
+    """A BM25 index built before the memory's chunks changed fails at search time, after every model was
+    scored: the preflight refuses it with the fix."""
+    import burrow.memory.bm25 as bm25
+    from burrow.evaluate.methods import MethodsConfig, check_methods
+
+    config = MethodsConfig(methods=("incontext",))
+    check_methods(config, ["baseline"], memory)  # up to date: accepted
+    monkeypatch.setattr(bm25, "bm25_inputs", lambda mem: "chunks-changed-since")
+    with pytest.raises(BurrowError, match="no up-to-date BM25 index .*`burrow memory bm25"):
+        check_methods(config, ["baseline"], memory)

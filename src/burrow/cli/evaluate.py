@@ -51,7 +51,7 @@ def eval_command(
     from burrow.evaluate.methods import METHODS, MethodsConfig
     from burrow.evaluate.runs import check_eval_out
 
-    check_eval_out(out)  # before anything is written there (the footprint too)
+    check_eval_out(out, data)  # before anything is written there (the footprint too)
     _check_positive({"--batch-tokens": batch_tokens, "--max-docs": max_docs, "--stride": stride,
                      "--query-tokens": query_tokens, "--knn-k": knn_k})
     if seq_len is not None and seq_len < 2:

@@ -227,7 +227,7 @@ def bootstrap_gain(data: EvalData, model: ModelScore, reference: ModelScore, r: 
 
     Both bpbs are recomputed on each resample of documents (with replacement), so the interval
     reflects the paired difference. With ``r`` (leakage ratios per chunk) only chunks with
-    r(C) ≤ ``alpha`` count, as in bpb(α).
+    r(C) ≤ ``alpha`` count, as in bpb(α); a resample without such a chunk has no bpb and is left out.
     """
     keep = None if r is None or alpha >= 1.0 else r <= alpha + 1e-12
     bytes_d = masked_doc_sums(data, data.chunk_bytes.astype(np.float64), keep)  # (D,)
@@ -238,8 +238,11 @@ def bootstrap_gain(data: EvalData, model: ModelScore, reference: ModelScore, r: 
     point = (b.sum() - a.sum()) / bytes_d.sum()
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, data.n_docs, size=(samples, data.n_docs))  # (samples, D)
-    denom = np.maximum(bytes_d[idx].sum(1), 1e-12)
-    diffs = (b[idx].sum(1) - a[idx].sum(1)) / denom
-    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    denom = bytes_d[idx].sum(1)  # (samples,)
+    # A resample with no byte below α has no bpb there: it is left out (counted as a gain of 0, it pulled the
+    # interval towards 0 whenever few documents hold such chunks).
+    has = denom > 0
+    diffs = (b[idx].sum(1) - a[idx].sum(1))[has] / denom[has]
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2]) if has.any() else (point, point)
     ref_bpb = b.sum() / bytes_d.sum()
     return Gain(float(point), float(lo), float(hi), float(point / ref_bpb), float(alpha), samples)

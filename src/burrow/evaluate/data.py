@@ -19,6 +19,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -211,9 +212,8 @@ def load_eval_data(paths: Sequence[str | Path], tok: Tokenizer, chunk_size: int,
     stats = CorpusStats()
     ids: list[str] = []
     texts: list[str] = []
-    for doc in read_corpus(paths, corpus or CorpusConfig(), stats):
-        if max_docs is not None and len(texts) >= max_docs:
-            break
+    # islice stops before reading document max_docs + 1 (a break after reading it counted it in the log's summary)
+    for doc in islice(read_corpus(paths, corpus or CorpusConfig(), stats), max_docs):
         ids.append(doc.id)
         texts.append(doc.text)
     log.info(stats.summary())

@@ -87,11 +87,17 @@ def check_methods(config: MethodsConfig, modes: Collection[str] | None, memory: 
 def _check_incontext(cfg: InContextConfig, memory: Any) -> None:
     """In-context retrieval's memory index and stride, refused before any LM loads."""
     from burrow.artefacts import read_manifest
-    from burrow.memory.bm25 import BM25_DIR
+    from burrow.memory.bm25 import BM25_DIR, bm25_inputs
 
-    if cfg.retriever == "bm25" and read_manifest(memory.dir / BM25_DIR, "bm25") is None:
-        raise BurrowError(f"memory {memory.dir} has no BM25 index for --method incontext: build it with "
-                          f"`burrow memory bm25 {memory.dir}`, or use --retriever dense")
+    if cfg.retriever == "bm25":
+        manifest = read_manifest(memory.dir / BM25_DIR, "bm25")
+        if manifest is None:
+            raise BurrowError(f"memory {memory.dir} has no BM25 index for --method incontext: build it with "
+                              f"`burrow memory bm25 {memory.dir}`, or use --retriever dense")
+        if manifest.get("inputs") != bm25_inputs(memory):  # else refused only after every model was scored
+            raise BurrowError(f"memory {memory.dir} has no up-to-date BM25 index for --method incontext (its chunks "
+                              f"changed since): rebuild it with `burrow memory bm25 {memory.dir}`, or use "
+                              "--retriever dense")
     context = cfg.max_context or MAX_CONTEXT
     if context < cfg.stride + 2:
         raise BurrowError(f"--stride {cfg.stride} leaves no context: an LM reads at most {context} tokens per "

@@ -93,16 +93,14 @@ class EvalResult:
 
     def _compute_gains(self) -> dict[str, dict[str, Any]]:
         ref = self.reference()
-        if ref is None:
-            return {}
         alphas = [1.0] + ([REPORT_ALPHA] if self.leakage is not None else [])
         out: dict[str, dict[str, Any]] = {}
         for name in self.scores:
             base = self.bases.get(name, ref)
-            if name == base:
+            if base is None or name == base:  # no baseline: only the methods (RETRO[ON] too) have a base
                 continue
             out[name] = {"reference": base, **self._gains_over(name, base, alphas)}
-            if base != ref and self.scores[name].mode == "on":
+            if ref is not None and base != ref and self.scores[name].mode == "on":
                 out[name]["vs_reference"] = {"reference": ref, **self._gains_over(name, ref, alphas)}
         return out
 
@@ -146,6 +144,10 @@ def _seq_len(models: Mapping[str, ModelEntry], config: EvalConfig, m: int) -> in
     """n: given, or the shortest trained length among the models, rounded down to a multiple of 2m."""
     longest = min(int(model.config.max_seq_len) for model, _ in models.values())
     n = config.seq_len if config.seq_len is not None else window_length(longest, m)
+    if config.seq_len is None and n < 2 * m:  # no --seq-len was given: "seq_len 0" would name nothing the user set
+        raise BurrowError(f"a model's max_seq_len ({longest}) is shorter than 2 × the chunk size ({2 * m}): evaluation "
+                          "windows (stride n/2) must start on chunk boundaries; use a memory with shorter chunks, or "
+                          "give --seq-len (a multiple of 2 × chunk size) to score past the trained length")
     if n < 2 * m or n % (2 * m):
         raise BurrowError(f"seq_len {n} must be a positive multiple of 2 × chunk size ({2 * m}) so that "
                           "windows (stride n/2) start on chunk boundaries")

@@ -29,8 +29,14 @@ NOT_AN_OUTPUT = (("a memory", ("memory.manifest.json",)),
                  ("a run or model", ("model.manifest.json", "model.safetensors", "train.manifest.json", "final")))
 
 
-def check_eval_out(out: str | Path) -> Path:
-    """``out`` as the report's folder: refused where it is a memory, a run or a model folder."""
+def check_eval_out(out: str | Path, data: Sequence[str | Path] = ()) -> Path:
+    """``out`` as the report's folder: refused where it is a memory, a run or a model folder, or inside an
+    evaluation ``data`` folder (read recursively: a re-run would score the report's eval.md as a document)."""
+    where = Path(out).resolve()
+    for d in map(Path, data):
+        if d.is_dir() and (where == d.resolve() or d.resolve() in where.parents):
+            raise BurrowError(f"-o {out} is inside the evaluation data folder {d}: a re-run would read the report "
+                              "(eval.md) as an evaluation document; give -o a folder outside it")
     return check_out_not(out, NOT_AN_OUTPUT, "the report (eval.json, chunks.npz, eval.md, plots)")
 
 
@@ -91,7 +97,7 @@ def evaluate_runs(runs: Sequence[str | Path], memory_dir: str | Path | None, dat
                   config: EvalConfig, out: str | Path,
                   methods: MethodsConfig | None = None) -> tuple[EvalResult, dict[str, Path]]:
     """Load each run (a RETRO run is scored [OFF] and [ON]), evaluate, and write the report to ``out``."""
-    out = check_eval_out(out)
+    out = check_eval_out(out, data)
     methods = methods or MethodsConfig()
     arms = parse_arms(runs)
     memory = Memory(memory_dir) if memory_dir is not None else None
