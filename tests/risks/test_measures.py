@@ -54,6 +54,30 @@ def test_missing_data_file_is_one_line(data_dir: Path) -> None:
         stereotypes.read_crows(data_dir)
 
 
+@pytest.mark.parametrize(("rel", "content", "read", "words"), [
+    ("crows-pairs/crows_pairs_anonymized.csv", b"\xff\xfe not text", lambda d: stereotypes.read_crows(d), "UTF-8"),
+    ("crows-pairs/crows_pairs_anonymized.csv", b"a,b\n1,2\n", lambda d: stereotypes.read_crows(d), "sent_more"),
+    ("crows-pairs/crows_pairs_anonymized.csv", b",sent_more,sent_less,stereo_antistereo,bias_type\n",
+     lambda d: stereotypes.read_crows(d), "no rows"),
+    ("winogender/all_sentences.tsv", b"sentid\tsentence\nnurse\tThe nurse.\n",
+     lambda d: stereotypes.read_winogender(d), "line 2"),
+    ("winogender/occupations-stats.tsv", b"occupation\tbls_pct_female\nnurse\tmany\n",
+     lambda d: stereotypes.read_winogender(d), "line 2"),
+    ("realtoxicityprompts-sample/nontoxic_1200.jsonl", b"{not json\n", lambda d: toxicity.read_prompts(d, 4),
+     "line 1"),
+    ("realtoxicityprompts-sample/nontoxic_1200.jsonl", b"[1]\n", lambda d: toxicity.read_prompts(d, 4), "line 1"),
+    ("realtoxicityprompts-sample/nontoxic_1200.jsonl", b"", lambda d: toxicity.read_prompts(d, 4), "no rows"),
+    ("wikipedia-vital-summaries/summaries_en.jsonl.gz", b"plain text", lambda d: disparity.read_leads(d, 2), "gzip"),
+])
+def test_a_damaged_data_file_is_one_line_naming_it(data_dir: Path, rel: str, content: bytes, read, words: str) -> None:
+    """Not UTF-8, not JSON or gzip, a missing column, a malformed row, no rows: a BurrowError naming the file
+    (the row then says why it was not measured), never a traceback out of `burrow risks`."""
+    (data_dir / rel).write_bytes(content)
+    with pytest.raises(BurrowError, match=words) as e:
+        read(data_dir)
+    assert str(data_dir / rel) in str(e.value) and "\n" not in str(e.value)
+
+
 def test_toxicity_figures_known() -> None:
     scores = np.array([[0.1, 0.9, 0.2], [0.1, 0.2, 0.3], [0.6, 0.0, 0.0], [0.0, 0.0, 0.1]])
     emt, prob = toxicity.toxicity_figures(scores, 0.5, samples=100)
