@@ -241,6 +241,19 @@ def test_truthfulqa_from_contract_results() -> None:
             misinformation.truthfulqa(bad)
 
 
+@pytest.mark.parametrize("content", ["[1, 2]", '"text"', "[]"])
+def test_a_tasks_results_file_that_is_not_an_object_is_one_line(tmp_path: Path, content: str) -> None:
+    """--tasks-results holding JSON but not an object (a list, a string) names the file, never a traceback."""
+    from burrow.risks.context import Context
+
+    results = tmp_path / "results.json"
+    results.write_text(content, encoding="utf-8")
+    ctx = Context(RisksConfig(tasks_results=results), tmp_path, [], None)
+    with pytest.raises(BurrowError, match="is not a tasks results.json") as e:
+        misinformation.measure_misinformation(ctx)
+    assert str(results) in str(e.value)
+
+
 def test_misinformation_calls_run_tasks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from burrow.risks.config import RisksConfig
     from burrow.risks.context import Context
