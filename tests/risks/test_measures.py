@@ -59,6 +59,8 @@ def test_missing_data_file_is_one_line(data_dir: Path) -> None:
     ("crows-pairs/crows_pairs_anonymized.csv", b"a,b\n1,2\n", lambda d: stereotypes.read_crows(d), "sent_more"),
     ("crows-pairs/crows_pairs_anonymized.csv", b",sent_more,sent_less,stereo_antistereo,bias_type\n",
      lambda d: stereotypes.read_crows(d), "no rows"),
+    ("crows-pairs/crows_pairs_anonymized.csv", b",sent_more,sent_less,stereo_antistereo,bias_type\n0,,B.,stereo,age\n",
+     lambda d: stereotypes.read_crows(d), "line 2 .*sent_more"),
     ("winogender/all_sentences.tsv", b"sentid\tsentence\nnurse\tThe nurse.\n",
      lambda d: stereotypes.read_winogender(d), "line 2"),
     ("winogender/occupations-stats.tsv", b"occupation\tbls_pct_female\nnurse\tmany\n",

@@ -77,9 +77,10 @@ def no_rows(path: Path) -> BurrowError:
 
 
 def text_field(row: dict[str, object], key: str) -> str:
-    """``row[key]`` as text (a short CSV row has None there: an error naming the field)."""
+    """``row[key]`` as text (a short CSV row has None there, an empty field ""; an error naming the field: an
+    empty sentence has no tokens to score)."""
     value = row[key]
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not value.strip():
         raise ValueError(f"no text in field {key!r}")
     return value
 
