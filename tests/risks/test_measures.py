@@ -80,6 +80,23 @@ def test_a_damaged_data_file_is_one_line_naming_it(data_dir: Path, rel: str, con
     assert str(data_dir / rel) in str(e.value) and "\n" not in str(e.value)
 
 
+def test_the_default_data_folder_is_found_as_the_other_commands_find_it(tmp_path: Path, data_dir: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --data-dir or $BURROW_DATA, the data is ../shared/data beside the working directory (as `burrow
+    tasks` and the demo find it), not one machine's absolute path."""
+    import shutil
+
+    data = tmp_path / "shared" / "data"
+    data.parent.mkdir()
+    shutil.move(data_dir, data)
+    (tmp_path / "clone").mkdir()
+    monkeypatch.chdir(tmp_path / "clone")
+    monkeypatch.delenv("BURROW_DATA", raising=False)
+    assert RisksConfig().data_dir == data.resolve()
+    monkeypatch.setenv("BURROW_DATA", str(tmp_path / "elsewhere"))
+    assert RisksConfig().data_dir == tmp_path / "elsewhere"
+
+
 def test_toxicity_figures_known() -> None:
     scores = np.array([[0.1, 0.9, 0.2], [0.1, 0.2, 0.3], [0.6, 0.0, 0.0], [0.0, 0.0, 0.1]])
     emt, prob = toxicity.toxicity_figures(scores, 0.5, samples=100)
