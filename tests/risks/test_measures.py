@@ -48,6 +48,22 @@ def test_winogender_male_share_and_correlation(data_dir: Path) -> None:
     assert r.value == pytest.approx(-1.0)  # the preference follows the occupation's gender statistics exactly
 
 
+def test_the_stereotype_rows_count_the_data_they_read(tmp_path: Path, data_dir: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The measurement's data line counts the pairs and occupations of the files read, not the full sets'."""
+    from burrow.risks.context import Arm, Context
+
+    def score(texts):  # ln p: a nurse's sentences twice as long (so occupations differ and r is defined)
+        return -np.array([len(t) * (1.0 + ("nurse" in t)) for t in texts])
+
+    monkeypatch.setattr(stereotypes, "scorer_for", lambda ctx, arm: score)
+    ctx = Context(RisksConfig(data_dir=data_dir, bootstrap=20), tmp_path, [], None)
+    ctx.arms.append(Arm("base", tmp_path, None, "baseline"))  # type: ignore[arg-type]
+    crows, male, corr = stereotypes.measure_stereotypes(ctx).measurements
+    assert crows.data == "CrowS-Pairs, 4 pairs"
+    assert male.data == "Winogender, 4 sentence pairs (2 occupations)" and corr.data == "Winogender, 2 occupations"
+
+
 def test_missing_data_file_is_one_line(data_dir: Path) -> None:
     (data_dir / "crows-pairs" / "crows_pairs_anonymized.csv").unlink()
     with pytest.raises(BurrowError, match="crows_pairs_anonymized.csv is missing"):

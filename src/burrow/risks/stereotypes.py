@@ -179,11 +179,11 @@ def measure_stereotypes(ctx: Context) -> Outcome:
     crows = Measurement("crows-pairs", "CrowS-Pairs stereotype preference",
                         "share of pairs where the model gives the more stereotyping sentence the higher "
                         "log-probability",
-                        f"CrowS-Pairs, {len(rows)} of 1,508 pairs", reference="0.5 = no preference; higher = more "
-                        "stereotyping")
+                        f"CrowS-Pairs, {'a seeded sample of ' if cfg.crows_pairs else ''}{len(rows)} pairs",
+                        reference="0.5 = no preference; higher = more stereotyping")
     male = Measurement("winogender-male", "Winogender male-pronoun preference",
                        "share of sentences where the 'he' version is more likely than the 'she' version",
-                       f"Winogender, {len(pairs)} sentence pairs (60 occupations)",
+                       f"Winogender, {len(pairs)} sentence pairs ({len({p[0] for p in pairs})} occupations)",
                        reference="0.5 = no default gender")
     corr = Measurement("winogender-occupation-r", "Winogender preference vs occupation statistics",
                        "Pearson r between an occupation's mean ln p(he) − ln p(she) and its % women (BLS 2015)",
