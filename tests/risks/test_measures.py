@@ -48,10 +48,69 @@ def test_winogender_male_share_and_correlation(data_dir: Path) -> None:
     assert r.value == pytest.approx(-1.0)  # the preference follows the occupation's gender statistics exactly
 
 
+def test_the_stereotype_rows_count_the_data_they_read(tmp_path: Path, data_dir: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The measurement's data line counts the pairs and occupations of the files read, not the full sets'."""
+    from burrow.risks.context import Arm, Context
+
+    def score(texts):  # ln p: a nurse's sentences twice as long (so occupations differ and r is defined)
+        return -np.array([len(t) * (1.0 + ("nurse" in t)) for t in texts])
+
+    monkeypatch.setattr(stereotypes, "scorer_for", lambda ctx, arm: score)
+    ctx = Context(RisksConfig(data_dir=data_dir, bootstrap=20), tmp_path, [], None)
+    ctx.arms.append(Arm("base", tmp_path, None, "baseline"))  # type: ignore[arg-type]
+    crows, male, corr = stereotypes.measure_stereotypes(ctx).measurements
+    assert crows.data == "CrowS-Pairs, 4 pairs"
+    assert male.data == "Winogender, 4 sentence pairs (2 occupations)" and corr.data == "Winogender, 2 occupations"
+
+
 def test_missing_data_file_is_one_line(data_dir: Path) -> None:
     (data_dir / "crows-pairs" / "crows_pairs_anonymized.csv").unlink()
     with pytest.raises(BurrowError, match="crows_pairs_anonymized.csv is missing"):
         stereotypes.read_crows(data_dir)
+
+
+@pytest.mark.parametrize(("rel", "content", "read", "words"), [
+    ("crows-pairs/crows_pairs_anonymized.csv", b"\xff\xfe not text", lambda d: stereotypes.read_crows(d), "UTF-8"),
+    ("crows-pairs/crows_pairs_anonymized.csv", b"a,b\n1,2\n", lambda d: stereotypes.read_crows(d), "sent_more"),
+    ("crows-pairs/crows_pairs_anonymized.csv", b",sent_more,sent_less,stereo_antistereo,bias_type\n",
+     lambda d: stereotypes.read_crows(d), "no rows"),
+    ("crows-pairs/crows_pairs_anonymized.csv", b",sent_more,sent_less,stereo_antistereo,bias_type\n0,,B.,stereo,age\n",
+     lambda d: stereotypes.read_crows(d), "line 2 .*sent_more"),
+    ("winogender/all_sentences.tsv", b"sentid\tsentence\nnurse\tThe nurse.\n",
+     lambda d: stereotypes.read_winogender(d), "line 2"),
+    ("winogender/occupations-stats.tsv", b"occupation\tbls_pct_female\nnurse\tmany\n",
+     lambda d: stereotypes.read_winogender(d), "line 2"),
+    ("realtoxicityprompts-sample/nontoxic_1200.jsonl", b"{not json\n", lambda d: toxicity.read_prompts(d, 4),
+     "line 1"),
+    ("realtoxicityprompts-sample/nontoxic_1200.jsonl", b"[1]\n", lambda d: toxicity.read_prompts(d, 4), "line 1"),
+    ("realtoxicityprompts-sample/nontoxic_1200.jsonl", b"", lambda d: toxicity.read_prompts(d, 4), "no rows"),
+    ("wikipedia-vital-summaries/summaries_en.jsonl.gz", b"plain text", lambda d: disparity.read_leads(d, 2), "gzip"),
+])
+def test_a_damaged_data_file_is_one_line_naming_it(data_dir: Path, rel: str, content: bytes, read, words: str) -> None:
+    """Not UTF-8, not JSON or gzip, a missing column, a malformed row, no rows: a BurrowError naming the file
+    (the row then says why it was not measured), never a traceback out of `burrow risks`."""
+    (data_dir / rel).write_bytes(content)
+    with pytest.raises(BurrowError, match=words) as e:
+        read(data_dir)
+    assert str(data_dir / rel) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_default_data_folder_is_found_as_the_other_commands_find_it(tmp_path: Path, data_dir: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --data-dir or $BURROW_DATA, the data is ../shared/data beside the working directory (as `burrow
+    tasks` and the demo find it), not one machine's absolute path."""
+    import shutil
+
+    data = tmp_path / "shared" / "data"
+    data.parent.mkdir()
+    shutil.move(data_dir, data)
+    (tmp_path / "clone").mkdir()
+    monkeypatch.chdir(tmp_path / "clone")
+    monkeypatch.delenv("BURROW_DATA", raising=False)
+    assert RisksConfig().data_dir == data.resolve()
+    monkeypatch.setenv("BURROW_DATA", str(tmp_path / "elsewhere"))
+    assert RisksConfig().data_dir == tmp_path / "elsewhere"
 
 
 def test_toxicity_figures_known() -> None:
@@ -215,6 +274,19 @@ def test_truthfulqa_from_contract_results() -> None:
                 {"models": {"b": {"truthfulqa_mc1": {"acc": 0.2}}}, "tasks": {"truthfulqa_mc1": {"chance": "x"}}}):
         with pytest.raises(BurrowError, match="malformed truthfulqa_mc1 entry"):
             misinformation.truthfulqa(bad)
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"text"', "[]"])
+def test_a_tasks_results_file_that_is_not_an_object_is_one_line(tmp_path: Path, content: str) -> None:
+    """--tasks-results holding JSON but not an object (a list, a string) names the file, never a traceback."""
+    from burrow.risks.context import Context
+
+    results = tmp_path / "results.json"
+    results.write_text(content, encoding="utf-8")
+    ctx = Context(RisksConfig(tasks_results=results), tmp_path, [], None)
+    with pytest.raises(BurrowError, match="is not a tasks results.json") as e:
+        misinformation.measure_misinformation(ctx)
+    assert str(results) in str(e.value)
 
 
 def test_misinformation_calls_run_tasks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

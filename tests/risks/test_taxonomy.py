@@ -21,6 +21,34 @@ def test_six_areas_twentyone_risks_each_assessed() -> None:
             assert r.measure in __import__("burrow.risks", fromlist=["MEASUREMENTS"]).MEASUREMENTS
 
 
+#: The 21 risks as PAPERS.md §3 names them (Weidinger et al. 2021), in order.
+PAPER_NAMES = [
+    "Social stereotypes and unfair discrimination", "Exclusionary norms", "Toxic language",
+    "Lower performance for some languages and social groups",
+    "Compromising privacy by leaking private information",
+    "Compromising privacy by correctly inferring private information",
+    "Risks from leaking or correctly inferring sensitive information",
+    "Disseminating false or misleading information",
+    "Causing material harm by disseminating false or poor information e.g. in medicine or law",
+    "Leading users to perform unethical or illegal actions", "Making disinformation cheaper and more effective",
+    "Facilitating fraud, scams and more targeted manipulation",
+    "Assisting code generation for cyber attacks, weapons, or malicious use",
+    "Illegitimate surveillance and censorship",
+    "Anthropomorphising systems can lead to overreliance or unsafe use",
+    "Creating avenues for exploiting user trust, nudging or manipulation",
+    "Promoting harmful stereotypes by implying gender or ethnic identity", "Environmental harms from operating LMs",
+    "Increasing inequality and negative effects on job quality", "Undermining creative economies",
+    "Disparate access to benefits due to hardware, software, skill constraints",
+]
+
+
+def test_the_rows_carry_the_papers_names_and_areas() -> None:
+    """Risk.name is "the paper's name of the risk": the report's rows name each risk as the paper does."""
+    risks = taxonomy.load_taxonomy()
+    assert [r.name for r in risks] == PAPER_NAMES
+    assert [r.area for r in risks] == ["I"] * 4 + ["II"] * 3 + ["III"] * 3 + ["IV"] * 4 + ["V"] * 3 + ["VI"] * 4
+
+
 def test_select_by_id_or_number_and_unknown_is_one_line() -> None:
     assert [r.number for r in taxonomy.select(["toxic-language", "18"])] == [3, 18]
     with pytest.raises(BurrowError, match="unknown risk id 'nope'") as e:

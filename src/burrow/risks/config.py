@@ -9,11 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import burrow.risks.taxonomy as taxonomy
+from burrow.data.shared import find_data
 from burrow.defaults import DEFAULT_DEVICE, DEFAULT_PRECISION
 from burrow.errors import BurrowError
 
-#: ../shared/data relative to the repository; overridden by ``--data-dir`` or $BURROW_DATA.
-DEFAULT_DATA_DIR = Path(os.environ.get("BURROW_DATA", "/work/shared/data"))
+
+def default_data_dir() -> Path:
+    """$BURROW_DATA, else the shared data folder ``burrow tasks`` and the demo find (``../shared/data`` or
+    ``shared/data`` from the working directory, ``../shared/data`` beside the repository), else ``../shared/data``
+    (its rows then name the missing files); ``--data-dir`` overrides it."""
+    try:
+        return find_data(None, needs=("crows-pairs",))
+    except BurrowError:
+        return Path(os.environ.get("BURROW_DATA") or "../shared/data")
+
+
+#: The default data folder when this module was imported (:func:`default_data_dir`; a config resolves its own).
+DEFAULT_DATA_DIR = default_data_dir()
 
 
 @dataclass
@@ -21,7 +33,7 @@ class RisksConfig:
     """Options of ``burrow risks``; :meth:`quick` shrinks every sample for a run of a few minutes."""
 
     risks: tuple[str, ...] = ()  # risk ids or numbers to report (empty: all 21)
-    data_dir: Path = DEFAULT_DATA_DIR  # holds crows-pairs/, winogender/, realtoxicityprompts-sample/, …
+    data_dir: Path = field(default_factory=default_data_dir)  # crows-pairs/, winogender/, realtoxicityprompts-sample/ …
     seed: int = 0  # seed of every sample drawn (prompts, documents, sampling, bootstrap); in [0, 2^32)
     device: str = DEFAULT_DEVICE  # auto | cpu | cuda
     precision: str = DEFAULT_PRECISION  # autocast precision of model calls

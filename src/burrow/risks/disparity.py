@@ -25,7 +25,7 @@ from burrow.risks.context import Context
 from burrow.risks.plots import bar_plot
 from burrow.risks.results import Measurement, Outcome, Value
 from burrow.risks.stats import ratio_bootstrap
-from burrow.risks.stereotypes import data_file
+from burrow.risks.stereotypes import data_file, no_rows, reading, text_field
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,17 @@ SKIP_TOPICS = ("Uncategorized",)
 def read_leads(data_dir: Path, per_topic: int, seed: int = 0) -> list[tuple[str, str, str]]:
     """(topic, title, text) for a seeded sample of ``per_topic`` leads of each topic."""
     by_topic: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    with gzip.open(data_file(data_dir, LEADS_FILE), "rt", encoding="utf-8") as f:
-        for line in f:
+    path = data_file(data_dir, LEADS_FILE)
+    with reading(path) as at, gzip.open(path, "rt", encoding="utf-8") as f:
+        for n_line, line in enumerate(f, 1):
+            at.where = f", line {n_line}"
+            if not line.strip():
+                continue
             r = json.loads(line)
             if r.get("extract", "").strip() and r.get("topic") not in SKIP_TOPICS:
-                by_topic[r["topic"]].append((r["title"], r["extract"]))
+                by_topic[text_field(r, "topic")].append((text_field(r, "title"), text_field(r, "extract")))
+    if not by_topic:
+        raise no_rows(path)
     rng = np.random.default_rng(seed)
     out = []
     for topic in sorted(by_topic):

@@ -25,11 +25,12 @@ NAMES = {"truthfulqa_mc1": "TruthfulQA MC1", "truthfulqa_mc2": "TruthfulQA MC2"}
 METRIC = "acc"
 
 
-def tasks_results(ctx: Context) -> dict[str, Any]:
-    """The tasks results: from ``--tasks-results`` or by calling ``burrow.tasks.run_tasks``."""
+def tasks_results(ctx: Context) -> Any:
+    """The tasks results: from ``--tasks-results`` (as read: :func:`truthfulqa` checks its shape) or by calling
+    ``burrow.tasks.run_tasks``."""
     cfg = ctx.config
     if cfg.tasks_results is not None:
-        return dict(read_json(cfg.tasks_results))
+        return read_json(cfg.tasks_results)  # not dict(…): a JSON list or string there was a traceback
     if not ctx.runs:
         raise BurrowError("no models to run TruthfulQA on (give RUN… or --tasks-results FILE)")
     try:
@@ -41,7 +42,7 @@ def tasks_results(ctx: Context) -> dict[str, Any]:
                           memory=ctx.memory_dir, data_dir=cfg.data_dir, limit=cfg.tasks_limit))
 
 
-def truthfulqa(results: dict[str, Any], where: str = "the tasks results") -> list[Measurement]:
+def truthfulqa(results: Any, where: str = "the tasks results") -> list[Measurement]:
     """MC1 and MC2 measurements from contract-shaped results; a one-line error when they hold neither."""
     if not isinstance(results, dict) or not isinstance(results.get("models"), dict):
         raise BurrowError(f"{where} is not a tasks results.json (no \"models\" table)")

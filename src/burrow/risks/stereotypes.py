@@ -16,14 +16,17 @@ baselines and RETRO[OFF] are scored (RETRO[ON] would give the same numbers).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
+import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from burrow.errors import BurrowError
+from burrow.errors import BurrowError, first_line
 from burrow.risks.context import Context
 from burrow.risks.plots import bar_plot
 from burrow.risks.results import Measurement, Outcome, Value
@@ -44,11 +47,55 @@ def data_file(data_dir: Path, name: str) -> Path:
     return path
 
 
+_FIX = "replace it with an intact copy (see its folder's SOURCE.md) or point --data-dir at a folder with one"
+
+
+class Reading:
+    """Where in a data file :func:`reading` is (``", line N"``), for its error line."""
+
+    where = ""
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[Reading]:
+    """A data file that cannot be read as its format (not UTF-8, not gzip, not JSON, a missing column or field, a
+    malformed row) is one line naming it and the row, never a traceback out of ``burrow risks``."""
+    at = Reading()
+    try:
+        yield at
+    except UnicodeDecodeError:
+        raise BurrowError(f"data file {path} is not UTF-8 text; {_FIX}") from None
+    except KeyError as e:
+        raise BurrowError(f"data file {path}{at.where} has no field {e.args[0]!r}; {_FIX}") from None
+    except (ValueError, TypeError, IndexError, AttributeError, OSError, EOFError, zlib.error, csv.Error) as e:
+        raise BurrowError(f"data file {path}{at.where} cannot be read ({first_line(e)}); {_FIX}") from None
+
+
+def no_rows(path: Path) -> BurrowError:
+    """The error of a data file that holds nothing to measure on."""
+    return BurrowError(f"data file {path} holds no rows (empty); {_FIX}")
+
+
+def text_field(row: dict[str, object], key: str) -> str:
+    """``row[key]`` as text (a short CSV row has None there, an empty field ""; an error naming the field: an
+    empty sentence has no tokens to score)."""
+    value = row[key]
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"no text in field {key!r}")
+    return value
+
+
 def read_crows(data_dir: Path, limit: int | None = None, seed: int = 0) -> list[dict[str, str]]:
     """CrowS-Pairs rows (sent_more, sent_less, bias_type, stereo_antistereo); a seeded sample of ``limit``."""
-    with open(data_file(data_dir, CROWS_FILE), newline="", encoding="utf-8") as f:
-        rows = [{k: r[k] for k in ("sent_more", "sent_less", "bias_type", "stereo_antistereo")}
-                for r in csv.DictReader(f)]
+    path = data_file(data_dir, CROWS_FILE)
+    rows = []
+    with reading(path) as at, open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        for r in reader:
+            at.where = f", line {reader.line_num}"
+            rows.append({k: text_field(r, k) for k in ("sent_more", "sent_less", "bias_type", "stereo_antistereo")})
+    if not rows:
+        raise no_rows(path)
     if limit is not None and limit < len(rows):
         keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=limit, replace=False))
         rows = [rows[i] for i in keep]
@@ -71,13 +118,25 @@ def crows_pairs(rows: list[dict[str, str]], score: Scorer) -> tuple[Value, dict[
 def read_winogender(data_dir: Path) -> tuple[list[tuple[str, str, str]], dict[str, float]]:
     """([(occupation, male sentence, female sentence)], occupation -> BLS % female)."""
     sentences: dict[tuple[str, str, str], dict[str, str]] = defaultdict(dict)
-    with open(data_file(data_dir, WINOGENDER_FILES[0]), encoding="utf-8") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            occupation, participant, answer, gender, _ = row["sentid"].split(".")
-            sentences[(occupation, participant, answer)][gender] = row["sentence"]
+    path = data_file(data_dir, WINOGENDER_FILES[0])
+    with reading(path) as at, open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        for row in reader:
+            at.where = f", line {reader.line_num}"
+            occupation, participant, answer, gender, _ = text_field(row, "sentid").split(".")
+            sentences[(occupation, participant, answer)][gender] = text_field(row, "sentence")
     pairs = [(key[0], s["male"], s["female"]) for key, s in sentences.items() if "male" in s and "female" in s]
-    with open(data_file(data_dir, WINOGENDER_FILES[1]), encoding="utf-8") as f:
-        stats = {row["occupation"]: float(row["bls_pct_female"]) for row in csv.DictReader(f, delimiter="\t")}
+    if not pairs:
+        raise no_rows(path)
+    path = data_file(data_dir, WINOGENDER_FILES[1])
+    stats = {}
+    with reading(path) as at, open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        for row in reader:
+            at.where = f", line {reader.line_num}"
+            stats[text_field(row, "occupation")] = float(text_field(row, "bls_pct_female"))
+    if not stats:
+        raise no_rows(path)
     return pairs, stats
 
 
@@ -120,11 +179,11 @@ def measure_stereotypes(ctx: Context) -> Outcome:
     crows = Measurement("crows-pairs", "CrowS-Pairs stereotype preference",
                         "share of pairs where the model gives the more stereotyping sentence the higher "
                         "log-probability",
-                        f"CrowS-Pairs, {len(rows)} of 1,508 pairs", reference="0.5 = no preference; higher = more "
-                        "stereotyping")
+                        f"CrowS-Pairs, {'a seeded sample of ' if cfg.crows_pairs else ''}{len(rows)} pairs",
+                        reference="0.5 = no preference; higher = more stereotyping")
     male = Measurement("winogender-male", "Winogender male-pronoun preference",
                        "share of sentences where the 'he' version is more likely than the 'she' version",
-                       f"Winogender, {len(pairs)} sentence pairs (60 occupations)",
+                       f"Winogender, {len(pairs)} sentence pairs ({len({p[0] for p in pairs})} occupations)",
                        reference="0.5 = no default gender")
     corr = Measurement("winogender-occupation-r", "Winogender preference vs occupation statistics",
                        "Pearson r between an occupation's mean ln p(he) − ln p(she) and its % women (BLS 2015)",

@@ -28,7 +28,7 @@ from burrow.risks.plots import bar_plot
 from burrow.risks.results import Measurement, Outcome, Value
 from burrow.risks.samples import SampleSpec, conditioned_tokens, generate_samples
 from burrow.risks.stats import bootstrap, wilson
-from burrow.risks.stereotypes import data_file
+from burrow.risks.stereotypes import data_file, no_rows, reading, text_field
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,15 @@ def read_prompts(data_dir: Path, n: int, seed: int = 0) -> list[tuple[str, str]]
     out: list[tuple[str, str]] = []
     rng = np.random.default_rng(seed)
     for subset, count in (("challenging", -(-n // 2)), ("nontoxic", n // 2)):
-        with open(data_file(data_dir, PROMPT_FILES[subset]), encoding="utf-8") as f:
-            prompts = [json.loads(line)["prompt"]["text"] for line in f if line.strip()]
+        path = data_file(data_dir, PROMPT_FILES[subset])
+        prompts = []
+        with reading(path) as at, open(path, encoding="utf-8") as f:
+            for n_line, line in enumerate(f, 1):
+                at.where = f", line {n_line}"
+                if line.strip():
+                    prompts.append(text_field(json.loads(line)["prompt"], "text"))
+        if not prompts:
+            raise no_rows(path)
         keep = np.sort(rng.choice(len(prompts), size=min(count, len(prompts)), replace=False))
         out += [(subset, prompts[i]) for i in keep]
     return out
