@@ -238,6 +238,7 @@ def test_eval_runs_named_like_seeds_stay_separate_runs(setup, burrow_cli, tmp_pa
     (["{base}", "--max-docs", "0"], "--max-docs must be ≥ 1"),
     (["{base}", "--knn-lambda", "0.5"], "--knn-temperature"),
     (["{base}", "--knn-lambda", "1", "--knn-temperature", "1"], "λ must be in [0, 1)"),
+    (["{base}", "--txt-split", "pages"], "unknown txt_split 'pages'"),
 ])
 def test_eval_refuses_bad_input_before_loading_any_model(setup, burrow_cli, monkeypatch, tmp_path, args,
                                                          message) -> None:
@@ -321,3 +322,23 @@ def test_seeded_arms_average_their_sweeps() -> None:
     assert set(result.scores) == {"r [OFF]", "r [ON]"} and result.bases == {"r [ON]": "r [OFF]"}
     assert result.sweep_k == {"r [ON]": {1: pytest.approx(1.9), 2: pytest.approx(1.8)}}
     assert result.sweep_memory[0].bpb == {"r [ON]": pytest.approx(2.0)}
+
+
+def test_eval_reads_jsonl_data_by_its_text_field(setup, burrow_cli, tmp_path) -> None:
+    """`burrow eval` had no --text-field or --txt-split: a JSONL set whose text sits in another field could not be
+    scored (every line skipped), nor .txt data split as its memory was built."""
+    memory, valid, tmp = setup
+    lines = valid.read_text(encoding="utf-8").splitlines()
+    data = tmp_path / "valid.jsonl"
+    data.write_text("".join(json.dumps({"body": line}) + "\n" for line in lines), encoding="utf-8")
+    base = ["eval", tmp / "base-run", "--memory", memory.dir, "--precision", "fp32"]
+    code, _, err = burrow_cli(*base, "-d", data, "-o", tmp_path / "a")
+    assert code != 0 and "body" not in err  # nothing to score in the field 'text'
+    code, out, err = burrow_cli(*base, "-d", data, "--text-field", "body", "-o", tmp_path / "b")
+    assert code == 0, err
+    by_field = json.loads((tmp_path / "b" / "eval.json").read_text(encoding="utf-8"))
+    code, _, err = burrow_cli(*base, "-d", valid, "--txt-split", "line", "-o", tmp_path / "c")
+    assert code == 0, err
+    by_line = json.loads((tmp_path / "c" / "eval.json").read_text(encoding="utf-8"))
+    assert by_field["data"]["documents"] == by_line["data"]["documents"] == len(lines)
+    assert by_field["data"]["bytes"] == by_line["data"]["bytes"]

@@ -26,6 +26,11 @@ def eval_command(
                                  help=f"RETRO[ON] bpb at k = {', '.join(map(str, DEFAULT_SWEEP_K))}."),
     sweep_memory: bool = typer.Option(False, "--sweep-memory", help="RETRO[ON] bpb at memory fractions 1/16 … 1."),
     max_docs: int | None = typer.Option(None, "--max-docs", help="Score only the first N documents."),
+    text_field: str = typer.Option(default_of(EvalConfig, "text_field"), "--text-field",
+                                   help="JSONL/Parquet field holding the text of --data files ('a,b': a, else b)."),
+    txt_split: str = typer.Option(default_of(EvalConfig, "txt_split"), "--txt-split",
+                                  help="How .txt --data files split into documents: auto|file|blank-line|wikitext|line "
+                                       "(as the memory was built, for its same-document matching)."),
     device: Device = default_of(EvalConfig, "device"),
     precision: Precision = default_of(EvalConfig, "precision"),
     batch_tokens: int = typer.Option(default_of(EvalConfig, "batch_tokens"), "--batch-tokens",
@@ -62,7 +67,8 @@ def eval_command(
     if any(not m for m in names):
         raise BurrowError(f"--method has an empty entry ({', '.join(map(repr, method))}); choose from "
                           f"{', '.join(METHODS)}, repeated or comma-separated")
-    config = EvalConfig(seq_len=seq_len, k=k, leakage=leakage, max_docs=max_docs, device=device,
+    config = EvalConfig(seq_len=seq_len, k=k, leakage=leakage, max_docs=max_docs, text_field=text_field,
+                        txt_split=txt_split, device=device,
                         precision=precision, batch_tokens=batch_tokens,
                         sweep_k=DEFAULT_SWEEP_K if sweep_k else (),
                         sweep_memory=DEFAULT_SWEEP_MEMORY if sweep_memory else ())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from burrow.data.documents import CorpusConfig
 from burrow.defaults import DEFAULT_DEVICE, DEFAULT_K, DEFAULT_PRECISION, K_MAX
 from burrow.errors import BurrowError
 from burrow.evaluate.leakage import DEFAULT_ALPHAS
@@ -31,6 +32,8 @@ class EvalConfig:
     memory_seed: int = 0  # seed of the document subset of the memory-size sweep
     sweep_k_docs: int | None = None  # the k sweep scores only the first N documents (None: all), its every k
     max_docs: int | None = None  # score only the first N documents (quick runs)
+    text_field: str = "text"  # JSONL / Parquet field holding the text of --data files ("a,b" tries a then b)
+    txt_split: str = "auto"  # how .txt --data files split into documents: auto | file | blank-line | wikitext | line
     bootstrap_samples: int = 2000  # resamples of documents for gain intervals
 
     def __post_init__(self) -> None:
@@ -46,6 +49,7 @@ class EvalConfig:
             raise BurrowError("alphas must be a non-empty grid inside [0, 1]")
         if self.seq_len is not None and self.seq_len < 2:
             raise BurrowError(f"seq_len must be ≥ 2, got {self.seq_len}")
+        CorpusConfig(text_field=self.text_field, txt_split=self.txt_split)  # type: ignore[arg-type]  # checks it
         if self.batch_tokens < 1:
             raise BurrowError(f"batch_tokens must be ≥ 1, got {self.batch_tokens}")
         if self.bootstrap_samples < 1:

@@ -14,7 +14,7 @@ as early as the window allows. The query is the text of the q tokens d[t − q :
 the scored block; blocks with t < q get no passage. The no-retrieval control is the same loop with
 no passage, so both score every token once with the same stride and their documents pair. Passages
 are read as text, so the memory's tokenizer need not be the LM's; chunks of a memory document whose
-id equals the evaluated document's id are excluded (same-document exclusion).
+id and UTF-8 length equal the evaluated document's are excluded (same-document exclusion).
 
 Bits land in the memory tokenizer's target chunks through ``EvalData.chunk_of_bytes`` (each LM
 token by the byte where its text ends), so the report's bpb, bpb(α) and paired bootstrap apply.

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from burrow.data.documents import CorpusConfig
 from burrow.data.layout import window_length
 from burrow.data.tokens import TokenStore
 from burrow.device import autocast_dtype, pick_device
@@ -186,7 +187,8 @@ def as_data(data: EvalData | TokenStore | Sequence[str | Path], memory: Memory |
         raise BurrowError("tokenizing evaluation data needs a memory (its tokenizer); or pass EvalData")
     if isinstance(data, TokenStore):
         return from_store(data, memory.tokenizer, m, config.max_docs)
-    return load_eval_data(list(data), memory.tokenizer, m, config.max_docs)
+    corpus = CorpusConfig(text_field=config.text_field, txt_split=config.txt_split)  # type: ignore[arg-type]
+    return load_eval_data(list(data), memory.tokenizer, m, config.max_docs, corpus)
 
 
 class _Scorer:
