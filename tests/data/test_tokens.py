@@ -117,3 +117,14 @@ def test_a_llama3_style_tokenizer_gets_its_end_token_as_pad_not_id_0(tmp_path) -
     end = tok.token_to_id("<|end_of_text|>")
     assert loaded.eos_id == end and loaded.pad_id == end
     assert "!" in loaded.decode(loaded.encode("hi ! there !"))
+
+
+def test_the_tokenizer_sample_stops_at_its_budget_inside_one_document() -> None:
+    """sample_bytes was checked only between documents: a corpus of one large document (a plain .txt file
+    read whole) gave the trainer all of it."""
+    from burrow.data.tokenizer import _sample_lines
+
+    big = "a line of text here\n" * 10_000
+    lines = _sample_lines([big, big], 1000)
+    assert 1000 <= sum(len(ln.encode()) for ln in lines) < 1000 + 20
+    assert _sample_lines(["é\n" * 10], 6) == ["é\n"] * 2  # bytes, not characters

@@ -171,16 +171,17 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, config: Tokenizer
 
 
 def _sample_lines(texts: Iterable[str], budget: int) -> list[str]:
-    """Lines (newline kept) of the first documents, up to ``budget`` bytes, evenly thinned if needed."""
+    """The first non-empty lines (newline kept) of the documents, up to ``budget`` UTF-8 bytes (counted within a
+    document too: a one-document file of gigabytes gave the trainer every line)."""
     lines: list[str] = []
     total = 0
     for text in texts:
         for line in text.splitlines(keepends=True):
             if line.strip():
                 lines.append(line[:16000])
-                total += len(line)
-        if total >= budget:
-            break
+                total += len(line.encode("utf-8", errors="surrogatepass"))
+                if total >= budget:
+                    return lines
     return lines
 
 
