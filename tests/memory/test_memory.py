@@ -403,3 +403,19 @@ def test_the_device_a_build_encodes_on_is_not_part_of_the_memory(built: Memory, 
                  encoder=encoder_on(memory_config, "cpu"))
     assert (built.dir / "memory.manifest.json").read_bytes() == before
     assert built.manifest["encoder_config"]["device"] == "auto"
+
+
+def test_a_re_tokenized_store_of_the_same_shape_gets_new_neighbours(built: Memory, tmp_path: Path) -> None:
+    """A store re-made from an edited file whose counts did not change (a year corrected: digits are one token
+    each) kept its neighbour table: the table's key read the store's manifest, which held counts only."""
+    val = tmp_path / "val.txt"
+    store = tmp_path / "val"
+    val.write_text("Comets leave trails of dust in 1999.\n", encoding="utf-8")
+    first = tokenize_store(built, [str(val)], store, progress=False)
+    _, before = compute_neighbours(built, k=2, target=store, progress=False)
+    val.write_text("Comets leave trails of dust in 2024.\n", encoding="utf-8")
+    again = tokenize_store(built, [str(val)], store, progress=False)
+    if (again.n_tokens, again.manifest["bytes"]) != (first.n_tokens, first.manifest["bytes"]):
+        pytest.skip("the edit changed the store's counts with this tokenizer")
+    _, after = compute_neighbours(built, k=2, target=store, progress=False)
+    assert after["inputs"] != before["inputs"]
