@@ -419,3 +419,25 @@ def test_a_re_tokenized_store_of_the_same_shape_gets_new_neighbours(built: Memor
         pytest.skip("the edit changed the store's counts with this tokenizer")
     _, after = compute_neighbours(built, k=2, target=store, progress=False)
     assert after["inputs"] != before["inputs"]
+
+
+def test_a_changed_tokenizer_file_is_read_again_on_a_rebuild(tiny_corpus: Path, tmp_path: Path, memory_config,
+                                                             encoder) -> None:
+    """--tokenizer FILE, then FILE replaced (a retrained tokenizer) and the build re-run: the memory kept its
+    copy of the old one (the stage's key holds the path, not what is there) and every stage after it."""
+    import dataclasses
+
+    from burrow.data.corpus import read_corpus
+    from burrow.data.tokenizer import TokenizerConfig, train_tokenizer
+
+    texts = [d.text for d in read_corpus([tiny_corpus])]
+    source = tmp_path / "tok" / "tokenizer.model"
+    train_tokenizer(texts, source.parent, TokenizerConfig(vocab_size=400))
+    config = dataclasses.replace(memory_config, tokenizer=TokenizerConfig(source=str(source)))
+    first, _ = build_memory([str(tiny_corpus)], tmp_path / "mem", config, progress=False, encoder=encoder)
+    assert first.tokenizer.vocab_size == 400
+    train_tokenizer(texts, source.parent, TokenizerConfig(vocab_size=420))  # the same path, another tokenizer
+    again, timings = build_memory([str(tiny_corpus)], tmp_path / "mem", config, progress=False, encoder=encoder)
+    assert again.tokenizer.vocab_size == 420
+    assert again.store.tokenizer_fingerprint == again.tokenizer.fingerprint()
+    assert not any(t.skipped for t in timings if t.name in ("tokenizer", "tokens"))

