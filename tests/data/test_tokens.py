@@ -128,3 +128,15 @@ def test_the_tokenizer_sample_stops_at_its_budget_inside_one_document() -> None:
     lines = _sample_lines([big, big], 1000)
     assert 1000 <= sum(len(ln.encode()) for ln in lines) < 1000 + 20
     assert _sample_lines(["é\n" * 10], 6) == ["é\n"] * 2  # bytes, not characters
+
+
+def test_a_tokenizer_trains_on_long_lines_of_cjk_text(tmp_path: Path) -> None:
+    """Lines were cut to 16,000 characters, but the trainer's limit is bytes: one-line documents of Chinese
+    text (3 bytes a character) were all dropped and training failed, telling the user to shrink --vocab-size."""
+    import random
+
+    rng = random.Random(0)
+    chars = [chr(c) for c in range(0x4E00, 0x4E00 + 100)]
+    docs = ["".join(rng.choice(chars) for _ in range(6000)) for _ in range(12)]
+    tok = train_tokenizer(docs, tmp_path / "tok", TokenizerConfig(vocab_size=400))
+    assert tok.roundtrips(docs[0]) and len(tok.encode(docs[0])) < len(docs[0])

@@ -172,14 +172,17 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, config: Tokenizer
 
 def _sample_lines(texts: Iterable[str], budget: int) -> list[str]:
     """The first non-empty lines (newline kept) of the documents, up to ``budget`` UTF-8 bytes (counted within a
-    document too: a one-document file of gigabytes gave the trainer every line)."""
+    document too: a one-document file of gigabytes gave the trainer every line). A line is cut to its first
+    16,000 bytes: the trainer drops a sentence longer than its ``max_sentence_length`` in bytes (16,000
+    characters of CJK text are 48,000), and a corpus of long lines then left it none."""
     lines: list[str] = []
     total = 0
     for text in texts:
         for line in text.splitlines(keepends=True):
             if line.strip():
-                lines.append(line[:16000])
-                total += len(line.encode("utf-8", errors="surrogatepass"))
+                raw = line.encode("utf-8", errors="surrogatepass")[:16000]
+                lines.append(raw.decode("utf-8", errors="ignore"))  # a character cut in two is dropped
+                total += len(raw)
                 if total >= budget:
                     return lines
     return lines
