@@ -441,3 +441,25 @@ def test_a_changed_tokenizer_file_is_read_again_on_a_rebuild(tiny_corpus: Path, 
     assert again.tokenizer.vocab_size == 420
     assert again.store.tokenizer_fingerprint == again.tokenizer.fingerprint()
     assert not any(t.skipped for t in timings if t.name in ("tokenizer", "tokens"))
+
+
+def test_a_local_hugging_face_dataset_saved_again_refreshes_the_memory(tiny_corpus: Path, tmp_path: Path,
+                                                                       memory_config, encoder) -> None:
+    """A folder written by datasets' save_to_disk is read as hf:FOLDER, whose key was its name alone: saved
+    again with other rows, a re-run kept the memory of the old rows."""
+    import shutil
+
+    import datasets
+
+    from burrow.data.corpus import read_corpus
+
+    texts = [d.text for d in read_corpus([tiny_corpus])]
+    folder = tmp_path / "ds"
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(folder))
+    first, _ = build_memory([str(folder)], tmp_path / "mem", memory_config, progress=False, encoder=encoder)
+    n_docs = first.store.n_docs
+    shutil.rmtree(folder)
+    datasets.Dataset.from_dict({"text": texts[1:]}).save_to_disk(str(folder))
+    again, timings = build_memory([str(folder)], tmp_path / "mem", memory_config, progress=False, encoder=encoder)
+    assert again.store.n_docs == n_docs - 1
+    assert not any(t.skipped for t in timings if t.name == "tokens")

@@ -30,6 +30,7 @@ from burrow.artefacts import (
     config_hash,
     damaged,
     file_as_recorded,
+    files_id,
     manifest_path,
     read_json,
     read_manifest,
@@ -98,7 +99,12 @@ def _inputs_fingerprint(inputs: Sequence[str], corpus: CorpusConfig) -> str:
     files = []
     for item in expand_inputs(inputs):
         p = Path(item)
-        files.append([item, p.stat().st_size, int(p.stat().st_mtime)] if p.exists() else [item])
+        if p.exists():
+            files.append([item, p.stat().st_size, int(p.stat().st_mtime)])
+        elif item.startswith("hf:") and Path(item[3:]).is_dir():  # a save_to_disk folder: what is in it
+            files.append([item, files_id(item[3:])])
+        else:  # a hub dataset: its name
+            files.append([item])
     return config_hash({"files": files, "corpus": asdict(corpus)})
 
 
