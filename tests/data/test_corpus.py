@@ -118,3 +118,28 @@ def test_an_empty_path_or_a_bare_string_is_refused_not_read(tmp_path, monkeypatc
         with pytest.raises(BurrowError, match=needle):
             expand_inputs(bad)
     assert expand_inputs(["notes.txt"]) == ["notes.txt"]
+
+
+def test_burrows_own_artefacts_in_a_corpus_folder_are_not_corpus(tmp_path: Path) -> None:
+    """A memory built inside its corpus folder (-o corpus/mem) read its own manifests on a re-run: the inputs
+    changed every time, so every re-run rebuilt it all; `corpus clean -o out/clean.jsonl.gz` then `memory build
+    out/` read clean.report.md as a document, quoting the documents clean removed (decontamination's too)."""
+    from burrow.artefacts import write_manifest
+    from burrow.data.corpus import expand_inputs
+
+    (tmp_path / "a.txt").write_text("real words\n", encoding="utf-8")
+    mem = tmp_path / "mem"
+    (mem / "tokens").mkdir(parents=True)
+    (mem / "tokens" / "documents.jsonl").write_text('{"id": "a.txt#0", "bytes": 11}\n', encoding="utf-8")
+    (mem / "notes.md").write_text("written before the build ended\n", encoding="utf-8")
+    write_manifest(mem, "tokenizer", vocab_size=400)
+    write_manifest(mem / "tokens", "tokens", n_docs=1)
+    (tmp_path / "clean.jsonl.gz").write_bytes(gzip.compress(b'{"text": "kept"}\n'))
+    (tmp_path / "clean.report.md").write_text("# removed\nan evaluation passage\n", encoding="utf-8")
+    (tmp_path / "clean.report.json").write_text('{"documents_in": 2}', encoding="utf-8")
+    (tmp_path / "notes.report.md").write_text("a report of the user's own, no clean output beside it\n")
+    (tmp_path / "app.manifest.json").write_text('{"name": "not burrow\'s"}', encoding="utf-8")
+    names = [Path(f).relative_to(tmp_path).as_posix() for f in expand_inputs([tmp_path])]
+    assert names == ["a.txt", "app.manifest.json", "clean.jsonl.gz", "notes.report.md"]
+    docs, _ = read([tmp_path / "clean.report.md"])  # a file named on its own is read as given
+    assert [d.text for d in docs] == ["# removed\nan evaluation passage\n"]

@@ -117,3 +117,26 @@ def test_a_llama3_style_tokenizer_gets_its_end_token_as_pad_not_id_0(tmp_path) -
     end = tok.token_to_id("<|end_of_text|>")
     assert loaded.eos_id == end and loaded.pad_id == end
     assert "!" in loaded.decode(loaded.encode("hi ! there !"))
+
+
+def test_the_tokenizer_sample_stops_at_its_budget_inside_one_document() -> None:
+    """sample_bytes was checked only between documents: a corpus of one large document (a plain .txt file
+    read whole) gave the trainer all of it."""
+    from burrow.data.tokenizer import _sample_lines
+
+    big = "a line of text here\n" * 10_000
+    lines = _sample_lines([big, big], 1000)
+    assert 1000 <= sum(len(ln.encode()) for ln in lines) < 1000 + 20
+    assert _sample_lines(["é\n" * 10], 6) == ["é\n"] * 2  # bytes, not characters
+
+
+def test_a_tokenizer_trains_on_long_lines_of_cjk_text(tmp_path: Path) -> None:
+    """Lines were cut to 16,000 characters, but the trainer's limit is bytes: one-line documents of Chinese
+    text (3 bytes a character) were all dropped and training failed, telling the user to shrink --vocab-size."""
+    import random
+
+    rng = random.Random(0)
+    chars = [chr(c) for c in range(0x4E00, 0x4E00 + 100)]
+    docs = ["".join(rng.choice(chars) for _ in range(6000)) for _ in range(12)]
+    tok = train_tokenizer(docs, tmp_path / "tok", TokenizerConfig(vocab_size=400))
+    assert tok.roundtrips(docs[0]) and len(tok.encode(docs[0])) < len(docs[0])

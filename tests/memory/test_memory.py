@@ -403,3 +403,63 @@ def test_the_device_a_build_encodes_on_is_not_part_of_the_memory(built: Memory, 
                  encoder=encoder_on(memory_config, "cpu"))
     assert (built.dir / "memory.manifest.json").read_bytes() == before
     assert built.manifest["encoder_config"]["device"] == "auto"
+
+
+def test_a_re_tokenized_store_of_the_same_shape_gets_new_neighbours(built: Memory, tmp_path: Path) -> None:
+    """A store re-made from an edited file whose counts did not change (a year corrected: digits are one token
+    each) kept its neighbour table: the table's key read the store's manifest, which held counts only."""
+    val = tmp_path / "val.txt"
+    store = tmp_path / "val"
+    val.write_text("Comets leave trails of dust in 1999.\n", encoding="utf-8")
+    first = tokenize_store(built, [str(val)], store, progress=False)
+    _, before = compute_neighbours(built, k=2, target=store, progress=False)
+    val.write_text("Comets leave trails of dust in 2024.\n", encoding="utf-8")
+    again = tokenize_store(built, [str(val)], store, progress=False)
+    if (again.n_tokens, again.manifest["bytes"]) != (first.n_tokens, first.manifest["bytes"]):
+        pytest.skip("the edit changed the store's counts with this tokenizer")
+    _, after = compute_neighbours(built, k=2, target=store, progress=False)
+    assert after["inputs"] != before["inputs"]
+
+
+def test_a_changed_tokenizer_file_is_read_again_on_a_rebuild(tiny_corpus: Path, tmp_path: Path, memory_config,
+                                                             encoder) -> None:
+    """--tokenizer FILE, then FILE replaced (a retrained tokenizer) and the build re-run: the memory kept its
+    copy of the old one (the stage's key holds the path, not what is there) and every stage after it."""
+    import dataclasses
+
+    from burrow.data.corpus import read_corpus
+    from burrow.data.tokenizer import TokenizerConfig, train_tokenizer
+
+    texts = [d.text for d in read_corpus([tiny_corpus])]
+    source = tmp_path / "tok" / "tokenizer.model"
+    train_tokenizer(texts, source.parent, TokenizerConfig(vocab_size=400))
+    config = dataclasses.replace(memory_config, tokenizer=TokenizerConfig(source=str(source)))
+    first, _ = build_memory([str(tiny_corpus)], tmp_path / "mem", config, progress=False, encoder=encoder)
+    assert first.tokenizer.vocab_size == 400
+    train_tokenizer(texts, source.parent, TokenizerConfig(vocab_size=420))  # the same path, another tokenizer
+    again, timings = build_memory([str(tiny_corpus)], tmp_path / "mem", config, progress=False, encoder=encoder)
+    assert again.tokenizer.vocab_size == 420
+    assert again.store.tokenizer_fingerprint == again.tokenizer.fingerprint()
+    assert not any(t.skipped for t in timings if t.name in ("tokenizer", "tokens"))
+
+
+def test_a_local_hugging_face_dataset_saved_again_refreshes_the_memory(tiny_corpus: Path, tmp_path: Path,
+                                                                       memory_config, encoder) -> None:
+    """A folder written by datasets' save_to_disk is read as hf:FOLDER, whose key was its name alone: saved
+    again with other rows, a re-run kept the memory of the old rows."""
+    import shutil
+
+    import datasets
+
+    from burrow.data.corpus import read_corpus
+
+    texts = [d.text for d in read_corpus([tiny_corpus])]
+    folder = tmp_path / "ds"
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(folder))
+    first, _ = build_memory([str(folder)], tmp_path / "mem", memory_config, progress=False, encoder=encoder)
+    n_docs = first.store.n_docs
+    shutil.rmtree(folder)
+    datasets.Dataset.from_dict({"text": texts[1:]}).save_to_disk(str(folder))
+    again, timings = build_memory([str(folder)], tmp_path / "mem", memory_config, progress=False, encoder=encoder)
+    assert again.store.n_docs == n_docs - 1
+    assert not any(t.skipped for t in timings if t.name == "tokens")

