@@ -403,3 +403,37 @@ def test_the_device_a_build_encodes_on_is_not_part_of_the_memory(built: Memory, 
                  encoder=encoder_on(memory_config, "cpu"))
     assert (built.dir / "memory.manifest.json").read_bytes() == before
     assert built.manifest["encoder_config"]["device"] == "auto"
+
+
+def test_a_file_rewritten_within_the_same_second_is_noticed(tiny_corpus: Path, tmp_path: Path, memory_config,
+                                                            encoder) -> None:
+    """The corpus key held each file's mtime in whole seconds: a file rewritten (same size) within the second
+    it was built from kept its key, and the stale memory was reused."""
+    import os
+
+    doc = next(p for p in sorted(tiny_corpus.glob("*.txt")) if "cats" in p.read_text(encoding="utf-8"))
+    second = doc.stat().st_mtime_ns // 10**9 * 10**9
+    os.utime(doc, ns=(second, second + 100))
+    built, _ = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    doc.write_text(doc.read_text(encoding="utf-8").replace("cats", "dogs"), encoding="utf-8")
+    os.utime(doc, ns=(second, second + 200))  # the same second, the same size
+    edited, _ = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    assert edited.manifest["contents"] != built.manifest["contents"]
+    assert "dogs" in " ".join(edited.search(["dogs hunt mice"], k=1).texts[0])
+
+
+def test_a_memory_keyed_on_whole_second_mtimes_is_kept_by_a_no_op_rebuild(tiny_corpus: Path, tmp_path: Path,
+                                                                          memory_config, encoder,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A memory whose corpus key an earlier burrow made from whole-second mtimes is not rebuilt (nor its
+    manifest, which runs fingerprint, rewritten) by an unchanged re-run."""
+    from burrow.memory import build
+
+    real = build._inputs_fingerprints
+    monkeypatch.setattr(build, "_inputs_fingerprints", lambda inputs, corpus: (real(inputs, corpus)[1],) * 2)
+    build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    before = (tmp_path / "m" / "memory.manifest.json").read_bytes()
+    monkeypatch.setattr(build, "_inputs_fingerprints", real)
+    _, timings = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    assert all(t.skipped for t in timings)
+    assert (tmp_path / "m" / "memory.manifest.json").read_bytes() == before

@@ -93,12 +93,17 @@ class StageTiming:
         return self.items / self.seconds if self.seconds > 0 else float("inf")
 
 
-def _inputs_fingerprint(inputs: Sequence[str], corpus: CorpusConfig) -> str:
-    files = []
+def _inputs_fingerprints(inputs: Sequence[str], corpus: CorpusConfig) -> tuple[str, str]:
+    """The corpus key from each file's size and mtime in nanoseconds, and the one earlier burrows made from
+    whole-second mtimes (a file rewritten within the second, same size, kept that key)."""
+    files, whole = [], []
     for item in expand_inputs(inputs):
         p = Path(item)
-        files.append([item, p.stat().st_size, int(p.stat().st_mtime)] if p.exists() else [item])
-    return config_hash({"files": files, "corpus": asdict(corpus)})
+        st = p.stat() if p.exists() else None
+        files.append([item, st.st_size, st.st_mtime_ns] if st is not None else [item])
+        whole.append([item, st.st_size, int(st.st_mtime)] if st is not None else [item])
+    return (config_hash({"files": files, "corpus": asdict(corpus)}),
+            config_hash({"files": whole, "corpus": asdict(corpus)}))
 
 
 def check_same_inputs(inputs: Sequence[str], out: Path) -> None:
@@ -133,7 +138,9 @@ class _Builder:
         if force:
             for kind in (*STAGES, "tokens"):
                 manifest_path(self.out / ("tokens" if kind == "tokens" else ""), kind).unlink(missing_ok=True)
-        self.corpus_fp = _inputs_fingerprint(self.inputs, config.corpus)
+        self.corpus_fp, whole_seconds = _inputs_fingerprints(self.inputs, config.corpus)
+        if not force and self._fresh("tokenizer", self._tokenizer_inputs(whole_seconds)) is not None:
+            self.corpus_fp = whole_seconds  # built by an earlier burrow from these files: kept, not rebuilt
 
     def _fresh(self, kind: str, inputs: str, directory: Path | None = None) -> dict[str, Any] | None:
         m = read_manifest(directory or self.out, kind)
@@ -154,9 +161,12 @@ class _Builder:
         return tqdm(total=total, unit=unit, desc=desc, disable=not self.progress, unit_scale=True,
                     dynamic_ncols=True, leave=True)
 
+    def _tokenizer_inputs(self, corpus_fp: str) -> str:
+        return config_hash({"corpus": corpus_fp, "tok": asdict(self.config.tokenizer)})
+
     def tokenizer(self) -> Tokenizer:
         cfg = self.config.tokenizer
-        inputs = config_hash({"corpus": self.corpus_fp, "tok": asdict(cfg)})
+        inputs = self._tokenizer_inputs(self.corpus_fp)
         m = self._stage("tokenizer", inputs)
         if m is not None:
             try:
