@@ -437,3 +437,52 @@ def test_a_memory_keyed_on_whole_second_mtimes_is_kept_by_a_no_op_rebuild(tiny_c
     _, timings = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
     assert all(t.skipped for t in timings)
     assert (tmp_path / "m" / "memory.manifest.json").read_bytes() == before
+
+
+def test_an_encoder_changed_past_its_first_4_mib_is_another_encoder(tiny_corpus: Path, tmp_path: Path,
+                                                                     memory_config, encoder) -> None:
+    """The encoder's fingerprint hashed the first 4 MiB of its weights: the same folder with weights changed
+    past that point (trained in place) was taken for the encoder the keys were made with."""
+    from dataclasses import replace
+
+    from burrow.memory.encode import EncoderConfig, FrozenEncoder
+
+    folder = tmp_path / "encoder"
+    shutil.copytree(encoder.path, folder)
+    config = replace(memory_config, encoder=EncoderConfig(model=str(folder), shard_size=16))
+    build_memory([str(tiny_corpus)], tmp_path / "m", config, progress=False)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    assert len(data) > 8 << 20
+    data[-4:] = np.float32(0.5).tobytes()  # one weight of the last tensor
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BurrowError, match="is not the one this memory's keys were made with"):
+        Memory(tmp_path / "m").search(["cats hunt mice"], k=1)
+    _, timings = build_memory([str(tiny_corpus)], tmp_path / "m", config, progress=False,
+                              encoder=FrozenEncoder(config.encoder))
+    assert not next(t for t in timings if t.name == "embeddings").skipped  # keys made again, not reused
+    Memory(tmp_path / "m").search(["cats hunt mice"], k=1)
+
+
+def test_keys_an_earlier_burrow_made_are_kept_by_a_no_op_rebuild(tiny_corpus: Path, tmp_path: Path, memory_config,
+                                                                  encoder) -> None:
+    """A memory an earlier burrow built (its encoder fingerprinted on 4 MiB) is neither re-encoded nor given a
+    new manifest by an unchanged re-run, and its encoder is accepted."""
+    from dataclasses import asdict
+
+    from burrow.artefacts import config_hash, write_json
+
+    built, _ = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    d, earlier = tmp_path / "m", encoder.earlier_fingerprint()
+    emb = read_json(d / "embeddings.manifest.json")
+    chunks = read_json(d / "chunks.manifest.json")["inputs"]
+    emb_inputs = config_hash({"chunks": chunks, "encoder": earlier, "shard": memory_config.encoder.shard_size})
+    write_json(d / "embeddings.manifest.json", {**emb, "inputs": emb_inputs, "encoder": earlier})
+    index_inputs = config_hash({"emb": emb_inputs, "index": asdict(memory_config.index)})
+    write_json(d / "index.manifest.json", {**read_json(d / "index.manifest.json"), "inputs": index_inputs})
+    write_json(d / "memory.manifest.json", {**built.manifest, "encoder": earlier, "contents": index_inputs})
+    before = (d / "memory.manifest.json").read_bytes()
+    _, timings = build_memory([str(tiny_corpus)], d, memory_config, progress=False, encoder=encoder)
+    assert all(t.skipped for t in timings)
+    assert (d / "memory.manifest.json").read_bytes() == before
+    assert Memory(d).search(["cats hunt mice"], k=1).ids[0, 0] >= 0

@@ -131,6 +131,7 @@ class _Builder:
         self.timings: list[StageTiming] = []
         self.shard_encoder: ShardEncoder | None = None  # None: encode in this process
         self.corpus_stats = CorpusStats()
+        self.encoder_id = ""  # the encoder's fingerprint as the embeddings stage records it
         self.given = given_inputs(self.inputs)
         if not force:
             check_same_inputs(self.inputs, self.out)
@@ -243,8 +244,7 @@ class _Builder:
 
     def embeddings(self, store: TokenStore, tok: Tokenizer, chunks_fp: str, table: ChunkTable,
                    encoder: FrozenEncoder) -> tuple[list[Path], str]:
-        inputs = config_hash({"chunks": chunks_fp, "encoder": encoder.fingerprint(),
-                              "shard": encoder.config.shard_size})
+        inputs, self.encoder_id = self._embeddings_inputs(chunks_fp, encoder)
         emb_dir = self.out / "embeddings"
         m = self._stage("embeddings", inputs)
         n = len(table)
@@ -276,9 +276,23 @@ class _Builder:
                 paths = encode_sharded(encoder, texts_of, n, emb_dir, progress=bar.update)
         write_manifest(self.out, "embeddings", inputs=inputs, n=n, dim=encoder.dim, dtype="float32",
                        shards=[p.name for p in paths], shard_bytes=[p.stat().st_size for p in paths],
-                       encoder=encoder.fingerprint(), precision=str(encoder.dtype))
+                       encoder=self.encoder_id, precision=str(encoder.dtype))
         self.timings.append(StageTiming("embeddings", time.perf_counter() - t0, n, "chunks"))
         return paths, inputs
+
+    def _embeddings_inputs(self, chunks_fp: str, encoder: FrozenEncoder) -> tuple[str, str]:
+        """(the embeddings stage's key, the encoder fingerprint recorded): keys of other weights are never
+        reused. Keys an earlier burrow made, its encoder keyed on the first 4 MiB of the weights, are kept."""
+        shard = encoder.config.shard_size
+        try:
+            m = None if self.force else read_manifest(self.out, "embeddings")
+        except BurrowError:
+            m = None  # a damaged record: the stage redoes what it must
+        if m is not None and m.get("encoder") == encoder.earlier_fingerprint() \
+                and m.get("inputs") == config_hash({"chunks": chunks_fp, "encoder": m["encoder"], "shard": shard}):
+            return m["inputs"], m["encoder"]
+        fp = encoder.fingerprint()
+        return config_hash({"chunks": chunks_fp, "encoder": fp, "shard": shard}), fp
 
     def _keys_needed(self, emb_fp: str) -> bool:
         """Whether the key shards must be on disk: kept by config, or the index must be (re)built from them."""
@@ -343,7 +357,7 @@ def _build(inputs: Sequence[str], out: Path, config: MemoryConfig, force: bool, 
     index_m = b.index(shards, emb_fp, encoder.dim, len(table))
     fields = dict(
         tokenizer=tok.fingerprint(), tokenizer_file=tok.path.name,
-        encoder=encoder.fingerprint(), encoder_config=asdict(config.encoder), chunk_size=config.chunk_size,
+        encoder=b.encoder_id, encoder_config=asdict(config.encoder), chunk_size=config.chunk_size,
         dim=encoder.dim, n_docs=store.n_docs, n_tokens=store.n_tokens, n_chunks=int(index_m["ntotal"]),
         index=index_m["factory"], config=asdict(config), corpus=store.manifest.get("corpus", {}),
         corpus_roots=corpus_roots(inputs),  # sources are shown relative to these (memory/sources.py)
