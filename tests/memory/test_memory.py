@@ -464,10 +464,32 @@ def test_an_encoder_changed_past_its_first_4_mib_is_another_encoder(tiny_corpus:
     Memory(tmp_path / "m").search(["cats hunt mice"], k=1)
 
 
+def test_keys_made_at_another_precision_are_made_again(tiny_corpus: Path, tmp_path: Path, memory_config) -> None:
+    """The embeddings stage's key lacked the encoder's precision: keys made in fp32 were reused by a bf16 build
+    (and the other way round), the memory then recording a precision its keys were not made at."""
+    from dataclasses import replace
+
+    from burrow.memory.encode import EncoderConfig
+
+    def build(precision: str):
+        config = replace(memory_config, encoder=EncoderConfig(shard_size=16, precision=precision))
+        return build_memory([str(tiny_corpus)], tmp_path / "m", config, progress=False)
+
+    build("fp32")
+    fp32 = np.load(sorted((tmp_path / "m" / "embeddings").glob("shard_*.npy"))[0])
+    memory, timings = build("bf16")
+    assert not next(t for t in timings if t.name == "embeddings").skipped
+    assert read_json(tmp_path / "m" / "embeddings.manifest.json")["precision"] == "torch.bfloat16"
+    bf16 = np.load(sorted((tmp_path / "m" / "embeddings").glob("shard_*.npy"))[0])
+    assert not np.array_equal(fp32, bf16)
+    assert memory.manifest["encoder_config"]["precision"] == "bf16"
+
+
 def test_keys_an_earlier_burrow_made_are_kept_by_a_no_op_rebuild(tiny_corpus: Path, tmp_path: Path, memory_config,
                                                                   encoder) -> None:
-    """A memory an earlier burrow built (its encoder fingerprinted on 4 MiB) is neither re-encoded nor given a
-    new manifest by an unchanged re-run, and its encoder is accepted."""
+    """A memory an earlier burrow built (its encoder fingerprinted on 4 MiB, its keys' stage key without the
+    precision) is neither re-encoded nor given a new manifest by an unchanged re-run, and its encoder is
+    accepted."""
     from dataclasses import asdict
 
     from burrow.artefacts import config_hash, write_json

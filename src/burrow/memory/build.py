@@ -281,18 +281,22 @@ class _Builder:
         return paths, inputs
 
     def _embeddings_inputs(self, chunks_fp: str, encoder: FrozenEncoder) -> tuple[str, str]:
-        """(the embeddings stage's key, the encoder fingerprint recorded): keys of other weights are never
-        reused. Keys an earlier burrow made, its encoder keyed on the first 4 MiB of the weights, are kept."""
+        """(the embeddings stage's key, the encoder fingerprint recorded): keys of other weights, or made at
+        another ``precision`` than the config's (fp32 / bf16; ``auto`` keeps the keys any device made), are never
+        reused. Keys an earlier burrow made, keyed on the first 4 MiB of the weights and without the precision,
+        are kept when the precision it recorded is this encoder's."""
         shard = encoder.config.shard_size
         try:
             m = None if self.force else read_manifest(self.out, "embeddings")
         except BurrowError:
             m = None  # a damaged record: the stage redoes what it must
-        if m is not None and m.get("encoder") == encoder.earlier_fingerprint() \
-                and m.get("inputs") == config_hash({"chunks": chunks_fp, "encoder": m["encoder"], "shard": shard}):
+        if m is not None and m.get("precision") == str(encoder.dtype) and m.get("encoder") == \
+                encoder.earlier_fingerprint() and m.get("inputs") == config_hash(
+                    {"chunks": chunks_fp, "encoder": m["encoder"], "shard": shard}):
             return m["inputs"], m["encoder"]
         fp = encoder.fingerprint()
-        return config_hash({"chunks": chunks_fp, "encoder": fp, "shard": shard}), fp
+        return config_hash({"chunks": chunks_fp, "encoder": fp, "shard": shard,
+                            "precision": encoder.config.precision}), fp
 
     def _keys_needed(self, emb_fp: str) -> bool:
         """Whether the key shards must be on disk: kept by config, or the index must be (re)built from them."""
