@@ -72,3 +72,23 @@ def test_a_failed_move_puts_the_previous_folder_back(tmp_path: Path, monkeypatch
         (tmp / "b").write_text("2")
     monkeypatch.setattr(artefacts.os, "replace", real)
     assert sorted(p.name for p in dest.iterdir()) == ["a"]
+
+
+def test_artefacts_get_the_permissions_the_umask_gives(tmp_path: Path) -> None:
+    """mkstemp/mkdtemp make their files 0600 and folders 0700, and os.replace kept that: every manifest, index,
+    key shard and model burrow wrote was unreadable to the other users of a shared disk (a team's memory)."""
+    from burrow.artefacts import atomic_path, write_json
+
+    before = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {"a": 1})
+        with atomic_path(tmp_path / "x.bin") as tmp:
+            tmp.write_bytes(b"x")
+        with atomic_dir(tmp_path / "index") as tmp:
+            (tmp / "a").write_text("1")
+    finally:
+        os.umask(before)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "index").stat().st_mode & 0o777 == 0o755
+    assert _hidden(tmp_path) == []

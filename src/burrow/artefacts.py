@@ -12,9 +12,9 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,9 +30,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it onto ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_beside(path.parent, f".{path.name}.", ".tmp")
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -59,12 +57,12 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
         if pid.isdigit() and not _alive(int(pid)) and time.time() - _newest_mtime(p) > _STALE_SECONDS:
             shutil.rmtree(p, ignore_errors=True)
     tag = f"{ours}{os.getpid()}."
-    tmp = Path(tempfile.mkdtemp(prefix=tag, suffix=".tmp", dir=dest.parent))
+    tmp = _new_beside(dest.parent, tag, ".tmp", folder=True)
     try:
         yield tmp
         old = None
         if dest.exists():  # os.replace cannot overwrite a non-empty folder: move it aside first
-            old = Path(tempfile.mkdtemp(prefix=tag, suffix=".old", dir=dest.parent))
+            old = _new_beside(dest.parent, tag, ".old", folder=True)
             os.replace(dest, old)
         try:
             os.replace(tmp, dest)
@@ -76,6 +74,22 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _new_beside(parent: Path, prefix: str, suffix: str, folder: bool = False) -> Path:
+    """A new empty file (or folder) ``parent/prefix<random>suffix`` with the permissions the umask gives, as any
+    file the user writes (mkstemp's and mkdtemp's are the owner's alone, 0600 / 0700, which ``os.replace`` keeps:
+    the other users of a shared disk could not read an artefact)."""
+    while True:
+        p = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            if folder:
+                p.mkdir(0o777)
+            else:
+                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return p
 
 
 #: A dead writer's leftovers are swept once nothing in them has changed for this long.

@@ -143,3 +143,13 @@ def test_unk_and_bos_are_never_sampled(gen_memory, retro_dir) -> None:
     assert {sp.unk_id(), sp.bos_id(), tok.pad_id} <= set(gen.banned.tolist())
     res = gen.generate("Owls", GenerationConfig(max_new_tokens=60, temperature=50.0, top_p=1.0, seed=1))
     assert not {sp.unk_id(), sp.bos_id(), tok.pad_id} & set(res.tokens) and "⁇" not in res.text
+
+
+def test_a_chat_seed_near_the_largest_does_not_fail_the_next_replies() -> None:
+    """Reply i samples with seed + i: --seed 2^63 - 1 (accepted) failed every reply after the first with
+    'seed must be in [0, 2^63)'."""
+    from burrow.generate.config import ChatConfig
+
+    config = ChatConfig(seed=2**63 - 1)
+    assert [config.generation(turn).seed for turn in range(3)] == [2**63 - 1, 0, 1]
+    assert ChatConfig(seed=5).generation(2).seed == 7 and ChatConfig().generation(2).seed is None

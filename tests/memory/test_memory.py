@@ -463,3 +463,108 @@ def test_a_local_hugging_face_dataset_saved_again_refreshes_the_memory(tiny_corp
     again, timings = build_memory([str(folder)], tmp_path / "mem", memory_config, progress=False, encoder=encoder)
     assert again.store.n_docs == n_docs - 1
     assert not any(t.skipped for t in timings if t.name == "tokens")
+
+
+def test_a_file_rewritten_within_the_same_second_is_noticed(tiny_corpus: Path, tmp_path: Path, memory_config,
+                                                            encoder) -> None:
+    """The corpus key held each file's mtime in whole seconds: a file rewritten (same size) within the second
+    it was built from kept its key, and the stale memory was reused."""
+    import os
+
+    doc = next(p for p in sorted(tiny_corpus.glob("*.txt")) if "cats" in p.read_text(encoding="utf-8"))
+    second = doc.stat().st_mtime_ns // 10**9 * 10**9
+    os.utime(doc, ns=(second, second + 100))
+    built, _ = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    doc.write_text(doc.read_text(encoding="utf-8").replace("cats", "dogs"), encoding="utf-8")
+    os.utime(doc, ns=(second, second + 200))  # the same second, the same size
+    edited, _ = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    assert edited.manifest["contents"] != built.manifest["contents"]
+    assert "dogs" in " ".join(edited.search(["dogs hunt mice"], k=1).texts[0])
+
+
+def test_a_memory_keyed_on_whole_second_mtimes_is_kept_by_a_no_op_rebuild(tiny_corpus: Path, tmp_path: Path,
+                                                                          memory_config, encoder,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A memory whose corpus key an earlier burrow made from whole-second mtimes is not rebuilt (nor its
+    manifest, which runs fingerprint, rewritten) by an unchanged re-run."""
+    from burrow.memory import build
+
+    real = build._inputs_fingerprints
+    monkeypatch.setattr(build, "_inputs_fingerprints", lambda inputs, corpus: (real(inputs, corpus)[1],) * 2)
+    build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    before = (tmp_path / "m" / "memory.manifest.json").read_bytes()
+    monkeypatch.setattr(build, "_inputs_fingerprints", real)
+    _, timings = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    assert all(t.skipped for t in timings)
+    assert (tmp_path / "m" / "memory.manifest.json").read_bytes() == before
+
+
+def test_an_encoder_changed_past_its_first_4_mib_is_another_encoder(tiny_corpus: Path, tmp_path: Path,
+                                                                     memory_config, encoder) -> None:
+    """The encoder's fingerprint hashed the first 4 MiB of its weights: the same folder with weights changed
+    past that point (trained in place) was taken for the encoder the keys were made with."""
+    from dataclasses import replace
+
+    from burrow.memory.encode import EncoderConfig, FrozenEncoder
+
+    folder = tmp_path / "encoder"
+    shutil.copytree(encoder.path, folder)
+    config = replace(memory_config, encoder=EncoderConfig(model=str(folder), shard_size=16))
+    build_memory([str(tiny_corpus)], tmp_path / "m", config, progress=False)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    assert len(data) > 8 << 20
+    data[-4:] = np.float32(0.5).tobytes()  # one weight of the last tensor
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BurrowError, match="is not the one this memory's keys were made with"):
+        Memory(tmp_path / "m").search(["cats hunt mice"], k=1)
+    _, timings = build_memory([str(tiny_corpus)], tmp_path / "m", config, progress=False,
+                              encoder=FrozenEncoder(config.encoder))
+    assert not next(t for t in timings if t.name == "embeddings").skipped  # keys made again, not reused
+    Memory(tmp_path / "m").search(["cats hunt mice"], k=1)
+
+
+def test_keys_made_at_another_precision_are_made_again(tiny_corpus: Path, tmp_path: Path, memory_config) -> None:
+    """The embeddings stage's key lacked the encoder's precision: keys made in fp32 were reused by a bf16 build
+    (and the other way round), the memory then recording a precision its keys were not made at."""
+    from dataclasses import replace
+
+    from burrow.memory.encode import EncoderConfig
+
+    def build(precision: str):
+        config = replace(memory_config, encoder=EncoderConfig(shard_size=16, precision=precision))
+        return build_memory([str(tiny_corpus)], tmp_path / "m", config, progress=False)
+
+    build("fp32")
+    fp32 = np.load(sorted((tmp_path / "m" / "embeddings").glob("shard_*.npy"))[0])
+    memory, timings = build("bf16")
+    assert not next(t for t in timings if t.name == "embeddings").skipped
+    assert read_json(tmp_path / "m" / "embeddings.manifest.json")["precision"] == "torch.bfloat16"
+    bf16 = np.load(sorted((tmp_path / "m" / "embeddings").glob("shard_*.npy"))[0])
+    assert not np.array_equal(fp32, bf16)
+    assert memory.manifest["encoder_config"]["precision"] == "bf16"
+
+
+def test_keys_an_earlier_burrow_made_are_kept_by_a_no_op_rebuild(tiny_corpus: Path, tmp_path: Path, memory_config,
+                                                                  encoder) -> None:
+    """A memory an earlier burrow built (its encoder fingerprinted on 4 MiB, its keys' stage key without the
+    precision) is neither re-encoded nor given a new manifest by an unchanged re-run, and its encoder is
+    accepted."""
+    from dataclasses import asdict
+
+    from burrow.artefacts import config_hash, write_json
+
+    built, _ = build_memory([str(tiny_corpus)], tmp_path / "m", memory_config, progress=False, encoder=encoder)
+    d, earlier = tmp_path / "m", encoder.earlier_fingerprint()
+    emb = read_json(d / "embeddings.manifest.json")
+    chunks = read_json(d / "chunks.manifest.json")["inputs"]
+    emb_inputs = config_hash({"chunks": chunks, "encoder": earlier, "shard": memory_config.encoder.shard_size})
+    write_json(d / "embeddings.manifest.json", {**emb, "inputs": emb_inputs, "encoder": earlier})
+    index_inputs = config_hash({"emb": emb_inputs, "index": asdict(memory_config.index)})
+    write_json(d / "index.manifest.json", {**read_json(d / "index.manifest.json"), "inputs": index_inputs})
+    write_json(d / "memory.manifest.json", {**built.manifest, "encoder": earlier, "contents": index_inputs})
+    before = (d / "memory.manifest.json").read_bytes()
+    _, timings = build_memory([str(tiny_corpus)], d, memory_config, progress=False, encoder=encoder)
+    assert all(t.skipped for t in timings)
+    assert (d / "memory.manifest.json").read_bytes() == before
+    assert Memory(d).search(["cats hunt mice"], k=1).ids[0, 0] >= 0

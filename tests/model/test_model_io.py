@@ -110,3 +110,25 @@ def test_weights_id_names_what_load_run_loads(tmp_path: Path) -> None:
     plain.mkdir()
     (plain / "weights.bin").write_bytes(b"12345")
     assert weights_id(plain) == [["weights.bin", 5, (plain / "weights.bin").stat().st_mtime_ns]]
+
+
+def test_a_save_killed_after_the_weights_never_loads_with_the_previous_config(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """save_model over a model directory replaced the weights, then config.json: killed between the two, the
+    new weights loaded with the previous model's config.json (same shapes, another chunk size) as complete."""
+    import burrow.model.io as io
+
+    cfg = get_preset("retro-tiny", vocab_size=64, d_model=32, n_layers=2, n_heads=2, head_dim=16, enc_d_model=32,
+                     enc_n_heads=2, enc_head_dim=16, chunk_size=4, retrieved_len=8, max_seq_len=32, cca_layers=(2,))
+    save_model(build_model(cfg), tmp_path / "m")
+    other = ModelConfig.from_dict({**cfg.to_dict(), "chunk_size": 8, "retrieved_len": 8})
+
+    def killed(path, obj) -> None:
+        raise KeyboardInterrupt  # the process killed before config.json is written
+
+    monkeypatch.setattr(io, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(build_model(other), tmp_path / "m")
+    monkeypatch.undo()
+    with pytest.raises(BurrowError, match="no config.json .*save the model again"):
+        load_model(tmp_path / "m")

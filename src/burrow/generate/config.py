@@ -103,10 +103,17 @@ class ChatConfig:
     def __post_init__(self) -> None:
         if not self.preamble.endswith("\n"):
             self.preamble += "\n"
+        if self.seed is not None:
+            check_seed(self.seed)  # (the replies' seeds wrap; the one given must be one torch takes)
         self.generation(0)  # refuses a bad temperature, top-p, length, k or seed before the first turn
+
+    def turn_seed(self, turn: int) -> int | None:
+        """Reply ``turn``'s seed: ``seed + turn``, wrapped into the seeds torch takes ([0, 2^63)), so that a
+        large --seed does not fail every reply after the first."""
+        return None if self.seed is None else (self.seed + turn) % 2**63
 
     def generation(self, turn: int) -> GenerationConfig:
         """The generation config of reply ``turn``: stops at the next "User:" line."""
-        seed = None if self.seed is None else self.seed + turn
+        seed = self.turn_seed(turn)
         return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                 top_p=self.top_p, k=self.k, seed=seed, stop=(f"\n{USER}:",))

@@ -58,7 +58,7 @@ class TemplateChatSession(ChatSession):
         """Reply ``turn``'s config: the chat's sampling; the reply ends at the end-of-turn token."""
         cfg = self.config
         return GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                                k=cfg.k, seed=None if cfg.seed is None else cfg.seed + turn)
+                                k=cfg.k, seed=cfg.turn_seed(turn))
 
 
 def chat_session(generator: Any, config: ChatConfig | None = None) -> ChatSession | TemplateChatSession:

@@ -95,17 +95,24 @@ class StageTiming:
         return self.items / self.seconds if self.seconds > 0 else float("inf")
 
 
-def _inputs_fingerprint(inputs: Sequence[str], corpus: CorpusConfig) -> str:
-    files = []
+def _inputs_fingerprints(inputs: Sequence[str], corpus: CorpusConfig) -> tuple[str, str]:
+    """The corpus key from each file's size and mtime in nanoseconds, and the one earlier burrows made from
+    whole-second mtimes (a file rewritten within the second, same size, kept that key)."""
+    files, whole = [], []
     for item in expand_inputs(inputs):
         p = Path(item)
-        if p.exists():
-            files.append([item, p.stat().st_size, int(p.stat().st_mtime)])
+        st = p.stat() if p.exists() else None
+        if st is not None:
+            files.append([item, st.st_size, st.st_mtime_ns])
+            whole.append([item, st.st_size, int(st.st_mtime)])
         elif item.startswith("hf:") and Path(item[3:]).is_dir():  # a save_to_disk folder: what is in it
             files.append([item, files_id(item[3:])])
+            whole.append([item])  # earlier burrows keyed it by its name alone
         else:  # a hub dataset: its name
             files.append([item])
-    return config_hash({"files": files, "corpus": asdict(corpus)})
+            whole.append([item])
+    return (config_hash({"files": files, "corpus": asdict(corpus)}),
+            config_hash({"files": whole, "corpus": asdict(corpus)}))
 
 
 def check_same_inputs(inputs: Sequence[str], out: Path) -> None:
@@ -133,6 +140,7 @@ class _Builder:
         self.timings: list[StageTiming] = []
         self.shard_encoder: ShardEncoder | None = None  # None: encode in this process
         self.corpus_stats = CorpusStats()
+        self.encoder_id = ""  # the encoder's fingerprint as the embeddings stage records it
         self.given = given_inputs(self.inputs)
         if not force:
             check_same_inputs(self.inputs, self.out)
@@ -140,7 +148,9 @@ class _Builder:
         if force:
             for kind in (*STAGES, "tokens"):
                 manifest_path(self.out / ("tokens" if kind == "tokens" else ""), kind).unlink(missing_ok=True)
-        self.corpus_fp = _inputs_fingerprint(self.inputs, config.corpus)
+        self.corpus_fp, whole_seconds = _inputs_fingerprints(self.inputs, config.corpus)
+        if not force and self._fresh("tokenizer", self._tokenizer_inputs(whole_seconds)) is not None:
+            self.corpus_fp = whole_seconds  # built by an earlier burrow from these files: kept, not rebuilt
 
     def _fresh(self, kind: str, inputs: str, directory: Path | None = None) -> dict[str, Any] | None:
         m = read_manifest(directory or self.out, kind)
@@ -165,9 +175,12 @@ class _Builder:
         return tqdm(total=total, unit=unit, desc=desc, disable=not self.progress, unit_scale=True,
                     dynamic_ncols=True, leave=True)
 
+    def _tokenizer_inputs(self, corpus_fp: str) -> str:
+        return config_hash({"corpus": corpus_fp, "tok": asdict(self.config.tokenizer)})
+
     def tokenizer(self) -> Tokenizer:
         cfg = self.config.tokenizer
-        inputs = config_hash({"corpus": self.corpus_fp, "tok": asdict(cfg)})
+        inputs = self._tokenizer_inputs(self.corpus_fp)
         m = self._stage("tokenizer", inputs)
         if m is not None and cfg.source is not None and source_fingerprint(cfg.source, cfg.gguf_file) not in (
                 None, m.get("fingerprint")):  # the key holds the path: the file there was replaced since
@@ -249,8 +262,7 @@ class _Builder:
 
     def embeddings(self, store: TokenStore, tok: Tokenizer, chunks_fp: str, table: ChunkTable,
                    encoder: FrozenEncoder) -> tuple[list[Path], str]:
-        inputs = config_hash({"chunks": chunks_fp, "encoder": encoder.fingerprint(),
-                              "shard": encoder.config.shard_size})
+        inputs, self.encoder_id = self._embeddings_inputs(chunks_fp, encoder)
         emb_dir = self.out / "embeddings"
         m = self._stage("embeddings", inputs)
         n = len(table)
@@ -282,9 +294,27 @@ class _Builder:
                 paths = encode_sharded(encoder, texts_of, n, emb_dir, progress=bar.update)
         write_manifest(self.out, "embeddings", inputs=inputs, n=n, dim=encoder.dim, dtype="float32",
                        shards=[p.name for p in paths], shard_bytes=[p.stat().st_size for p in paths],
-                       encoder=encoder.fingerprint(), precision=str(encoder.dtype))
+                       encoder=self.encoder_id, precision=str(encoder.dtype))
         self.timings.append(StageTiming("embeddings", time.perf_counter() - t0, n, "chunks"))
         return paths, inputs
+
+    def _embeddings_inputs(self, chunks_fp: str, encoder: FrozenEncoder) -> tuple[str, str]:
+        """(the embeddings stage's key, the encoder fingerprint recorded): keys of other weights, or made at
+        another ``precision`` than the config's (fp32 / bf16; ``auto`` keeps the keys any device made), are never
+        reused. Keys an earlier burrow made, keyed on the first 4 MiB of the weights and without the precision,
+        are kept when the precision it recorded is this encoder's."""
+        shard = encoder.config.shard_size
+        try:
+            m = None if self.force else read_manifest(self.out, "embeddings")
+        except BurrowError:
+            m = None  # a damaged record: the stage redoes what it must
+        if m is not None and m.get("precision") == str(encoder.dtype) and m.get("encoder") == \
+                encoder.earlier_fingerprint() and m.get("inputs") == config_hash(
+                    {"chunks": chunks_fp, "encoder": m["encoder"], "shard": shard}):
+            return m["inputs"], m["encoder"]
+        fp = encoder.fingerprint()
+        return config_hash({"chunks": chunks_fp, "encoder": fp, "shard": shard,
+                            "precision": encoder.config.precision}), fp
 
     def _keys_needed(self, emb_fp: str) -> bool:
         """Whether the key shards must be on disk: kept by config, or the index must be (re)built from them."""
@@ -349,7 +379,7 @@ def _build(inputs: Sequence[str], out: Path, config: MemoryConfig, force: bool, 
     index_m = b.index(shards, emb_fp, encoder.dim, len(table))
     fields = dict(
         tokenizer=tok.fingerprint(), tokenizer_file=tok.path.name,
-        encoder=encoder.fingerprint(), encoder_config=asdict(config.encoder), chunk_size=config.chunk_size,
+        encoder=b.encoder_id, encoder_config=asdict(config.encoder), chunk_size=config.chunk_size,
         dim=encoder.dim, n_docs=store.n_docs, n_tokens=store.n_tokens, n_chunks=int(index_m["ntotal"]),
         index=index_m["factory"], config=asdict(config), corpus=store.manifest.get("corpus", {}),
         corpus_roots=corpus_roots(inputs),  # sources are shown relative to these (memory/sources.py)

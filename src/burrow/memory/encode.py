@@ -74,6 +74,7 @@ class FrozenEncoder:
                 self.model.get_sentence_embedding_dimension
             self.dim = int(get_dim() or 0)
         self.dtype = autocast_dtype(self.device, config.precision)
+        self._fingerprint: str | None = None  # computed on first use (it reads the weights)
 
     def _load_sentence_transformer(self) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -86,14 +87,29 @@ class FrozenEncoder:
         return model.eval()
 
     def fingerprint(self) -> str:
-        """Identifies the encoder's weights (keys from different encoders must never mix)."""
+        """Identifies the encoder's weights (keys from different encoders must never mix): its name and the
+        whole of its config and weights files (~0.1 s for MiniLM's 90 MB), hashed once per encoder."""
+        if self._fingerprint is None:
+            self._fingerprint = self._hash(None)
+        return self._fingerprint
+
+    def earlier_fingerprint(self) -> str:
+        """The fingerprint earlier burrows recorded: only the first 4 MiB of each file (two encoders of one
+        name that differ only past it shared it)."""
+        return self._hash(1 << 22)
+
+    def _hash(self, limit: int | None) -> str:
         h = hashlib.sha256(self.config.model.encode())
         p = Path(self.path)
         for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
             f = p / name
             if f.exists():
                 with open(f, "rb") as fh:
-                    h.update(fh.read(1 << 22))
+                    if limit is not None:
+                        h.update(fh.read(limit))
+                    else:
+                        while block := fh.read(1 << 20):
+                            h.update(block)
         return h.hexdigest()[:16]
 
     @torch.inference_mode()

@@ -184,8 +184,9 @@ class Memory:
             from burrow.memory.encode import FrozenEncoder  # torch: only when keys are made, not to open a memory
 
             self._encoder = FrozenEncoder(EncoderConfig(**self.manifest["encoder_config"]))
-        if self._checked_encoder is not self._encoder:  # once per encoder: the fingerprint reads 4 MB of weights
-            if self._encoder.fingerprint() != self.manifest["encoder"]:
+        if self._checked_encoder is not self._encoder:  # once per encoder: the fingerprint reads its weights
+            recorded = self.manifest["encoder"]  # (a memory an earlier burrow built: the fingerprint it recorded)
+            if self._encoder.fingerprint() != recorded and self._encoder.earlier_fingerprint() != recorded:
                 raise BurrowError(
                     f"encoder {self._encoder.config.model!r} is not the one this memory's keys were made with "
                     f"({self.manifest['encoder_config']['model']!r})"

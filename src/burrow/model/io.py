@@ -64,7 +64,7 @@ def save_model(model: Transformer, path: str | Path) -> Path:
     """Write ``model`` into directory ``path`` (created if needed); returns the directory."""
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
-    manifest_path(directory, "model").unlink(missing_ok=True)  # an old record never vouches for new weights
+    _forget_previous(directory)
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         # save_model (not save_file) handles tied embedding/head weights.
         safetensors.torch.save_model(model, str(tmp))
@@ -74,6 +74,14 @@ def save_model(model: Transformer, path: str | Path) -> Path:
                    weights_sha256=file_sha256(directory / WEIGHTS_FILE))
     log.debug("saved %s model to %s", model.config.name or "burrow", directory)  # often a temporary folder
     return directory
+
+
+def _forget_previous(directory: Path) -> None:
+    """Before new weights go in: an old record never vouches for them, and a write killed before the new
+    config.json leaves none (a clear error on load), not the previous model's read with the new weights."""
+    manifest_path(directory, "model").unlink(missing_ok=True)
+    for name in (CONFIG_FILE, RETROFIT_FILE):
+        (directory / name).unlink(missing_ok=True)
 
 
 def damaged_model_file(path: Path, why: str) -> BurrowError:
@@ -110,7 +118,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transfor
         config = ModelConfig.from_dict(read_json(directory / CONFIG_FILE))
     except BurrowError:
         if not (directory / CONFIG_FILE).exists():
-            raise
+            raise BurrowError(f"{directory} holds {WEIGHTS_FILE} but no {CONFIG_FILE} (its save was interrupted, or "
+                              "the file was deleted); save the model again") from None
         raise damaged_model_file(directory / CONFIG_FILE, "not valid JSON") from None
     model = build_model(config)
     try:
@@ -204,7 +213,7 @@ def save_hf_retrofit(model: RetrievalLM, directory: Path, ref: BaseRef) -> Path:
     """Write a HF retrofit's new weights, its RETRO config and the base reference into ``directory``."""
     assert isinstance(model, HFRetro)
     directory.mkdir(parents=True, exist_ok=True)
-    manifest_path(directory, "model").unlink(missing_ok=True)  # an old record never vouches for new weights
+    _forget_previous(directory)
     weights = {k: v.detach().contiguous() for k, v in model.new_state_dict().items()}
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         safetensors.torch.save_file(weights, str(tmp))
