@@ -19,12 +19,35 @@ ARGS = ["--seq-len", "32", "--batch-size", "4", "--eval-every", "0", "--precisio
         "--device", "cpu"]
 
 
-def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess[str]:
-    """``torchrun --standalone --nproc_per_node NPROC -m burrow train ARGS`` with this checkout's burrow."""
+#: Runs `burrow ARGV` in each torchrun process, appending a hash of the process's torch RNG at the start of each
+#: training step to PROBE_OUT.rngRANK.
+PROBE = """
+import hashlib, os, sys
+import torch
+import burrow.train.distributed as D
+from burrow.cli import main
+out, real_step = os.environ["PROBE_OUT"] + ".rng" + os.environ["RANK"], D._step
+def step(*args, **kwargs):
+    with open(out, "a") as f:
+        f.write(hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest() + "\\n")
+    return real_step(*args, **kwargs)
+D._step = step
+sys.argv = ["burrow", *sys.argv[1:]]
+main()
+"""
+
+
+def torchrun(nproc: int, *args: str, probe: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc_per_node NPROC -m burrow train ARGS`` with this checkout's burrow (``probe``:
+    through :data:`PROBE`, recording into PROBE.rngRANK)."""
     env = {**os.environ, "PYTHONPATH": str(Path(burrow.__file__).parents[1]), "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1"}
+    entry = ["-m", "burrow"]
+    if probe is not None:
+        probe.with_suffix(".py").write_text(PROBE, encoding="utf-8")
+        entry, env["PROBE_OUT"] = [str(probe.with_suffix(".py"))], str(probe)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "burrow", "train", *ARGS, *map(str, args)]
+           *entry, "train", *ARGS, *map(str, args)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -48,6 +71,27 @@ def test_two_process_ddp_follows_the_one_process_loss_curve(train_memory: Memory
     assert max(abs(got[s] - want[s]) for s in want) < 1e-4  # same global batch, same step; only sum order differs
     assert (tmp_path / "two" / "checkpoints" / "step_000020" / "dcp").is_dir()
     assert res.stdout.count("trained 20 steps") == 1  # rank 0 reports for both
+
+
+def test_each_process_draws_its_own_dropout_and_resumes_it(train_memory: Memory, model_toml, tmp_path: Path) -> None:
+    """Every rank used one torch RNG stream (seeded alike, restored from rank 0's state on resume): the ranks'
+    dropout masks were the same ones."""
+    toml = model_toml(tmp_path / "m.toml", retro=False, dropout=0.1)
+    run = ["-m", toml, "--memory", train_memory.dir, "-o", tmp_path / "run", "--steps", "4", "--checkpoint-every", "2",
+           "--keep-checkpoints", "5"]
+    res = torchrun(2, *run, probe=tmp_path / "probe")
+    assert res.returncode == 0, res.stderr[-2000:]
+    # killed after step 2's checkpoint
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step_000004")
+    shutil.rmtree(tmp_path / "run" / "final")
+    (tmp_path / "run" / "train.manifest.json").unlink()
+    res = torchrun(2, *run, probe=tmp_path / "probe")
+    assert res.returncode == 0 and "resumed from step 2" in res.stdout, res.stderr[-2000:]
+    rng = [(tmp_path / f"probe.rng{r}").read_text().split() for r in (0, 1)]
+    assert len(rng[0]) == len(rng[1]) == 6  # steps 1-4, then 3-4 resumed
+    assert all(a != b for a, b in zip(*rng, strict=True))  # each rank its own masks
+    assert len(set(rng[0][:4])) == 4  # each step its own
+    assert rng[0][4:] == rng[0][2:4] and rng[1][4:] == rng[1][2:4]  # the resumed steps draw what they drew
 
 
 @pytest.mark.slow

@@ -6,6 +6,9 @@ Each optimizer step's global batch (``TrainData.step_sequences``, a function of 
 into ``world`` contiguous slices, one per process, and the loss is the summed cross-entropy of all of
 them divided by the global target count (all-reduced), so N processes take the very step one process
 takes (up to the order of floating-point sums). gloo on the CPU, NCCL on CUDA (``cuda:LOCAL_RANK``).
+Every process starts from the same weights; each step's dropout draws from a stream of its own, seeded by
+(seed, step, rank), so the processes' masks differ and a resumed run (on any number of processes) draws
+what the uninterrupted one did.
 
 Checkpoints: ``step_N/dcp/`` holds model and optimizer state in torch.distributed.checkpoint's sharded
 format, which reshards on load (resume on any number of processes); ``step_N/`` also holds the full
@@ -248,6 +251,12 @@ def _save(paths: RunPaths, step: int, model: nn.Module, optimizer: torch.optim.O
     dist.barrier()
 
 
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The torch seed of process ``rank`` in step ``step``: distinct per rank (one shared stream gave every rank
+    the same dropout masks), a function of the step alone (no RNG state to carry across a resume)."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)[0])
+
+
 def _step(wrapped: nn.Module, optimizer: torch.optim.Optimizer, micro: list[Batch], clip: float, d: Dist,
           dtype: torch.dtype | None) -> tuple[float, float]:
     """One optimizer step over this rank's micro-batches; the loss is over the GLOBAL batch's targets."""
@@ -286,6 +295,7 @@ def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Mod
     try:
         for step in range(start, config.steps):
             t0 = time.perf_counter()
+            torch.manual_seed(step_seed(config.seed, step, d.rank))  # this rank's dropout in this step
             lr = lr_at(step, config)
             set_lr(optimizer, lr)
             mine = data.rank_sequences(step, config.batch_size, d.rank, d.world)  # (batch_size / world,)
