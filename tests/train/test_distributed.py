@@ -20,7 +20,7 @@ ARGS = ["--seq-len", "32", "--batch-size", "4", "--eval-every", "0", "--precisio
 
 
 #: Runs `burrow ARGV` in each torchrun process, appending a hash of the process's torch RNG at the start of each
-#: training step to PROBE_OUT.rngRANK.
+#: training step to PROBE_OUT.rngRANK; torch.compile leaves the model as it is and writes PROBE_OUT.compiledRANK.
 PROBE = """
 import hashlib, os, sys
 import torch
@@ -32,6 +32,10 @@ def step(*args, **kwargs):
         f.write(hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest() + "\\n")
     return real_step(*args, **kwargs)
 D._step = step
+def compile(model, *args, **kwargs):
+    open(os.environ["PROBE_OUT"] + ".compiled" + os.environ["RANK"], "w").close()
+    return model
+torch.compile = compile
 sys.argv = ["burrow", *sys.argv[1:]]
 main()
 """
@@ -39,7 +43,7 @@ main()
 
 def torchrun(nproc: int, *args: str, probe: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``torchrun --standalone --nproc_per_node NPROC -m burrow train ARGS`` with this checkout's burrow (``probe``:
-    through :data:`PROBE`, recording into PROBE.rngRANK)."""
+    through :data:`PROBE`, recording into PROBE.rngRANK and PROBE.compiledRANK)."""
     env = {**os.environ, "PYTHONPATH": str(Path(burrow.__file__).parents[1]), "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1"}
     entry = ["-m", "burrow"]
@@ -73,7 +77,8 @@ def test_two_process_ddp_follows_the_one_process_loss_curve(train_memory: Memory
     assert res.stdout.count("trained 20 steps") == 1  # rank 0 reports for both
 
 
-def test_each_process_draws_its_own_dropout_and_resumes_it(train_memory: Memory, model_toml, tmp_path: Path) -> None:
+def test_each_process_draws_its_own_dropout_and_resumes_it_compiled_too(train_memory: Memory, model_toml,
+                                                                         tmp_path: Path) -> None:
     """Every rank used one torch RNG stream (seeded alike, restored from rank 0's state on resume): the ranks'
     dropout masks were the same ones."""
     toml = model_toml(tmp_path / "m.toml", retro=False, dropout=0.1)
@@ -85,8 +90,10 @@ def test_each_process_draws_its_own_dropout_and_resumes_it(train_memory: Memory,
     shutil.rmtree(tmp_path / "run" / "checkpoints" / "step_000004")
     shutil.rmtree(tmp_path / "run" / "final")
     (tmp_path / "run" / "train.manifest.json").unlink()
-    res = torchrun(2, *run, probe=tmp_path / "probe")
+    assert not (tmp_path / "probe.compiled0").exists()
+    res = torchrun(2, *run, "--compile", probe=tmp_path / "probe")  # --compile was ignored under torchrun
     assert res.returncode == 0 and "resumed from step 2" in res.stdout, res.stderr[-2000:]
+    assert (tmp_path / "probe.compiled0").exists() and (tmp_path / "probe.compiled1").exists()
     rng = [(tmp_path / f"probe.rng{r}").read_text().split() for r in (0, 1)]
     assert len(rng[0]) == len(rng[1]) == 6  # steps 1-4, then 3-4 resumed
     assert all(a != b for a, b in zip(*rng, strict=True))  # each rank its own masks

@@ -39,6 +39,7 @@ from burrow.artefacts import read_manifest
 from burrow.device import autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.model import ModelConfig, build_model, load_model, save_model
+from burrow.model.compile import compile_model
 from burrow.train.checkpoint import (
     STATE_FILE,
     RunPaths,
@@ -292,6 +293,7 @@ def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Mod
                disable=not (config.progress and d.main), dynamic_ncols=True)
     seconds, val_loss = 0.0, None
     train_mode(wrapped)
+    step_model = compile_model(wrapped) if config.compile else wrapped  # shares wrapped's parameters
     try:
         for step in range(start, config.steps):
             t0 = time.perf_counter()
@@ -300,8 +302,10 @@ def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Mod
             set_lr(optimizer, lr)
             mine = data.rank_sequences(step, config.batch_size, d.rank, d.world)  # (batch_size / world,)
             micro = [data.train.batch(s) for s in np.split(mine, config.grad_accum)]
-            loss, norm = _step(wrapped, optimizer, micro, config.clip, d, dtype)
+            loss, norm = _step(step_model, optimizer, micro, config.clip, d, dtype)
             dt = time.perf_counter() - t0
+            if config.compile and step == start and d.main:
+                log.info("first step %.1f s (torch.compile included)", dt)
             seconds += dt
             record: dict[str, Any] = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": norm,
                                       "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_step / dt,
