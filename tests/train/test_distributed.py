@@ -127,9 +127,26 @@ def test_bad_world_sizes_are_one_error_line(train_memory: Memory, model_toml, tm
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
     assert res.returncode != 0 and errors == [
         "error: 2 processes cannot split a batch of 3 sequences; make --batch-size a multiple of --nproc_per_node"]
-    one_process(train_memory, toml, tmp_path / "plain", steps=4)  # a plain (1-process, non-resharding) checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_a_one_process_checkpoint_resumes_on_two(train_memory: Memory, model_toml, tmp_path: Path,
+                                                 parallel: str) -> None:
+    """A one-process checkpoint (plain state.pt, no dcp/) was refused on any other number of processes or
+    under FSDP; its full model and optimizer state now load into each rank (sharded under FSDP)."""
+    toml = model_toml(tmp_path / "m.toml", retro=False)
+    run = ["--checkpoint-every", "2", "--keep-checkpoints", "5"]
+    train(TrainConfig(model=toml, memory=train_memory.dir, out=tmp_path / "plain", steps=4, batch_size=4, seq_len=32,
+                      eval_every=0, checkpoint_every=2, keep_checkpoints=5, precision="fp32", device="cpu",
+                      progress=False))
+    want = losses(tmp_path / "plain")
+    # killed after step 2's checkpoint
+    shutil.rmtree(tmp_path / "plain" / "checkpoints" / "step_000004")
     shutil.rmtree(tmp_path / "plain" / "final")
     (tmp_path / "plain" / "train.manifest.json").unlink()
-    res = torchrun(2, "-m", toml, "--memory", train_memory.dir, "-o", tmp_path / "plain", "--steps", "4")
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "1-process checkpoint in the plain format, which does not reshard" in errors[0]
+    res = torchrun(2, "-m", toml, "--memory", train_memory.dir, "-o", tmp_path / "plain", "--steps", "4", *run,
+                   "--parallel", parallel)
+    assert res.returncode == 0 and "resumed from step 2" in res.stdout, res.stderr[-2000:]
+    got = losses(tmp_path / "plain")
+    assert sorted(got) == [1, 2, 3, 4] and max(abs(got[s] - want[s]) for s in want) < 1e-4  # step 4: optimizer state

@@ -13,7 +13,8 @@ what the uninterrupted one did.
 Checkpoints: ``step_N/dcp/`` holds model and optimizer state in torch.distributed.checkpoint's sharded
 format, which reshards on load (resume on any number of processes); ``step_N/`` also holds the full
 model (safetensors, loadable alone, as in one-process runs) and ``state.pt`` (step, loss, RNG, world
-size). A one-process checkpoint (no ``dcp/``) does not reshard: it resumes only on one process.
+size). A one-process checkpoint (no ``dcp/``) resumes too: every rank reads its whole model and optimizer
+state and keeps its share.
 Every process writes its shards into the run directory itself: on several nodes it must be shared.
 """
 
@@ -156,7 +157,7 @@ def _train(config: TrainConfig, d: Dist) -> TrainResult:
     start, loss = 0, None
     checkpoints = list_checkpoints(paths)
     if checkpoints:
-        start, loss = _resume(checkpoints[-1][1], model, optimizer, config.parallel, d)
+        start, loss = _resume(checkpoints[-1][1], model, optimizer, config, d)
         if d.main:
             log.info("resuming %s from step %d on %d processes", paths.root, start, d.world)
     dtype = autocast_dtype(d.device, config.precision)
@@ -186,24 +187,24 @@ def _state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]
     return {"model": msd, "optim": osd}
 
 
-def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, parallel: str,
+def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
             d: Dist) -> tuple[int, float | None]:
-    """Load checkpoint ``path`` (sharded: on any number of processes; plain: only on as many as wrote it)."""
+    """Load checkpoint ``path`` (sharded or a one-process one: on any number of processes, DDP or FSDP)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import set_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     state = load_state(path)
     if (path / DCP_DIR).is_dir():
         sd = _state(model, optimizer)
         dcp.load(sd, checkpoint_id=str(path / DCP_DIR))
         set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
-    else:
-        written = int(state.get("world_size", 1))
-        if written != d.world or parallel != "ddp":
-            raise BurrowError(f"{path} is a {written}-process checkpoint in the plain format, which does not reshard; "
-                              f"resume it with {written} process(es) and --parallel ddp, or start again with --force")
-        model.load_state_dict(load_model(path, device=d.device).state_dict())
-        optimizer.load_state_dict(state["optimizer"])
+    else:  # a one-process checkpoint: its whole model and optimizer state, read by every rank and sharded as needed
+        plain = load_model(path, device="cpu")
+        plain_optimizer = build_optimizer(plain, config)
+        plain_optimizer.load_state_dict(state["optimizer"])
+        full = _state(plain, plain_optimizer)
+        set_state_dict(model, optimizer, model_state_dict=full["model"], optim_state_dict=full["optim"],
+                       options=StateDictOptions(full_state_dict=True))
     set_rng_state(state["rng"])
     return int(state["step"]), state.get("loss")
 
