@@ -150,3 +150,25 @@ def test_a_one_process_checkpoint_resumes_on_two(train_memory: Memory, model_tom
     assert res.returncode == 0 and "resumed from step 2" in res.stdout, res.stderr[-2000:]
     got = losses(tmp_path / "plain")
     assert sorted(got) == [1, 2, 3, 4] and max(abs(got[s] - want[s]) for s in want) < 1e-4  # step 4: optimizer state
+
+
+@pytest.mark.slow
+def test_a_torchrun_checkpoint_resumes_in_one_process(train_memory: Memory, model_toml, tmp_path: Path) -> None:
+    """One process refused a torchrun checkpoint (sharded optimizer state): every checkpoint was passed over with a
+    warning and the run ended in 'none of the checkpoints can be loaded; re-run with --force', or fell back silently
+    to an older one-process checkpoint. It now reads the sharded state."""
+    toml = model_toml(tmp_path / "m.toml", retro=False)
+    want = one_process(train_memory, toml, tmp_path / "one", steps=4)
+    res = torchrun(2, "-m", toml, "--memory", train_memory.dir, "-o", tmp_path / "two", "--steps", "4",
+                   "--checkpoint-every", "2", "--keep-checkpoints", "5")
+    assert res.returncode == 0, res.stderr[-2000:]
+    # killed after step 2's checkpoint
+    shutil.rmtree(tmp_path / "two" / "checkpoints" / "step_000004")
+    shutil.rmtree(tmp_path / "two" / "final")
+    (tmp_path / "two" / "train.manifest.json").unlink()
+    resumed = train(TrainConfig(model=toml, memory=train_memory.dir, out=tmp_path / "two", steps=4, batch_size=4,
+                                seq_len=32, eval_every=0, checkpoint_every=2, keep_checkpoints=5, precision="fp32",
+                                device="cpu", progress=False))
+    assert resumed.resumed_from == 2
+    got = losses(tmp_path / "two")
+    assert sorted(got) == [1, 2, 3, 4] and max(abs(got[s] - want[s]) for s in want) < 1e-4  # step 4: optimizer state

@@ -42,9 +42,11 @@ from burrow.errors import BurrowError
 from burrow.model import ModelConfig, build_model, load_model, save_model
 from burrow.model.compile import compile_model
 from burrow.train.checkpoint import (
+    DCP_DIR,
     STATE_FILE,
     RunPaths,
     list_checkpoints,
+    load_sharded,
     load_state,
     prune_checkpoints,
     rng_state,
@@ -70,8 +72,6 @@ from burrow.train.optim import build_optimizer, lr_at, set_lr
 log = logging.getLogger(__name__)
 
 __all__ = ["Dist", "launched_by_torchrun", "train", "train_distributed"]
-
-DCP_DIR = "dcp"  # the sharded (resharding) part of a checkpoint
 
 
 def launched_by_torchrun() -> bool:
@@ -190,14 +190,11 @@ def _state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]
 def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
             d: Dist) -> tuple[int, float | None]:
     """Load checkpoint ``path`` (sharded or a one-process one: on any number of processes, DDP or FSDP)."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     state = load_state(path)
     if (path / DCP_DIR).is_dir():
-        sd = _state(model, optimizer)
-        dcp.load(sd, checkpoint_id=str(path / DCP_DIR))
-        set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+        load_sharded(path, model, optimizer)
     else:  # a one-process checkpoint: its whole model and optimizer state, read by every rank and sharded as needed
         plain = load_model(path, device="cpu")
         plain_optimizer = build_optimizer(plain, config)
