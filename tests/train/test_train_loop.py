@@ -113,6 +113,8 @@ def test_killed_after_the_last_checkpoint_finishes_on_rerun(train_memory: Memory
     (tmp_path / "run" / "train.manifest.json").unlink()
     again = train(_config(train_memory, model, tmp_path / "run", steps=2, eval_every=0))
     assert again.resumed_from == 2 and again.loss == first.loss
+    assert first.val_loss is not None and again.val_loss == first.val_loss  # was None: no step ran to validate
+    assert read_json(tmp_path / "run" / "train.manifest.json")["val_loss"] == first.val_loss
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()
 
 

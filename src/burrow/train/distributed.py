@@ -291,6 +291,8 @@ def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Mod
                disable=not (config.progress and d.main), dynamic_ncols=True)
     seconds, val_loss = 0.0, None
     train_mode(wrapped)
+    # every rank scores the same sequences (FSDP's forward is collective); DDP's replica needs no sync
+    evaluator: Any = model if config.parallel == "fsdp" else wrapped.module
     step_model = compile_model(wrapped) if config.compile else wrapped  # shares wrapped's parameters
     try:
         for step in range(start, config.steps):
@@ -309,8 +311,6 @@ def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Mod
                                       "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_step / dt,
                                       "processes": d.world}
             if _due(step + 1, config.eval_every, config.steps):
-                # every rank scores the same sequences (FSDP's forward is collective); DDP's replica needs no sync
-                evaluator: Any = model if config.parallel == "fsdp" else wrapped.module
                 val_loss = evaluate_loss(evaluator, data.valid, valid_seqs, config.micro_batch, d.device, dtype)
                 record["val_loss"] = val_loss
             if metrics is not None:
@@ -323,6 +323,8 @@ def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Mod
         bar.close()
         if metrics is not None:
             metrics.close()
+    if start == config.steps:  # resumed from the last checkpoint (killed before final/): the last step's validation
+        val_loss = evaluate_loss(evaluator, data.valid, valid_seqs, config.micro_batch, d.device, dtype)
     full = _full_model(model, config.parallel, cfg, d)
     result = TrainResult(paths.root, paths.final, config.steps, loss, val_loss,
                          (config.steps - start) * tokens_per_step / seconds if seconds else 0.0, seconds)

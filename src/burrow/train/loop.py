@@ -328,6 +328,8 @@ def _run(config: TrainConfig, paths: RunPaths, model: Transformer, optimizer: to
     finally:
         bar.close()
         metrics.close()
+    if start == config.steps:  # resumed from the last checkpoint (killed before final/): the last step's validation
+        val_loss = evaluate_loss(model, data.valid, valid_seqs, config.micro_batch, device, dtype)
     return _finish(config, paths, model, loss, val_loss, seconds, (config.steps - start) * tokens_per_step, save)
 
 
