@@ -66,7 +66,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # the GPUs this machine has: a checkpoint of one with more (an 8-GPU node resumed on 4) failed with
+        # IndexError in set_rng_state_all
+        for i, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, i)
 
 
 def save_checkpoint(paths: RunPaths, step: int, model: Transformer, optimizer: torch.optim.Optimizer,
