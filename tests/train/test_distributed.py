@@ -172,3 +172,21 @@ def test_a_torchrun_checkpoint_resumes_in_one_process(train_memory: Memory, mode
     assert resumed.resumed_from == 2
     got = losses(tmp_path / "two")
     assert sorted(got) == [1, 2, 3, 4] and max(abs(got[s] - want[s]) for s in want) < 1e-4  # step 4: optimizer state
+
+
+def test_more_processes_than_gpus_is_one_error_line(tmp_path: Path, monkeypatch) -> None:
+    """torchrun --nproc_per_node 4 on a 2-GPU node: ranks 2 and 3 failed in torch.cuda.set_device with CUDA's
+    'invalid device ordinal' traceback."""
+    import torch
+
+    from burrow.errors import BurrowError
+    from burrow.train.distributed import init_distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)  # CUDA's own failure: reached, not raised
+    for name, value in (("RANK", "3"), ("WORLD_SIZE", "4"), ("LOCAL_RANK", "3"), ("LOCAL_WORLD_SIZE", "4")):
+        monkeypatch.setenv(name, value)
+    config = TrainConfig(model="tiny", out=tmp_path / "run", tokens=tmp_path, batch_size=4, device="cuda")
+    with pytest.raises(BurrowError, match="4 processes on this node but 2 GPU"):
+        init_distributed(config)

@@ -115,6 +115,9 @@ def init_distributed(config: TrainConfig) -> Dist:
                           f"{config.batch_size // world} sequences (batch-size / nproc_per_node)")
     device = pick_device(config.device)
     if device.type == "cuda":
+        if local >= torch.cuda.device_count():  # else CUDA's "invalid device ordinal" traceback on the extra ranks
+            raise BurrowError(f"{int(os.environ.get('LOCAL_WORLD_SIZE', local + 1))} processes on this node but "
+                              f"{torch.cuda.device_count()} GPU(s); make --nproc_per_node at most the GPU count")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
