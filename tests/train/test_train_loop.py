@@ -113,6 +113,8 @@ def test_killed_after_the_last_checkpoint_finishes_on_rerun(train_memory: Memory
     (tmp_path / "run" / "train.manifest.json").unlink()
     again = train(_config(train_memory, model, tmp_path / "run", steps=2, eval_every=0))
     assert again.resumed_from == 2 and again.loss == first.loss
+    assert first.val_loss is not None and again.val_loss == first.val_loss  # was None: no step ran to validate
+    assert read_json(tmp_path / "run" / "train.manifest.json")["val_loss"] == first.val_loss
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()
 
 
@@ -139,3 +141,29 @@ def test_train_mode_keeps_a_frozen_bases_dropout_off() -> None:
     train_mode(model)
     with torch.no_grad():
         assert not torch.equal(model(tokens), model(tokens))  # plain training: dropout on
+
+
+def test_rng_state_of_a_machine_with_more_gpus_restores_on_fewer(monkeypatch) -> None:
+    """state.pt keeps every visible GPU's RNG; torch.cuda.set_rng_state_all raised IndexError (its
+    default_generators[i]) for the GPUs a smaller machine lacks, so such a checkpoint could not resume."""
+    from burrow.train import checkpoint
+
+    state = checkpoint.rng_state()
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 8  # saved on an 8-GPU node
+    restored: list[int] = []
+
+    def set_all(states):  # torch's behaviour on a 2-GPU machine
+        for i, s in enumerate(states):
+            torch.cuda.set_rng_state(s, i)
+
+    def set_one(s, i):
+        if i >= 2:
+            raise IndexError("tuple index out of range")
+        restored.append(i)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", set_all)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_one)
+    checkpoint.set_rng_state(state)
+    assert restored == [0, 1]

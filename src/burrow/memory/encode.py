@@ -169,17 +169,24 @@ def encode_sharded(
             if progress is not None:
                 progress(stop - start)
             continue
-        texts = texts_of(start, stop)
-        parts = []
-        for a in range(0, len(texts), PROGRESS_STEP):  # sub-batches only to move the progress bar
-            parts.append(encoder.encode(texts[a : a + PROGRESS_STEP]))
-            if progress is not None:
-                progress(len(parts[-1]))
-        keys = np.concatenate(parts)
+        keys = encode_shard(encoder, texts_of(start, stop), progress)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, keys)
     return paths
+
+
+def encode_shard(encoder: FrozenEncoder, texts: Sequence[str], progress: Callable[[int], Any] | None = None
+                 ) -> np.ndarray:
+    """(len(texts), dim) keys of one shard, encoded ``PROGRESS_STEP`` texts at a time (to move the progress bar).
+    Every engine encodes a shard through this: the steps decide each batch's texts and so its padding, and
+    keys computed in other batches differ in their last bits."""
+    parts = []
+    for a in range(0, len(texts), PROGRESS_STEP):
+        parts.append(encoder.encode(texts[a : a + PROGRESS_STEP]))
+        if progress is not None:
+            progress(len(parts[-1]))
+    return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
 
 
 def _shard_ok(path: Path, rows: int, dim: int) -> bool:

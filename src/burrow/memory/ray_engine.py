@@ -30,7 +30,7 @@ from burrow.artefacts import atomic_path, read_json
 from burrow.errors import BurrowError
 from burrow.memory.build import MemoryConfig, StageTiming, build_memory, check_same_inputs, compute_neighbours
 from burrow.memory.checks import check_inputs
-from burrow.memory.encode import EncoderConfig, _shard_ok
+from burrow.memory.encode import EncoderConfig, _shard_ok, encode_shard
 from burrow.memory.keys import key_shard_paths
 from burrow.memory.memory import Memory
 
@@ -121,7 +121,7 @@ class _ShardEncoderActor:
 
         for shard, start, stop in zip(batch["shard"], batch["start"], batch["stop"], strict=True):
             texts = self.tok.decode_batch(chunk_tokens(self.store, self.table, np.arange(start, stop)).tolist())
-            keys = self.encoder.encode(texts)
+            keys = encode_shard(self.encoder, texts)  # in the local engine's steps: the same keys to the bit
             with atomic_path(self.dir / "embeddings" / f"shard_{int(shard):05d}.npy") as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, keys)

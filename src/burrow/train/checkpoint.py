@@ -20,6 +20,7 @@ import errno
 import logging
 import random
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,17 @@ import numpy as np
 import torch
 
 from burrow.artefacts import atomic_dir
-from burrow.errors import BurrowError
+from burrow.errors import BurrowError, first_line
 from burrow.model import Transformer, load_model, save_model
 from burrow.model.io import STATE_FILE, RunPaths, list_checkpoints
 
 log = logging.getLogger(__name__)
 
 # The run directory's layout lives in model I/O (loading a run needs it); re-exported here.
-__all__ = ["STATE_FILE", "RunPaths", "SaveFn", "list_checkpoints", "load_checkpoint", "load_state", "prune_checkpoints",
-           "rng_state", "save_checkpoint", "set_rng_state", "write_model_atomically"]
+__all__ = ["DCP_DIR", "STATE_FILE", "RunPaths", "SaveFn", "list_checkpoints", "load_checkpoint", "load_sharded",
+           "load_state", "prune_checkpoints", "rng_state", "save_checkpoint", "set_rng_state", "write_model_atomically"]
+
+DCP_DIR = "dcp"  # the sharded (resharding) part of a checkpoint written under torchrun (train/distributed.py)
 
 
 
@@ -63,7 +66,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # the GPUs this machine has: a checkpoint of one with more (an 8-GPU node resumed on 4) failed with
+        # IndexError in set_rng_state_all
+        for i, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, i)
 
 
 def save_checkpoint(paths: RunPaths, step: int, model: Transformer, optimizer: torch.optim.Optimizer,
@@ -92,11 +98,27 @@ def prune_checkpoints(paths: RunPaths, keep: int) -> None:
 
 
 def load_checkpoint(path: Path, device: torch.device) -> tuple[Transformer, dict[str, Any]]:
-    """The model and the training state (optimizer state, step, RNG) of checkpoint ``path``."""
-    if (path / "dcp").is_dir():  # written under torchrun (train/distributed.py): its optimizer state is sharded
-        raise BurrowError(f"{path} is a sharded checkpoint written under torchrun; resume it under torchrun "
-                          "(any --nproc_per_node, 1 included)")
+    """The model and the training state (step, RNG; the optimizer state unless written under torchrun, where
+    :func:`load_sharded` reads it) of checkpoint ``path``."""
     return load_model(path, device=device), load_state(path)
+
+
+def load_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Load the sharded model and optimizer state of torchrun checkpoint ``path`` (``dcp/``) into ``model`` and
+    ``optimizer``, resharded to this process's layout: any number of processes, DDP, FSDP or one plain process."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    msd, osd = get_state_dict(model, optimizer)
+    state: dict[str, Any] = {"model": msd, "optim": osd}
+    try:
+        with warnings.catch_warnings():  # in one process: "torch.distributed is disabled ... a single process"
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(state, checkpoint_id=str(path / DCP_DIR))
+    except Exception as e:  # a damaged or foreign checkpoint; atomic writes make this rare
+        raise BurrowError(f"{path / DCP_DIR} cannot be read ({first_line(e)}); delete that checkpoint to resume "
+                          "from an earlier one") from None
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
 def load_state(path: Path) -> dict[str, Any]:

@@ -6,11 +6,15 @@ Each optimizer step's global batch (``TrainData.step_sequences``, a function of 
 into ``world`` contiguous slices, one per process, and the loss is the summed cross-entropy of all of
 them divided by the global target count (all-reduced), so N processes take the very step one process
 takes (up to the order of floating-point sums). gloo on the CPU, NCCL on CUDA (``cuda:LOCAL_RANK``).
+Every process starts from the same weights; each step's dropout draws from a stream of its own, seeded by
+(seed, step, rank), so the processes' masks differ and a resumed run (on any number of processes) draws
+what the uninterrupted one did.
 
 Checkpoints: ``step_N/dcp/`` holds model and optimizer state in torch.distributed.checkpoint's sharded
 format, which reshards on load (resume on any number of processes); ``step_N/`` also holds the full
 model (safetensors, loadable alone, as in one-process runs) and ``state.pt`` (step, loss, RNG, world
-size). A one-process checkpoint (no ``dcp/``) does not reshard: it resumes only on one process.
+size). A one-process checkpoint (no ``dcp/``) resumes too: every rank reads its whole model and optimizer
+state and keeps its share.
 Every process writes its shards into the run directory itself: on several nodes it must be shared.
 """
 
@@ -36,10 +40,13 @@ from burrow.artefacts import read_manifest
 from burrow.device import autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.model import ModelConfig, build_model, load_model, save_model
+from burrow.model.compile import compile_model
 from burrow.train.checkpoint import (
+    DCP_DIR,
     STATE_FILE,
     RunPaths,
     list_checkpoints,
+    load_sharded,
     load_state,
     prune_checkpoints,
     rng_state,
@@ -65,8 +72,6 @@ from burrow.train.optim import build_optimizer, lr_at, set_lr
 log = logging.getLogger(__name__)
 
 __all__ = ["Dist", "launched_by_torchrun", "train", "train_distributed"]
-
-DCP_DIR = "dcp"  # the sharded (resharding) part of a checkpoint
 
 
 def launched_by_torchrun() -> bool:
@@ -110,6 +115,9 @@ def init_distributed(config: TrainConfig) -> Dist:
                           f"{config.batch_size // world} sequences (batch-size / nproc_per_node)")
     device = pick_device(config.device)
     if device.type == "cuda":
+        if local >= torch.cuda.device_count():  # else CUDA's "invalid device ordinal" traceback on the extra ranks
+            raise BurrowError(f"{int(os.environ.get('LOCAL_WORLD_SIZE', local + 1))} processes on this node but "
+                              f"{torch.cuda.device_count()} GPU(s); make --nproc_per_node at most the GPU count")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -152,7 +160,7 @@ def _train(config: TrainConfig, d: Dist) -> TrainResult:
     start, loss = 0, None
     checkpoints = list_checkpoints(paths)
     if checkpoints:
-        start, loss = _resume(checkpoints[-1][1], model, optimizer, config.parallel, d)
+        start, loss = _resume(checkpoints[-1][1], model, optimizer, config, d)
         if d.main:
             log.info("resuming %s from step %d on %d processes", paths.root, start, d.world)
     dtype = autocast_dtype(d.device, config.precision)
@@ -182,24 +190,21 @@ def _state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]
     return {"model": msd, "optim": osd}
 
 
-def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, parallel: str,
+def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
             d: Dist) -> tuple[int, float | None]:
-    """Load checkpoint ``path`` (sharded: on any number of processes; plain: only on as many as wrote it)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import set_state_dict
+    """Load checkpoint ``path`` (sharded or a one-process one: on any number of processes, DDP or FSDP)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     state = load_state(path)
     if (path / DCP_DIR).is_dir():
-        sd = _state(model, optimizer)
-        dcp.load(sd, checkpoint_id=str(path / DCP_DIR))
-        set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
-    else:
-        written = int(state.get("world_size", 1))
-        if written != d.world or parallel != "ddp":
-            raise BurrowError(f"{path} is a {written}-process checkpoint in the plain format, which does not reshard; "
-                              f"resume it with {written} process(es) and --parallel ddp, or start again with --force")
-        model.load_state_dict(load_model(path, device=d.device).state_dict())
-        optimizer.load_state_dict(state["optimizer"])
+        load_sharded(path, model, optimizer)
+    else:  # a one-process checkpoint: its whole model and optimizer state, read by every rank and sharded as needed
+        plain = load_model(path, device="cpu")
+        plain_optimizer = build_optimizer(plain, config)
+        plain_optimizer.load_state_dict(state["optimizer"])
+        full = _state(plain, plain_optimizer)
+        set_state_dict(model, optimizer, model_state_dict=full["model"], optim_state_dict=full["optim"],
+                       options=StateDictOptions(full_state_dict=True))
     set_rng_state(state["rng"])
     return int(state["step"]), state.get("loss")
 
@@ -248,6 +253,12 @@ def _save(paths: RunPaths, step: int, model: nn.Module, optimizer: torch.optim.O
     dist.barrier()
 
 
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The torch seed of process ``rank`` in step ``step``: distinct per rank (one shared stream gave every rank
+    the same dropout masks), a function of the step alone (no RNG state to carry across a resume)."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)[0])
+
+
 def _step(wrapped: nn.Module, optimizer: torch.optim.Optimizer, micro: list[Batch], clip: float, d: Dist,
           dtype: torch.dtype | None) -> tuple[float, float]:
     """One optimizer step over this rank's micro-batches; the loss is over the GLOBAL batch's targets."""
@@ -283,22 +294,26 @@ def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Mod
                disable=not (config.progress and d.main), dynamic_ncols=True)
     seconds, val_loss = 0.0, None
     train_mode(wrapped)
+    # every rank scores the same sequences (FSDP's forward is collective); DDP's replica needs no sync
+    evaluator: Any = model if config.parallel == "fsdp" else wrapped.module
+    step_model = compile_model(wrapped) if config.compile else wrapped  # shares wrapped's parameters
     try:
         for step in range(start, config.steps):
             t0 = time.perf_counter()
+            torch.manual_seed(step_seed(config.seed, step, d.rank))  # this rank's dropout in this step
             lr = lr_at(step, config)
             set_lr(optimizer, lr)
             mine = data.rank_sequences(step, config.batch_size, d.rank, d.world)  # (batch_size / world,)
             micro = [data.train.batch(s) for s in np.split(mine, config.grad_accum)]
-            loss, norm = _step(wrapped, optimizer, micro, config.clip, d, dtype)
+            loss, norm = _step(step_model, optimizer, micro, config.clip, d, dtype)
             dt = time.perf_counter() - t0
+            if config.compile and step == start and d.main:
+                log.info("first step %.1f s (torch.compile included)", dt)
             seconds += dt
             record: dict[str, Any] = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": norm,
                                       "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_step / dt,
                                       "processes": d.world}
             if _due(step + 1, config.eval_every, config.steps):
-                # every rank scores the same sequences (FSDP's forward is collective); DDP's replica needs no sync
-                evaluator: Any = model if config.parallel == "fsdp" else wrapped.module
                 val_loss = evaluate_loss(evaluator, data.valid, valid_seqs, config.micro_batch, d.device, dtype)
                 record["val_loss"] = val_loss
             if metrics is not None:
@@ -311,6 +326,8 @@ def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Mod
         bar.close()
         if metrics is not None:
             metrics.close()
+    if start == config.steps:  # resumed from the last checkpoint (killed before final/): the last step's validation
+        val_loss = evaluate_loss(evaluator, data.valid, valid_seqs, config.micro_batch, d.device, dtype)
     full = _full_model(model, config.parallel, cfg, d)
     result = TrainResult(paths.root, paths.final, config.steps, loss, val_loss,
                          (config.steps - start) * tokens_per_step / seconds if seconds else 0.0, seconds)

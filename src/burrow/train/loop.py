@@ -33,10 +33,12 @@ from burrow.model.compile import compile_model
 from burrow.model.io import load_run
 from burrow.model.loss import loss_sum
 from burrow.train.checkpoint import (
+    DCP_DIR,
     RunPaths,
     SaveFn,
     list_checkpoints,
     load_checkpoint,
+    load_sharded,
     load_state,
     save_checkpoint,
     set_rng_state,
@@ -186,7 +188,10 @@ def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, devi
     else:
         saved, state = load_checkpoint(path, device)
         model.load_state_dict(saved.state_dict())
-    optimizer.load_state_dict(state["optimizer"])
+    if (path / DCP_DIR).is_dir():  # written under torchrun: the optimizer state is sharded
+        load_sharded(path, model, optimizer)
+    else:
+        optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
     return int(state["step"]), state.get("loss")
 
@@ -323,6 +328,8 @@ def _run(config: TrainConfig, paths: RunPaths, model: Transformer, optimizer: to
     finally:
         bar.close()
         metrics.close()
+    if start == config.steps:  # resumed from the last checkpoint (killed before final/): the last step's validation
+        val_loss = evaluate_loss(model, data.valid, valid_seqs, config.micro_batch, device, dtype)
     return _finish(config, paths, model, loss, val_loss, seconds, (config.steps - start) * tokens_per_step, save)
 
 
