@@ -132,3 +132,23 @@ def test_a_save_killed_after_the_weights_never_loads_with_the_previous_config(tm
     monkeypatch.undo()
     with pytest.raises(BurrowError, match="no config.json .*save the model again"):
         load_model(tmp_path / "m")
+
+
+def test_a_config_json_this_version_cannot_build_says_why(tmp_path: Path) -> None:
+    """A config.json that parses but is no config this burrow builds (a newer burrow's field, a bad value) was
+    reported as "damaged or truncated (not valid JSON)"; the error names the file and what is wrong with it."""
+    import json
+
+    cfg = get_preset("tiny", vocab_size=64, d_model=32, n_layers=1, n_heads=2, head_dim=16, max_seq_len=32)
+    save_model(build_model(cfg), tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for data, why in (({**config, "sliding_window": 8}, "unknown model config keys .*newer burrow"),
+                      ({**config, "head_dim": 15}, "head_dim must be even"), ([1, 2], "not a model config")):
+        path.write_text(json.dumps(data), encoding="utf-8")
+        with pytest.raises(BurrowError, match=why) as info:
+            load_model(tmp_path / "m")
+        assert str(path) in str(info.value) and "not valid JSON" not in str(info.value)
+    path.write_text("{", encoding="utf-8")  # truncated: still the damaged-file message
+    with pytest.raises(BurrowError, match="damaged or truncated .*not valid JSON"):
+        load_model(tmp_path / "m")

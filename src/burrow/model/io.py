@@ -115,12 +115,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transfor
         raise BurrowError(f"{directory} holds no {WEIGHTS_FILE}; is it a burrow model directory?")
     _check_recorded_hash(directory, weights)
     try:
-        config = ModelConfig.from_dict(read_json(directory / CONFIG_FILE))
+        data = read_json(directory / CONFIG_FILE)
     except BurrowError:
         if not (directory / CONFIG_FILE).exists():
             raise BurrowError(f"{directory} holds {WEIGHTS_FILE} but no {CONFIG_FILE} (its save was interrupted, or "
                               "the file was deleted); save the model again") from None
         raise damaged_model_file(directory / CONFIG_FILE, "not valid JSON") from None
+    if not isinstance(data, dict):
+        raise damaged_model_file(directory / CONFIG_FILE, f"not a model config: {data!r:.60}")
+    try:  # valid JSON that this version cannot build (a newer burrow's field, a value out of range): say which
+        config = ModelConfig.from_dict(data)
+    except BurrowError as e:
+        raise BurrowError(f"{directory / CONFIG_FILE}: {e}") from None
     model = build_model(config)
     try:
         missing, unexpected = safetensors.torch.load_model(model, str(weights), strict=False, device=str(device))
