@@ -2,7 +2,8 @@
 
 ``get_preset(name, **overrides)`` returns a fresh :class:`ModelConfig`; overrides are config fields
 (``vocab_size`` is filled in from the tokenizer at train time) plus ``cca_placement`` for RETRO
-paper presets, which picks one of the paper's two readings of where the CCA layers go:
+paper presets, which picks one of the paper's two readings of where the CCA layers go (also for
+another ``n_layers``, unless ``cca_layers`` is given):
 
 * ``"text"`` (default): every third block from layer 6 — 6, 9, 12 for 12 layers; 6 .. 24 and
   6 .. 30 for the 24- and 32-layer models. Chosen because it is the paper's own description and,
@@ -100,6 +101,8 @@ def get_preset(name: str, **overrides: Any) -> ModelConfig:
         raise BurrowError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
     base = PRESETS[name]
     placement = overrides.pop("cca_placement", None)
+    if placement is None and name in _RETRO and "n_layers" in overrides and "cca_layers" not in overrides:
+        placement = base.notes.get("cca_placement", DEFAULT_CCA_PLACEMENT)  # another depth: the same reading
     if placement is not None:
         if not base.retro or name not in _RETRO:
             raise BurrowError(f"cca_placement applies to the RETRO paper presets, not {name!r}")

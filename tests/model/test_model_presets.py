@@ -89,3 +89,12 @@ def test_retro_tiny_runs_at_real_chunk_size() -> None:
     tokens = torch.randint(0, 300, (1, 130))
     with torch.no_grad():
         assert model(tokens, neighbours=torch.randint(0, 300, (1, 3, 2, 128))).shape == (1, 130, 300)
+
+
+def test_a_paper_preset_of_another_depth_keeps_the_papers_placement() -> None:
+    """``n_layers`` on a RETRO paper preset kept the preset's own CCA layers: 24 layers of retro-172m had CCA in
+    6, 9, 12 only, and 12 layers of retro-1.5b were refused for CCA layers up to 24 that the user never set."""
+    assert get_preset("retro-172m", n_layers=24).cca_layers == tuple(range(6, 25, 3))
+    assert get_preset("retro-1.5b", n_layers=12).cca_layers == (6, 9, 12)
+    assert get_preset("retro-1.5b", n_layers=27, cca_placement="table").cca_layers == tuple(range(9, 28, 3))
+    assert get_preset("retro-172m", n_layers=24, cca_layers=(12,)).cca_layers == (12,)  # set: kept as given
