@@ -386,3 +386,33 @@ def test_a_fit_whose_base_weights_changed_is_refused(tiny_llama: Path, train_mem
     with pytest.raises(BurrowError, match="other weights of"):
         retrofit(str(base), train_memory.dir, tmp_path / "run", RetrofitConfig(steps=2, batch_size=2, seq_len=SEQ,
                                                                                warmup=1, eval_every=0, progress=False))
+
+
+@pytest.mark.parametrize("steps", [[1] * 16, [2, 3, 11], [6, 10]])
+def test_cached_steps_that_split_the_layouts_pads_equal_one_call(steps: list[int]) -> None:
+    """A call ending on a pad keeps it visible (its next token is unknown); when the next call goes on with a pad
+    or s it is a layout pad, hidden from then on as in one call. It stayed visible: decoding the layout a token at
+    a time (or with a step boundary inside the pads) gave other logits than one call."""
+    transformers = pytest.importorskip("transformers")
+    from burrow.model.hf import HFRetro
+
+    config = transformers.LlamaConfig(vocab_size=50, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    base = transformers.LlamaForCausalLM(config).eval()
+    m, pad, s = 4, 0, 1
+    cfg = retrofit_model_config(ModelConfig(**hf_decoder_config(base.config)), RetrofitConfig(), m, pad_id=pad)
+    model = HFRetro(base, dataclasses.replace(cfg, start_id=s, zero_init_cca_out=False)).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.cat([torch.full((2, m - 1), pad), torch.full((2, 1), s), torch.randint(2, 50, (2, 12), generator=g)], 1)
+    nb = torch.randint(2, 50, (2, 4, 2, 2 * m), generator=g)
+    mask = torch.ones(2, 4, 2, dtype=torch.bool)
+    mask[:, 0] = False  # chunk 0 (the pads and s) is never a query, as in burrow's layout
+    with torch.no_grad():
+        full = model(x, neighbours=nb, neighbour_mask=mask)[:, m - 1:]  # from s on: a document's tokens' logits
+        cache = model.new_cache(2, x.shape[1])
+        parts, at = [], 0
+        for n in steps:
+            parts.append(model(x[:, at:at + n], neighbours=nb, neighbour_mask=mask, cache=cache))
+            at += n
+    torch.testing.assert_close(torch.cat(parts, 1)[:, m - 1:], full, atol=1e-5, rtol=1e-5)

@@ -152,6 +152,7 @@ class HFRetroCache(ModelCache):
 
         self.hf = DynamicCache()
         self.visible: Tensor | None = None  # (b, length) keys the base may attend to (with hidden layout pads)
+        self.last: Tensor | None = None  # (b, 1) the latest token: a pad ending a call is hidden if a pad or s follows
 
 
 class CCALayer(nn.Module):
@@ -268,9 +269,14 @@ class HFRetro(nn.Module):
         if visible is None:
             return None
         if cache is not None:
-            if cache.visible is not None:
-                visible = torch.cat([cache.visible, visible], dim=1)
-            cache.visible = visible
+            if cache.visible is not None and cache.last is not None:
+                # the previous call's last token again: a pad there is a layout pad when this call goes on with
+                # a pad or s (it stayed visible while its next token was unknown; no later token has read it yet)
+                both = layout_visible(torch.cat([cache.last, tokens], dim=1), self.config.pad_id,
+                                      self.config.start_id)
+                assert both is not None
+                visible = torch.cat([cache.visible[:, :-1], both], dim=1)
+            cache.visible, cache.last = visible, tokens[:, -1:]
         return None if bool(visible.all()) else visible  # nothing hidden: the base's own (causal) path, bit for bit
 
     def _keep_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
