@@ -174,6 +174,65 @@ def test_a_torchrun_checkpoint_resumes_in_one_process(train_memory: Memory, mode
     assert sorted(got) == [1, 2, 3, 4] and max(abs(got[s] - want[s]) for s in want) < 1e-4  # step 4: optimizer state
 
 
+#: Runs `burrow ARGV` in each torchrun process with every training loss times LOSS_FACTOR (2**8: a tiny model's
+#: gradients overflow fp16 at the initial loss scale).
+SCALED = """
+import os, sys
+import burrow.train.distributed as D
+from burrow.cli import main
+real, factor = D._loss_sum, float(os.environ["LOSS_FACTOR"])
+D._loss_sum = lambda *args, **kwargs: real(*args, **kwargs) * factor
+sys.argv = ["burrow", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("parallel", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+def test_fp16_under_torchrun_skips_overflowing_steps_and_resumes_the_loss_scale(train_memory: Memory, model_toml,
+                                                                                 tmp_path: Path, parallel: str) -> None:
+    """fp16 under torchrun ran without loss scaling. Every rank now skips the same overflowing steps (the scale
+    halves), AdamW counts only the steps it took, and a resumed run continues with the checkpoint's scale."""
+    import torch
+
+    toml = model_toml(tmp_path / "m.toml", retro=False)
+    script = tmp_path / "scaled.py"
+    script.write_text(SCALED, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(Path(burrow.__file__).parents[1]), "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "LOSS_FACTOR": str(2.0**8)}
+    fp16 = [a if a != "fp32" else "fp16" for a in ARGS]
+    args = [*fp16, "-m", toml, "--memory", train_memory.dir, "-o", tmp_path / "run",
+            "--steps", "6", "--checkpoint-every", "2", "--keep-checkpoints", "5", "--parallel", parallel]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), "train",
+           *map(str, args)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    want = [(r["loss"], r["loss_scale"], r["skipped_steps"]) for r in rows]
+    skipped = rows[-1]["skipped_steps"]
+    assert rows[0]["loss_scale"] == 2.0**16 and rows[0]["grad_norm"] is None and 3 <= skipped < 6
+    state = torch.load(tmp_path / "run" / "checkpoints" / "step_000006" / "state.pt", weights_only=True)
+    manifest = json.loads((tmp_path / "run" / "train.manifest.json").read_text())
+    assert state["skipped_steps"] == manifest["skipped_steps"] == skipped
+    assert state["scaler"]["scale"] == manifest["loss_scale"] < 2.0**16
+    # killed after step 4's checkpoint
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step_000006")
+    shutil.rmtree(tmp_path / "run" / "final")
+    (tmp_path / "run" / "train.manifest.json").unlink()
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "resumed from step 4" in res.stdout, res.stderr[-2000:]
+    got = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["loss"], r["loss_scale"], r["skipped_steps"]) for r in got] == want
+    # AdamW's own step count (its bias correction) is the number of steps it took, on every rank
+    from burrow.model import load_model
+    from burrow.train.checkpoint import load_sharded
+    from burrow.train.optim import build_optimizer
+
+    model = load_model(tmp_path / "run" / "checkpoints" / "step_000006")
+    optimizer = build_optimizer(model, TrainConfig(model=toml, out=tmp_path / "x", tokens=tmp_path))
+    load_sharded(tmp_path / "run" / "checkpoints" / "step_000006", model, optimizer)
+    assert {float(s["step"]) for s in optimizer.state.values()} == {6.0 - skipped}
+
+
 def test_more_processes_than_gpus_is_one_error_line(tmp_path: Path, monkeypatch) -> None:
     """torchrun --nproc_per_node 4 on a 2-GPU node: ranks 2 and 3 failed in torch.cuda.set_device with CUDA's
     'invalid device ordinal' traceback."""

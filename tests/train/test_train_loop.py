@@ -16,6 +16,7 @@ from burrow.errors import BurrowError
 from burrow.memory import Memory
 from burrow.model import load_model
 from burrow.train import TrainConfig, load_run, train
+from burrow.train.optim import lr_at
 
 
 def _config(mem: Memory, model: str, out: Path, **kw: object) -> TrainConfig:
@@ -167,3 +168,97 @@ def test_rng_state_of_a_machine_with_more_gpus_restores_on_fewer(monkeypatch) ->
     monkeypatch.setattr(torch.cuda, "set_rng_state", set_one)
     checkpoint.set_rng_state(state)
     assert restored == [0, 1]
+
+
+def _scaled_loss(monkeypatch, factor: float) -> None:
+    """Multiply every training loss by ``factor``: 2**-20 puts a tiny model's gradients where a large model's
+    are (below fp16's smallest value), 2**8 makes them overflow fp16 at the initial loss scale of 2**16."""
+    real = loop._loss_sum
+    monkeypatch.setattr(loop, "_loss_sum", lambda *args, **kwargs: real(*args, **kwargs) * factor)
+
+
+def _rows(run: Path) -> list[dict[str, object]]:
+    return [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_fp16_scales_the_loss_so_small_gradients_reach_the_optimizer(train_memory: Memory, model_toml,
+                                                                     tmp_path: Path, monkeypatch) -> None:
+    """fp16 autocast trained without loss scaling: gradients below fp16's range flushed to zero in the fp16
+    matmuls' backward, and 80% of the weight matrices reached AdamW with all-zero gradients."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    _scaled_loss(monkeypatch, 2.0**-20)
+    reached: list[float] = []  # per step: the share of weight matrices with a non-zero gradient
+
+    def seen(optimizer, args, kwargs) -> None:
+        matrices = [p for group in optimizer.param_groups for p in group["params"] if p.dim() == 2]
+        reached.append(sum(p.grad is not None and bool(p.grad.any()) for p in matrices) / len(matrices))
+
+    hook = register_optimizer_step_pre_hook(seen)
+    try:
+        result = train(_config(train_memory, model_toml(tmp_path / "model.toml", retro=False), tmp_path / "run",
+                               steps=2, eval_every=0, precision="fp16", grad_accum=2))
+    finally:
+        hook.remove()
+    assert reached == [1.0, 1.0]
+    rows = _rows(tmp_path / "run")
+    assert [(r["loss_scale"], r["skipped_steps"]) for r in rows] == [(2.0**16, 0), (2.0**16, 0)]
+    assert all(0 < r["grad_norm"] < 1e-4 for r in rows)  # clipping saw the true (unscaled) gradients
+    manifest = read_json(result.run_dir / "train.manifest.json")
+    assert manifest["loss_scale"] == 2.0**16 and manifest["skipped_steps"] == 0
+
+
+def test_an_fp16_run_killed_and_resumed_continues_with_the_same_loss_scale(train_memory: Memory, model_toml,
+                                                                            tmp_path: Path, monkeypatch) -> None:
+    """The first steps overflow at the initial scale and are skipped (the scale halves each time); the
+    checkpoint keeps the scale, so the resumed run skips what the uninterrupted one skipped."""
+    _scaled_loss(monkeypatch, 2.0**8)
+    model = model_toml(tmp_path / "model.toml", retro=False, dropout=0.1)
+    train(_config(train_memory, model, tmp_path / "straight", precision="fp16"))
+    rows = _rows(tmp_path / "straight")
+    assert [r["skipped_steps"] for r in rows] == [1, 2, 3, 4, 4, 4]  # steps 1-4 overflowed, counted as steps
+    assert [r["loss_scale"] for r in rows] == [2.0**16, 2.0**15, 2.0**14, 2.0**13, 2.0**12, 2.0**12]
+    assert [r["grad_norm"] is None for r in rows] == [True] * 4 + [False] * 2
+    config = _config(train_memory, model, tmp_path / "straight")
+    assert [r["lr"] for r in rows] == [lr_at(s, config) for s in range(6)]  # the schedule follows the step
+    assert read_json(tmp_path / "straight" / "train.manifest.json")["skipped_steps"] == 4
+
+    real_step = loop.train_step
+    calls = {"n": 0}
+
+    def dies_at_step_6(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # step 5 ran and was logged, but the newest checkpoint is step 4
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", dies_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(train_memory, model, tmp_path / "killed", precision="fp16"))
+    monkeypatch.setattr(loop, "train_step", real_step)
+    shutil.copytree(tmp_path / "killed", tmp_path / "old")
+    resumed = train(_config(train_memory, model, tmp_path / "killed", precision="fp16"))
+    assert resumed.resumed_from == 4
+    assert _rows(tmp_path / "killed") == rows  # same losses, scales and skipped steps
+    for p, q in zip(load_run(tmp_path / "straight").parameters(), load_run(tmp_path / "killed").parameters(),
+                    strict=True):
+        assert torch.equal(p, q)
+
+    # a checkpoint written before fp16 runs kept a scale still resumes; its scaler starts again
+    state_file = tmp_path / "old" / "checkpoints" / "step_000004" / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    assert state["scaler"]["scale"] == 2.0**12 and state["skipped_steps"] == 4
+    torch.save({k: v for k, v in state.items() if k not in ("scaler", "skipped_steps")}, state_file)
+    old = train(_config(train_memory, model, tmp_path / "old", precision="fp16"))
+    assert old.resumed_from == 4 and _rows(tmp_path / "old")[4]["loss_scale"] == 2.0**16
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_bf16_and_fp32_runs_have_no_loss_scaling(train_memory: Memory, model_toml, tmp_path: Path,
+                                                 precision: str) -> None:
+    train(_config(train_memory, model_toml(tmp_path / "model.toml", retro=False), tmp_path / "run", steps=2,
+                  eval_every=0, precision=precision))
+    assert all("loss_scale" not in r and r["grad_norm"] is not None for r in _rows(tmp_path / "run"))
+    state = torch.load(tmp_path / "run" / "checkpoints" / "step_000002" / "state.pt", weights_only=True)
+    assert "scaler" not in state and "loss_scale" not in read_json(tmp_path / "run" / "train.manifest.json")

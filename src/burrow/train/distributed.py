@@ -16,13 +16,18 @@ model (safetensors, loadable alone, as in one-process runs) and ``state.pt`` (st
 size). A one-process checkpoint (no ``dcp/``) resumes too: every rank reads its whole model and optimizer
 state and keeps its share.
 Every process writes its shards into the run directory itself: on several nodes it must be shared.
+
+fp16 runs scale the loss (:class:`~burrow.train.loop.LossScaling`) with torch.amp.GradScaler under DDP and
+FSDP2 alike: DDP's gradients are the same on every rank after its all-reduce, and FSDP2's are DTensors, whose
+inf/NaN check is reduced (max) over the ranks, so every rank skips the same steps. (FSDP1's ShardedGradScaler
+is not needed, and fails with fused AdamW: its inf flag, a sum over ranks of shape (1,), is subtracted from
+AdamW's step count.) The scale is in ``state.pt``, the same on every rank.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import shutil
 import time
@@ -56,13 +61,17 @@ from burrow.train.config import TrainConfig, resolve_model_config
 from burrow.train.dataset import Batch, TrainData, build_data, open_sources
 from burrow.train.loop import (
     RUN_KIND,
+    LossScaling,
     ModelSetup,
     TrainResult,
+    _clip_and_step,
     _due,
     _finish,
     _loss_sum,
     _Metrics,
     _prepare_run,
+    _scaled,
+    _scaling_record,
     evaluate_loss,
     train_mode,
 )
@@ -157,14 +166,15 @@ def _train(config: TrainConfig, d: Dist) -> TrainResult:
     model = build_model(model_cfg).to(d.device)  # the same initial weights in every process
     wrapped = _wrap(model, config.parallel, d)
     optimizer = build_optimizer(model, config)  # after fully_shard: over the sharded parameters
+    dtype = autocast_dtype(d.device, config.precision)
+    scaling = LossScaling.of(d.device, dtype)
     start, loss = 0, None
     checkpoints = list_checkpoints(paths)
     if checkpoints:
-        start, loss = _resume(checkpoints[-1][1], model, optimizer, config, d)
+        start, loss = _resume(checkpoints[-1][1], model, optimizer, config, d, scaling)
         if d.main:
             log.info("resuming %s from step %d on %d processes", paths.root, start, d.world)
-    dtype = autocast_dtype(d.device, config.precision)
-    result = _run(config, paths, model, wrapped, optimizer, data, d, dtype, start, loss, model_cfg)
+    result = _run(config, paths, model, wrapped, optimizer, data, d, dtype, start, loss, model_cfg, scaling)
     result.resumed_from = start if checkpoints else None
     return result
 
@@ -191,7 +201,7 @@ def _state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]
 
 
 def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
-            d: Dist) -> tuple[int, float | None]:
+            d: Dist, scaling: LossScaling | None = None) -> tuple[int, float | None]:
     """Load checkpoint ``path`` (sharded or a one-process one: on any number of processes, DDP or FSDP)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
@@ -205,6 +215,8 @@ def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, conf
         full = _state(plain, plain_optimizer)
         set_state_dict(model, optimizer, model_state_dict=full["model"], optim_state_dict=full["optim"],
                        options=StateDictOptions(full_state_dict=True))
+    if scaling is not None:
+        scaling.load(state)
     set_rng_state(state["rng"])
     return int(state["step"]), state.get("loss")
 
@@ -224,7 +236,7 @@ def _full_model(model: nn.Module, parallel: str, cfg: ModelConfig, d: Dist) -> n
 
 
 def _save(paths: RunPaths, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, loss: float,
-          config: TrainConfig, cfg: ModelConfig, d: Dist) -> None:
+          config: TrainConfig, cfg: ModelConfig, d: Dist, scaling: LossScaling | None = None) -> None:
     """Checkpoint ``step``: every rank writes its DCP shards into a hidden directory; rank 0 adds the full
     model and state.pt, then moves it into place (a killed run never leaves one that looks complete)."""
     import torch.distributed.checkpoint as dcp
@@ -238,8 +250,8 @@ def _save(paths: RunPaths, step: int, model: nn.Module, optimizer: torch.optim.O
     full = _full_model(model, config.parallel, cfg, d)
     if full is not None:
         save_model(full, tmp)  # type: ignore[arg-type]
-        torch.save({"step": step, "loss": loss, "rng": rng_state(), "world_size": d.world,
-                    "format": "dcp"}, tmp / STATE_FILE)
+        torch.save({"step": step, "loss": loss, "rng": rng_state(), "world_size": d.world, "format": "dcp",
+                    **(scaling.state() if scaling is not None else {})}, tmp / STATE_FILE)
         dest = paths.checkpoint(step)
         # a re-taken step: the old folder is moved aside in one rename, never deleted in place (a crash during
         # that rmtree left a half-deleted checkpoint that still looked complete); pruning removes leftovers
@@ -260,8 +272,9 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 def _step(wrapped: nn.Module, optimizer: torch.optim.Optimizer, micro: list[Batch], clip: float, d: Dist,
-          dtype: torch.dtype | None) -> tuple[float, float]:
-    """One optimizer step over this rank's micro-batches; the loss is over the GLOBAL batch's targets."""
+          dtype: torch.dtype | None, scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
+    """One optimizer step over this rank's micro-batches; the loss is over the GLOBAL batch's targets (``scaler``:
+    fp16's loss scaling, as in :func:`burrow.train.loop.train_step`)."""
     counts = torch.tensor([float(sum(b.n_targets for b in micro))], dtype=torch.float64, device=d.device)
     dist.all_reduce(counts)
     total = max(1.0, float(counts))
@@ -274,18 +287,17 @@ def _step(wrapped: nn.Module, optimizer: torch.optim.Optimizer, micro: list[Batc
         with sync:
             loss = _loss_sum(wrapped, batch, d.device, dtype)  # type: ignore[arg-type]
             # DDP and FSDP average gradients over ranks: × world turns that mean into the global sum.
-            (loss * (d.world / total)).backward()
+            _scaled(loss * (d.world / total), scaler).backward()
         loss_sum += loss.detach().double()
     dist.all_reduce(loss_sum)
-    norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), clip if clip > 0 else math.inf)
+    norm = _clip_and_step(wrapped.parameters(), optimizer, clip, scaler)
     norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-    optimizer.step()
     return float(loss_sum) / total, float(norm)
 
 
 def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Module,
          optimizer: torch.optim.Optimizer, data: TrainData, d: Dist, dtype: torch.dtype | None, start: int,
-         loss: float | None, cfg: ModelConfig) -> TrainResult:
+         loss: float | None, cfg: ModelConfig, scaling: LossScaling | None = None) -> TrainResult:
     """Steps ``start`` .. ``config.steps`` (rank 0 writes metrics); checkpoints; then ``final/``."""
     metrics = _Metrics(paths, start) if d.main else None
     valid_seqs = data.valid_sequences(config.valid_sequences)
@@ -305,7 +317,9 @@ def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Mod
             set_lr(optimizer, lr)
             mine = data.rank_sequences(step, config.batch_size, d.rank, d.world)  # (batch_size / world,)
             micro = [data.train.batch(s) for s in np.split(mine, config.grad_accum)]
-            loss, norm = _step(step_model, optimizer, micro, config.clip, d, dtype)
+            scale = scaling.scale() if scaling is not None else 0.0
+            loss, norm = _step(step_model, optimizer, micro, config.clip, d, dtype,
+                               scaling.scaler if scaling is not None else None)
             dt = time.perf_counter() - t0
             if config.compile and step == start and d.main:
                 log.info("first step %.1f s (torch.compile included)", dt)
@@ -313,6 +327,8 @@ def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Mod
             record: dict[str, Any] = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": norm,
                                       "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_step / dt,
                                       "processes": d.world}
+            if scaling is not None:
+                record.update(_scaling_record(scaling, scale))
             if _due(step + 1, config.eval_every, config.steps):
                 val_loss = evaluate_loss(evaluator, data.valid, valid_seqs, config.micro_batch, d.device, dtype)
                 record["val_loss"] = val_loss
@@ -321,7 +337,7 @@ def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Mod
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}")
             if _due(step + 1, int(config.checkpoint_every or 0), config.steps):
-                _save(paths, step + 1, model, optimizer, loss, config, cfg, d)
+                _save(paths, step + 1, model, optimizer, loss, config, cfg, d, scaling)
     finally:
         bar.close()
         if metrics is not None:
@@ -333,6 +349,6 @@ def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Mod
                          (config.steps - start) * tokens_per_step / seconds if seconds else 0.0, seconds)
     if full is not None:
         result = _finish(config, paths, full, loss, val_loss, seconds,  # type: ignore[arg-type]
-                         (config.steps - start) * tokens_per_step)
+                         (config.steps - start) * tokens_per_step, scaling=scaling)
     dist.barrier()
     return result

@@ -6,6 +6,10 @@ The loss is the mean cross-entropy over every target of an optimizer step: each 
 its summed loss divided by the step's target count, so gradient accumulation changes nothing but
 memory use. A run re-run on the same directory resumes from its newest checkpoint and continues
 exactly as the uninterrupted run would (same data order, LR, RNG, optimizer state).
+
+Under fp16 autocast the loss is scaled dynamically (:class:`LossScaling`): gradients too small for fp16
+would flush to zero otherwise. A step whose gradients overflow is skipped (no update) but counted: the
+step number, and so the data order and the LR schedule, advance as in every other step.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -52,7 +56,8 @@ log = logging.getLogger(__name__)
 
 RUN_KIND = "train"  # manifest kind of a finished run
 
-__all__ = ["ModelSetup", "TrainResult", "evaluate_loss", "load_run", "train", "train_step"]  # load_run: model I/O
+__all__ = ["LossScaling", "ModelSetup", "TrainResult", "evaluate_loss", "load_run", "train",  # load_run: model I/O
+           "train_step"]
 
 
 @dataclass
@@ -87,6 +92,43 @@ class ModelSetup:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class LossScaling:
+    """Dynamic loss scaling of an fp16 run: its GradScaler and the steps skipped so far (gradients with inf or
+    NaN at the scale of the moment: no update, the scale halves). bf16 and fp32 have fp32's exponent range and
+    run without one. Saved in every checkpoint, so a resumed run continues with the same scale."""
+
+    scaler: torch.amp.GradScaler
+    skipped: int = 0
+
+    @classmethod
+    def of(cls, device: torch.device, dtype: torch.dtype | None) -> LossScaling | None:
+        """Scaling for autocast ``dtype`` on ``device``: fp16 only (initial scale 2**16, halved on a skipped step,
+        doubled after 2000 steps in a row without one)."""
+        return cls(torch.amp.GradScaler(device.type)) if dtype == torch.float16 else None
+
+    def scale(self) -> float:
+        """The scale the next step's backward runs with."""
+        return float(self.scaler.get_scale())
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint entries (``state.pt``)."""
+        return {"scaler": self.scaler.state_dict(), "skipped_steps": self.skipped}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` from a checkpoint's state; one without it (a bf16/fp32 run's, or one written before
+        fp16 runs were scaled) leaves the scaler at its initial scale."""
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+            self.skipped = int(state.get("skipped_steps", 0))
+        else:
+            log.info("the checkpoint holds no loss scale; fp16 loss scaling starts again at %g", self.scale())
+
+    def record(self) -> dict[str, Any]:
+        """The run's final scale and skipped steps (manifest)."""
+        return {"loss_scale": self.scale(), "skipped_steps": self.skipped}
+
+
 def train(config: TrainConfig, setup: ModelSetup | None = None) -> TrainResult:
     """Train (or resume, or skip when finished) the run described by ``config`` (and ``setup``, if given)."""
     paths = RunPaths(config.out)
@@ -113,15 +155,16 @@ def train(config: TrainConfig, setup: ModelSetup | None = None) -> TrainResult:
     built = setup.build() if setup is not None else build_model(model_cfg)
     model = cast(Transformer, built.to(device))  # a setup's model is used through the same interface
     optimizer = build_optimizer(model, config)
+    scaling = LossScaling.of(device, dtype)
     start, last_loss = 0, None
     if resume is not None:
-        start, last_loss, resume = _resume_newest_intact(paths, model, optimizer, device, setup)
+        start, last_loss, resume = _resume_newest_intact(paths, model, optimizer, device, setup, scaling)
         log.info("resuming %s from step %d (%s)", paths.root, start, resume.name)
     log.info("training %s (%s, %.1fM parameters) on %s, autocast %s", model_cfg.name or config.model,
              "RETRO" if model_cfg.retro else "baseline", model.num_parameters(non_embedding=False) / 1e6,
              device, dtype)
     save = setup.save if setup is not None else save_model
-    result = _run(config, paths, model, optimizer, data, device, dtype, start, last_loss, save)
+    result = _run(config, paths, model, optimizer, data, device, dtype, start, last_loss, save, scaling)
     result.resumed_from = start if resume is not None else None
     return result
 
@@ -164,13 +207,14 @@ def _check_compatible(root: Path, old: dict[str, Any], new: dict[str, Any]) -> N
 
 
 def _resume_newest_intact(paths: RunPaths, model: nn.Module, optimizer: torch.optim.Optimizer,
-                          device: torch.device, setup: ModelSetup | None) -> tuple[int, float | None, Path]:
+                          device: torch.device, setup: ModelSetup | None,
+                          scaling: LossScaling | None = None) -> tuple[int, float | None, Path]:
     """:func:`_resume` from the newest checkpoint that loads; a damaged newer one (truncated weights or
     state) is passed over with a warning, and retaken when training reaches its step again."""
     checkpoints = list_checkpoints(paths)
     for _, path in reversed(checkpoints):
         try:
-            step, loss = _resume(path, model, optimizer, device, setup)
+            step, loss = _resume(path, model, optimizer, device, setup, scaling)
         except BurrowError as e:
             log.warning("cannot resume from %s: %s; falling back to the checkpoint before it", path.name, e)
             continue
@@ -180,8 +224,9 @@ def _resume_newest_intact(paths: RunPaths, model: nn.Module, optimizer: torch.op
 
 
 def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-            setup: ModelSetup | None = None) -> tuple[int, float | None]:
-    """Load checkpoint ``path`` into ``model`` and ``optimizer``; restore RNG; return its step and loss."""
+            setup: ModelSetup | None = None, scaling: LossScaling | None = None) -> tuple[int, float | None]:
+    """Load checkpoint ``path`` into ``model``, ``optimizer`` and ``scaling``; restore RNG; return its step and
+    loss."""
     if setup is not None and setup.load is not None:
         setup.load(model, path)
         state = load_state(path)
@@ -192,6 +237,8 @@ def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, devi
         load_sharded(path, model, optimizer)
     else:
         optimizer.load_state_dict(state["optimizer"])
+    if scaling is not None:
+        scaling.load(state)
     set_rng_state(state["rng"])
     return int(state["step"]), state.get("loss")
 
@@ -247,18 +294,43 @@ def _loss_sum(model: nn.Module, batch: Batch, device: torch.device, dtype: torch
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro: list[Batch], clip: float,
-               device: torch.device, dtype: torch.dtype | None) -> tuple[float, float]:
-    """One optimizer step over micro-batches; returns (mean loss per target, gradient norm before clipping)."""
+               device: torch.device, dtype: torch.dtype | None,
+               scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
+    """One optimizer step over micro-batches; returns (mean loss per target, gradient norm before clipping).
+
+    With ``scaler`` (fp16) each micro-batch's loss is scaled before its backward and the gradients unscaled
+    before clipping; a step with inf/NaN gradients changes no parameter (its norm is then inf or NaN).
+    """
     total = max(1, sum(b.n_targets for b in micro))
     optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), device=device)
     for batch in micro:
         loss = _loss_sum(model, batch, device, dtype)
-        (loss / total).backward()
+        _scaled(loss / total, scaler).backward()
         loss_sum += loss.detach()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else math.inf)
-    optimizer.step()
+    norm = _clip_and_step(model.parameters(), optimizer, clip, scaler)
     return float(loss_sum) / total, float(norm)
+
+
+def _scaled(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> torch.Tensor:
+    """``loss`` times the scaler's scale (``loss`` itself without a scaler)."""
+    return scaler.scale(loss) if scaler is not None else loss
+
+
+def _clip_and_step(params: Iterable[torch.Tensor], optimizer: torch.optim.Optimizer, clip: float,
+                  scaler: torch.amp.GradScaler | None) -> torch.Tensor:
+    """Clip the gradients' norm to ``clip`` (0: no clipping) and step; return the norm before clipping. A
+    ``scaler`` unscales first (the clip sees the true gradients), skips the update when a gradient is inf or NaN
+    and updates its scale."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
+    return norm
 
 
 def train_mode(model: nn.Module) -> None:
@@ -290,7 +362,7 @@ def evaluate_loss(model: Transformer, split: Split, seqs: np.ndarray, micro_batc
 
 def _run(config: TrainConfig, paths: RunPaths, model: Transformer, optimizer: torch.optim.Optimizer,
          data: TrainData, device: torch.device, dtype: torch.dtype | None, start: int,
-         loss: float | None, save: SaveFn = save_model) -> TrainResult:
+         loss: float | None, save: SaveFn = save_model, scaling: LossScaling | None = None) -> TrainResult:
     """Steps ``start`` .. ``config.steps``: metrics, validation, checkpoints; then ``final/``."""
     metrics = _Metrics(paths, start)
     valid_seqs = data.valid_sequences(config.valid_sequences)
@@ -307,13 +379,17 @@ def _run(config: TrainConfig, paths: RunPaths, model: Transformer, optimizer: to
             set_lr(optimizer, lr)
             seqs = data.step_sequences(step, config.batch_size)  # (batch_size,)
             micro = [data.train.batch(s) for s in np.split(seqs, config.grad_accum)]
-            loss, norm = train_step(step_model, optimizer, micro, config.clip, device, dtype)
+            scale = scaling.scale() if scaling is not None else 0.0
+            loss, norm = train_step(step_model, optimizer, micro, config.clip, device, dtype,
+                                    scaling.scaler if scaling is not None else None)
             dt = time.perf_counter() - t0
             if config.compile and step == start:
                 log.info("first step %.1f s (torch.compile included)", dt)
             seconds += dt
             record: dict[str, Any] = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": norm,
                                       "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_step / dt}
+            if scaling is not None:
+                record.update(_scaling_record(scaling, scale))
             if _due(step + 1, config.eval_every, config.steps):
                 val_loss = evaluate_loss(model, data.valid, valid_seqs, config.micro_batch, device, dtype)
                 record["val_loss"] = val_loss
@@ -324,13 +400,27 @@ def _run(config: TrainConfig, paths: RunPaths, model: Transformer, optimizer: to
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}",
                             **({"val": f"{val_loss:.3f}"} if val_loss is not None else {}))
             if _due(step + 1, int(config.checkpoint_every or 0), config.steps):
-                save_checkpoint(paths, step + 1, model, optimizer, {"loss": loss}, config.keep_checkpoints, save)
+                extra = {"loss": loss, **(scaling.state() if scaling is not None else {})}
+                save_checkpoint(paths, step + 1, model, optimizer, extra, config.keep_checkpoints, save)
     finally:
         bar.close()
         metrics.close()
     if start == config.steps:  # resumed from the last checkpoint (killed before final/): the last step's validation
         val_loss = evaluate_loss(model, data.valid, valid_seqs, config.micro_batch, device, dtype)
-    return _finish(config, paths, model, loss, val_loss, seconds, (config.steps - start) * tokens_per_step, save)
+    return _finish(config, paths, model, loss, val_loss, seconds, (config.steps - start) * tokens_per_step, save,
+                   scaling)
+
+
+def _scaling_record(scaling: LossScaling, scale: float) -> dict[str, Any]:
+    """The metrics of a step run with loss scale ``scale``: that scale and the run's skipped steps so far; a
+    step the scaler skipped (its scale backed off) counts, and its gradient norm (inf or NaN) is null."""
+    record: dict[str, Any] = {"loss_scale": scale}
+    if scaling.scale() < scale:
+        scaling.skipped += 1
+        record["grad_norm"] = None
+        log.debug("fp16 gradients overflowed at loss scale %g: step skipped", scale)
+    record["skipped_steps"] = scaling.skipped
+    return record
 
 
 def _due(done: int, every: int, total: int) -> bool:
@@ -339,15 +429,20 @@ def _due(done: int, every: int, total: int) -> bool:
 
 
 def _finish(config: TrainConfig, paths: RunPaths, model: Transformer, loss: float | None,
-            val_loss: float | None, seconds: float, tokens: int, save: SaveFn = save_model) -> TrainResult:
+            val_loss: float | None, seconds: float, tokens: int, save: SaveFn = save_model,
+            scaling: LossScaling | None = None) -> TrainResult:
     """Write ``final/`` and the run's manifest (last: it marks the run finished)."""
     write_model_atomically(model, paths.final, save)
     rate = tokens / seconds if seconds > 0 else 0.0
+    scaled_run = scaling.record() if scaling is not None else {}
     write_manifest(paths.root, RUN_KIND, steps=config.steps, loss=loss, val_loss=val_loss,
                    tokens=config.steps * config.batch_size * config.seq_len, model_dir="final",
-                   tokens_per_second_last_call=rate)
+                   tokens_per_second_last_call=rate, **scaled_run)
     log.info("finished %s: %d steps, loss %s, val loss %s -> %s", paths.root, config.steps, _four(loss),
              _four(val_loss), paths.final)
+    if scaling is not None:
+        log.info("fp16 loss scale %g at the end; %d of %d steps skipped (inf/NaN gradients)", scaled_run["loss_scale"],
+                 scaling.skipped, config.steps)
     return TrainResult(paths.root, paths.final, config.steps, loss, val_loss, rate, seconds)
 
 
