@@ -81,7 +81,8 @@ def autocast_dtype(device: torch.device, requested: str = "auto") -> torch.dtype
     if requested == "fp16":
         return torch.float16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # native bf16 only (Ampere and later): V100/T4 emulate it, slowly; fp16 there (training scales its loss)
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     return torch.bfloat16 if cpu_has_bf16() else None
 
 
