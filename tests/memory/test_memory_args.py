@@ -210,3 +210,27 @@ def test_a_memory_whose_tokenizer_now_reads_another_pad_is_one_error(built: Memo
     write_json(path, {**read_json(path), "pad_id": built.tokenizer.pad_id + 1})
     with pytest.raises(BurrowError, match="rebuild the memory"):
         Memory(copy).tokenizer  # noqa: B018
+
+
+def test_an_index_of_another_memory_is_refused(memory: Memory, make_memory, short_docs, burrow_cli) -> None:
+    """An index.faiss copied from another memory (more chunks): searches returned chunks of the wrong
+    documents, and a neighbour table failed with an IndexError traceback."""
+    other = make_memory("other", {**short_docs, "tides": "The tides rise and fall twice a day, pulled by the Moon."})
+    assert len(other) != len(memory)
+    shutil.copy(other.dir / "index.faiss", memory.dir / "index.faiss")
+    fresh = Memory(memory.dir, encoder=memory.encoder)
+    with pytest.raises(BurrowError, match=r"index\.faiss is damaged .*re-run the `burrow memory build`"):
+        fresh.search(["owls hunt at night"], k=2)
+    code, _, err = burrow_cli("memory", "neighbours", memory.dir, "-k", "2")
+    assert code == 2 and "index.faiss is damaged (it holds" in err and "Traceback" not in err, err
+
+
+def test_an_index_not_of_the_size_written_is_refused(memory: Memory) -> None:
+    """The same number of keys in another index (HNSW over these keys, where the manifest says Flat)."""
+    import faiss
+
+    hnsw = faiss.index_factory(int(memory.manifest["dim"]), "HNSW32")
+    hnsw.add(memory.stored_keys(np.arange(len(memory))))
+    faiss.write_index(hnsw, str(memory.dir / "index.faiss"))
+    with pytest.raises(BurrowError, match=r"index\.faiss is damaged \(not of the size this memory's build wrote\)"):
+        Memory(memory.dir, encoder=memory.encoder).search(["owls hunt at night"], k=2)
