@@ -234,3 +234,9 @@ def test_an_index_not_of_the_size_written_is_refused(memory: Memory) -> None:
     faiss.write_index(hnsw, str(memory.dir / "index.faiss"))
     with pytest.raises(BurrowError, match=r"index\.faiss is damaged \(not of the size this memory's build wrote\)"):
         Memory(memory.dir, encoder=memory.encoder).search(["owls hunt at night"], k=2)
+
+
+def test_info_of_a_memory_without_an_index_manifest_is_no_traceback(memory: Memory, burrow_cli) -> None:
+    (memory.dir / "index.manifest.json").unlink()
+    code, out, err = burrow_cli("memory", "info", memory.dir)
+    assert code == 0 and "index       missing" in out and "burrow memory build" in out, err

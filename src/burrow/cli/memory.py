@@ -131,9 +131,13 @@ def info(directory: Path = typer.Argument(..., help="Memory directory."),
     typer.echo(f"tokenizer   {tok.get('tokenizer_kind')} vocab {tok.get('vocab_size')} ({m['tokenizer']}); "
                f"exact round trip: {tok.get('roundtrip_exact')}")
     typer.echo(f"encoder     {m['encoder_config']['model']} dim {m['dim']} ({m['encoder']})")
-    idx = data["index"] or {}
-    params = idx.get("search_params") or ""
-    typer.echo(f"index       {idx.get('factory')} {params} squared L2, {idx.get('ntotal'):,} keys")
+    idx = data["index"]
+    if idx is None:  # (its manifest deleted: a search says the same)
+        typer.echo("index       missing (no index.manifest.json); re-run the `burrow memory build` command "
+                   "that made the memory: it builds the index again")
+    else:
+        params = idx.get("search_params") or ""
+        typer.echo(f"index       {idx.get('factory')} {params} squared L2, {idx.get('ntotal'):,} keys")
     for nb in data["neighbours"]:
         typer.echo(f"neighbours  {nb['name']} k={nb['k']} over {nb['n_chunks']:,} chunks "
                    f"(same-document exclusion: {nb['exclude_same_document']})")
