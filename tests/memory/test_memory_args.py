@@ -223,6 +223,7 @@ def test_an_index_of_another_memory_is_refused(memory: Memory, make_memory, shor
         fresh.search(["owls hunt at night"], k=2)
     code, _, err = burrow_cli("memory", "neighbours", memory.dir, "-k", "2")
     assert code == 2 and "index.faiss is damaged (it holds" in err and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("error: "), err  # not after the progress bar, on its line
 
 
 def test_an_index_not_of_the_size_written_is_refused(memory: Memory) -> None:
