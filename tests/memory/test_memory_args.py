@@ -67,6 +67,16 @@ def test_exclude_docs_and_within_are_checked(built: Memory) -> None:
     assert ids.shape == (2, 1) and set(inside.ravel()) <= {0, 1}
 
 
+def test_keys_of_another_width_or_shape_are_refused(built: Memory) -> None:
+    """Keys of another encoder's width were FAISS's bare AssertionError; one key (1-D) a ValueError unpacking."""
+    dim = int(built.manifest["dim"])
+    for bad in (np.zeros((2, dim + 1), np.float32), np.zeros(dim, np.float32), np.zeros((1, 2, dim))):
+        for within in (None, np.arange(3)):
+            with pytest.raises(BurrowError, match=rf"keys must be a 2-D array \(queries, {dim}\)"):
+                built.search_keys(bad, 2, within=within)
+    assert built.search_keys(np.zeros((2, dim)), 2)[1].shape == (2, 2)  # float64 is fine
+
+
 def test_missing_neighbours_carry_no_provenance(built: Memory) -> None:
     k = len(built) + 5
     res = built.search(["owls hunt at night"], k=k)

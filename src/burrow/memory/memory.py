@@ -256,6 +256,11 @@ class Memory:
         neighbours are -1 / inf.
         """
         k = check_k(k)
+        keys = np.asarray(keys)
+        dim = int(self.manifest["dim"])
+        if keys.ndim != 2 or keys.shape[1] != dim:  # (FAISS's own check is a bare AssertionError)
+            raise BurrowError(f"keys must be a 2-D array (queries, {dim}) of this memory's encoder, not of shape "
+                              f"{keys.shape}")
         if exclude_docs is not None:
             exclude_docs = check_ids(exclude_docs, "exclude_docs", len(keys), -1, self.store.n_docs)
         if within is None:
