@@ -3,6 +3,7 @@ answer; padded (missing) neighbours carry no provenance; a damaged BM25 index is
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -251,3 +252,18 @@ def test_info_of_a_memory_without_an_index_manifest_is_no_traceback(memory: Memo
     (memory.dir / "index.manifest.json").unlink()
     code, out, err = burrow_cli("memory", "info", memory.dir)
     assert code == 0 and "index       missing" in out and "burrow memory build" in out, err
+
+
+def test_cli_k_past_the_memory_is_no_traceback(built: Memory, tmp_path, burrow_cli) -> None:
+    """-k 1000000000 allocated (1, k) arrays of missing neighbours: a MemoryError (or NumPy's "Maximum allowed
+    dimension exceeded") traceback. A search shows the neighbours there are; a table asks for a k that fits."""
+    n = len(built)
+    for k in (n + 1, 10**9, 10**20):
+        code, out, err = burrow_cli("memory", "search", built.dir, "owls hunt at night", "-k", k, "--json")
+        assert code == 0, err
+        assert len(json.loads(out)[0]["neighbours"]) == n
+    mem = shutil.copytree(built.dir, tmp_path / "mem")
+    code, _, err = burrow_cli("memory", "neighbours", mem, "-k", 10**9)
+    assert code == 2 and err.strip() == f"error: -k 1,000,000,000 is more neighbours than the memory's {n:,} " \
+                                        f"chunks; give at most {n:,}", err
+    assert not list((mem / "neighbours").glob("*.manifest.json"))

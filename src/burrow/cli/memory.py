@@ -93,6 +93,8 @@ def build(
         rate = f", {t.rate:,.0f} {t.unit}/s" if t.items > 1 else ""  # not "8 tokenizer/s" for the one tokenizer
         state = "up to date" if t.skipped else f"{t.seconds:.1f} s{rate}"
         typer.echo(f"  {t.name:<11} {t.items:>12,} {t.unit:<7} {state}")
+    if neighbours_k:
+        _check_table_k(neighbours_k, len(memory))
     if neighbours_k and engine == "ray":
         neighbours_ray(memory, k=neighbours_k, config=ray_config)
     elif neighbours_k:
@@ -168,7 +170,9 @@ def search(
     if any(not q.strip() for q in query):  # an empty query's key is the encoder's bias: arbitrary chunks
         raise BurrowError("a query is empty; give the text to search for")
 
-    res = Memory(directory).search(list(query), k=k, retriever=retriever)
+    mem = Memory(directory)
+    # no more neighbours than chunks (they would all be missing): -k 1000000000 allocated GBs, then failed
+    res = mem.search(list(query), k=min(k, len(mem)), retriever=retriever)
     records = res.to_json()
     if as_json:
         typer.echo(json.dumps([{"query": q, "neighbours": r} for q, r in zip(query, records, strict=True)], indent=2))
@@ -227,9 +231,19 @@ def neighbours(
     from burrow.memory import Memory
     from burrow.memory.build import compute_neighbours
 
-    path, m = compute_neighbours(Memory(directory), k=k, target=tokens, name=name, force=force)
+    mem = Memory(directory)
+    _check_table_k(k, len(mem))
+    path, m = compute_neighbours(mem, k=k, target=tokens, name=name, force=force)
     typer.echo(f"neighbours {m['name']} k={k}: {m['n_chunks']:,} chunks → {path} "
                f"(same-document exclusion: {m['exclude_same_document']}, missing: {m['missing']})")
+
+
+def _check_table_k(k: int, n_chunks: int) -> None:
+    """A neighbour table holds k columns per chunk: more than the memory's chunks are all missing (and -k 1000000000
+    allocated GBs, then failed)."""
+    if k > n_chunks:
+        raise BurrowError(f"-k {k:,} is more neighbours than the memory's {n_chunks:,} chunks; give at most "
+                          f"{n_chunks:,}")
 
 
 def register(root_app: typer.Typer) -> None:
