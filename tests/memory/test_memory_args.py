@@ -267,3 +267,14 @@ def test_cli_k_past_the_memory_is_no_traceback(built: Memory, tmp_path, burrow_c
     assert code == 2 and err.strip() == f"error: -k 1,000,000,000 is more neighbours than the memory's {n:,} " \
                                         f"chunks; give at most {n:,}", err
     assert not list((mem / "neighbours").glob("*.manifest.json"))
+
+
+def test_cli_search_of_bytes_that_are_not_utf8(built: Memory, burrow_cli) -> None:
+    """A shell passes undecodable bytes as lone surrogates: --json wrote the query as "\\udcff\\udcfe", which no
+    reader can encode as UTF-8 again. The query is searched and shown with U+FFFD, with one warning."""
+    bad = b"\xff\xfeowls hunt at night".decode("utf-8", errors="surrogateescape")
+    code, out, err = burrow_cli("memory", "search", built.dir, bad, "-k", "1", "--json")
+    assert code == 0 and "not valid UTF-8" in err, err
+    record = json.loads(out)[0]
+    assert record["query"] == "\ufffd\ufffdowls hunt at night" and record["neighbours"]
+    json.dumps(record, ensure_ascii=False).encode("utf-8")

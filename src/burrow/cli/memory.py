@@ -169,6 +169,13 @@ def search(
 
     if any(not q.strip() for q in query):  # an empty query's key is the encoder's bias: arbitrary chunks
         raise BurrowError("a query is empty; give the text to search for")
+    from burrow.data.tokenizer import valid_text
+
+    # a shell's bytes that are not UTF-8 reach Python as lone surrogates: --json wrote them as "\udcff", which
+    # a reader cannot encode as UTF-8 again; they are searched and shown as U+FFFD (as the encoder reads them)
+    if any(valid_text(q) != q for q in query):
+        typer.echo("warning: a query is not valid UTF-8; its undecodable bytes are read as U+FFFD", err=True)
+        query = [valid_text(q) for q in query]
 
     mem = Memory(directory)
     # no more neighbours than chunks (they would all be missing): -k 1000000000 allocated GBs, then failed
