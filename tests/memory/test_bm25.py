@@ -118,3 +118,13 @@ def test_cli_bm25_search_and_info(memory: Memory) -> None:
     assert "comet" in res.output and "bm25=" in res.output and "bm25=-" not in res.output  # a score, not −score
     res = runner.invoke(app, ["info", str(memory.dir)])
     assert res.exit_code == 0 and "bm25" in res.output and "up to date" in res.output
+
+
+def test_a_query_of_stopwords_finds_nothing_without_a_log_line(memory: Memory, caplog) -> None:
+    """bm25s sets its own logger to DEBUG: each query of stopwords alone ("the and of", a window of spaces in
+    in-context retrieval) printed "The query is empty. ..." even at the CLI's WARNING level."""
+    build_bm25(memory, progress=False)
+    caplog.clear()
+    res = search_bm25(memory, ["the and of", " "], k=2, with_text=False)
+    assert (res.ids == -1).all() and np.isinf(res.distances).all()
+    assert not [r for r in caplog.records if r.name.startswith("bm25s")], caplog.text

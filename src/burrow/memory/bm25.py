@@ -92,10 +92,18 @@ class BM25Index:
         return np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float32)  # (q, width) each
 
 
-def _analyse(texts: list[str]) -> list[list[str]]:
-    """Terms of each text: the analysis the index was built with."""
+def _bm25s() -> Any:
+    """The ``bm25s`` module, its log lines below WARNING silenced: it sets its own logger to DEBUG, so each
+    query of stopwords alone printed "The query is empty. ..." whatever the caller's logging level."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+def _analyse(texts: list[str]) -> list[list[str]]:
+    """Terms of each text: the analysis the index was built with."""
+    bm25s = _bm25s()
     out: list[list[str]] = bm25s.tokenize(texts, lower=PARAMS["lower"], stopwords=PARAMS["stopwords"],
                                           token_pattern=PARAMS["token_pattern"], return_ids=False,
                                           show_progress=False)
@@ -169,8 +177,7 @@ def build_bm25(memory: Memory, force: bool = False, progress: bool = True) -> di
     Returns the index's manifest. The new index is written to a temporary folder (manifest last)
     and moved into place, so a killed build leaves the previous index or none, never half of one.
     """
-    import bm25s
-
+    bm25s = _bm25s()
     out = memory.dir / BM25_DIR
     current = None if force else bm25_status(memory)
     if current is not None and current.pop("up_to_date"):
@@ -200,8 +207,7 @@ _LOADED: weakref.WeakKeyDictionary[Memory, BM25Index] = weakref.WeakKeyDictionar
 
 def load_bm25(memory: Memory) -> BM25Index:
     """The memory's BM25 index; a missing or stale one is a :class:`BurrowError` naming the fix."""
-    import bm25s
-
+    bm25s = _bm25s()
     inputs = bm25_inputs(memory)
     cached = _LOADED.get(memory)
     if cached is not None and cached.manifest.get("inputs") == inputs:
