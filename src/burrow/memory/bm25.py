@@ -76,15 +76,20 @@ class BM25Index:
         width = min(k if exclude_docs is None else k + 16, n)
         ids, scores = self._retrieve(query_terms, width)
         out_s, out_i, short = _keep(ids, scores, k, exclude_docs, chunk_docs)
+        # chunks outside each query's document: a row holding them all is complete, however short of k
+        others = np.full(len(texts), n, dtype=np.int64)
+        if exclude_docs is not None:
+            per_doc = np.bincount(chunk_docs, minlength=int(exclude_docs.max()) + 1)
+            others -= np.where(exclude_docs >= 0, per_doc[np.maximum(exclude_docs, 0)], 0)
         # Rows left short whose last hit still scored > 0 may have more matching chunks further down.
-        rows = np.flatnonzero(short & (scores[:, -1] > 0))
+        rows = np.flatnonzero(short & (scores[:, -1] > 0) & ((out_i >= 0).sum(axis=1) < others))
         while len(rows) and width < n:
             width = min(width * 4, n)
             sub_docs = None if exclude_docs is None else exclude_docs[rows]
             ids2, scores2 = self._retrieve([query_terms[r] for r in rows], width)
             s2, i2, short2 = _keep(ids2, scores2, k, sub_docs, chunk_docs)
             out_s[rows], out_i[rows] = s2, i2
-            rows = rows[short2 & (scores2[:, -1] > 0)]
+            rows = rows[short2 & (scores2[:, -1] > 0) & ((i2 >= 0).sum(axis=1) < others[rows])]
         return out_s, out_i
 
     def _retrieve(self, terms: list[list[str]], width: int) -> tuple[np.ndarray, np.ndarray]:
