@@ -118,3 +118,33 @@ def test_cli_bm25_search_and_info(memory: Memory) -> None:
     assert "comet" in res.output and "bm25=" in res.output and "bm25=-" not in res.output  # a score, not −score
     res = runner.invoke(app, ["info", str(memory.dir)])
     assert res.exit_code == 0 and "bm25" in res.output and "up to date" in res.output
+
+
+def test_a_query_of_stopwords_finds_nothing_without_a_log_line(memory: Memory, caplog) -> None:
+    """bm25s sets its own logger to DEBUG: each query of stopwords alone ("the and of", a window of spaces in
+    in-context retrieval) printed "The query is empty. ..." even at the CLI's WARNING level."""
+    build_bm25(memory, progress=False)
+    caplog.clear()
+    res = search_bm25(memory, ["the and of", " "], k=2, with_text=False)
+    assert (res.ids == -1).all() and np.isinf(res.distances).all()
+    assert not [r for r in caplog.records if r.name.startswith("bm25s")], caplog.text
+
+
+def test_exclusion_does_not_widen_past_the_chunks_other_documents_hold(monkeypatch) -> None:
+    """As for the dense search: 500 chunks of one document and 2 of another, all matching the query; once the
+    other document's 2 chunks were found the row stayed "short" of k and was retrieved again up to every chunk."""
+    import bm25s
+
+    from burrow.memory.bm25 import PARAMS, BM25Index, _analyse
+
+    texts = [f"the volcano erupts, lava flow {i}" for i in range(500)] + ["volcano volcano ash"] * 2
+    chunk_docs = np.array([0] * 500 + [1] * 2, dtype=np.int32)
+    retriever = bm25s.BM25(k1=PARAMS["k1"], b=PARAMS["b"], method=PARAMS["method"])
+    retriever.index(_analyse(texts), show_progress=False)
+    index = BM25Index(retriever, {"n_chunks": len(texts)})
+    widths: list[int] = []
+    real = index._retrieve
+    monkeypatch.setattr(index, "_retrieve", lambda terms, width: widths.append(width) or real(terms, width))
+    scores, ids = index.search(["volcano"], 5, np.array([0]), chunk_docs)
+    assert sorted(ids[0, :2].tolist()) == [500, 501] and (ids[0, 2:] == -1).all() and (scores[0, :2] > 0).all()
+    assert widths == [5 + 16], widths

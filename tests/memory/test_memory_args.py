@@ -3,6 +3,7 @@ answer; padded (missing) neighbours carry no provenance; a damaged BM25 index is
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -65,6 +66,16 @@ def test_exclude_docs_and_within_are_checked(built: Memory) -> None:
     _, ids = built.search_keys(keys, 1, exclude_docs=np.array([-1, 0]))
     _, inside = built.search_keys(keys, 1, within=np.array([0, 1]))
     assert ids.shape == (2, 1) and set(inside.ravel()) <= {0, 1}
+
+
+def test_keys_of_another_width_or_shape_are_refused(built: Memory) -> None:
+    """Keys of another encoder's width were FAISS's bare AssertionError; one key (1-D) a ValueError unpacking."""
+    dim = int(built.manifest["dim"])
+    for bad in (np.zeros((2, dim + 1), np.float32), np.zeros(dim, np.float32), np.zeros((1, 2, dim))):
+        for within in (None, np.arange(3)):
+            with pytest.raises(BurrowError, match=rf"keys must be a 2-D array \(queries, {dim}\)"):
+                built.search_keys(bad, 2, within=within)
+    assert built.search_keys(np.zeros((2, dim)), 2)[1].shape == (2, 2)  # float64 is fine
 
 
 def test_missing_neighbours_carry_no_provenance(built: Memory) -> None:
@@ -210,3 +221,60 @@ def test_a_memory_whose_tokenizer_now_reads_another_pad_is_one_error(built: Memo
     write_json(path, {**read_json(path), "pad_id": built.tokenizer.pad_id + 1})
     with pytest.raises(BurrowError, match="rebuild the memory"):
         Memory(copy).tokenizer  # noqa: B018
+
+
+def test_an_index_of_another_memory_is_refused(memory: Memory, make_memory, short_docs, burrow_cli) -> None:
+    """An index.faiss copied from another memory (more chunks): searches returned chunks of the wrong
+    documents, and a neighbour table failed with an IndexError traceback."""
+    other = make_memory("other", {**short_docs, "tides": "The tides rise and fall twice a day, pulled by the Moon."})
+    assert len(other) != len(memory)
+    shutil.copy(other.dir / "index.faiss", memory.dir / "index.faiss")
+    fresh = Memory(memory.dir, encoder=memory.encoder)
+    with pytest.raises(BurrowError, match=r"index\.faiss is damaged .*re-run the `burrow memory build`"):
+        fresh.search(["owls hunt at night"], k=2)
+    code, _, err = burrow_cli("memory", "neighbours", memory.dir, "-k", "2")
+    assert code == 2 and "index.faiss is damaged (it holds" in err and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("error: "), err  # not after the progress bar, on its line
+
+
+def test_an_index_not_of_the_size_written_is_refused(memory: Memory) -> None:
+    """The same number of keys in another index (HNSW over these keys, where the manifest says Flat)."""
+    import faiss
+
+    hnsw = faiss.index_factory(int(memory.manifest["dim"]), "HNSW32")
+    hnsw.add(memory.stored_keys(np.arange(len(memory))))
+    faiss.write_index(hnsw, str(memory.dir / "index.faiss"))
+    with pytest.raises(BurrowError, match=r"index\.faiss is damaged \(not of the size this memory's build wrote\)"):
+        Memory(memory.dir, encoder=memory.encoder).search(["owls hunt at night"], k=2)
+
+
+def test_info_of_a_memory_without_an_index_manifest_is_no_traceback(memory: Memory, burrow_cli) -> None:
+    (memory.dir / "index.manifest.json").unlink()
+    code, out, err = burrow_cli("memory", "info", memory.dir)
+    assert code == 0 and "index       missing" in out and "burrow memory build" in out, err
+
+
+def test_cli_k_past_the_memory_is_no_traceback(built: Memory, tmp_path, burrow_cli) -> None:
+    """-k 1000000000 allocated (1, k) arrays of missing neighbours: a MemoryError (or NumPy's "Maximum allowed
+    dimension exceeded") traceback. A search shows the neighbours there are; a table asks for a k that fits."""
+    n = len(built)
+    for k in (n + 1, 10**9, 10**20):
+        code, out, err = burrow_cli("memory", "search", built.dir, "owls hunt at night", "-k", k, "--json")
+        assert code == 0, err
+        assert len(json.loads(out)[0]["neighbours"]) == n
+    mem = shutil.copytree(built.dir, tmp_path / "mem")
+    code, _, err = burrow_cli("memory", "neighbours", mem, "-k", 10**9)
+    assert code == 2 and err.strip() == f"error: -k 1,000,000,000 is more neighbours than the memory's {n:,} " \
+                                        f"chunks; give at most {n:,}", err
+    assert not list((mem / "neighbours").glob("*.manifest.json"))
+
+
+def test_cli_search_of_bytes_that_are_not_utf8(built: Memory, burrow_cli) -> None:
+    """A shell passes undecodable bytes as lone surrogates: --json wrote the query as "\\udcff\\udcfe", which no
+    reader can encode as UTF-8 again. The query is searched and shown with U+FFFD, with one warning."""
+    bad = b"\xff\xfeowls hunt at night".decode("utf-8", errors="surrogateescape")
+    code, out, err = burrow_cli("memory", "search", built.dir, bad, "-k", "1", "--json")
+    assert code == 0 and "not valid UTF-8" in err, err
+    record = json.loads(out)[0]
+    assert record["query"] == "\ufffd\ufffdowls hunt at night" and record["neighbours"]
+    json.dumps(record, ensure_ascii=False).encode("utf-8")

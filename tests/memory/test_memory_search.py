@@ -59,3 +59,32 @@ def test_check_model_compares_chunk_and_retrieved_length(memory: Memory) -> None
     with pytest.raises(BurrowError, match="do not match the memory's 8 / 16"):
         memory.check_model(ModelConfig(retro=True, cca_layers=(1,), n_layers=2, chunk_size=8, retrieved_len=8))
     assert memory.retrieved_len == 16
+
+
+
+def test_exclusion_does_not_widen_past_the_chunks_other_documents_hold(monkeypatch) -> None:
+    """A memory of one long document (a book read as one .txt file, `--txt-split auto`) and a short one: a
+    chunk of the book can find only the short document's 3 chunks, but its row stayed "short" of k after
+    they were found, so the search widened to every chunk of the memory, (rows, all chunks) arrays per
+    batch (GBs at 100k chunks). A row holding every chunk outside its document is complete."""
+    import faiss
+
+    import burrow.memory.neighbours as nb
+
+    rng = np.random.default_rng(0)
+    keys = rng.normal(size=(2000, 16)).astype(np.float32)
+    chunk_docs = np.zeros(2000, dtype=np.int32)
+    chunk_docs[:3] = 1
+    keys[:6] = keys[0] + rng.normal(scale=0.01, size=(6, 16))  # the queries (3:6) and the short document's chunks
+    index = faiss.IndexFlatL2(16)
+    index.add(keys)
+    widths: list[int] = []
+    real = nb.search
+    monkeypatch.setattr(nb, "search", lambda ix, q, k, *a: widths.append(k) or real(ix, q, k, *a))
+    dists, ids = nb.search_excluding(index, keys[3:6], 5, np.zeros(3, np.int64), chunk_docs)
+    assert (np.sort(ids[:, :3], axis=1) == [0, 1, 2]).all() and (ids[:, 3:] == -1).all()
+    assert np.isinf(dists[:, 3:]).all() and np.isfinite(dists[:, :3]).all()
+    assert widths == [5 + 16], widths
+    widths.clear()
+    dists, ids = nb.search_excluding(index, keys[:3], 5, np.ones(3, np.int64), chunk_docs)  # plenty to find
+    assert (ids >= 0).all() and (chunk_docs[ids] == 0).all() and widths == [5 + 16]

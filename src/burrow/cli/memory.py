@@ -93,6 +93,8 @@ def build(
         rate = f", {t.rate:,.0f} {t.unit}/s" if t.items > 1 else ""  # not "8 tokenizer/s" for the one tokenizer
         state = "up to date" if t.skipped else f"{t.seconds:.1f} s{rate}"
         typer.echo(f"  {t.name:<11} {t.items:>12,} {t.unit:<7} {state}")
+    if neighbours_k:
+        _check_table_k(neighbours_k, len(memory))
     if neighbours_k and engine == "ray":
         neighbours_ray(memory, k=neighbours_k, config=ray_config)
     elif neighbours_k:
@@ -131,9 +133,13 @@ def info(directory: Path = typer.Argument(..., help="Memory directory."),
     typer.echo(f"tokenizer   {tok.get('tokenizer_kind')} vocab {tok.get('vocab_size')} ({m['tokenizer']}); "
                f"exact round trip: {tok.get('roundtrip_exact')}")
     typer.echo(f"encoder     {m['encoder_config']['model']} dim {m['dim']} ({m['encoder']})")
-    idx = data["index"] or {}
-    params = idx.get("search_params") or ""
-    typer.echo(f"index       {idx.get('factory')} {params} squared L2, {idx.get('ntotal'):,} keys")
+    idx = data["index"]
+    if idx is None:  # (its manifest deleted: a search says the same)
+        typer.echo("index       missing (no index.manifest.json); re-run the `burrow memory build` command "
+                   "that made the memory: it builds the index again")
+    else:
+        params = idx.get("search_params") or ""
+        typer.echo(f"index       {idx.get('factory')} {params} squared L2, {idx.get('ntotal'):,} keys")
     for nb in data["neighbours"]:
         typer.echo(f"neighbours  {nb['name']} k={nb['k']} over {nb['n_chunks']:,} chunks "
                    f"(same-document exclusion: {nb['exclude_same_document']})")
@@ -163,8 +169,17 @@ def search(
 
     if any(not q.strip() for q in query):  # an empty query's key is the encoder's bias: arbitrary chunks
         raise BurrowError("a query is empty; give the text to search for")
+    from burrow.data.tokenizer import valid_text
 
-    res = Memory(directory).search(list(query), k=k, retriever=retriever)
+    # a shell's bytes that are not UTF-8 reach Python as lone surrogates: --json wrote them as "\udcff", which
+    # a reader cannot encode as UTF-8 again; they are searched and shown as U+FFFD (as the encoder reads them)
+    if any(valid_text(q) != q for q in query):
+        typer.echo("warning: a query is not valid UTF-8; its undecodable bytes are read as U+FFFD", err=True)
+        query = [valid_text(q) for q in query]
+
+    mem = Memory(directory)
+    # no more neighbours than chunks (they would all be missing): -k 1000000000 allocated GBs, then failed
+    res = mem.search(list(query), k=min(k, len(mem)), retriever=retriever)
     records = res.to_json()
     if as_json:
         typer.echo(json.dumps([{"query": q, "neighbours": r} for q, r in zip(query, records, strict=True)], indent=2))
@@ -223,9 +238,19 @@ def neighbours(
     from burrow.memory import Memory
     from burrow.memory.build import compute_neighbours
 
-    path, m = compute_neighbours(Memory(directory), k=k, target=tokens, name=name, force=force)
+    mem = Memory(directory)
+    _check_table_k(k, len(mem))
+    path, m = compute_neighbours(mem, k=k, target=tokens, name=name, force=force)
     typer.echo(f"neighbours {m['name']} k={k}: {m['n_chunks']:,} chunks → {path} "
                f"(same-document exclusion: {m['exclude_same_document']}, missing: {m['missing']})")
+
+
+def _check_table_k(k: int, n_chunks: int) -> None:
+    """A neighbour table holds k columns per chunk: more than the memory's chunks are all missing (and -k 1000000000
+    allocated GBs, then failed)."""
+    if k > n_chunks:
+        raise BurrowError(f"-k {k:,} is more neighbours than the memory's {n_chunks:,} chunks; give at most "
+                          f"{n_chunks:,}")
 
 
 def register(root_app: typer.Typer) -> None:

@@ -76,15 +76,20 @@ class BM25Index:
         width = min(k if exclude_docs is None else k + 16, n)
         ids, scores = self._retrieve(query_terms, width)
         out_s, out_i, short = _keep(ids, scores, k, exclude_docs, chunk_docs)
+        # chunks outside each query's document: a row holding them all is complete, however short of k
+        others = np.full(len(texts), n, dtype=np.int64)
+        if exclude_docs is not None:
+            per_doc = np.bincount(chunk_docs, minlength=int(exclude_docs.max()) + 1)
+            others -= np.where(exclude_docs >= 0, per_doc[np.maximum(exclude_docs, 0)], 0)
         # Rows left short whose last hit still scored > 0 may have more matching chunks further down.
-        rows = np.flatnonzero(short & (scores[:, -1] > 0))
+        rows = np.flatnonzero(short & (scores[:, -1] > 0) & ((out_i >= 0).sum(axis=1) < others))
         while len(rows) and width < n:
             width = min(width * 4, n)
             sub_docs = None if exclude_docs is None else exclude_docs[rows]
             ids2, scores2 = self._retrieve([query_terms[r] for r in rows], width)
             s2, i2, short2 = _keep(ids2, scores2, k, sub_docs, chunk_docs)
             out_s[rows], out_i[rows] = s2, i2
-            rows = rows[short2 & (scores2[:, -1] > 0)]
+            rows = rows[short2 & (scores2[:, -1] > 0) & ((i2 >= 0).sum(axis=1) < others[rows])]
         return out_s, out_i
 
     def _retrieve(self, terms: list[list[str]], width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,10 +97,18 @@ class BM25Index:
         return np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float32)  # (q, width) each
 
 
-def _analyse(texts: list[str]) -> list[list[str]]:
-    """Terms of each text: the analysis the index was built with."""
+def _bm25s() -> Any:
+    """The ``bm25s`` module, its log lines below WARNING silenced: it sets its own logger to DEBUG, so each
+    query of stopwords alone printed "The query is empty. ..." whatever the caller's logging level."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+def _analyse(texts: list[str]) -> list[list[str]]:
+    """Terms of each text: the analysis the index was built with."""
+    bm25s = _bm25s()
     out: list[list[str]] = bm25s.tokenize(texts, lower=PARAMS["lower"], stopwords=PARAMS["stopwords"],
                                           token_pattern=PARAMS["token_pattern"], return_ids=False,
                                           show_progress=False)
@@ -169,8 +182,7 @@ def build_bm25(memory: Memory, force: bool = False, progress: bool = True) -> di
     Returns the index's manifest. The new index is written to a temporary folder (manifest last)
     and moved into place, so a killed build leaves the previous index or none, never half of one.
     """
-    import bm25s
-
+    bm25s = _bm25s()
     out = memory.dir / BM25_DIR
     current = None if force else bm25_status(memory)
     if current is not None and current.pop("up_to_date"):
@@ -200,8 +212,7 @@ _LOADED: weakref.WeakKeyDictionary[Memory, BM25Index] = weakref.WeakKeyDictionar
 
 def load_bm25(memory: Memory) -> BM25Index:
     """The memory's BM25 index; a missing or stale one is a :class:`BurrowError` naming the fix."""
-    import bm25s
-
+    bm25s = _bm25s()
     inputs = bm25_inputs(memory)
     cached = _LOADED.get(memory)
     if cached is not None and cached.manifest.get("inputs") == inputs:

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from burrow.artefacts import damaged, read_json, read_manifest, require_manifest, require_model_path
+from burrow.artefacts import (
+    damaged,
+    file_as_recorded,
+    read_json,
+    read_manifest,
+    require_manifest,
+    require_model_path,
+)
 from burrow.data.layout import retrieved_length
 from burrow.data.tokenizer import Tokenizer, load_tokenizer
 from burrow.data.tokens import TokenStore
@@ -173,9 +180,18 @@ class Memory:
     def index(self) -> Any:
         """The FAISS index (search parameters applied)."""
         m = require_manifest(self.dir, "index")
-        with damaged(self.dir / "index.faiss", "re-run the `burrow memory build` command that made the memory: "
-                                               "it builds the index again"):
-            return load_index(self.dir / "index.faiss", m.get("search_params", ""))
+        path = self.dir / "index.faiss"
+        fix = "re-run the `burrow memory build` command that made the memory: it builds the index again"
+        with damaged(path, fix):
+            index = load_index(path, m.get("search_params", ""))
+        # another memory's index (copied over this one) searched chunk ids of the wrong documents, or past the
+        # chunk table: its size or key count tells it from the one this memory's build wrote
+        n, chunks = int(index.ntotal), int(self.manifest["n_chunks"])
+        if n != chunks:
+            raise BurrowError(f"{path} is damaged (it holds {n:,} keys for the memory's {chunks:,} chunks); {fix}")
+        if not file_as_recorded(path, m):
+            raise BurrowError(f"{path} is damaged (not of the size this memory's build wrote); {fix}")
+        return index
 
     @property
     def encoder(self) -> FrozenEncoder:
@@ -240,6 +256,11 @@ class Memory:
         neighbours are -1 / inf.
         """
         k = check_k(k)
+        keys = np.asarray(keys)
+        dim = int(self.manifest["dim"])
+        if keys.ndim != 2 or keys.shape[1] != dim:  # (FAISS's own check is a bare AssertionError)
+            raise BurrowError(f"keys must be a 2-D array (queries, {dim}) of this memory's encoder, not of shape "
+                              f"{keys.shape}")
         if exclude_docs is not None:
             exclude_docs = check_ids(exclude_docs, "exclude_docs", len(keys), -1, self.store.n_docs)
         if within is None:

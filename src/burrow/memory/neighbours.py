@@ -40,10 +40,15 @@ def search_excluding(
     order = list_order(index, queries) if n > batch else None  # IVF: queries sharing lists side by side
     dists = np.full((n, k), np.inf, dtype=np.float32)
     ids = np.full((n, k), -1, dtype=np.int64)
+    # chunks outside each query's document: a row holding them all is complete, however short of k
+    others = np.full(n, int(index.ntotal), dtype=np.int64)
+    if query_docs is not None and n:
+        per_doc = np.bincount(chunk_docs, minlength=int(query_docs.max()) + 1)
+        others -= np.where(query_docs >= 0, per_doc[np.maximum(query_docs, 0)], 0)
     for s in range(0, n, batch):
         rows = slice(s, s + batch) if order is None else order[s : s + batch]
         qd = None if query_docs is None else query_docs[rows]
-        d, i = _search_block(index, queries[rows], k, qd, chunk_docs)
+        d, i = _search_block(index, queries[rows], k, qd, chunk_docs, others[rows])
         dists[rows], ids[rows] = d, i
         if progress is not None:
             progress(len(d))
@@ -51,18 +56,18 @@ def search_excluding(
 
 
 def _search_block(index: Any, q: np.ndarray, k: int, qdocs: np.ndarray | None,
-                  chunk_docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                  chunk_docs: np.ndarray, others: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ntotal = int(index.ntotal)
     width = k if qdocs is None else k + 16
     d, i, short = _filter(*search(index, q, min(width, ntotal)), k, qdocs, chunk_docs)
-    rows = np.flatnonzero(short)
+    rows = np.flatnonzero(short & ((i >= 0).sum(axis=1) < others))
     while len(rows) and width < ntotal:
         # Long documents crowd the top of the list with their own chunks: widen only those rows.
         width *= 4
         sub_docs = None if qdocs is None else qdocs[rows]
         d2, i2, s2 = _filter(*search(index, q[rows], min(width, ntotal)), k, sub_docs, chunk_docs)
         d[rows], i[rows] = d2, i2
-        rows = rows[s2]
+        rows = rows[s2 & ((i2 >= 0).sum(axis=1) < others[rows])]
     return d, i
 
 

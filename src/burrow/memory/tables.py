@@ -88,9 +88,9 @@ def compute_neighbours(memory: Memory | str | Path, k: int = DEFAULT_K, target: 
             if old != key_dir or force:
                 shutil.rmtree(old, ignore_errors=True)
         keys = _query_keys(memory, store, table, own, key_dir, progress)
-        bar = tqdm(total=len(table), unit="chunk", desc=f"neighbours k={k}", disable=not progress, unit_scale=True)
-        dists, ids = memory.search_keys(keys, k, exclude_docs=table.docs if own else None, progress=bar.update)
-        bar.close()
+        with tqdm(total=len(table), unit="chunk", desc=f"neighbours k={k}", disable=not progress,
+                  unit_scale=True) as bar:  # (closed on failure too, so an error starts on its own line)
+            dists, ids = memory.search_keys(keys, k, exclude_docs=table.docs if own else None, progress=bar.update)
     for path, arr in ((ids_p, ids), (dist_p, dists)):
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
@@ -110,10 +110,9 @@ def _query_keys(memory: Memory, store: TokenStore, table: ChunkTable, own: bool,
     if shards is not None:
         return load_shards(shards)
     tok = memory.tokenizer
-    bar = tqdm(total=len(table), unit="chunk", desc="encode queries", disable=not progress, unit_scale=True)
-    paths = encode_sharded(memory.encoder, lambda a, b: tok.decode_batch(
-        chunk_tokens(store, table, np.arange(a, b)).tolist()), len(table), key_dir, progress=bar.update)
-    bar.close()
+    with tqdm(total=len(table), unit="chunk", desc="encode queries", disable=not progress, unit_scale=True) as bar:
+        paths = encode_sharded(memory.encoder, lambda a, b: tok.decode_batch(
+            chunk_tokens(store, table, np.arange(a, b)).tolist()), len(table), key_dir, progress=bar.update)
     keys = load_shards(paths)
     shutil.rmtree(key_dir, ignore_errors=True)
     return keys
