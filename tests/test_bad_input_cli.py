@@ -71,6 +71,20 @@ def test_an_output_that_is_a_file_is_refused_before_any_work(world, tmp_path, bu
     assert afile.read_text(encoding="utf-8") == "hi\n"
 
 
+def test_memory_build_refuses_a_run_folder_as_its_output(world, tmp_path, burrow_cli) -> None:
+    """`memory build CORPUS -o RUN` (the run's folder for the memory's) built a whole memory into the run,
+    its footprint.json replaced; `train -o MEM` was already refused."""
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    before = sorted(p.name for p in run.iterdir())
+    footprint = (run / "footprint.json").read_bytes() if (run / "footprint.json").exists() else None
+    code, _, err = burrow_cli("memory", "build", world["small"], "--vocab-size", "400", "-o", run)
+    assert code == 2
+    assert f"{run} is a run or model" in one_error(err) and "give -o a new folder" in one_error(err)
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert ((run / "footprint.json").read_bytes() if (run / "footprint.json").exists() else None) == footprint
+
+
 @pytest.mark.parametrize("name", ["index.faiss", "chunks.npz", "tokens/tokens.bin", "tokens/offsets.npy",
                                   "tokens/documents.jsonl"])
 def test_a_damaged_memory_file_is_one_error_line(world, tmp_path, burrow_cli, name) -> None:
