@@ -272,6 +272,18 @@ def test_a_missing_optional_package_is_one_line_naming_the_extra(world, burrow_c
     assert "needs fastapi" in one_error(err) and "pip install 'burrow[serve]'" in err
 
 
+@pytest.mark.parametrize(("command", "said", "not_said"), [(["train"], "training sequence", "scored window"),
+                                                          (["retrofit"], "training sequence", "scored window"),
+                                                          (["eval"], "scored window", "training")])
+def test_seq_len_help_says_what_it_means_for_that_command(burrow_cli, command, said, not_said) -> None:
+    """--seq-len's help held both meanings: `eval --help` began "(training; default 512)"."""
+    code, out, _ = burrow_cli(*command, "--help")
+    help_text = " ".join(out.split()).replace("│ ", "")
+    start = help_text.index("--seq-len")
+    entry = help_text[start:help_text.index("--", start + 10)]
+    assert code == 0 and said in entry and not_said not in entry, entry
+
+
 def test_memory_builds_precision_lists_only_what_the_encoder_takes(tmp_path, burrow_cli) -> None:
     """`memory build --help` listed fp16, which EncoderConfig refuses; every value it lists is now taken."""
     from burrow.cli.options import ENCODER_PRECISIONS
