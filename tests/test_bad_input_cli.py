@@ -56,6 +56,15 @@ def test_tokenize_of_empty_input_names_it_and_leaves_nothing(world, tmp_path, bu
     assert not (tmp_path / "tk").exists()
 
 
+def test_tokenize_of_a_jsonl_without_the_text_field_leaves_nothing(world, tmp_path, burrow_cli) -> None:
+    """The reader's error came mid-write: a 0-byte tokens.bin kept the new -o folder."""
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text(json.dumps({"body": "the owls hunt at night"}) + "\n", encoding="utf-8")
+    code, _, err = burrow_cli("memory", "tokenize", world["mem_a"], notes, "-o", tmp_path / "tk")
+    assert code == 2 and "has a 'text' field" in one_error(err)
+    assert not (tmp_path / "tk").exists()
+
+
 @pytest.mark.parametrize("command", ["memory build", "train", "eval", "memory tokenize"])
 def test_an_output_that_is_a_file_is_refused_before_any_work(world, tmp_path, burrow_cli, command) -> None:
     afile = tmp_path / "afile"
