@@ -94,6 +94,23 @@ def test_memory_build_refuses_a_run_folder_as_its_output(world, tmp_path, burrow
     assert ((run / "footprint.json").read_bytes() if (run / "footprint.json").exists() else None) == footprint
 
 
+@pytest.mark.parametrize("command", ["tasks run", "risks"])
+@pytest.mark.parametrize("into", ["mem_a", "run"])
+def test_tasks_and_risks_refuse_a_memory_or_a_run_as_their_output(world, tmp_path, burrow_cli, command,
+                                                                    into) -> None:
+    """`tasks run … -o MEM` wrote results.json, configs/, per_task/ and lm_cache/ among the memory's files (and
+    `tasks report MEM` then advised it); `risks … -o RUN` its report into the run. eval, train and memory build
+    already refused another artefact's folder."""
+    target = tmp_path / into
+    shutil.copytree(world[into], target)
+    before = sorted(str(p.relative_to(target)) for p in target.rglob("*"))
+    args = {"tasks run": ["tasks", "run", world["run"], "--memory", world["mem_a"], "--tasks", "arc_easy"],
+            "risks": ["risks", world["run"], "--memory", world["mem_a"], "--risks", "environmental"]}[command]
+    code, _, err = burrow_cli(*args, "-o", target)
+    assert code == 2 and "give -o a new folder" in one_error(err), err
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == before
+
+
 @pytest.mark.parametrize("name", ["index.faiss", "chunks.npz", "tokens/tokens.bin", "tokens/offsets.npy",
                                   "tokens/documents.jsonl"])
 def test_a_damaged_memory_file_is_one_error_line(world, tmp_path, burrow_cli, name) -> None:
