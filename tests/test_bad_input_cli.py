@@ -56,6 +56,15 @@ def test_tokenize_of_empty_input_names_it_and_leaves_nothing(world, tmp_path, bu
     assert not (tmp_path / "tk").exists()
 
 
+def test_tokenize_of_a_jsonl_without_the_text_field_leaves_nothing(world, tmp_path, burrow_cli) -> None:
+    """The reader's error came mid-write: a 0-byte tokens.bin kept the new -o folder."""
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text(json.dumps({"body": "the owls hunt at night"}) + "\n", encoding="utf-8")
+    code, _, err = burrow_cli("memory", "tokenize", world["mem_a"], notes, "-o", tmp_path / "tk")
+    assert code == 2 and "has a 'text' field" in one_error(err)
+    assert not (tmp_path / "tk").exists()
+
+
 @pytest.mark.parametrize("command", ["memory build", "train", "eval", "memory tokenize"])
 def test_an_output_that_is_a_file_is_refused_before_any_work(world, tmp_path, burrow_cli, command) -> None:
     afile = tmp_path / "afile"
@@ -69,6 +78,37 @@ def test_an_output_that_is_a_file_is_refused_before_any_work(world, tmp_path, bu
         assert code == 2
         assert f"{afile} is a file" in one_error(err)
     assert afile.read_text(encoding="utf-8") == "hi\n"
+
+
+def test_memory_build_refuses_a_run_folder_as_its_output(world, tmp_path, burrow_cli) -> None:
+    """`memory build CORPUS -o RUN` (the run's folder for the memory's) built a whole memory into the run,
+    its footprint.json replaced; `train -o MEM` was already refused."""
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    before = sorted(p.name for p in run.iterdir())
+    footprint = (run / "footprint.json").read_bytes() if (run / "footprint.json").exists() else None
+    code, _, err = burrow_cli("memory", "build", world["small"], "--vocab-size", "400", "-o", run)
+    assert code == 2
+    assert f"{run} is a run or model" in one_error(err) and "give -o a new folder" in one_error(err)
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert ((run / "footprint.json").read_bytes() if (run / "footprint.json").exists() else None) == footprint
+
+
+@pytest.mark.parametrize("command", ["tasks run", "risks"])
+@pytest.mark.parametrize("into", ["mem_a", "run"])
+def test_tasks_and_risks_refuse_a_memory_or_a_run_as_their_output(world, tmp_path, burrow_cli, command,
+                                                                    into) -> None:
+    """`tasks run … -o MEM` wrote results.json, configs/, per_task/ and lm_cache/ among the memory's files (and
+    `tasks report MEM` then advised it); `risks … -o RUN` its report into the run. eval, train and memory build
+    already refused another artefact's folder."""
+    target = tmp_path / into
+    shutil.copytree(world[into], target)
+    before = sorted(str(p.relative_to(target)) for p in target.rglob("*"))
+    args = {"tasks run": ["tasks", "run", world["run"], "--memory", world["mem_a"], "--tasks", "arc_easy"],
+            "risks": ["risks", world["run"], "--memory", world["mem_a"], "--risks", "environmental"]}[command]
+    code, _, err = burrow_cli(*args, "-o", target)
+    assert code == 2 and "give -o a new folder" in one_error(err), err
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == before
 
 
 @pytest.mark.parametrize("name", ["index.faiss", "chunks.npz", "tokens/tokens.bin", "tokens/offsets.npy",
@@ -256,6 +296,18 @@ def test_a_missing_optional_package_is_one_line_naming_the_extra(world, burrow_c
     code, _, err = burrow_cli("serve", world["run"], "--memory", world["mem_a"], "--port", "0")
     assert code == 2 and "Traceback" not in err
     assert "needs fastapi" in one_error(err) and "pip install 'burrow[serve]'" in err
+
+
+@pytest.mark.parametrize(("command", "said", "not_said"), [(["train"], "training sequence", "scored window"),
+                                                          (["retrofit"], "training sequence", "scored window"),
+                                                          (["eval"], "scored window", "training")])
+def test_seq_len_help_says_what_it_means_for_that_command(burrow_cli, command, said, not_said) -> None:
+    """--seq-len's help held both meanings: `eval --help` began "(training; default 512)"."""
+    code, out, _ = burrow_cli(*command, "--help")
+    help_text = " ".join(out.split()).replace("│ ", "")
+    start = help_text.index("--seq-len")
+    entry = help_text[start:help_text.index("--", start + 10)]
+    assert code == 0 and said in entry and not_said not in entry, entry
 
 
 def test_memory_builds_precision_lists_only_what_the_encoder_takes(tmp_path, burrow_cli) -> None:

@@ -59,6 +59,9 @@ class HashEncoder:
     def fingerprint(self) -> str:
         return "hash-encoder"
 
+    def earlier_fingerprint(self) -> str:  # FrozenEncoder's: what an earlier burrow recorded for these weights
+        return "hash-encoder-4mib"
+
     def encode(self, texts: list[str]) -> np.ndarray:
         rows = [np.random.default_rng(zlib.crc32(t.encode("utf-8", "surrogatepass"))).standard_normal(self.dim)
                 for t in texts]

@@ -60,6 +60,19 @@ def test_jsonl_gz_fields_ids_and_bad_lines(tmp_path: Path) -> None:
     assert stats.skipped == {"no_body_field": 1, "bad_json": 1}
 
 
+def test_jsonl_without_the_text_field_is_refused(tmp_path: Path) -> None:
+    # A folder of notes and a JSONL whose text is under "body": the JSONL's records were skipped one by one
+    # and the memory was built from the notes alone, the file lost in a "no_text_field 30" count.
+    (tmp_path / "note.txt").write_text("a note\n", encoding="utf-8")
+    rows = [{"body": f"doc {i}", "title": f"T{i}", "n": i} for i in range(3)]
+    (tmp_path / "notes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(BurrowError, match=r"notes.jsonl: none of its 3 records has a 'text' field "
+                                          r"\(its text fields: body, title\); .* --text-field"):
+        read([tmp_path])
+    docs, _ = read([tmp_path], text_field="text,body")
+    assert sorted(d.text for d in docs) == ["a note\n", "doc 0", "doc 1", "doc 2"]
+
+
 def test_parquet(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -38,6 +38,24 @@ def test_generate_streams_text_then_attributions(retro_dir, gen_memory) -> None:
     assert "chunk " in out.stdout and "distance" in out.stdout
 
 
+def test_generate_says_when_the_context_ends_it_early(gen_memory, tiny_config, tmp_path, burrow_cli) -> None:
+    """Asked for more tokens than the context holds, the streamed view stopped short without a word (only --json's
+    finish_reason said why)."""
+    import torch
+
+    from burrow.model import build_model, save_model
+
+    torch.manual_seed(0)
+    run = save_model(build_model(tiny_config(gen_memory.tokenizer.vocab_size, retro=False, max_seq_len=32)),
+                     tmp_path / "short")
+    code, out, err = burrow_cli("generate", run, "--memory", gen_memory.dir, "Owls", "--max-tokens", "40",
+                                "--seed", "1")
+    assert code == 0 and out.startswith("Owls")
+    assert "of 40 tokens: the model's context (max_seq_len) is full" in err, err
+    code, _, err = burrow_cli("generate", run, "--memory", gen_memory.dir, "Owls", "--max-tokens", "4", "--seed", "1")
+    assert code == 0 and "max_seq_len" not in err
+
+
 def test_generate_rejects_bad_options(retro_dir, gen_memory) -> None:
     from burrow.errors import BurrowError
 

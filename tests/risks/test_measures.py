@@ -292,17 +292,21 @@ def test_a_tasks_results_file_that_is_not_an_object_is_one_line(tmp_path: Path, 
 def test_misinformation_calls_run_tasks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from burrow.risks.config import RisksConfig
     from burrow.risks.context import Context
+    from burrow.tasks.config import LMConfig, TasksConfig
 
     calls = []
 
-    def run_tasks(models, tasks, out, memory=None, data_dir=None, limit=None):
-        calls.append((models, tasks, limit))
+    def run_tasks(models, tasks, out, memory=None, data_dir=None, limit=None, config=None):
+        calls.append((models, tasks, limit, config.lm.device, config.lm.precision, config.progress))
         return CONTRACT
 
-    monkeypatch.setitem(sys.modules, "burrow.tasks", types.SimpleNamespace(run_tasks=run_tasks))
-    ctx = Context(RisksConfig(tasks_limit=7), tmp_path, [Path("runs/a")], None)
+    tasks = types.SimpleNamespace(run_tasks=run_tasks, LMConfig=LMConfig, TasksConfig=TasksConfig)
+    monkeypatch.setitem(sys.modules, "burrow.tasks", tasks)
+    # `risks --device cpu --precision fp32 --no-progress`: TruthfulQA ran on the default device and autocast
+    config = RisksConfig(tasks_limit=7, device="cpu", precision="fp32", progress=False)
+    ctx = Context(config, tmp_path, [Path("runs/a")], None)
     outcome = misinformation.measure_misinformation(ctx)
-    assert calls == [(["runs/a"], ["truthfulqa_mc1", "truthfulqa_mc2"], 7)]
+    assert calls == [(["runs/a"], ["truthfulqa_mc1", "truthfulqa_mc2"], 7, "cpu", "fp32", False)]
     assert outcome.measurements[0].values[1].value == 0.3 and (tmp_path / "misinformation.png").is_file()
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from burrow.cli.options import DEFAULT_K, Device, K, MaybeSeqLen, Precision, default_of, out_option
+from burrow.cli.options import DEFAULT_K, Device, EvalSeqLen, K, Precision, default_of, out_option
 from burrow.errors import BurrowError
 from burrow.evaluate.config import DEFAULT_SWEEP_K, EvalConfig, KnnLMConfig
 
@@ -20,7 +20,7 @@ def eval_command(
     data: list[str] = typer.Option(..., "--data", "-d", help="Evaluation files or folders (repeat the option)."),
     out: Path = out_option(..., "Output directory (report, plots, cached neighbours)."),
     k: K = DEFAULT_K,
-    seq_len: MaybeSeqLen = default_of(EvalConfig, "seq_len"),
+    seq_len: EvalSeqLen = default_of(EvalConfig, "seq_len"),
     leakage: bool = typer.Option(False, "--leakage", help="r(C) and bpb(α) (RETRO §2.6)."),
     sweep_k: bool = typer.Option(False, "--sweep-k",
                                  help=f"RETRO[ON] bpb at k = {', '.join(map(str, DEFAULT_SWEEP_K))}."),

@@ -106,7 +106,7 @@ def generate_command(
     config = GenerationConfig(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                               greedy=greedy, seed=seed, k=k, retrieval=not no_retrieval, min_copy=min_copy)
     generator = _generator(run, memory, device, precision, lm, retriever, stride, query_tokens)
-    from burrow.generate import AttributionEvent, TokenEvent
+    from burrow.generate import AttributionEvent, DoneEvent, TokenEvent
 
     if as_json:
         typer.echo(json.dumps(generator.generate(prompt, config).to_json(), indent=2, ensure_ascii=False))
@@ -114,12 +114,18 @@ def generate_command(
     console = _console()
     console.print(prompt, end="", style="dim", markup=False, highlight=False)
     attributions = []
+    done = None
     for event in generator.stream(prompt, config):
         if isinstance(event, TokenEvent):
             console.print(event.text, end="", markup=False, highlight=False)
         elif isinstance(event, AttributionEvent):
             attributions.append(event.attribution)
+        elif isinstance(event, DoneEvent):
+            done = event.result
     console.print()
+    if done is not None and done.finish_reason == "max_seq_len":  # fewer tokens than asked, said only in --json
+        typer.echo(f"stopped after {len(done.tokens)} of {max_tokens} tokens: the model's context (max_seq_len) is "
+                   "full", err=True)
     bm25 = getattr(generator, "retriever", "dense") == "bm25"  # in-context with BM25: distances are −scores
     for attribution in attributions:
         _print_attribution(console, attribution, bm25)

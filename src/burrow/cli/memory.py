@@ -60,8 +60,9 @@ def build(
 ) -> None:
     """Build a memory from CORPUS: tokenizer → tokens → 64-token chunks → frozen-encoder keys → FAISS index."""
     from burrow.device import pick_device
-    from burrow.memory.build import build_memory, compute_neighbours, encoder_on
+    from burrow.memory.build import build_memory, check_memory_out, compute_neighbours, encoder_on
 
+    check_memory_out(out)  # a run's folder, say, before its footprint.json records the refused build
     pick_device(device)  # an unusable --device is refused before any work
     config = MemoryConfig(
         corpus=CorpusConfig(text_field=text_field, txt_split=txt_split, invalid_utf8=invalid_utf8),  # type: ignore[arg-type]

@@ -54,9 +54,11 @@ ENCODER_PRECISIONS = ("auto", "bf16", "fp32")  # the frozen encoder's (EncoderCo
 EncoderPrecision = Annotated[str, typer.Option("--precision", callback=_one_of(ENCODER_PRECISIONS),
                                                help="The frozen encoder's precision: auto | bf16 | fp32.")]
 _K = typer.Option("-k", "--k", min=1, help=f"Neighbours retrieved per chunk (default {DEFAULT_K}).")
-_SEQ_LEN = typer.Option("--seq-len", help="Tokens per sequence, a multiple of the chunk length (training; default "
-                        "512), or per scored window, a multiple of twice the chunk length (evaluation; default the "
-                        "models' max_seq_len rounded down to one).")
+# One help per meaning: train's and eval's --help each showed both (eval's began "(training; default 512)").
+_SEQ_LEN = typer.Option("--seq-len", help="Tokens per training sequence, a multiple of the chunk length (default "
+                        "512).")
+_EVAL_SEQ_LEN = typer.Option("--seq-len", help="Tokens per scored window, a multiple of twice the chunk length "
+                             "(default: the models' max_seq_len rounded down to one).")
 _FORCE = typer.Option("--force", help="Discard what an earlier run left and start again.")
 _NO_PROGRESS = typer.Option("--no-progress", help="No progress bar.")
 
@@ -71,6 +73,7 @@ MaybeDevice = Annotated[str | None, _DEVICE]
 MaybePrecision = Annotated[str | None, _PRECISION]
 MaybeK = Annotated[int | None, _K]
 MaybeSeqLen = Annotated[int | None, _SEQ_LEN]
+EvalSeqLen = Annotated[int | None, _EVAL_SEQ_LEN]
 
-__all__ = ["DEFAULT_K", "Device", "EncoderPrecision", "Force", "K", "MaybeDevice", "MaybeK", "MaybePrecision",
-           "MaybeSeqLen", "NoProgress", "Precision", "SeqLen", "default_of", "out_option"]
+__all__ = ["DEFAULT_K", "Device", "EncoderPrecision", "EvalSeqLen", "Force", "K", "MaybeDevice", "MaybeK",
+           "MaybePrecision", "MaybeSeqLen", "NoProgress", "Precision", "SeqLen", "default_of", "out_option"]

@@ -165,7 +165,11 @@ def read_text(path: Path, raw: bytes, config: CorpusConfig, stats: CorpusStats) 
 
 
 def read_jsonl(path: Path, raw: bytes, config: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
-    """One document per JSON line (its ``config.text_field``); malformed lines are counted and skipped."""
+    """One document per JSON line (its ``config.text_field``); malformed lines are counted and skipped. A file
+    none of whose records has the field is refused, as a Parquet file without the column is (its records were
+    skipped one by one, and the build went on without the file)."""
+    records = found = 0
+    fields: list[str] = []
     for i, line in enumerate(io.BytesIO(raw)):
         if not line.strip():
             continue
@@ -178,9 +182,13 @@ def read_jsonl(path: Path, raw: bytes, config: CorpusConfig, stats: CorpusStats)
             stats.skip("bad_json", len(line))
             continue
         text = _text_of(record, config) if isinstance(record, dict) else None
+        if isinstance(record, dict):
+            records += 1
+            fields = fields or [k for k, v in record.items() if isinstance(v, str)]
         if text is None:
             stats.skip(f"no_{config.text_field}_field", len(line))
             continue
+        found += 1
         doc_id = record.get(config.id_field)
         title = record.get(config.title_field)
         source = record.get(config.source_field)
@@ -191,6 +199,10 @@ def read_jsonl(path: Path, raw: bytes, config: CorpusConfig, stats: CorpusStats)
             str(title) if title is not None else None,
         )
         yield from _emit(doc, config, stats)
+    if records and not found:
+        raise BurrowError(f"{path}: none of its {records:,} records has a {config.text_field!r} field (its text "
+                          f"fields: {', '.join(fields) or 'none'}); name the one holding the text with --text-field "
+                          "('a,b' tries a, then b), or leave the file out")
 
 
 def _read_records(

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from burrow.artefacts import (
     check_out_dir,
+    check_out_not,
     config_hash,
     damaged,
     file_as_recorded,
@@ -349,6 +350,18 @@ def encoder_on(config: MemoryConfig, device: str) -> FrozenEncoder | None:
     return FrozenEncoder(replace(config.encoder, device=device))
 
 
+#: What ``-o`` must not be: a build into a run replaced its footprint.json and mixed a memory into its files.
+NOT_A_MEMORY = (("a run or model", ("model.manifest.json", "model.safetensors", "train.manifest.json", "final",
+                                    "checkpoints")),
+                ("an evaluation report", ("eval.json",)))
+
+
+def check_memory_out(out: str | Path) -> None:
+    """``out`` as a memory's folder: refused (before any work) where it is a run, a model or an eval report."""
+    check_out_dir(out)
+    check_out_not(out, NOT_A_MEMORY, "the memory's footprint.json, tokens/ and index")
+
+
 def build_memory(inputs: Sequence[str], out: str | Path, config: MemoryConfig | None = None,
                  force: bool = False, progress: bool = True,
                  encoder: FrozenEncoder | None = None,
@@ -361,7 +374,7 @@ def build_memory(inputs: Sequence[str], out: str | Path, config: MemoryConfig | 
     """
     inputs = check_inputs(inputs)
     check_directory(out, "the output folder")
-    check_out_dir(out)
+    check_memory_out(out)
     config = config or MemoryConfig()
     with removing_new_folders(out):
         return _build(inputs, Path(out), config, force, progress, encoder, shard_encoder)

@@ -28,7 +28,14 @@ import numpy as np
 
 from burrow.artefacts import atomic_path, read_json
 from burrow.errors import BurrowError
-from burrow.memory.build import MemoryConfig, StageTiming, build_memory, check_same_inputs, compute_neighbours
+from burrow.memory.build import (
+    MemoryConfig,
+    StageTiming,
+    build_memory,
+    check_memory_out,
+    check_same_inputs,
+    compute_neighbours,
+)
 from burrow.memory.checks import check_inputs
 from burrow.memory.encode import EncoderConfig, _shard_ok, encode_shard
 from burrow.memory.keys import key_shard_paths
@@ -164,6 +171,7 @@ def build_memory_ray(inputs: Sequence[str], out: str | Path, config: MemoryConfi
     from burrow.memory.encode import FrozenEncoder
 
     inputs = check_inputs(inputs)
+    check_memory_out(out)
     config = config or MemoryConfig()
     ray_config = ray_config or RayConfig()
     if not force:

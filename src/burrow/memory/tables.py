@@ -138,6 +138,10 @@ def tokenize_store(memory: Memory, inputs: Sequence[str], out: str | Path,
                                       extra=lambda: {"given": given_inputs(inputs)})
         except NoDocuments:  # say what was skipped and why, as `memory build` does
             raise no_documents(inputs, stats) from None
+        except BaseException:  # a reader's error (a JSONL without the text field), Ctrl-C: an unfinished store's
+            if not manifest_path(out, TOKENS_KIND).exists():  # start goes, so a folder made for it is removed
+                (Path(out) / "tokens.bin").unlink(missing_ok=True)
+            raise
     log.info(stats.summary())
     return store
 

@@ -34,12 +34,15 @@ def tasks_results(ctx: Context) -> Any:
     if not ctx.runs:
         raise BurrowError("no models to run TruthfulQA on (give RUN… or --tasks-results FILE)")
     try:
-        from burrow.tasks import run_tasks  # the evaluation suite (floor 5); optional in a partial install
+        # the evaluation suite (floor 5); optional in a partial install
+        from burrow.tasks import LMConfig, TasksConfig, run_tasks
     except ImportError as e:
         raise Unavailable(f"the evaluation suite (burrow.tasks) cannot be imported here ({e}); run `burrow tasks "
                           "run` elsewhere and pass its results.json with --tasks-results FILE") from None
+    # the report's --device, --precision and --no-progress (TruthfulQA ran on the default device and autocast)
+    config = TasksConfig(lm=LMConfig(device=cfg.device, precision=cfg.precision), progress=cfg.progress)
     return dict(run_tasks(models=[str(r) for r in ctx.runs], tasks=list(TASKS), out=ctx.out / "tasks",
-                          memory=ctx.memory_dir, data_dir=cfg.data_dir, limit=cfg.tasks_limit))
+                          memory=ctx.memory_dir, data_dir=cfg.data_dir, limit=cfg.tasks_limit, config=config))
 
 
 def truthfulqa(results: Any, where: str = "the tasks results") -> list[Measurement]:

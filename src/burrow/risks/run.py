@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import burrow.risks.taxonomy as taxonomy
-from burrow.artefacts import config_hash, read_json, write_json, write_manifest
+from burrow.artefacts import check_out_not, config_hash, read_json, write_json, write_manifest
 from burrow.errors import BurrowError
 from burrow.evaluate.pipeline import timed
+from burrow.evaluate.runs import NOT_AN_OUTPUT
 from burrow.footprint import track
 from burrow.risks.config import RisksConfig
 from burrow.risks.context import Context, Unavailable, load_arms
@@ -82,6 +83,8 @@ def run_risks(runs: Sequence[str | Path], memory: str | Path | None, out: str | 
     if config.risks and not known:
         raise BurrowError(errors[0] if errors else "no risks selected")
     risks = taxonomy.select(known)
+    # a run's or a memory's folder (a model given twice) took the report, parts/ and footprint records
+    check_out_not(out, NOT_AN_OUTPUT, "the report (risks.md/html/json, parts/, plots)")
     out.mkdir(parents=True, exist_ok=True)  # only now: a refused selection leaves no folder behind
     ctx = Context(config, out, [Path(r) for r in runs], Path(memory) if memory is not None else None, force=force)
     outcomes: dict[str, Outcome | BurrowError] = {}

@@ -32,10 +32,19 @@ from unittest import mock
 
 from tqdm import tqdm
 
-from burrow.artefacts import config_hash, files_id, read_json, removing_new_folders, write_json, write_manifest
+from burrow.artefacts import (
+    check_out_not,
+    config_hash,
+    files_id,
+    read_json,
+    removing_new_folders,
+    write_json,
+    write_manifest,
+)
 from burrow.data.shared import find_data
 from burrow.errors import BurrowError
 from burrow.evaluate.retrieval import memory_fingerprint
+from burrow.evaluate.runs import NOT_AN_OUTPUT
 from burrow.memory import Memory
 from burrow.model.io import weights_id
 from burrow.tasks.catalog import MMLU_SUBJECTS, TaskSpec, lm_eval_names, parse_tasks
@@ -203,6 +212,8 @@ def run_tasks(models: list[str], tasks: list[str], out: Path, memory: Path | Non
         config.__post_init__()
     if not models:
         raise BurrowError("no models given; pass RUN directories or HF names (e.g. smollm2)")
+    # a memory's or a run's folder took results.json, configs/, lm_cache/ and footprint records among its files
+    check_out_not(out, NOT_AN_OUTPUT, "the results (results.json, report.md, configs/, per_task/, lm_cache/)")
     specs = parse_tasks(tasks)
     data = find_data(data_dir, needs=specs[0].files)
     check_data(specs, data)  # a missing or damaged task file fails here, before anything is written
