@@ -144,7 +144,7 @@ def test_another_store_of_the_memorys_documents_never_retrieves_them(train_memor
     """Training on `--tokens` another store filtered no neighbour: its documents that the memory also holds (the
     same id and UTF-8 length) retrieved their own chunks, the very text to predict, at distance 0."""
     from burrow.data.corpus import CorpusConfig
-    from burrow.evaluate.data import memory_documents
+    from burrow.data.tokens import memory_documents
     from burrow.memory.tables import tokenize_store
 
     corpus = tmp_path / "same-corpus"

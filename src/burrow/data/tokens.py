@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,3 +196,15 @@ def _finish(directory: Path, offsets: np.ndarray, doc_lines: list[str], n_tokens
 
 def _size(path: Path) -> int | None:
     return path.stat().st_size if path.is_file() else None
+
+
+def memory_documents(doc_ids: Sequence[str], doc_bytes: Sequence[int] | np.ndarray, memory_docs: Sequence[Any]
+                     ) -> np.ndarray:
+    """(D,) per document, the memory document that is the same one (-1 where none): the same id
+    and the same UTF-8 length. An id is a file's base name and the document's index in it, which unrelated
+    files share (``train/x.txt`` and ``valid/x.txt`` are both ``x.txt#0``): the id alone excluded unrelated
+    memory documents from the document's search."""
+    index: dict[tuple[str, int], int] = {}
+    for i, doc in enumerate(memory_docs):
+        index.setdefault((doc.id, int(doc.bytes)), i)
+    return np.array([index.get((d, int(b)), -1) for d, b in zip(doc_ids, doc_bytes, strict=True)], dtype=np.int64)

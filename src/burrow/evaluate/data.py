@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -146,18 +145,6 @@ class EvalData:
             h.update(np.int64(len(t)).tobytes())
             h.update(np.ascontiguousarray(t, dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
-
-
-def memory_documents(doc_ids: Sequence[str], doc_bytes: Sequence[int] | np.ndarray, memory_docs: Sequence[Any]
-                     ) -> np.ndarray:
-    """(D,) per evaluation document, the memory document that is the same one (-1 where none): the same id
-    and the same UTF-8 length. An id is a file's base name and the document's index in it, which unrelated
-    files share (``train/x.txt`` and ``valid/x.txt`` are both ``x.txt#0``): the id alone excluded unrelated
-    memory documents from the evaluated document's search."""
-    index: dict[tuple[str, int], int] = {}
-    for i, doc in enumerate(memory_docs):
-        index.setdefault((doc.id, int(doc.bytes)), i)
-    return np.array([index.get((d, int(b)), -1) for d, b in zip(doc_ids, doc_bytes, strict=True)], dtype=np.int64)
 
 
 def chunk_bytes_of(tokens: np.ndarray, text_bytes: int, tok: Tokenizer, m: int) -> np.ndarray:

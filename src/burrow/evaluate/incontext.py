@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from burrow.data.tokens import memory_documents
 from burrow.device import autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import ModelScore
-from burrow.evaluate.data import EvalData, memory_documents
+from burrow.evaluate.data import EvalData
 from burrow.lm import (  # noqa: F401 (re-exported: the adapters live in burrow.lm)
     HFLM,
     BurrowLM,

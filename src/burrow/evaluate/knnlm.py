@@ -38,11 +38,12 @@ from tqdm.auto import tqdm
 
 from burrow.artefacts import config_hash, damaged, read_manifest, write_manifest
 from burrow.data.layout import document_inputs, start_token, target_offset
+from burrow.data.tokens import memory_documents
 from burrow.device import autocast, autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import ModelScore, scored_spans, token_bits
 from burrow.evaluate.config import KnnLMConfig
-from burrow.evaluate.data import EvalData, memory_documents
+from burrow.evaluate.data import EvalData
 from burrow.evaluate.knnmix import KnnQueries, mixture_bits, subset, tune
 from burrow.memory.neighbours import search_excluding
 

@@ -20,12 +20,12 @@ import numpy as np
 
 from burrow.data.documents import CorpusConfig
 from burrow.data.layout import window_length
-from burrow.data.tokens import TokenStore
+from burrow.data.tokens import TokenStore, memory_documents
 from burrow.device import autocast_dtype, pick_device
 from burrow.errors import BurrowError
 from burrow.evaluate.bpb import MODES, BatchObserver, Gain, ModelScore, bootstrap_gain, check_mode, score_model
 from burrow.evaluate.config import EvalConfig
-from burrow.evaluate.data import EvalData, from_store, load_eval_data, memory_documents
+from burrow.evaluate.data import EvalData, from_store, load_eval_data
 from burrow.evaluate.knnlm import LMPass
 from burrow.evaluate.leakage import Leakage, bpb_alpha, measure_leakage
 from burrow.evaluate.methods import MethodsConfig, add_methods, check_methods, incontext_lms

@@ -36,7 +36,7 @@ import torch
 
 from burrow.artefacts import config_hash
 from burrow.data.layout import start_token
-from burrow.data.tokens import TokenStore
+from burrow.data.tokens import TokenStore, memory_documents
 from burrow.errors import BurrowError
 from burrow.memory import Memory
 from burrow.memory.build import compute_neighbours
@@ -340,8 +340,6 @@ def _memory_docs_of(sequences: Sequences, memory: Memory) -> np.ndarray:
     """(chunks,) per chunk of another store than the memory's, the memory document that is the chunk's document
     (the same id and UTF-8 length, as evaluation matches them), -1 where the memory does not hold it: a
     neighbour from it would be the text to predict."""
-    from burrow.evaluate.data import memory_documents
-
     docs = sequences.store.docs
     same = memory_documents([d.id for d in docs], [d.bytes for d in docs], memory.store.docs)
     matched = int((same >= 0).sum())
