@@ -333,7 +333,7 @@ def test_eval_reads_jsonl_data_by_its_text_field(setup, burrow_cli, tmp_path) ->
     data.write_text("".join(json.dumps({"body": line}) + "\n" for line in lines), encoding="utf-8")
     base = ["eval", tmp / "base-run", "--memory", memory.dir, "--precision", "fp32"]
     code, _, err = burrow_cli(*base, "-d", data, "-o", tmp_path / "a")
-    assert code != 0 and "body" not in err  # nothing to score in the field 'text'
+    assert code != 0 and "--text-field" in err  # no record has the field 'text': one line naming the option
     code, out, err = burrow_cli(*base, "-d", data, "--text-field", "body", "-o", tmp_path / "b")
     assert code == 0, err
     by_field = json.loads((tmp_path / "b" / "eval.json").read_text(encoding="utf-8"))
