@@ -87,7 +87,7 @@ def test_cli_serve_with_run_and_lm(retro_dir, bm25_memory, tiny_lm_dir, monkeypa
     import burrow.serve
 
     seen = {}
-    monkeypatch.setattr(burrow.serve, "run_server", lambda a, host, port: seen.update(app=a))
+    monkeypatch.setattr(burrow.serve, "run_server", lambda a, host, port, allow: seen.update(app=a))
     out = CliRunner().invoke(app, ["serve", str(retro_dir), "--lm", str(tiny_lm_dir), "--memory",
                                    str(bm25_memory.dir), "--device", "cpu", "--retriever", "dense"])
     assert out.exit_code == 0, out.output
