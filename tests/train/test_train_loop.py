@@ -32,6 +32,19 @@ def _curve(run: Path) -> list[tuple[int, float, float | None]]:
     return [(r["step"], r["loss"], r.get("val_loss")) for r in rows]
 
 
+def _dies_at_step_6(real_step):
+    """``train_step`` that is interrupted at its 6th call: step 5 ran and was logged, the newest checkpoint is 4."""
+    calls = {"n": 0}
+
+    def step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    return step
+
+
 @pytest.mark.parametrize("retro", [False, True])
 def test_kill_and_resume_reproduces_the_uninterrupted_run(train_memory: Memory, model_toml, tmp_path: Path,
                                                           monkeypatch, retro: bool) -> None:
@@ -40,15 +53,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(train_memory: Memory, 
     assert straight.steps == 6 and straight.resumed_from is None
 
     real_step = loop.train_step
-    calls = {"n": 0}
-
-    def dies_at_step_6(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 6:  # step 5 ran and was logged, but the newest checkpoint is step 4
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_step", dies_at_step_6)
+    monkeypatch.setattr(loop, "train_step", _dies_at_step_6(real_step))
     with pytest.raises(KeyboardInterrupt):
         train(_config(train_memory, model, tmp_path / "killed"))
     assert [s for s, _, _ in _curve(tmp_path / "killed")] == [1, 2, 3, 4, 5]
@@ -225,15 +230,7 @@ def test_an_fp16_run_killed_and_resumed_continues_with_the_same_loss_scale(train
     assert read_json(tmp_path / "straight" / "train.manifest.json")["skipped_steps"] == 4
 
     real_step = loop.train_step
-    calls = {"n": 0}
-
-    def dies_at_step_6(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 6:  # step 5 ran and was logged, but the newest checkpoint is step 4
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_step", dies_at_step_6)
+    monkeypatch.setattr(loop, "train_step", _dies_at_step_6(real_step))
     with pytest.raises(KeyboardInterrupt):
         train(_config(train_memory, model, tmp_path / "killed", precision="fp16"))
     monkeypatch.setattr(loop, "train_step", real_step)
