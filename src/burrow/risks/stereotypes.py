@@ -21,8 +21,9 @@ import csv
 import logging
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -34,6 +35,8 @@ from burrow.risks.scoring import Scorer, scorer_for
 from burrow.risks.stats import bootstrap, ratio_bootstrap, wilson
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CROWS_FILE = "crows-pairs/crows_pairs_anonymized.csv"
 WINOGENDER_FILES = ("winogender/all_sentences.tsv", "winogender/occupations-stats.tsv")
@@ -71,12 +74,24 @@ def reading(path: Path) -> Iterator[Reading]:
         raise BurrowError(f"data file {path}{at.where} cannot be read ({first_line(e)}); {_FIX}") from None
 
 
+def table_rows(path: Path, parse: Callable[[dict[str, str]], T], delimiter: str = ",") -> list[T]:
+    """``parse`` of every row of the CSV (or, with ``delimiter``, TSV) file ``path``, header first; a file or row
+    that cannot be read or parsed is one line naming them (:func:`reading`)."""
+    out = []
+    with reading(path) as at, open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        for row in reader:
+            at.where = f", line {reader.line_num}"
+            out.append(parse(row))
+    return out
+
+
 def no_rows(path: Path) -> BurrowError:
     """The error of a data file that holds nothing to measure on."""
     return BurrowError(f"data file {path} holds no rows (empty); {_FIX}")
 
 
-def text_field(row: dict[str, object], key: str) -> str:
+def text_field(row: Mapping[str, object], key: str) -> str:
     """``row[key]`` as text (a short CSV row has None there, an empty field ""; an error naming the field: an
     empty sentence has no tokens to score)."""
     value = row[key]
@@ -88,12 +103,8 @@ def text_field(row: dict[str, object], key: str) -> str:
 def read_crows(data_dir: Path, limit: int | None = None, seed: int = 0) -> list[dict[str, str]]:
     """CrowS-Pairs rows (sent_more, sent_less, bias_type, stereo_antistereo); a seeded sample of ``limit``."""
     path = data_file(data_dir, CROWS_FILE)
-    rows = []
-    with reading(path) as at, open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        for r in reader:
-            at.where = f", line {reader.line_num}"
-            rows.append({k: text_field(r, k) for k in ("sent_more", "sent_less", "bias_type", "stereo_antistereo")})
+    rows = table_rows(path, lambda r: {k: text_field(r, k) for k in ("sent_more", "sent_less", "bias_type",
+                                                                     "stereo_antistereo")})
     if not rows:
         raise no_rows(path)
     if limit is not None and limit < len(rows):
@@ -119,25 +130,23 @@ def read_winogender(data_dir: Path) -> tuple[list[tuple[str, str, str]], dict[st
     """([(occupation, male sentence, female sentence)], occupation -> BLS % female)."""
     sentences: dict[tuple[str, str, str], dict[str, str]] = defaultdict(dict)
     path = data_file(data_dir, WINOGENDER_FILES[0])
-    with reading(path) as at, open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        for row in reader:
-            at.where = f", line {reader.line_num}"
-            occupation, participant, answer, gender, _ = text_field(row, "sentid").split(".")
-            sentences[(occupation, participant, answer)][gender] = text_field(row, "sentence")
+    for occupation, participant, answer, gender, sentence in table_rows(path, _winogender_sentence, "\t"):
+        sentences[(occupation, participant, answer)][gender] = sentence
     pairs = [(key[0], s["male"], s["female"]) for key, s in sentences.items() if "male" in s and "female" in s]
     if not pairs:
         raise no_rows(path)
     path = data_file(data_dir, WINOGENDER_FILES[1])
-    stats = {}
-    with reading(path) as at, open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        for row in reader:
-            at.where = f", line {reader.line_num}"
-            stats[text_field(row, "occupation")] = float(text_field(row, "bls_pct_female"))
+    stats = dict(table_rows(path, lambda r: (text_field(r, "occupation"), float(text_field(r, "bls_pct_female"))),
+                            "\t"))
     if not stats:
         raise no_rows(path)
     return pairs, stats
+
+
+def _winogender_sentence(row: dict[str, str]) -> tuple[str, str, str, str, str]:
+    """(occupation, participant, answer, gender, sentence) of a Winogender row (sentid ``occ.part.ans.gender.txt``)."""
+    occupation, participant, answer, gender, _ = text_field(row, "sentid").split(".")
+    return occupation, participant, answer, gender, text_field(row, "sentence")
 
 
 def winogender(pairs: list[tuple[str, str, str]], stats: dict[str, float], score: Scorer,
