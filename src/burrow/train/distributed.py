@@ -64,15 +64,14 @@ from burrow.train.loop import (
     LossScaling,
     ModelSetup,
     TrainResult,
-    _clip_and_step,
     _due,
     _finish,
     _loss_sum,
     _Metrics,
     _prepare_run,
-    _scaled,
-    _scaling_record,
+    clip_and_step,
     evaluate_loss,
+    scaled_loss,
     train_mode,
 )
 from burrow.train.loop import train as train_one_process
@@ -287,10 +286,10 @@ def _step(wrapped: nn.Module, optimizer: torch.optim.Optimizer, micro: list[Batc
         with sync:
             loss = _loss_sum(wrapped, batch, d.device, dtype)  # type: ignore[arg-type]
             # DDP and FSDP average gradients over ranks: × world turns that mean into the global sum.
-            _scaled(loss * (d.world / total), scaler).backward()
+            scaled_loss(loss * (d.world / total), scaler).backward()
         loss_sum += loss.detach().double()
     dist.all_reduce(loss_sum)
-    norm = _clip_and_step(wrapped.parameters(), optimizer, clip, scaler)
+    norm = clip_and_step(wrapped.parameters(), optimizer, clip, scaler)
     norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
     return float(loss_sum) / total, float(norm)
 
@@ -328,7 +327,7 @@ def _run(config: TrainConfig, paths: RunPaths, model: nn.Module, wrapped: nn.Mod
                                       "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_step / dt,
                                       "processes": d.world}
             if scaling is not None:
-                record.update(_scaling_record(scaling, scale))
+                record.update(scaling.step_record(scale))
             if _due(step + 1, config.eval_every, config.steps):
                 val_loss = evaluate_loss(evaluator, data.valid, valid_seqs, config.micro_batch, d.device, dtype)
                 record["val_loss"] = val_loss

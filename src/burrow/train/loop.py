@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 
 RUN_KIND = "train"  # manifest kind of a finished run
 
-__all__ = ["LossScaling", "ModelSetup", "TrainResult", "evaluate_loss", "load_run", "train",  # load_run: model I/O
-           "train_step"]
+# load_run: model I/O
+__all__ = ["LossScaling", "ModelSetup", "TrainResult", "clip_and_step", "evaluate_loss", "load_run", "scaled_loss",
+           "train", "train_step"]
 
 
 @dataclass
@@ -123,6 +124,18 @@ class LossScaling:
             self.skipped = int(state.get("skipped_steps", 0))
         else:
             log.info("the checkpoint holds no loss scale; fp16 loss scaling starts again at %g", self.scale())
+
+    def step_record(self, scale: float) -> dict[str, Any]:
+        """The metrics of a step run with loss scale ``scale``: that scale and the run's skipped steps so far; a
+        step the scaler skipped (its scale backed off) is counted here, and its gradient norm (inf or NaN) is
+        null."""
+        record: dict[str, Any] = {"loss_scale": scale}
+        if self.scale() < scale:
+            self.skipped += 1
+            record["grad_norm"] = None
+            log.debug("fp16 gradients overflowed at loss scale %g: step skipped", scale)
+        record["skipped_steps"] = self.skipped
+        return record
 
     def record(self) -> dict[str, Any]:
         """The run's final scale and skipped steps (manifest)."""
@@ -306,18 +319,18 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro: list[B
     loss_sum = torch.zeros((), device=device)
     for batch in micro:
         loss = _loss_sum(model, batch, device, dtype)
-        _scaled(loss / total, scaler).backward()
+        scaled_loss(loss / total, scaler).backward()
         loss_sum += loss.detach()
-    norm = _clip_and_step(model.parameters(), optimizer, clip, scaler)
+    norm = clip_and_step(model.parameters(), optimizer, clip, scaler)
     return float(loss_sum) / total, float(norm)
 
 
-def _scaled(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> torch.Tensor:
+def scaled_loss(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> torch.Tensor:
     """``loss`` times the scaler's scale (``loss`` itself without a scaler)."""
     return scaler.scale(loss) if scaler is not None else loss
 
 
-def _clip_and_step(params: Iterable[torch.Tensor], optimizer: torch.optim.Optimizer, clip: float,
+def clip_and_step(params: Iterable[torch.Tensor], optimizer: torch.optim.Optimizer, clip: float,
                   scaler: torch.amp.GradScaler | None) -> torch.Tensor:
     """Clip the gradients' norm to ``clip`` (0: no clipping) and step; return the norm before clipping. A
     ``scaler`` unscales first (the clip sees the true gradients), skips the update when a gradient is inf or NaN
@@ -389,7 +402,7 @@ def _run(config: TrainConfig, paths: RunPaths, model: Transformer, optimizer: to
             record: dict[str, Any] = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": norm,
                                       "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_step / dt}
             if scaling is not None:
-                record.update(_scaling_record(scaling, scale))
+                record.update(scaling.step_record(scale))
             if _due(step + 1, config.eval_every, config.steps):
                 val_loss = evaluate_loss(model, data.valid, valid_seqs, config.micro_batch, device, dtype)
                 record["val_loss"] = val_loss
@@ -409,18 +422,6 @@ def _run(config: TrainConfig, paths: RunPaths, model: Transformer, optimizer: to
         val_loss = evaluate_loss(model, data.valid, valid_seqs, config.micro_batch, device, dtype)
     return _finish(config, paths, model, loss, val_loss, seconds, (config.steps - start) * tokens_per_step, save,
                    scaling)
-
-
-def _scaling_record(scaling: LossScaling, scale: float) -> dict[str, Any]:
-    """The metrics of a step run with loss scale ``scale``: that scale and the run's skipped steps so far; a
-    step the scaler skipped (its scale backed off) counts, and its gradient norm (inf or NaN) is null."""
-    record: dict[str, Any] = {"loss_scale": scale}
-    if scaling.scale() < scale:
-        scaling.skipped += 1
-        record["grad_norm"] = None
-        log.debug("fp16 gradients overflowed at loss scale %g: step skipped", scale)
-    record["skipped_steps"] = scaling.skipped
-    return record
 
 
 def _due(done: int, every: int, total: int) -> bool:
